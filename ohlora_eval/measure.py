@@ -1,0 +1,56 @@
+"""The hot loop: edit, generate and score, in batches, in memory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .directions import Directions
+from .protocols import CORE_PROPERTIES, Generator, PropertyScorer
+
+
+def edited_mids(mid: Tensor, dirs: dict[str, Tensor], grid: np.ndarray) -> Tensor:
+    """(v, dim) mid vectors -> (v * m, dim): each moved by every grid point.
+
+    Image ``i * m + j`` is vector ``i`` at grid point ``j``.
+    """
+    w = torch.as_tensor(grid, dtype=torch.float32, device=mid.device)  # (m, 3)
+    d = torch.stack([dirs[p] for p in CORE_PROPERTIES], 1).to(mid.device)  # (v, 3, dim)
+    moved = mid[:, None, :] + torch.einsum("mk,vkd->vmd", w, d)
+    return moved.reshape(-1, mid.shape[1])
+
+
+def score_images(scorer: PropertyScorer, images: Tensor, properties: Sequence[str]) -> np.ndarray:
+    s = scorer.score(images)
+    return np.stack([s[p].detach().float().cpu().numpy() for p in properties], -1)
+
+
+def measure_chunks(
+    generator: Generator,
+    scorer: PropertyScorer,
+    latents: Tensor,
+    directions: Directions,
+    grid: np.ndarray,
+    layer: str,
+    chunk: int,
+    groups: Sequence[str] | None = None,
+    start: int = 0,
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Yield ``(lo, hi, scores)`` per chunk of vectors; scores (hi-lo, m, 3) float32.
+
+    Chunks always start at multiples of ``chunk`` so that a resumed run
+    computes exactly the batches an uninterrupted one would.
+    """
+    n = latents.shape[0]
+    m = grid.shape[0]
+    for lo in range(start - start % chunk, n, chunk):
+        hi = min(n, lo + chunk)
+        with torch.inference_mode():
+            mid = generator.to_mid(latents[lo:hi], layer)
+            dirs = directions.for_vectors(mid, None if groups is None else groups[lo:hi])
+            images = generator.synthesize(edited_mids(mid, dirs, grid), layer)
+            scores = score_images(scorer, images, CORE_PROPERTIES)
+        yield lo, hi, scores.reshape(hi - lo, m, len(CORE_PROPERTIES)).astype(np.float32)

@@ -1,0 +1,151 @@
+"""Loading published Oh-LoRA checkpoints safely, and placing networks on a device.
+
+Why a shared helper: the generator and the scorer must fail the same way when a
+checkpoint is missing or does not fit, and the message must tell the user the
+one config key to set and where the file comes from. Files are only ever read
+with ``weights_only=True`` (no pickled code runs) and loaded strictly, so a
+wrong file can never silently produce a half-initialised network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+OHLORA_V3_1_RELEASE_URL = "https://huggingface.co/daebakgazua/250607_OhLoRA_StyleGAN_all"
+"""Where the Oh-LoRA v3.1 release publishes all its model files (see the original README)."""
+
+RANDOM_INIT_ID = "random-init"
+
+# Wrapper keys under which some training scripts nest the actual state dict.
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "generator", "net")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable, or does not fit the network."""
+
+
+def _hint(config_key: str, published_name: str) -> str:
+    return (
+        f"set {config_key}=<path to {published_name}> "
+        f"(file {published_name} of the Oh-LoRA v3.1 release, {OHLORA_V3_1_RELEASE_URL})"
+    )
+
+
+def file_weights_id(path: str | Path) -> str:
+    """First 16 hex digits of the sha256 of the file bytes (stable lineage/cache key)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _unwrap(obj: object, path: str) -> dict[str, torch.Tensor]:
+    """Accept a bare state dict or one nested under a usual wrapper key."""
+    if isinstance(obj, Mapping):
+        for key in _WRAPPER_KEYS:
+            inner = obj.get(key)
+            if (
+                isinstance(inner, Mapping)
+                and inner
+                and all(isinstance(v, torch.Tensor) for v in inner.values())
+            ):
+                obj = inner
+                break
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors")
+    state = {str(k): v for k, v in obj.items()}
+    if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    return state
+
+
+def check_state_dict(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise CheckpointError naming the first missing/unexpected key or shape mismatch."""
+    expected = module.state_dict()
+    for key in expected:
+        if key not in state:
+            raise CheckpointError(f"{source}: missing key {key!r}; is this the right file?")
+    for key in state:
+        if key not in expected:
+            raise CheckpointError(f"{source}: unexpected key {key!r}; is this the right file?")
+    for key, tensor in expected.items():
+        got = tuple(state[key].shape)
+        if got != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{source}: key {key!r} has shape {list(got)}, "
+                f"the network expects {list(tensor.shape)}"
+            )
+
+
+def load_checkpoint(
+    module: nn.Module,
+    checkpoint: str | Path | None,
+    *,
+    config_key: str,
+    published_name: str,
+    allow_random_init: bool = False,
+) -> str:
+    """Load ``checkpoint`` into ``module`` strictly; return its weights id.
+
+    ``checkpoint=None`` is an error (naming ``config_key``) unless
+    ``allow_random_init`` is set, in which case the module keeps its own
+    initialisation and the id is ``"random-init"``.
+    """
+    if checkpoint is None or str(checkpoint).strip() == "":
+        if allow_random_init:
+            return RANDOM_INIT_ID
+        raise CheckpointError(f"no checkpoint given: {_hint(config_key, published_name)}")
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint file not found: {path}; {_hint(config_key, published_name)}"
+        )
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling refusals, truncated files, non-torch files
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: {first_line}") from exc
+    state = _unwrap(obj, str(path))
+    check_state_dict(module, state, str(path))
+    module.load_state_dict(state, strict=True)
+    return file_weights_id(path)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` means CUDA when available, else CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_autocast(autocast: str | None) -> str | None:
+    """Validate the ``autocast`` option (None, "bf16" or "fp16")."""
+    if autocast is None or autocast in _AUTOCAST_DTYPES:
+        return autocast
+    raise ValueError(f"autocast must be null, 'bf16' or 'fp16', got {autocast!r}")
+
+
+def autocast_context(
+    device: torch.device, autocast: str | None
+) -> contextlib.AbstractContextManager:
+    """Mixed precision on CUDA only; on CPU the option is ignored (full float32)."""
+    if autocast is None or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=_AUTOCAST_DTYPES[autocast])
+
+
+def chunks(n: int, size: int) -> Iterator[slice]:
+    """Consecutive slices covering range(n) in pieces of at most ``size``."""
+    size = max(1, int(size))
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
