@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .batching import padded_call
 from .directions import Directions
 from .protocols import CORE_PROPERTIES, Generator, PropertyScorer
 
@@ -18,13 +19,28 @@ def edited_mids(mid: Tensor, dirs: dict[str, Tensor], grid: np.ndarray) -> Tenso
     Image ``i * m + j`` is vector ``i`` at grid point ``j``.
     """
     w = torch.as_tensor(grid, dtype=torch.float32, device=mid.device)  # (m, 3)
-    d = torch.stack([dirs[p] for p in CORE_PROPERTIES], 1).to(mid.device)  # (v, 3, dim)
-    moved = mid[:, None, :] + torch.einsum("mk,vkd->vmd", w, d)
+    moved = mid[:, None, :].repeat(1, w.shape[0], 1)
+    # Element-wise, in a fixed order (no matmul): each edited vector's bits do not
+    # depend on how many vectors share the batch.
+    for k, p in enumerate(CORE_PROPERTIES):
+        moved += w[None, :, k, None] * dirs[p].to(mid.device)[:, None, :]
     return moved.reshape(-1, mid.shape[1])
 
 
+def to_mid(generator: Generator, latents: Tensor, layer: str) -> Tensor:
+    return padded_call(lambda z: generator.to_mid(z, layer), latents)
+
+
+def synthesize(generator: Generator, mid: Tensor, layer: str) -> Tensor:
+    return padded_call(lambda m: generator.synthesize(m, layer), mid)
+
+
+def score(scorer: PropertyScorer, images: Tensor) -> dict[str, Tensor]:
+    return padded_call(scorer.score, images)
+
+
 def score_images(scorer: PropertyScorer, images: Tensor, properties: Sequence[str]) -> np.ndarray:
-    s = scorer.score(images)
+    s = score(scorer, images)
     return np.stack([s[p].detach().float().cpu().numpy() for p in properties], -1)
 
 
@@ -49,8 +65,8 @@ def measure_chunks(
     for lo in range(start - start % chunk, n, chunk):
         hi = min(n, lo + chunk)
         with torch.inference_mode():
-            mid = generator.to_mid(latents[lo:hi], layer)
+            mid = to_mid(generator, latents[lo:hi], layer)
             dirs = directions.for_vectors(mid, None if groups is None else groups[lo:hi])
-            images = generator.synthesize(edited_mids(mid, dirs, grid), layer)
+            images = synthesize(generator, edited_mids(mid, dirs, grid), layer)
             scores = score_images(scorer, images, CORE_PROPERTIES)
         yield lo, hi, scores.reshape(hi - lo, m, len(CORE_PROPERTIES)).astype(np.float32)

@@ -10,9 +10,20 @@ import pandas as pd
 from .protocols import CORE_PROPERTIES
 
 CORR_COLUMNS = [f"{p}_corr" for p in CORE_PROPERTIES]
-PER_VECTOR_COLUMNS = ["case", "svm_group_name", "passed", *CORR_COLUMNS, "sum_abs_corr", "fail_reason"]
+PER_VECTOR_COLUMNS = [
+    "case",
+    "svm_group_name",
+    "passed",
+    *CORR_COLUMNS,
+    "sum_abs_corr",
+    "fail_reason",
+]
 STATISTICS_COLUMNS = [
-    "eyes_corr_mean", "mouth_corr_mean", "pose_corr_mean", "sum_abs_corr_mean", "passed",
+    "eyes_corr_mean",
+    "mouth_corr_mean",
+    "pose_corr_mean",
+    "sum_abs_corr_mean",
+    "passed",
     "passed_ratio",
 ]
 
@@ -69,7 +80,9 @@ def judge(corrs: pd.DataFrame, cutoffs: Mapping[str, float]) -> pd.DataFrame:
 
 
 def per_vector_table(
-    corr: np.ndarray, cutoffs: Mapping[str, float], groups: list[str] | None = None,
+    corr: np.ndarray,
+    cutoffs: Mapping[str, float],
+    groups: list[str] | None = None,
     cases: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """The Oh-LoRA test-result table (plus ``fail_reason``) from an (n, 3) r array."""

@@ -29,6 +29,7 @@ class Directions:
     method: dict[str, str] = field(default_factory=dict)
     source: str = ""
     run_id: str | None = None
+    medians: dict[str, float] | None = None  # grouping medians of the fitting sample
 
     @property
     def grouped(self) -> bool:
@@ -37,9 +38,9 @@ class Directions:
     def check_compatible(self, layer: str, dim: int) -> None:
         if self.layer != layer or self.dim != dim:
             raise ValueError(
-                f"directions ({self.source or 'given'}) are for layer {self.layer!r} (dim {self.dim})"
-                f" but the evaluation uses layer {layer!r} (dim {dim}); fit or pick directions for"
-                f" layer {layer!r}"
+                f"directions ({self.source or 'given'}) are for layer {self.layer!r}"
+                f" (dim {self.dim}) but the evaluation uses layer {layer!r} (dim {dim});"
+                f" fit or pick directions for layer {layer!r}"
             )
 
     def for_vectors(self, mid: Tensor, groups: Sequence[str] | None = None) -> dict[str, Tensor]:

@@ -21,7 +21,11 @@ def top_bottom(scores: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray
 
 
 def fit_svm_direction(
-    mid: np.ndarray, scores: np.ndarray, ratio: float = 0.2, seed: int = 0, c: float = 1.0,
+    mid: np.ndarray,
+    scores: np.ndarray,
+    ratio: float = 0.2,
+    seed: int = 0,
+    c: float = 1.0,
     val_fraction: float = 0.0,
 ) -> tuple[np.ndarray, float | None]:
     """Fit ``LinearSVC`` on the top vs. bottom ``ratio`` of samples.

@@ -160,8 +160,9 @@ def render_faces(p: dict[str, Tensor], resolution: int) -> Tensor:
 
     # Nose: a shaded stroke that shows the turn clearly.
     mid = cv.band(0.0, 0.2)
-    nose = mid.ellipse(feat_x + 0.05 * yaw, full(yaw, 0.10), 0.025 + 0.02 * yaw.abs(),
-                       full(yaw, 0.07))
+    nose = mid.ellipse(
+        feat_x + 0.05 * yaw, full(yaw, 0.10), 0.025 + 0.02 * yaw.abs(), full(yaw, 0.07)
+    )
     mid.paint(img, skin * 0.78, nose)
 
     # Mouth: lips around a dark opening whose height is the mouth openness.

@@ -31,7 +31,11 @@ W_DIM = 512
 W2_DIM = 2048
 N_FACTORS = 24
 LAYERS: tuple[str, ...] = ("w", "mapping_split1", "mapping_split2")
-MID_DIMS: dict[str, int] = {"w": W_DIM, "mapping_split1": W_DIM + W2_DIM, "mapping_split2": 2 * W_DIM}
+MID_DIMS: dict[str, int] = {
+    "w": W_DIM,
+    "mapping_split1": W_DIM + W2_DIM,
+    "mapping_split2": 2 * W_DIM,
+}
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -89,7 +93,7 @@ class SyntheticFaceGenerator:
         dims = [Z_DIM + LABEL_DIM, W_DIM, W_DIM, W_DIM]
         self._trunk = [dense(a, b) for a, b in zip(dims, dims[1:])]
         self._trunk_bias = [(torch.randn(b, generator=g) * 0.1).to(self.device) for b in dims[1:]]
-        self._head1, self._head2 = dense(W_DIM, W_DIM), dense(W_DIM, W2_DIM)
+        self._head1, self._head2 = dense(W_DIM, W_DIM, 0.7), dense(W_DIM, W2_DIM, 0.7)
         self._tail1, self._tail2 = dense(W_DIM, W_DIM, 1.0), dense(W2_DIM, W_DIM, 1.0)
         self._factors = dense(W_DIM, N_FACTORS, 1.0)
         # Standardise the factors over a fixed calibration sample so every factor
@@ -103,8 +107,17 @@ class SyntheticFaceGenerator:
 
     def _weights_hash(self) -> str:
         h = hashlib.sha256()
-        for t in [*self._trunk, *self._trunk_bias, self._head1, self._head2, self._tail1,
-                  self._tail2, self._factors, self._f_mean, self._f_std]:
+        for t in [
+            *self._trunk,
+            *self._trunk_bias,
+            self._head1,
+            self._head2,
+            self._tail1,
+            self._tail2,
+            self._factors,
+            self._f_mean,
+            self._f_std,
+        ]:
             h.update(t.detach().cpu().numpy().tobytes())
         h.update(str(self.resolution).encode())
         return h.hexdigest()[:16]
@@ -119,7 +132,9 @@ class SyntheticFaceGenerator:
     def to_mid(self, z: Tensor, layer: str) -> Tensor:
         check_layer(layer, self.layers)
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
-            raise ValueError(f"latents must have shape (n, {self.latent_dim}); got {tuple(z.shape)}")
+            raise ValueError(
+                f"latents must have shape (n, {self.latent_dim}); got {tuple(z.shape)}"
+            )
         x = z.to(self.device, torch.float32)
         zn = x[:, :Z_DIM]
         zn = zn * torch.rsqrt(zn.pow(2).mean(1, keepdim=True) + 1e-8)  # pixel norm
@@ -161,8 +176,12 @@ class SyntheticFaceGenerator:
         # How well an edit "takes" depends on other factors (t[:, 6..8]), properties
         # leak into each other, and each property saturates.
         eyes = u[:, 0] * (1 + 0.55 * t[:, 6]) + 0.35 * u[:, 2] * t[:, 9] + 0.25 * t[:, 1] * t[:, 10]
-        mouth = u[:, 1] * (1 + 0.55 * t[:, 7]) + 0.35 * u[:, 0] * t[:, 11] + 0.25 * t[:, 2] * t[:, 12]
-        pose = u[:, 2] * (1 + 0.55 * t[:, 8]) + 0.35 * u[:, 1] * t[:, 13] + 0.25 * t[:, 0] * t[:, 14]
+        mouth = (
+            u[:, 1] * (1 + 0.55 * t[:, 7]) + 0.35 * u[:, 0] * t[:, 11] + 0.25 * t[:, 2] * t[:, 12]
+        )
+        pose = (
+            u[:, 2] * (1 + 0.55 * t[:, 8]) + 0.35 * u[:, 1] * t[:, 13] + 0.25 * t[:, 0] * t[:, 14]
+        )
         return {
             "eyes_open": sig(1.5 * eyes + 0.2),
             "mouth_open": sig(1.5 * mouth - 0.3),
@@ -170,7 +189,7 @@ class SyntheticFaceGenerator:
             "hair_color": sig(1.2 * u[:, 3] + 0.3 * t[:, 15]),
             "hair_length": sig(1.3 * u[:, 4] + 0.2 * t[:, 16]),
             "hairstyle": sig(1.6 * u[:, 5]),
-            "background": sig(1.1 * u[:, 17] + 0.25 * t[:, 0] + 0.2 * t[:, 2]),
+            "background": sig(1.1 * u[:, 17] + 0.15 * t[:, 0] + 0.15 * t[:, 2]),
             "skin": sig(u[:, 18]),
             "face_width": sig(u[:, 19] + 0.3 * t[:, 1]),
             "face_length": sig(u[:, 20]),
@@ -187,4 +206,3 @@ class SyntheticFaceGenerator:
         if not out:
             return torch.empty(0, 3, self.resolution, self.resolution, device=self.device)
         return torch.cat(out, 0)
-

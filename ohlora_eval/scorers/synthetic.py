@@ -14,7 +14,13 @@ import torch
 from torch import Tensor
 
 PROPERTIES: tuple[str, ...] = (
-    "eyes", "mouth", "pose", "hair_color", "hair_length", "background_mean", "hairstyle",
+    "eyes",
+    "mouth",
+    "pose",
+    "hair_color",
+    "hair_length",
+    "background_mean",
+    "hairstyle",
 )
 
 
@@ -70,7 +76,11 @@ def raw_measurements(images: Tensor) -> dict[str, Tensor]:
 
     hair_color = _band(lum, -0.90, -0.74, -0.15, 0.15).mean((-2, -1))
     corners = torch.cat(
-        [_band(lum, -1.0, -0.8, -1.0, -0.8).flatten(1), _band(lum, -1.0, -0.8, 0.8, 1.0).flatten(1)], 1
+        [
+            _band(lum, -1.0, -0.8, -1.0, -0.8).flatten(1),
+            _band(lum, -1.0, -0.8, 0.8, 1.0).flatten(1),
+        ],
+        1,
     )
     background_mean = corners.mean(1)
 
@@ -81,8 +91,10 @@ def raw_measurements(images: Tensor) -> dict[str, Tensor]:
     edge = torch.cat([rows[..., :2], rows[..., -2:]], -1).mean(-1, keepdim=True)
     differs = _soft_gt((rows - edge).abs().sum(1), 0.12, 0.03)  # (n, rows, W)
     w = differs.shape[-1]
-    side = torch.cat([differs[..., int(w * 0.15) : int(w * 0.34)],
-                      differs[..., int(w * 0.66) : int(w * 0.85)]], -1)
+    side = torch.cat(
+        [differs[..., int(w * 0.15) : int(w * 0.34)], differs[..., int(w * 0.66) : int(w * 0.85)]],
+        -1,
+    )
     per_row = side.mean(-1)  # (n, rows): hair coverage of each row at the sides
     hair_length = per_row.mean(-1)
     # Wavy hair: the side coverage wiggles from row to row.
@@ -90,8 +102,13 @@ def raw_measurements(images: Tensor) -> dict[str, Tensor]:
     hairstyle = second.abs().mean(-1) / (per_row.mean(-1) + 0.05)
 
     return {
-        "eyes": eyes, "mouth": mouth, "pose": pose, "hair_color": hair_color,
-        "hair_length": hair_length, "background_mean": background_mean, "hairstyle": hairstyle,
+        "eyes": eyes,
+        "mouth": mouth,
+        "pose": pose,
+        "hair_color": hair_color,
+        "hair_length": hair_length,
+        "background_mean": background_mean,
+        "hairstyle": hairstyle,
     }
 
 
@@ -117,8 +134,13 @@ class SyntheticScorer:
     properties = PROPERTIES
     group_medians = None  # grouping uses the medians of the sample at hand
 
-    def __init__(self, resolution: int = 64, calibration_n: int = 2000,
-                 calibration_seed: int = 20_250_607, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        resolution: int = 64,
+        calibration_n: int = 2000,
+        calibration_seed: int = 20_250_607,
+        device: str = "cpu",
+    ) -> None:
         mean, std = _calibration(int(resolution), int(calibration_n), int(calibration_seed))
         self.resolution = int(resolution)
         self._mean = dict(zip(PROPERTIES, mean))

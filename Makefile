@@ -1,0 +1,50 @@
+# Fresh machine: `make run` or `make test` set everything up first (.venv, pinned torch).
+PYTHON     ?= python3
+VENV       ?= .venv
+# The CPU build on this machine's disk; override e.g. TORCH_SPEC="torch==2.13.0+cu126".
+TORCH_SPEC ?= torch==2.13.0
+PORT       ?= 5000
+ARGS       ?=
+PYTEST_ARGS ?=
+
+BIN   := $(VENV)/bin
+STAMP := $(VENV)/.ohlora-installed
+
+.PHONY: setup run test test-all ui bench lint format clean-store
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(BIN)/python -m ohlora_eval $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-all: setup
+	$(BIN)/python -m pytest -q -m "" $(PYTEST_ARGS)
+
+ui: setup
+	$(BIN)/mlflow ui --host 127.0.0.1 --port $(PORT) \
+		--backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlruns/mlflow.db}"
+
+bench: setup
+	$(BIN)/python -m ohlora_eval.bench $(ARGS)
+
+lint: setup
+	$(BIN)/ruff check ohlora_eval tests
+	$(BIN)/ruff format --check ohlora_eval tests
+
+format: setup
+	$(BIN)/ruff format ohlora_eval tests
+	$(BIN)/ruff check --fix ohlora_eval tests
+
+clean-store:
+	@echo "This deletes every run in mlruns/ (the MLflow store). Ctrl-C to keep it."; sleep 5
+	find mlruns -mindepth 1 ! -name .gitkeep ! -name README.md -exec rm -rf {} +

@@ -1,0 +1,142 @@
+"""MLflow at the edge: where the store is, creating it safely, logging with retries."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+T = TypeVar("T")
+
+SQLITE_BUSY_TIMEOUT_S = 60
+EVAL_EXPERIMENT = "ohlora-eval"
+DIRECTIONS_EXPERIMENT = "ohlora-directions"
+
+
+def store_root(root: str | os.PathLike = "mlruns") -> Path:
+    return Path(root).expanduser().resolve()
+
+
+def default_uri(root: str | os.PathLike = "mlruns") -> str:
+    """The embedded store: ``sqlite:///<root>/mlflow.db`` with a busy timeout."""
+    return f"sqlite:///{store_root(root) / 'mlflow.db'}?timeout={SQLITE_BUSY_TIMEOUT_S}"
+
+
+def resolve_uri(uri: str | None = None, root: str | os.PathLike = "mlruns") -> str:
+    """``MLFLOW_TRACKING_URI`` wins, then an explicit ``tracking.uri``, then the embedded store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or uri or default_uri(root)
+
+
+def display_uri(uri: str) -> str:
+    """The URI as a user would type it (without our connection options)."""
+    return uri.split("?", 1)[0] if uri.startswith("sqlite:") else uri
+
+
+def _is_transient(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(s in text for s in ("database is locked", "database is busy", "duplicate column"))
+
+
+def retry(fn: Callable[..., T], *args: Any, attempts: int = 8, **kwargs: Any) -> T:
+    """Call ``fn``, retrying SQLite lock/migration races with backoff."""
+    for i in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - only transient store errors are retried
+            if i == attempts - 1 or not _is_transient(exc):
+                raise
+            time.sleep(min(5.0, 0.2 * 2**i))
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def setup(
+    experiment: str, uri: str | None = None, root: str | os.PathLike = "mlruns"
+) -> tuple[str, str]:
+    """Point MLflow at the store, create/migrate it and the experiment once, under a lock.
+
+    Parallel jobs against a fresh SQLite store otherwise race on schema
+    migration and experiment creation. Returns (tracking uri, experiment id).
+    """
+    uri = resolve_uri(uri, root)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    root_path = store_root(root)
+    lock = root_path / ".setup.lock" if uri.startswith("sqlite:") else None
+    ctx = _file_lock(lock) if lock else contextlib.nullcontext()
+    with ctx:
+        client = MlflowClient(uri, registry_uri=uri)
+        exp = retry(client.get_experiment_by_name, experiment)
+        if exp is None:
+            location = (root_path / "artifacts" / experiment).as_uri() if lock else None
+            exp_id = retry(client.create_experiment, experiment, artifact_location=location)
+        else:
+            exp_id = exp.experiment_id
+    mlflow.set_experiment(experiment_id=exp_id)
+    return uri, exp_id
+
+
+def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config -> {"cutoff.eyes": "0.92", ...} (lists as their string form)."""
+    out: dict[str, str] = {}
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = str(v)
+    return out
+
+
+def log_params(params: Mapping[str, str]) -> None:
+    """Log params in batches (MLflow limits a batch to 100), values clipped to its limit."""
+    items = [(k, v[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        retry(mlflow.log_params, dict(items[i : i + 100]))
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str:
+    """The commit of the checkout the package runs from ("unknown" outside git)."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if not sha:
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def ui_hint(uri: str) -> str:
+    if uri.startswith("sqlite:"):
+        return f"make ui   (or: mlflow ui --host 127.0.0.1 --backend-store-uri {display_uri(uri)})"
+    return f"open the MLflow UI of {uri}"

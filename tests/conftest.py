@@ -1,0 +1,59 @@
+"""Shared fixtures: configs composed the way the app composes them, a private MLflow store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+REFERENCE = ROOT.parent / "shared" / "reference" / "ohlora_v3_1"
+
+# Small but real: enough vectors and fitting samples for every path to run.
+SMALL = [
+    "sampling.n_vectors=24",
+    "sampling.vectors_per_batch=8",
+    "directions.n=1500",
+    "tracking.grids.passed=2",
+    "tracking.grids.best=1",
+    "tracking.progress=false",
+    "device=cpu",
+]
+
+
+@pytest.fixture(autouse=True)
+def _no_outside_store(monkeypatch):
+    """Tests never write to the user's store or an inherited tracking server."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture
+def store(tmp_path) -> Path:
+    return tmp_path / "mlruns"
+
+
+@pytest.fixture
+def make_cfg(store):
+    """compose("config", overrides) with a private store and small sizes."""
+
+    def _make(*overrides: str, small: bool = True):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(
+                "config",
+                overrides=[*(SMALL if small else []), f"tracking.root={store}", *overrides],
+            )
+
+    return _make
+
+
+def reference_file(name: str) -> Path:
+    path = REFERENCE / name
+    if not path.is_file():
+        pytest.skip(f"reference data {path} not present (../shared beside the checkout)")
+    return path
+
+
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
