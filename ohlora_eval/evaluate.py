@@ -183,7 +183,7 @@ def _evaluate_in_run(cfg: DictConfig, resolved: dict, run_id: str) -> Evaluation
     with tqdm(
         total=n, desc="screening", unit="vec", disable=not cfg.tracking.progress, dynamic_ncols=True
     ) as bar:
-        for lo, hi, s in chunks:
+        for lo, hi, s, _ in chunks:
             scores[lo:hi] = s
             bar.update(hi - lo)
             rate = hi * grid.shape[0] / max(time.perf_counter() - t0, 1e-9)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -11,6 +11,10 @@ from torch import Tensor
 from .batching import padded_call
 from .directions import Directions
 from .protocols import CORE_PROPERTIES, Generator, PropertyScorer
+
+
+# (images of a chunk, grid size) -> per-vector statistics, e.g. {"bg_drift": (v,)}
+ImageStats = Callable[[Tensor, int], dict[str, np.ndarray]]
 
 
 def edited_mids(mid: Tensor, dirs: dict[str, Tensor], grid: np.ndarray) -> Tensor:
@@ -54,11 +58,15 @@ def measure_chunks(
     chunk: int,
     groups: Sequence[str] | None = None,
     start: int = 0,
-) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Yield ``(lo, hi, scores)`` per chunk of vectors; scores (hi-lo, m, 3) float32.
+    image_stats: ImageStats | None = None,
+) -> Iterator[tuple[int, int, np.ndarray, dict[str, np.ndarray]]]:
+    """Yield ``(lo, hi, scores, extra)`` per chunk of vectors; scores (hi-lo, m, 3) float32.
 
-    Chunks always start at multiples of ``chunk`` so that a resumed run
-    computes exactly the batches an uninterrupted one would.
+    ``image_stats(images, m)``, when given, sees each chunk's images while they
+    are in memory ((hi-lo)*m images, vector-major) and returns per-vector arrays
+    (``extra``, each (hi-lo,)); otherwise ``extra`` is empty. Chunks always start
+    at multiples of ``chunk`` so that a resumed run computes exactly the batches
+    an uninterrupted one would.
     """
     n = latents.shape[0]
     m = grid.shape[0]
@@ -69,4 +77,6 @@ def measure_chunks(
             dirs = directions.for_vectors(mid, None if groups is None else groups[lo:hi])
             images = synthesize(generator, edited_mids(mid, dirs, grid), layer)
             scores = score_images(scorer, images, CORE_PROPERTIES)
-        yield lo, hi, scores.reshape(hi - lo, m, len(CORE_PROPERTIES)).astype(np.float32)
+            extra = image_stats(images, m) if image_stats is not None else {}
+        shaped = scores.reshape(hi - lo, m, len(CORE_PROPERTIES)).astype(np.float32)
+        yield lo, hi, shaped, extra
