@@ -101,7 +101,7 @@ def evaluate(cfg: DictConfig) -> Evaluation:
     run = tracking.retry(mlflow.start_run, tags=_base_tags(cfg))
     try:
         tracking.log_params(tracking.flatten(resolved))
-        result = _evaluate_in_run(cfg, resolved, run.info.run_id)
+        result = _evaluate_in_run(cfg, resolved, run.info.run_id, uri)
     except KeyboardInterrupt:
         tracking.retry(mlflow.set_tag, "ohlora.end_reason", "interrupted (Ctrl-C)")
         tracking.retry(mlflow.end_run, "KILLED")
@@ -143,7 +143,7 @@ def _sweep_id() -> str | None:
     return Path(hc.sweep.dir).name
 
 
-def _evaluate_in_run(cfg: DictConfig, resolved: dict, run_id: str) -> Evaluation:
+def _evaluate_in_run(cfg: DictConfig, resolved: dict, run_id: str, uri: str) -> Evaluation:
     cutoffs, grid = validate(cfg)
     torch.manual_seed(0)
     generator, scorer = build_models(cfg)
@@ -157,7 +157,9 @@ def _evaluate_in_run(cfg: DictConfig, resolved: dict, run_id: str) -> Evaluation
     progress = bool(cfg.tracking.progress) and sys.stderr.isatty()
 
     source = instantiate(cfg.directions)
-    directions: Directions = source.resolve(generator, scorer, layer, progress=progress)
+    directions: Directions = source.resolve(
+        generator, scorer, layer, uri, str(cfg.tracking.root), progress=progress
+    )
     mid_dim = _mid_dim(generator, layer)
     directions.check_compatible(layer, mid_dim)
     mlflow.set_tags(

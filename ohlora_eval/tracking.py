@@ -17,6 +17,9 @@ from mlflow.tracking import MlflowClient
 
 T = TypeVar("T")
 
+# Artifact downloads are small and many; MLflow's per-download progress bars are noise.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
 SQLITE_BUSY_TIMEOUT_S = 60
 EVAL_EXPERIMENT = "ohlora-eval"
 DIRECTIONS_EXPERIMENT = "ohlora-directions"
@@ -69,28 +72,32 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def setup(
-    experiment: str, uri: str | None = None, root: str | os.PathLike = "mlruns"
-) -> tuple[str, str]:
-    """Point MLflow at the store, create/migrate it and the experiment once, under a lock.
+def ensure_experiment(experiment: str, uri: str, root: str | os.PathLike = "mlruns") -> str:
+    """Create/migrate the store and the experiment once, under a file lock; return its id.
 
     Parallel jobs against a fresh SQLite store otherwise race on schema
-    migration and experiment creation. Returns (tracking uri, experiment id).
+    migration and experiment creation. Touches no fluent (active-run) state.
     """
-    uri = resolve_uri(uri, root)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
     root_path = store_root(root)
     lock = root_path / ".setup.lock" if uri.startswith("sqlite:") else None
     ctx = _file_lock(lock) if lock else contextlib.nullcontext()
     with ctx:
         client = MlflowClient(uri, registry_uri=uri)
         exp = retry(client.get_experiment_by_name, experiment)
-        if exp is None:
-            location = (root_path / "artifacts" / experiment).as_uri() if lock else None
-            exp_id = retry(client.create_experiment, experiment, artifact_location=location)
-        else:
-            exp_id = exp.experiment_id
+        if exp is not None:
+            return exp.experiment_id
+        location = (root_path / "artifacts" / experiment).as_uri() if lock else None
+        return retry(client.create_experiment, experiment, artifact_location=location)
+
+
+def setup(
+    experiment: str, uri: str | None = None, root: str | os.PathLike = "mlruns"
+) -> tuple[str, str]:
+    """Point MLflow (fluent API included) at the store and ``experiment``; (uri, experiment id)."""
+    uri = resolve_uri(uri, root)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    exp_id = ensure_experiment(experiment, uri, root)
     mlflow.set_experiment(experiment_id=exp_id)
     return uri, exp_id
 

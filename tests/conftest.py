@@ -17,6 +17,7 @@ SMALL = [
     "sampling.n_vectors=24",
     "sampling.vectors_per_batch=8",
     "directions.n=1500",
+    "directions.gradient.epochs=3",
     "tracking.grids.passed=2",
     "tracking.grids.best=1",
     "tracking.progress=false",
@@ -30,23 +31,39 @@ def _no_outside_store(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
+@pytest.fixture(scope="session")
+def store(tmp_path_factory) -> Path:
+    """One MLflow store for the whole test session (creating a SQLite store costs seconds);
+    tests find their runs by id. Use ``fresh_store`` where a test needs an empty one."""
+    return tmp_path_factory.mktemp("store") / "mlruns"
+
+
 @pytest.fixture
-def store(tmp_path) -> Path:
+def fresh_store(tmp_path) -> Path:
     return tmp_path / "mlruns"
+
+
+def composer(store: Path):
+    """compose("config", overrides) with the given store and small sizes."""
+
+    def _make(*overrides: str, small: bool = True):
+        base = SMALL if small else []
+        if any(o.startswith("directions=") for o in overrides):  # another source: no fit keys
+            base = [o for o in base if not o.startswith("directions.")]
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose("config", overrides=[*base, f"tracking.root={store}", *overrides])
+
+    return _make
 
 
 @pytest.fixture
 def make_cfg(store):
-    """compose("config", overrides) with a private store and small sizes."""
+    return composer(store)
 
-    def _make(*overrides: str, small: bool = True):
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(
-                "config",
-                overrides=[*(SMALL if small else []), f"tracking.root={store}", *overrides],
-            )
 
-    return _make
+@pytest.fixture(scope="module")
+def make_cfg_module(store):
+    return composer(store)
 
 
 def reference_file(name: str) -> Path:

@@ -29,26 +29,8 @@ CONTRACT_METRICS = {
 
 
 @pytest.fixture(scope="module")
-def shared_store(tmp_path_factory):
-    return tmp_path_factory.mktemp("store") / "mlruns"
-
-
-@pytest.fixture(scope="module")
-def first_run(shared_store):
-    from conftest import CONF_DIR, SMALL
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[
-                *SMALL,
-                f"tracking.root={shared_store}",
-                "cutoff.eyes=0.8",
-                "cutoff.mouth=0.7",
-                "cutoff.pose=0.6",
-            ],
-        )
+def first_run(make_cfg_module):
+    cfg = make_cfg_module("cutoff.eyes=0.8", "cutoff.mouth=0.7", "cutoff.pose=0.6")
     return cfg, evaluate(cfg)
 
 
@@ -146,7 +128,7 @@ def test_bad_input_fails_the_run_with_the_reason(make_cfg, store, override, mess
         evaluate(cfg)
     client = MlflowClient(tracking.resolve_uri(None, store))
     exp = client.get_experiment_by_name("ohlora-eval")
-    (run,) = client.search_runs([exp.experiment_id])
+    run = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])[0]
     assert run.info.status == "FAILED"
     assert "ConfigError" in run.data.tags["ohlora.failure_reason"]
 

@@ -1,48 +1,103 @@
-"""Where an evaluation's directions come from (the ``directions`` config group)."""
+"""Where an evaluation's directions come from (the ``directions`` config group).
+
+Every source has ``resolve(generator, scorer, layer, uri, root, progress) -> Directions``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from ..groups import medians
-from ..protocols import CORE_PROPERTIES, GROUP_PROPERTIES, Generator, PropertyScorer
-from ..sample import sample_and_score
-from .base import ALL_GROUPS, Directions
-from .svm import fit_svm_direction
+from mlflow.tracking import MlflowClient
+
+from ..protocols import Generator, PropertyScorer
+from .base import Directions
+from .stage import FitSpec, find_latest, load_run, run_stage
+from .store import read_directions
 
 
 @dataclass
-class FitDirections:
-    """Fit directions inside the evaluation run (``directions=svm``)."""
+class TrackedDirections:
+    """Directions from a direction run: ``run_id`` if given, else the newest finished run
+    fitted with exactly this spec on this generator and scorer, else fit one now
+    (``directions=latest``, the default)."""
 
-    n: int = 10_000
+    run_id: str | None = None
+    n: int = 20_000
     ratio: float = 0.2
+    method: Any = "svm"
+    grouped: bool = True
     seed: int = 1_000_003
-    method: str = "svm"
-    grouped: bool = False
+    val_fraction: float = 0.2
+    svm_c: float = 1.0
+    gradient: dict[str, Any] = field(default_factory=dict)
+    fit_if_missing: bool = True
+
+    def spec(self) -> FitSpec:
+        return FitSpec(
+            n=self.n,
+            ratio=self.ratio,
+            method=self.method,
+            grouped=self.grouped,
+            seed=self.seed,
+            val_fraction=self.val_fraction,
+            svm_c=self.svm_c,
+            gradient=dict(self.gradient),
+        )
 
     def resolve(
-        self, generator: Generator, scorer: PropertyScorer, layer: str, progress: bool = False
+        self,
+        generator: Generator,
+        scorer: PropertyScorer,
+        layer: str,
+        uri: str,
+        root: str,
+        progress: bool = False,
     ) -> Directions:
-        if self.method != "svm" or self.grouped:
+        client = MlflowClient(uri, registry_uri=uri)
+        if self.run_id:
+            return load_run(client, str(self.run_id), layer)
+        spec = self.spec()
+        spec.check()
+        found = find_latest(client, spec.identity(generator, scorer, layer))
+        if found:
+            return load_run(client, found, layer)
+        if not self.fit_if_missing:
             raise ValueError(
-                f"directions.method={self.method!r} grouped={self.grouped} is not supported by "
-                "in-run fitting; use directions.method=svm directions.grouped=false"
+                "no finished direction run matches this generator, layer and spec;"
+                " run python -m ohlora_eval.find_directions first or set"
+                " directions.fit_if_missing=true"
             )
-        _, mid, scores = sample_and_score(
-            generator, scorer, self.n, self.seed, layer, progress=progress
+        dirs, _ = run_stage(
+            generator,
+            scorer,
+            layer,
+            spec,
+            uri,
+            root,
+            progress,
+            extra_tags={"fitted_for": "evaluation"},
         )
-        x = mid.cpu().numpy()
-        vectors = {}
-        for p in CORE_PROPERTIES:
-            d, _ = fit_svm_direction(x, scores[p], self.ratio, seed=self.seed)
-            vectors[p] = {ALL_GROUPS: d}
-        has_groups = all(p in scores for p in GROUP_PROPERTIES)
-        return Directions(
-            layer=layer,
-            dim=x.shape[1],
-            vectors=vectors,
-            method=dict.fromkeys(CORE_PROPERTIES, "svm"),
-            source=f"fitted in run: svm n={self.n} ratio={self.ratio}",
-            medians=medians(scores) if has_groups else None,
-        )
+        return dirs
+
+
+@dataclass
+class FileDirections:
+    """Directions read from a folder of Oh-LoRA vector CSVs (``directions=files``)."""
+
+    path: str = "???"
+
+    def resolve(
+        self,
+        generator: Generator,
+        scorer: PropertyScorer,
+        layer: str,
+        uri: str,
+        root: str,
+        progress: bool = False,
+    ) -> Directions:
+        if self.path in ("???", "", None):
+            raise ValueError(
+                "directions=files needs directions.path=<folder with property_score_vectors/*.csv>"
+            )
+        return read_directions(self.path, layer)

@@ -1,0 +1,134 @@
+"""Fitting all directions of a run from sampled mid vectors and their measured scores."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..groups import all_group_names, group_names
+from ..protocols import CORE_PROPERTIES
+from .base import ALL_GROUPS, Directions
+from .gradient import ScoreRegressor, fit_regressor, gradient_field
+from .svm import fit_svm_direction
+
+METHODS = ("svm", "gradient")
+PRESET_METHODS = {"mixed": {"eyes": "gradient", "mouth": "svm", "pose": "svm"}}
+MIN_PER_SIDE = 5  # fewer top (or bottom) samples than this in a group: use the all-sample SVM
+
+
+def resolve_methods(method: Any) -> dict[str, str]:
+    """'svm' | 'gradient' | 'mixed' | {eyes: ..., mouth: ..., pose: ...} -> per property."""
+    if isinstance(method, str):
+        if method in PRESET_METHODS:
+            return dict(PRESET_METHODS[method])
+        if method in METHODS:
+            return dict.fromkeys(CORE_PROPERTIES, method)
+    elif isinstance(method, Mapping):
+        out = {p: str(method.get(p, "")) for p in CORE_PROPERTIES}
+        if all(m in METHODS for m in out.values()):
+            return out
+    raise ValueError(
+        f"method={method!r} is not known; use svm, gradient, mixed, or a mapping such as"
+        " method={eyes: gradient, mouth: svm, pose: svm}"
+    )
+
+
+@dataclass
+class FitReport:
+    """What a direction fit measured, for logging."""
+
+    group_sizes: dict[str, int] = field(default_factory=dict)
+    svm_val_acc: dict[tuple[str, str], float] = field(default_factory=dict)
+    gradient_val_mse: dict[str, float] = field(default_factory=dict)
+    fallbacks: list[str] = field(default_factory=list)
+
+    def metrics(self) -> dict[str, float]:
+        m = {f"svm_val_acc_{p}_{g}": v for (p, g), v in self.svm_val_acc.items()}
+        m.update({f"gradient_val_mse_{p}": v for p, v in self.gradient_val_mse.items()})
+        for p in CORE_PROPERTIES:
+            accs = [v for (q, _), v in self.svm_val_acc.items() if q == p]
+            if accs:
+                m[f"svm_val_acc_{p}_mean"] = float(np.mean(accs))
+        m["fallback_groups"] = float(len(self.fallbacks))
+        return m
+
+    def group_table(self) -> pd.DataFrame:
+        rows = [{"group": g, "size": s} for g, s in self.group_sizes.items()]
+        return pd.DataFrame(rows, columns=["group", "size"])
+
+
+def fit_directions(
+    mid: np.ndarray,
+    scores: Mapping[str, np.ndarray],
+    layer: str,
+    method: Any = "svm",
+    grouped: bool = True,
+    ratio: float = 0.2,
+    medians: Mapping[str, float] | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    svm_c: float = 1.0,
+    gradient: Mapping[str, Any] | None = None,
+) -> tuple[Directions, dict[str, ScoreRegressor], FitReport]:
+    """Fit every property's direction(s). SVM: per group (or one for all) on the top vs.
+    bottom ``ratio``; gradient: one regressor per property on all samples."""
+    methods = resolve_methods(method)
+    report = FitReport()
+    groups = np.array(group_names(scores, medians)) if grouped else None
+    names = all_group_names() if grouped else [ALL_GROUPS]
+    if groups is not None:
+        report.group_sizes = {g: int((groups == g).sum()) for g in names}
+    else:
+        report.group_sizes = {ALL_GROUPS: len(mid)}
+
+    vectors: dict[str, dict[str, np.ndarray]] = {}
+    regressors: dict[str, ScoreRegressor] = {}
+    fields = {}
+    for k, p in enumerate(CORE_PROPERTIES):
+        y = np.asarray(scores[p])
+        if methods[p] == "gradient":
+            model, mse = fit_regressor(
+                mid, y, val_fraction=val_fraction, seed=seed + k, **dict(gradient or {})
+            )
+            regressors[p] = model
+            fields[p] = gradient_field(model)
+            report.gradient_val_mse[p] = mse
+            continue
+        table: dict[str, np.ndarray] = {}
+        fallback = None
+        for g in names:
+            idx = np.arange(len(y)) if groups is None else np.flatnonzero(groups == g)
+            if int(len(idx) * ratio) < MIN_PER_SIDE:
+                if fallback is None:
+                    fallback, _ = fit_svm_direction(mid, y, ratio, seed=seed + k, c=svm_c)
+                table[g] = fallback
+                report.fallbacks.append(f"{p}/{g}")
+                continue
+            d, acc = fit_svm_direction(
+                mid[idx], y[idx], ratio, seed=seed + k, c=svm_c, val_fraction=val_fraction
+            )
+            table[g] = d
+            if acc is not None:
+                report.svm_val_acc[(p, g)] = acc
+        vectors[p] = table
+    if report.fallbacks:
+        warnings.warn(
+            f"{len(report.fallbacks)} property/group pairs had too few samples and use the"
+            f" all-sample SVM direction: {', '.join(report.fallbacks[:6])}"
+            " (raise n for per-group directions)",
+            stacklevel=2,
+        )
+    dirs = Directions(
+        layer=layer,
+        dim=mid.shape[1],
+        vectors=vectors,
+        fields=fields,
+        method=methods,
+        medians=dict(medians) if medians else None,
+    )
+    return dirs, regressors, report

@@ -1,0 +1,85 @@
+"""Gradient directions: a small regressor mid vector -> score; edit along its gradient.
+
+Unlike an SVM normal, the direction differs per vector: it is the normalised
+gradient of the regressor at that vector's own mid vector.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..batching import padded_call
+
+
+class ScoreRegressor(nn.Module):
+    """MLP with tanh hidden layers (as Oh-LoRA's gradient network), on standardised inputs."""
+
+    def __init__(self, dim: int, hidden: Sequence[int] = (256, 64)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = dim
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.Tanh()]
+            width = h
+        layers.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers)
+        self.register_buffer("x_mean", torch.zeros(dim))
+        self.register_buffer("x_std", torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net((x - self.x_mean) / self.x_std).squeeze(-1)
+
+
+def fit_regressor(
+    mid: np.ndarray,
+    scores: np.ndarray,
+    hidden: Sequence[int] = (256, 64),
+    epochs: int = 15,
+    lr: float = 1e-3,
+    batch_size: int = 256,
+    weight_decay: float = 1e-4,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> tuple[ScoreRegressor, float]:
+    """Train on a seeded split; returns the model (eval mode) and its validation MSE."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    x = torch.as_tensor(mid, dtype=torch.float32)
+    y = torch.as_tensor(scores, dtype=torch.float32)
+    perm = torch.randperm(len(y), generator=g)
+    n_val = int(len(y) * val_fraction)
+    val, train = perm[:n_val], perm[n_val:]
+    model = ScoreRegressor(x.shape[1], hidden)
+    model.x_mean.copy_(x[train].mean(0))
+    model.x_std.copy_(x[train].std(0).clamp_min(1e-6))
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    model.train()
+    for _ in range(epochs):
+        order = train[torch.randperm(len(train), generator=g)]
+        for i in range(0, len(order), batch_size):
+            idx = order[i : i + batch_size]
+            opt.zero_grad()
+            loss = nn.functional.mse_loss(model(x[idx]), y[idx])
+            loss.backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        mse = float(nn.functional.mse_loss(model(x[val]), y[val])) if n_val else float("nan")
+    return model, mse
+
+
+def gradient_field(model: ScoreRegressor) -> Callable[[Tensor], Tensor]:
+    """mid (n, dim) -> normalised d score / d mid at each row (batch-invariant)."""
+    model = model.eval()
+
+    def grad(mid: Tensor) -> Tensor:
+        with torch.enable_grad(), torch.inference_mode(False):
+            x = mid.detach().clone().float().cpu().requires_grad_(True)
+            (g,) = torch.autograd.grad(model(x).sum(), x)
+        return g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    return lambda mid: padded_call(grad, mid).to(mid.device)

@@ -1,0 +1,254 @@
+"""The direction-finding stage: sample, score, fit, and record it all as an MLflow run.
+
+Used by ``python -m ohlora_eval.find_directions`` and, when no matching run exists,
+by an evaluation with ``directions=latest``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from .. import tracking
+from ..groups import medians as sample_medians
+from ..protocols import GROUP_PROPERTIES, Generator, PropertyScorer
+from ..sample import sample_and_score
+from .base import Directions
+from .fit import FitReport, fit_directions, resolve_methods
+from .store import read_directions, write_directions
+
+KIND_TAG = "ohlora.kind"
+SPEC_TAG = "directions.spec_hash"
+
+
+@dataclass
+class FitSpec:
+    """Everything that decides a set of fitted directions (and so its identity)."""
+
+    n: int = 20_000
+    ratio: float = 0.2
+    method: Any = "svm"
+    grouped: bool = True
+    seed: int = 1_000_003
+    val_fraction: float = 0.2
+    svm_c: float = 1.0
+    gradient: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        if not isinstance(self.n, int) or self.n < 20:
+            raise ValueError(f"directions n={self.n} must be an integer >= 20")
+        if not 0.0 < float(self.ratio) <= 0.5:
+            raise ValueError(f"directions ratio={self.ratio} must be in (0, 0.5]")
+        if not 0.0 <= float(self.val_fraction) < 1.0:
+            raise ValueError(f"directions val_fraction={self.val_fraction} must be in [0, 1)")
+        resolve_methods(self.method)
+
+    def identity(self, generator: Generator, scorer: PropertyScorer, layer: str) -> dict:
+        return {
+            "n": self.n,
+            "ratio": float(self.ratio),
+            "method": resolve_methods(self.method),
+            "grouped": bool(self.grouped),
+            "seed": self.seed,
+            "val_fraction": float(self.val_fraction),
+            "svm_c": float(self.svm_c),
+            "gradient": {k: self.gradient[k] for k in sorted(self.gradient)},
+            "layer": layer,
+            "generator": f"{type(generator).__module__}.{type(generator).__qualname__}",
+            "generator_weights": getattr(generator, "weights_id", "unknown"),
+            "scorer": f"{type(scorer).__module__}.{type(scorer).__qualname__}",
+            "scorer_weights": getattr(scorer, "weights_id", "unknown"),
+        }
+
+
+def spec_hash(identity: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[
+        :20
+    ]
+
+
+def method_label(method: Any) -> str:
+    m = resolve_methods(method)
+    if len(set(m.values())) == 1:
+        return next(iter(m.values()))
+    return "mixed" if m == resolve_methods("mixed") else ",".join(f"{k}={v}" for k, v in m.items())
+
+
+def run_stage(
+    generator: Generator,
+    scorer: PropertyScorer,
+    layer: str,
+    spec: FitSpec,
+    uri: str,
+    root: str,
+    progress: bool = False,
+    extra_tags: Mapping[str, str] | None = None,
+    params: Mapping[str, str] | None = None,
+) -> tuple[Directions, str]:
+    """Sample, score, fit and log a finished run in ``ohlora-directions``; returns its directions."""
+    spec.check()
+    ident = spec.identity(generator, scorer, layer)
+    client = MlflowClient(uri, registry_uri=uri)
+    exp_id = tracking.ensure_experiment(tracking.DIRECTIONS_EXPERIMENT, uri, root)
+    tags = {
+        KIND_TAG: "directions",
+        SPEC_TAG: spec_hash(ident),
+        "layer": layer,
+        "method": method_label(spec.method),
+        "grouped": str(bool(spec.grouped)),
+        "generator": type(generator).__name__,
+        "generator.weights_id": ident["generator_weights"],
+        "scorer.weights_id": ident["scorer_weights"],
+        "git_commit": tracking.git_commit(),
+        **(extra_tags or {}),
+    }
+    run = tracking.retry(client.create_run, exp_id, tags=tags)
+    run_id = run.info.run_id
+    try:
+        t0 = time.perf_counter()
+        _, mid, scores = sample_and_score(
+            generator, scorer, spec.n, spec.seed, layer, progress=progress
+        )
+        t_sample = time.perf_counter() - t0
+        fixed = getattr(scorer, "group_medians", None)
+        has_group_props = all(p in scores for p in GROUP_PROPERTIES)
+        if spec.grouped and not has_group_props:
+            raise ValueError(
+                f"grouped directions need a scorer measuring {list(GROUP_PROPERTIES)};"
+                " set grouped=false"
+            )
+        med = dict(fixed) if fixed else (sample_medians(scores) if has_group_props else None)
+        t1 = time.perf_counter()
+        dirs, regressors, report = fit_directions(
+            mid.cpu().numpy(),
+            scores,
+            layer,
+            spec.method,
+            spec.grouped,
+            spec.ratio,
+            med,
+            spec.val_fraction,
+            spec.seed,
+            spec.svm_c,
+            spec.gradient,
+        )
+        t_fit = time.perf_counter() - t1
+        all_params = {
+            **{
+                f"spec.{k}": json.dumps(v) if isinstance(v, dict) else str(v)
+                for k, v in ident.items()
+            },
+            **(params or {}),
+        }
+        _log(
+            client,
+            run_id,
+            dirs,
+            regressors,
+            report,
+            ident,
+            all_params,
+            {"sample_seconds": t_sample, "fit_seconds": t_fit},
+        )
+    except BaseException as exc:
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:5000]
+        tracking.retry(client.set_tag, run_id, "ohlora.failure_reason", reason)
+        tracking.retry(client.set_terminated, run_id, "FAILED")
+        raise
+    tracking.retry(client.set_terminated, run_id, "FINISHED")
+    dirs.run_id = run_id
+    dirs.source = f"direction run {run_id} ({tags['method']}, n={spec.n}, layer {layer})"
+    return dirs, run_id
+
+
+def _log(
+    client: MlflowClient,
+    run_id: str,
+    dirs: Directions,
+    regressors: dict,
+    report: FitReport,
+    ident: dict,
+    params: Mapping[str, str],
+    timings: dict[str, float],
+) -> None:
+    now = int(time.time() * 1000)
+    metrics = {**report.metrics(), **timings}
+    if dirs.medians:
+        metrics.update({f"median_{k}": float(v) for k, v in dirs.medians.items()})
+    tracking.retry(
+        client.log_batch,
+        run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+        params=[Param(k, str(v)[:6000]) for k, v in params.items()],
+        tags=[RunTag("fallback_groups", ",".join(report.fallbacks) or "none")],
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        write_directions(out, dirs, regressors, {"identity": ident, "fallbacks": report.fallbacks})
+        (out / "medians.json").write_text(json.dumps(dirs.medians, indent=2))
+        report.group_table().to_csv(out / "group_sizes.csv", index=False)
+        rows = [
+            {"property": p, "group": g, "val_accuracy": a}
+            for (p, g), a in report.svm_val_acc.items()
+        ]
+        rows += [
+            {"property": p, "group": "", "val_mse": v} for p, v in report.gradient_val_mse.items()
+        ]
+        import pandas as pd
+
+        pd.DataFrame(rows).to_csv(out / "validation.csv", index=False)
+        tracking.retry(client.log_artifacts, run_id, str(out))
+
+
+def load_run(client: MlflowClient, run_id: str, layer: str) -> Directions:
+    """Directions logged by a finished direction run (the layer must match)."""
+    try:
+        run = client.get_run(run_id)
+    except Exception as exc:
+        raise ValueError(f"directions.run_id={run_id}: no such run in the store ({exc})") from None
+    if run.data.tags.get(KIND_TAG) != "directions":
+        raise ValueError(
+            f"directions.run_id={run_id} is not a direction run"
+            " (made by python -m ohlora_eval.find_directions)"
+        )
+    if run.info.status != "FINISHED":
+        raise ValueError(f"directions.run_id={run_id} did not finish (status {run.info.status})")
+    run_layer = run.data.tags.get("layer")
+    if run_layer != layer:
+        raise ValueError(
+            f"directions.run_id={run_id} holds directions for layer {run_layer!r} but"
+            f" the evaluation uses layer {layer!r}"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        local = client.download_artifacts(run_id, "", tmp)
+        dirs = read_directions(Path(local), layer, source=f"direction run {run_id}")
+    dirs.run_id = run_id
+    method = run.data.tags.get("method", "?")
+    dirs.source = (
+        f"direction run {run_id} ({method}, n={run.data.params.get('spec.n', '?')}, layer {layer})"
+    )
+    return dirs
+
+
+def find_latest(client: MlflowClient, ident: Mapping[str, Any]) -> str | None:
+    """Newest finished direction run with exactly this identity (spec + generator + scorer)."""
+    exp = tracking.retry(client.get_experiment_by_name, tracking.DIRECTIONS_EXPERIMENT)
+    if exp is None:
+        return None
+    runs = tracking.retry(
+        client.search_runs,
+        [exp.experiment_id],
+        filter_string=f"tags.`{SPEC_TAG}` = '{spec_hash(ident)}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None

@@ -1,0 +1,125 @@
+"""The direction-finding stage, its files, and how evaluations pick directions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+
+from conftest import CONF_DIR
+from ohlora_eval import tracking
+from ohlora_eval.directions.fit import resolve_methods
+from ohlora_eval.directions.stage import load_run
+from ohlora_eval.directions.store import read_directions, read_vector_csv
+from ohlora_eval.evaluate import evaluate
+from ohlora_eval.find_directions import find_directions
+from ohlora_eval.groups import all_group_names
+
+FAST_FIT = ["n=1600", "gradient.epochs=2", "device=cpu"]
+
+
+def _stage_cfg(store, *overrides):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(
+            "find_directions", overrides=[*FAST_FIT, f"tracking.root={store}", *overrides]
+        )
+
+
+@pytest.fixture(scope="module")
+def mixed_run(store):
+    cfg = _stage_cfg(store, "preset=mixed")
+    return cfg, find_directions(cfg)
+
+
+def _client(store) -> MlflowClient:
+    return MlflowClient(tracking.resolve_uri(None, store))
+
+
+def test_stage_logs_a_direction_run(mixed_run, store):
+    cfg, run_id = mixed_run
+    client = _client(store)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert client.get_experiment(run.info.experiment_id).name == "ohlora-directions"
+    assert run.data.tags["method"] == "mixed" and run.data.tags["layer"] == "mapping_split1"
+    m = run.data.metrics
+    assert "gradient_val_mse_eyes" in m and m["gradient_val_mse_eyes"] > 0
+    accs = [k for k in m if k.startswith("svm_val_acc_mouth_")]
+    assert "svm_val_acc_mouth_hhhh" in accs or m["fallback_groups"] > 0
+    for prop in ("hair_color", "hair_length", "background_mean", "hairstyle"):
+        assert f"median_{prop}" in m
+    files = {a.path for a in client.list_artifacts(run_id, "property_score_vectors")}
+    expected = {
+        f"property_score_vectors/{p}_change_mapping_split1_vector_{g}.csv"
+        for p in ("mouth", "pose")
+        for g in all_group_names()
+    }
+    assert files == expected  # eyes comes from the gradient regressor
+    models = {a.path for a in client.list_artifacts(run_id, "gradient_models")}
+    assert "gradient_models/eyes_mapping_split1.pt" in models
+    sizes = pd.read_csv(client.download_artifacts(run_id, "group_sizes.csv"))
+    assert sizes["size"].sum() == 1600 and len(sizes) == 16
+
+
+def test_files_read_back_bit_identical_and_evaluate_the_same(mixed_run, store, make_cfg, tmp_path):
+    _, run_id = mixed_run
+    client = _client(store)
+    local = client.download_artifacts(run_id, "", str(tmp_path))
+    from_run = load_run(client, run_id, "mapping_split1")
+    from_files = read_directions(local, "mapping_split1")
+    for p in ("mouth", "pose"):
+        for g in all_group_names():
+            a, b = from_run.vectors[p][g], from_files.vectors[p][g]
+            assert a.dtype == b.dtype == np.float32 and a.tobytes() == b.tobytes()
+            assert np.isclose(np.linalg.norm(a), 1.0, atol=1e-6)
+    a = evaluate(make_cfg(f"directions.run_id={run_id}"))
+    b = evaluate(make_cfg("directions=files", f"directions.path={local}"))
+    assert np.array_equal(a.scores, b.scores)
+    assert (a.per_vector["svm_group_name"].str.fullmatch("[hl]{4}")).all()
+    tags = client.get_run(a.run_id).data.tags
+    assert tags["directions.run_id"] == run_id
+
+
+def test_fitted_vectors_survive_the_oh_lora_csv_layout(tmp_path):
+    v = np.random.default_rng(0).normal(size=2560).astype(np.float32)
+    v /= np.linalg.norm(v)
+    path = tmp_path / "mouth_change_mapping_split1_vector_hhhh.csv"
+    pd.DataFrame(v[None, :]).to_csv(path)  # how Oh-LoRA writes them
+    assert path.read_text().startswith(",0,1,2,")
+    assert read_vector_csv(path).tobytes() == v.tobytes()
+
+
+def test_latest_reuses_a_matching_run_and_fits_when_none(store, make_cfg):
+    first = evaluate(make_cfg("directions.method=svm", "directions.grouped=false"))
+    second = evaluate(
+        make_cfg("directions.method=svm", "directions.grouped=false", "sampling.seed=5")
+    )
+    client = _client(store)
+    tag = lambda r: client.get_run(r.run_id).data.tags["directions.run_id"]  # noqa: E731
+    assert tag(first) == tag(second) != "none"
+    other = evaluate(
+        make_cfg("directions.method=svm", "directions.grouped=false", "directions.n=1700")
+    )
+    assert tag(other) != tag(first)
+
+
+def test_layer_mismatch_names_both(mixed_run, store, make_cfg, tmp_path):
+    _, run_id = mixed_run
+    with pytest.raises(
+        ValueError, match="layer 'mapping_split1' but the evaluation uses layer 'w'"
+    ):
+        evaluate(make_cfg(f"directions.run_id={run_id}", "layer=w"))
+    local = _client(store).download_artifacts(run_id, "", str(tmp_path))
+    with pytest.raises(ValueError, match=r"no 'eyes' direction for layer 'w'.*mapping_split1"):
+        evaluate(make_cfg("directions=files", f"directions.path={local}", "layer=w"))
+
+
+def test_method_spellings():
+    assert resolve_methods("mixed") == {"eyes": "gradient", "mouth": "svm", "pose": "svm"}
+    assert (
+        resolve_methods({"eyes": "svm", "mouth": "gradient", "pose": "svm"})["mouth"] == "gradient"
+    )
+    with pytest.raises(ValueError, match="method='boost' is not known"):
+        resolve_methods("boost")
