@@ -12,7 +12,6 @@ from .batching import padded_call
 from .directions import Directions
 from .protocols import CORE_PROPERTIES, Generator, PropertyScorer
 
-
 # (images of a chunk, grid size) -> per-vector statistics, e.g. {"bg_drift": (v,)}
 ImageStats = Callable[[Tensor, int], dict[str, np.ndarray]]
 

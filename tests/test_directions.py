@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import CONF_DIR
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from conftest import CONF_DIR
 from ohlora_eval import tracking
 from ohlora_eval.directions.fit import resolve_methods
 from ohlora_eval.directions.stage import load_run

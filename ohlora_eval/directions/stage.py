@@ -94,7 +94,7 @@ def run_stage(
     extra_tags: Mapping[str, str] | None = None,
     params: Mapping[str, str] | None = None,
 ) -> tuple[Directions, str]:
-    """Sample, score, fit and log a finished run in ``ohlora-directions``; returns its directions."""
+    """Sample, score, fit and log a finished run in ``ohlora-directions``; return the directions."""
     spec.check()
     ident = spec.identity(generator, scorer, layer)
     client = MlflowClient(uri, registry_uri=uri)
@@ -247,7 +247,9 @@ def find_latest(client: MlflowClient, ident: Mapping[str, Any]) -> str | None:
     runs = tracking.retry(
         client.search_runs,
         [exp.experiment_id],
-        filter_string=f"tags.`{SPEC_TAG}` = '{spec_hash(ident)}' and attributes.status = 'FINISHED'",
+        filter_string=(
+            f"tags.`{SPEC_TAG}` = '{spec_hash(ident)}' and attributes.status = 'FINISHED'"
+        ),
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
