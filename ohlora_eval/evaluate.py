@@ -80,6 +80,16 @@ def build_models(cfg: DictConfig) -> tuple[Generator, PropertyScorer]:
     return generator, scorer
 
 
+def _apply_noise_seed(generator: Generator, seed: int | None) -> None:
+    if seed is None:
+        return
+    if not hasattr(generator, "set_noise_seed"):
+        raise ConfigError(
+            f"noise_seed={seed} but {type(generator).__name__} has no noise; leave noise_seed=null"
+        )
+    generator.set_noise_seed(int(seed))
+
+
 def _instantiate(node: Any, key: str) -> Any:
     try:
         return instantiate(node)
@@ -94,14 +104,27 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 
 # --- the run ---------------------------------------------------------------------------------
-def evaluate(cfg: DictConfig) -> Evaluation:
-    """Run one tracked evaluation. Raises on bad input after marking the run FAILED."""
+def evaluate(
+    cfg: DictConfig,
+    latents: np.ndarray | None = None,
+    cases: np.ndarray | None = None,
+    tags: dict[str, str] | None = None,
+) -> Evaluation:
+    """Run one tracked evaluation. Raises on bad input after marking the run FAILED.
+
+    By default the vectors are ``generator.sample_latents(sampling.n_vectors,
+    sampling.seed)`` numbered 0..n-1; ``latents`` (and their ``cases`` numbers)
+    evaluate given vectors instead (a z-vector file, a recorded selection).
+    """
+    if latents is not None:
+        cfg = cfg.copy()
+        cfg.sampling.n_vectors = int(len(latents))
     uri, _ = tracking.setup(cfg.tracking.experiment, cfg.tracking.uri, cfg.tracking.root)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    run = tracking.retry(mlflow.start_run, tags=_base_tags(cfg))
+    run = tracking.retry(mlflow.start_run, tags={**_base_tags(cfg), **(tags or {})})
     try:
         tracking.log_params(tracking.flatten(resolved))
-        result = _evaluate_in_run(cfg, resolved, run.info.run_id, uri)
+        result = _evaluate_in_run(cfg, resolved, run.info.run_id, uri, latents, cases)
     except KeyboardInterrupt:
         tracking.retry(mlflow.set_tag, "ohlora.end_reason", "interrupted (Ctrl-C)")
         tracking.retry(mlflow.end_run, "KILLED")
@@ -143,10 +166,18 @@ def _sweep_id() -> str | None:
     return Path(hc.sweep.dir).name
 
 
-def _evaluate_in_run(cfg: DictConfig, resolved: dict, run_id: str, uri: str) -> Evaluation:
+def _evaluate_in_run(
+    cfg: DictConfig,
+    resolved: dict,
+    run_id: str,
+    uri: str,
+    given: np.ndarray | None,
+    cases: np.ndarray | None,
+) -> Evaluation:
     cutoffs, grid = validate(cfg)
     torch.manual_seed(0)
     generator, scorer = build_models(cfg)
+    _apply_noise_seed(generator, cfg.get("noise_seed"))
     layer = cfg.layer
     mlflow.set_tags(
         {
@@ -167,7 +198,15 @@ def _evaluate_in_run(cfg: DictConfig, resolved: dict, run_id: str, uri: str) -> 
     )
 
     n = cfg.sampling.n_vectors
-    latents = generator.sample_latents(n, cfg.sampling.seed)
+    if given is None:
+        latents = generator.sample_latents(n, cfg.sampling.seed)
+    else:
+        latents = torch.as_tensor(np.asarray(given, dtype=np.float32))
+        if latents.ndim != 2 or latents.shape[1] != generator.latent_dim:
+            raise ConfigError(
+                f"latent vectors must have {generator.latent_dim} values each"
+                f" for this generator; got shape {tuple(latents.shape)}"
+            )
     groups = _groups(generator, scorer, latents, layer, directions, cfg.sampling.vectors_per_batch)
 
     scores = np.zeros((n, grid.shape[0], len(CORE_PROPERTIES)), np.float32)
@@ -193,7 +232,7 @@ def _evaluate_in_run(cfg: DictConfig, resolved: dict, run_id: str, uri: str) -> 
     seconds = time.perf_counter() - t0
 
     corr = np.stack([stats.pearson_rows(grid[:, k], scores[:, :, k]) for k in range(3)], 1)
-    per_vector = stats.per_vector_table(corr, cutoffs, groups)
+    per_vector = stats.per_vector_table(corr, cutoffs, groups, cases)
     metrics = stats.run_metrics(per_vector)
     metrics["images_per_sec"] = n * grid.shape[0] / max(seconds, 1e-9)
     metrics["measure_seconds"] = seconds

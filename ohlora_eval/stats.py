@@ -32,7 +32,8 @@ def pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Pearson r between one series ``x`` (m,) and each row of ``y`` (n, m).
 
     A row whose measured values are constant has no defined correlation: NaN.
-    Computed in float64 so the result does not depend on how rows were batched.
+    Row-wise sums (no matrix product, whose BLAS kernel depends on the row count)
+    so a vector's r is bit-identical however many vectors are computed together.
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -41,7 +42,7 @@ def pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     sxx = np.sqrt((xc * xc).sum())
     syy = np.sqrt((yc * yc).sum(axis=1))
     with np.errstate(invalid="ignore", divide="ignore"):
-        r = (yc @ xc) / (sxx * syy)
+        r = (yc * xc).sum(axis=1) / (sxx * syy)
     # A spread below float noise is a constant series too.
     r[syy <= 1e-12 * np.maximum(1.0, np.abs(y).max(axis=1))] = np.nan
     return np.clip(r, -1.0, 1.0)

@@ -1,0 +1,188 @@
+"""Re-judge a finished run's correlations with other cutoffs, as a new tracked run.
+
+Measuring is expensive and judging is cheap: a cutoff sweep over correlations already
+measured (or imported from Oh-LoRA) must not generate an image. Nothing here builds a
+generator or a scorer; ``python -m ohlora_eval source=imported source.run_id=<id>`` lands here.
+Also home to what every run that only judges shares with the import app (its run life cycle,
+artifacts and closing summary).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from . import stats, tracking
+from .evaluate import _hydra_output_dir, _sweep_id
+from .protocols import CORE_PROPERTIES
+from .report import summary_plot
+from .results_io import read_ohlora_results
+
+PER_VECTOR = "per_vector.csv"
+
+
+@dataclass
+class Rejudged:
+    """What a re-judging run decided (kept in memory for callers and tests)."""
+
+    run_id: str
+    source_run_id: str
+    per_vector: pd.DataFrame
+    metrics: dict[str, float]
+
+
+def rejudge(cfg: DictConfig) -> Rejudged:
+    """Judge run ``cfg.source.run_id``'s ``per_vector.csv`` with ``cfg.cutoff``; log a new run."""
+    source_id = _source_run_id(cfg)
+    cutoffs = stats.check_cutoffs(cfg.cutoff)
+    uri, _ = tracking.setup(cfg.tracking.experiment, cfg.tracking.uri, cfg.tracking.root)
+    client = MlflowClient(uri)
+    source = _finished_run_with_table(client, source_id, uri)
+    per_vector = _read_source_table(client, source_id, cutoffs)
+
+    own = OmegaConf.to_container(
+        OmegaConf.masked_copy(cfg, ["cutoff", "source", "tracking"]), resolve=True
+    )
+    # The source's params describe how these correlations were measured (or which file they
+    # came from); this run's own keys replace the ones it re-decides.
+    params = {k: v for k, v in source.data.params.items() if not k.startswith("cutoff.")}
+    params.update(tracking.flatten(own))
+    params["n_rows"] = str(len(per_vector))
+    source_name = source.info.run_name or source_id
+    tags = {
+        "source": "rejudge",
+        "ohlora.kind": "rejudge",
+        "rejudge.source_run_id": source_id,
+        "rejudge.source_kind": source.data.tags.get("ohlora.kind", "unknown"),
+        "git_commit": tracking.git_commit(),
+    }
+    with tracked_run(f"rejudge {source_name}", tags) as run_id:
+        tracking.log_params(params)
+        metrics = log_judged(per_vector, cutoffs, OmegaConf.to_yaml(own))
+    print_summary(
+        run_id,
+        per_vector,
+        metrics,
+        cutoffs,
+        cfg.tracking.experiment,
+        uri,
+        [f"re-judged run {source_id} ({tags['rejudge.source_kind']}); nothing generated"],
+    )
+    return Rejudged(run_id, source_id, per_vector, metrics)
+
+
+def _source_run_id(cfg: DictConfig) -> str:
+    if cfg.source.kind != "imported":
+        raise ValueError(f"source.kind={cfg.source.kind!r}: re-judging needs source=imported")
+    if OmegaConf.is_missing(cfg.source, "run_id") or not cfg.source.run_id:
+        raise ValueError(
+            "source.run_id=<id> is required with source=imported: the finished run whose"
+            " per_vector.csv is re-judged (an import, evaluation or re-judge run)"
+        )
+    return str(cfg.source.run_id)
+
+
+def _finished_run_with_table(client: MlflowClient, run_id: str, uri: str) -> mlflow.entities.Run:
+    where = tracking.display_uri(uri)
+    try:
+        run = tracking.retry(client.get_run, run_id)
+    except MlflowException:
+        raise ValueError(f"source.run_id={run_id}: no such run in {where}") from None
+    if run.info.lifecycle_stage == "deleted":
+        raise ValueError(f"source.run_id={run_id}: the run is deleted")
+    if run.info.status != "FINISHED":
+        raise ValueError(
+            f"source.run_id={run_id}: the run is {run.info.status}; only a FINISHED run's"
+            " correlations are re-judged"
+        )
+    if PER_VECTOR not in {a.path for a in tracking.retry(client.list_artifacts, run_id)}:
+        raise ValueError(f"source.run_id={run_id}: the run has no {PER_VECTOR} to re-judge")
+    return run
+
+
+def _read_source_table(
+    client: MlflowClient, run_id: str, cutoffs: Mapping[str, float]
+) -> pd.DataFrame:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = tracking.retry(client.download_artifacts, run_id, PER_VECTOR, tmp)
+        try:
+            # An empty r in a native table is an undefined correlation: it fails, with reason.
+            table = read_ohlora_results(path, cutoffs, allow_undefined=True)
+        except ValueError as exc:
+            raise ValueError(str(exc).replace(path, f"{PER_VECTOR} of run {run_id}")) from None
+    return table[stats.PER_VECTOR_COLUMNS]
+
+
+# --- shared by the runs that only judge (this one and the import app) --------------------------
+@contextlib.contextmanager
+def tracked_run(run_name: str, tags: Mapping[str, str]) -> Iterator[str]:
+    """An MLflow run that ends FINISHED, or FAILED with the reason in a tag (KILLED on Ctrl-C)."""
+    tags = dict(tags)
+    sweep = _sweep_id()
+    if sweep:
+        tags["sweep_id"] = sweep
+    run = tracking.retry(mlflow.start_run, run_name=run_name, tags=tags)
+    try:
+        yield run.info.run_id
+    except KeyboardInterrupt:
+        tracking.retry(mlflow.set_tag, "ohlora.end_reason", "interrupted (Ctrl-C)")
+        tracking.retry(mlflow.end_run, "KILLED")
+        raise
+    except BaseException as exc:
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:5000]
+        tracking.retry(mlflow.set_tag, "ohlora.failure_reason", reason)
+        tracking.retry(mlflow.end_run, "FAILED")
+        raise
+    tracking.retry(mlflow.end_run, "FINISHED")
+
+
+def log_judged(
+    per_vector: pd.DataFrame, cutoffs: Mapping[str, float], config_yaml: str
+) -> dict[str, float]:
+    """Into the active run: a native run's metrics (no images_per_sec: nothing was generated),
+    per_vector.csv, statistics.csv, summary.png, the config and Hydra's files."""
+    metrics = stats.run_metrics(per_vector)
+    tracking.retry(mlflow.log_metrics, metrics)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        per_vector.to_csv(out / PER_VECTOR, index=False)
+        stats.statistics(per_vector).to_csv(out / "statistics.csv")
+        summary_plot(per_vector, dict(cutoffs), out / "summary.png")
+        (out / "config.yaml").write_text(config_yaml)
+        tracking.retry(mlflow.log_artifacts, str(out))
+    hydra_dir = _hydra_output_dir()
+    if hydra_dir is not None and (hydra_dir / ".hydra").is_dir():
+        tracking.retry(mlflow.log_artifacts, str(hydra_dir / ".hydra"), "hydra")
+    return metrics
+
+
+def print_summary(
+    run_id: str,
+    per_vector: pd.DataFrame,
+    metrics: Mapping[str, float],
+    cutoffs: Mapping[str, float],
+    experiment: str,
+    uri: str,
+    notes: list[str],
+) -> None:
+    """The evaluation app's closing lines, with ``notes`` about where the numbers came from."""
+    cut = ", ".join(f"{p} {cutoffs[p]}" for p in CORE_PROPERTIES)
+    means = ", ".join(f"{p} {metrics[f'{p}_corr_mean']:+.4f}" for p in CORE_PROPERTIES)
+    lines = [
+        f"\nohlora_eval: passed {int(metrics['passed'])} of {len(per_vector)}"
+        f" ({metrics['pass_rate']:.2%}) at cutoffs {cut}",
+        f"  mean r: {means}; mean sum|r| {metrics['sum_abs_corr_mean']:.4f}",
+        *(f"  {n}" for n in notes),
+        f"  run {run_id} in experiment {experiment!r} ({tracking.display_uri(uri)})",
+        f"  look at it: {tracking.ui_hint(uri)}",
+    ]
+    print("\n".join(lines))

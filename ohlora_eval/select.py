@@ -1,0 +1,287 @@
+"""``python -m ohlora_eval.select``: record the vectors a person picked as a registered model.
+
+The selection is the product's most valuable output, so it is stored where it can
+be found (Model Registry, alias), loaded (pyfunc), audited (manifest, contact
+sheets, source-run tags) and re-checked (``python -m ohlora_eval.verify``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from . import stats, tracking
+from .cli import CONFIG_DIR, UserError, friendly_errors
+from .protocols import CORE_PROPERTIES
+from .selection import GRID_DIR, MANIFEST, Z_FILE, group_names_file, read_z_csv, write_z_csv
+
+SELECTIONS_EXPERIMENT = "ohlora-selections"
+_MODEL_CODE = Path(__file__).with_name("selection_model.py")
+
+
+@dataclass
+class Selection:
+    name: str
+    version: str
+    alias: str
+    run_id: str  # the selection run that logged the model
+    source_run_id: str
+    cases: list[int]
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="select")
+@friendly_errors
+def main(cfg: DictConfig) -> None:
+    select(cfg)
+
+
+def select(cfg: DictConfig) -> Selection:
+    uri, _ = tracking.setup(SELECTIONS_EXPERIMENT, cfg.tracking.uri, cfg.tracking.root)
+    client = MlflowClient(uri, registry_uri=uri)
+    if cfg.z_csv:
+        if cfg.run_id or cfg.cases:
+            raise UserError("give either z_csv=<file> or run_id=<run> cases=[...], not both")
+        source_run_id, cases = _evaluate_z_csv(cfg)
+    else:
+        if not cfg.run_id or cfg.cases is None:
+            raise UserError("give run_id=<evaluation run> cases=[...] (or z_csv=<file>)")
+        source_run_id = str(cfg.run_id)
+        cases = [int(c) for c in cfg.cases]
+    return record(
+        client,
+        uri,
+        source_run_id,
+        cases,
+        cfg.name,
+        cfg.alias,
+        cfg.note,
+        bool(cfg.allow_failed),
+        cfg.tracking.root,
+    )
+
+
+def _evaluate_z_csv(cfg: DictConfig) -> tuple[str, list[int]]:
+    from .evaluate import evaluate
+
+    eval_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in _SELECT_KEYS])
+    z = read_z_csv(cfg.z_csv)
+    res = evaluate(
+        eval_cfg,
+        latents=z,
+        cases=np.arange(len(z)),
+        tags={"latents.source": str(Path(cfg.z_csv).resolve())},
+    )
+    return res.run_id, [int(c) for c in res.per_vector["case"]]
+
+
+_SELECT_KEYS = ("run_id", "cases", "z_csv", "name", "alias", "note", "allow_failed")
+
+
+def _source_run(client: MlflowClient, run_id: str):
+    try:
+        run = client.get_run(run_id)
+    except Exception:
+        raise UserError(f"run_id={run_id}: no such run in the store") from None
+    if run.info.status != "FINISHED":
+        raise UserError(
+            f"run_id={run_id} did not finish (status {run.info.status}); select from"
+            " a finished evaluation run"
+        )
+    return run
+
+
+def record(
+    client: MlflowClient,
+    uri: str,
+    source_run_id: str,
+    cases: list[int],
+    name: str,
+    alias: str,
+    note: str = "",
+    allow_failed: bool = False,
+    root: str = "mlruns",
+) -> Selection:
+    """Check the cases against the source run and register a new model version."""
+    run = _source_run(client, source_run_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "source"
+        src.mkdir()
+        try:
+            per_vector = pd.read_csv(
+                client.download_artifacts(source_run_id, "per_vector.csv", str(src)),
+                keep_default_na=False,
+                na_values=[""],
+            )
+            latents = np.load(client.download_artifacts(source_run_id, "latents.npy", str(src)))
+        except Exception:
+            raise UserError(
+                f"run_id={source_run_id} has no per_vector.csv and latents.npy (only"
+                " evaluation runs carry vectors; imported results do not)"
+            ) from None
+        cases = _check_cases(per_vector, cases, allow_failed)
+        rows = per_vector.set_index("case").loc[cases].reset_index()
+        index = {int(c): i for i, c in enumerate(per_vector["case"])}
+        chosen = latents[[index[c] for c in cases]]
+        config = _run_config(client, source_run_id, src)
+        out = Path(tmp) / "selection"
+        (out / GRID_DIR).mkdir(parents=True)
+        layer = run.data.params.get("layer", "mid")
+        write_z_csv(chosen, out / Z_FILE)
+        rows[["case", "svm_group_name", "passed", *stats.CORR_COLUMNS, "sum_abs_corr"]].to_csv(
+            out / group_names_file(layer), index=False
+        )
+        _collect_sheets(client, source_run_id, cases, out / GRID_DIR, src)
+        cutoffs = {p: float(run.data.params.get(f"cutoff.{p}", "nan")) for p in CORE_PROPERTIES}
+        manifest: dict[str, Any] = {
+            "cases": cases,
+            "source_run_id": source_run_id,
+            "cutoffs": cutoffs,
+            "layer": layer,
+            "directions_run_id": run.data.tags.get("directions.run_id"),
+            "directions_source": run.data.tags.get("directions.source"),
+            "generator_weights_id": run.data.tags.get("generator.weights_id"),
+            "recorded": rows.to_dict(orient="records"),
+            "allow_failed": allow_failed,
+            "note": note,
+            "config": config,
+            "git_commit": tracking.git_commit(),
+            "source_git_commit": run.data.tags.get("git_commit"),
+        }
+        (out / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_json_default))
+        return _register(client, uri, out, manifest, run, name, alias, note, root)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(type(o))
+
+
+def _check_cases(per_vector: pd.DataFrame, cases: list[int], allow_failed: bool) -> list[int]:
+    if not cases:
+        raise UserError("cases=[] is empty; list the case numbers to record, e.g. cases=[39,269]")
+    dupes = sorted({c for c in cases if cases.count(c) > 1})
+    if dupes:
+        raise UserError(f"cases lists {dupes} more than once")
+    known = set(per_vector["case"].astype(int))
+    missing = [c for c in cases if c not in known]
+    if missing:
+        raise UserError(
+            f"cases {missing} are not in the run (it has cases {min(known)}...{max(known)})"
+        )
+    table = per_vector.set_index("case")
+    failed = [c for c in cases if table.loc[c, "passed"] != "O"]
+    if failed and not allow_failed:
+        reasons = "; ".join(f"case {c}: {table.loc[c, 'fail_reason']}" for c in failed)
+        raise UserError(
+            f"{len(failed)} chosen case(s) did not pass: {reasons}"
+            " (allow_failed=true records them anyway)"
+        )
+    return cases
+
+
+def _run_config(client: MlflowClient, run_id: str, tmp: Path) -> dict:
+    try:
+        path = client.download_artifacts(run_id, "config.yaml", str(tmp))
+    except Exception:
+        return {}
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+
+
+def _collect_sheets(
+    client: MlflowClient, run_id: str, cases: list[int], out: Path, tmp: Path
+) -> None:
+    """Copy the contact sheets the source run logged for the chosen cases."""
+    logged: dict[int, str] = {}
+    for folder in ("grids/passed", "grids/best", "grids/all"):
+        try:
+            items = client.list_artifacts(run_id, folder)
+        except Exception:
+            continue
+        for a in items:
+            stem = Path(a.path).stem
+            if stem.startswith("case_") and stem[5:].isdigit():
+                logged.setdefault(int(stem[5:]), a.path)
+    for c in cases:
+        if c in logged:
+            local = client.download_artifacts(run_id, logged[c], str(tmp))
+            shutil.copy(local, out / f"case_{c:05d}.png")
+
+
+def _register(
+    client: MlflowClient,
+    uri: str,
+    folder: Path,
+    manifest: dict,
+    source,
+    name: str,
+    alias: str,
+    note: str,
+    root: str,
+) -> Selection:
+    cases = manifest["cases"]
+    source_metrics = source.data.metrics
+    tags = {
+        "ohlora.kind": "selection",
+        "source_run_id": manifest["source_run_id"],
+        "n_selected": str(len(cases)),
+        "git_commit": tracking.git_commit(),
+    }
+    exp_id = tracking.ensure_experiment(SELECTIONS_EXPERIMENT, uri, root)
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"select {name}", tags=tags) as sel_run:
+        mlflow.log_artifacts(str(folder), "selection")
+        artifacts = {
+            "z_vectors": str(folder / Z_FILE),
+            "group_names": str(folder / group_names_file(manifest["layer"])),
+            "manifest": str(folder / MANIFEST),
+            "grids": str(folder / GRID_DIR),
+        }
+        info = tracking.retry(
+            mlflow.pyfunc.log_model,
+            name="selection_model",
+            python_model=str(_MODEL_CODE),
+            artifacts=artifacts,
+            registered_model_name=name,
+            pip_requirements=["mlflow", "pandas"],
+        )
+    version = str(info.registered_model_version)
+    version_tags = {
+        "source_run_id": manifest["source_run_id"],
+        "cutoffs": json.dumps(manifest["cutoffs"]),
+        "n_selected": str(len(cases)),
+        "source_pass_rate": str(source_metrics.get("pass_rate", "unknown")),
+        "cases": json.dumps(cases),
+        "allow_failed": str(manifest["allow_failed"]).lower(),
+        "directions_run_id": str(manifest["directions_run_id"]),
+    }
+    for k, v in version_tags.items():
+        tracking.retry(client.set_model_version_tag, name, version, k, v)
+    if note:
+        tracking.retry(client.update_model_version, name, version, description=note)
+    tracking.retry(client.set_registered_model_alias, name, alias, version)
+    src = manifest["source_run_id"]
+    tracking.retry(client.set_tag, src, "ohlora.selected", "true")
+    tracking.retry(client.set_tag, src, "ohlora.selection", f"{name}/{version}")
+    print(
+        f"\nohlora_eval.select: recorded {len(cases)} vector(s) from run {src} as {name} version"
+        f" {version} (alias {alias!r})\n"
+        f"  load: mlflow.pyfunc.load_model('models:/{name}@{alias}').predict(None)\n"
+        f"  re-check: python -m ohlora_eval.verify model={name}@{alias}\n"
+        f"  look at it: {tracking.ui_hint(uri)}"
+    )
+    return Selection(name, version, alias, sel_run.info.run_id, src, cases)
+
+
+if __name__ == "__main__":
+    main()

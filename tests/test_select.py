@@ -1,0 +1,117 @@
+"""Recording a selection in the Model Registry and re-evaluating it exactly."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import CONF_DIR, SMALL, reference_file
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+
+from ohlora_eval import tracking
+from ohlora_eval.cli import UserError
+from ohlora_eval.evaluate import evaluate
+from ohlora_eval.select import select
+from ohlora_eval.verify import verify
+
+LOOSE = ["cutoff.eyes=0.5", "cutoff.mouth=0.5", "cutoff.pose=0.3"]
+
+
+def _cfg(name: str, store, *overrides: str):
+    base = SMALL if name == "select" else []
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(name, overrides=[*base, f"tracking.root={store}", *overrides])
+
+
+@pytest.fixture(scope="module")
+def screened(make_cfg_module):
+    res = evaluate(make_cfg_module(*LOOSE))
+    passed = res.per_vector.loc[res.per_vector["passed"] == "O", "case"].tolist()
+    failed = res.per_vector.loc[res.per_vector["passed"] == "X", "case"].tolist()
+    assert len(passed) >= 5 and failed, "the loose cutoffs should pass some and fail some"
+    return res, passed, failed
+
+
+def test_select_registers_loads_and_verifies_exactly(screened, store):
+    res, passed, _ = screened
+    chosen = passed[:5]
+    sel = select(
+        _cfg(
+            "select",
+            store,
+            f"run_id={res.run_id}",
+            f"cases={chosen}",
+            "name=sel-exact",
+            "note=five good ones",
+        )
+    )
+    uri = tracking.resolve_uri(None, store)
+    client = MlflowClient(uri, registry_uri=uri)
+    mv = client.get_model_version_by_alias("sel-exact", "final")
+    assert str(mv.version) == sel.version
+    assert mv.tags["source_run_id"] == res.run_id and mv.tags["n_selected"] == "5"
+    assert mv.tags["source_pass_rate"] == str(res.metrics["pass_rate"])
+    assert '"eyes": 0.5' in mv.tags["cutoffs"]
+    src = client.get_run(res.run_id).data.tags
+    assert src["ohlora.selected"] == "true" and src["ohlora.selection"] == f"sel-exact/{mv.version}"
+
+    mlflow.set_tracking_uri(uri)
+    vectors = mlflow.pyfunc.load_model("models:/sel-exact@final").predict(None)
+    assert vectors.shape == (5, 519)
+    rows = [list(res.per_vector["case"]).index(c) for c in chosen]
+    assert np.array_equal(vectors.to_numpy(np.float32), res.latents[rows])
+    assert list(vectors.index) == chosen
+
+    check = verify(_cfg("verify", store, "model=sel-exact@final", "tracking.progress=false"))
+    assert check.max_abs_diff == 0.0 and check.all_pass
+    assert list(check.table["case"]) == chosen
+
+
+def test_failed_case_is_refused_with_its_reason_and_versions_count_up(screened, store):
+    res, passed, failed = screened
+    with pytest.raises(UserError, match=rf"case {failed[0]}: .*(< |undefined)"):
+        select(
+            _cfg(
+                "select",
+                store,
+                f"run_id={res.run_id}",
+                f"cases=[{passed[0]},{failed[0]}]",
+                "name=sel-two",
+            )
+        )
+    with pytest.raises(UserError, match=r"cases \[99999\] are not in the run"):
+        select(_cfg("select", store, f"run_id={res.run_id}", "cases=[99999]", "name=sel-two"))
+    first = select(
+        _cfg("select", store, f"run_id={res.run_id}", f"cases=[{passed[0]}]", "name=sel-two")
+    )
+    second = select(
+        _cfg(
+            "select",
+            store,
+            f"run_id={res.run_id}",
+            f"cases=[{passed[1]},{failed[0]}]",
+            "name=sel-two",
+            "allow_failed=true",
+        )
+    )
+    assert (first.version, second.version) == ("1", "2")
+    uri = tracking.resolve_uri(None, store)
+    client = MlflowClient(uri, registry_uri=uri)
+    assert str(client.get_model_version_by_alias("sel-two", "final").version) == "2"
+    assert client.get_model_version("sel-two", "2").tags["allow_failed"] == "true"
+
+
+def test_oh_lora_z_vectors_load_intact_through_z_csv(store):
+    path = reference_file("ohlora_z_vectors_mixed.csv")
+    sel = select(_cfg("select", store, f"z_csv={path}", "name=sel-ohlora", "allow_failed=true"))
+    uri = tracking.resolve_uri(None, store)
+    mlflow.set_tracking_uri(uri)
+    got = mlflow.pyfunc.load_model(f"models:/sel-ohlora/{sel.version}").predict(None)
+    want = pd.read_csv(path)
+    assert got.shape == want.shape == (22, 519)
+    assert list(got.columns) == list(want.columns)
+    assert np.array_equal(got.to_numpy(np.float32), want.to_numpy(np.float64).astype(np.float32))
+    # Written back at full precision: the 4-decimal values come back as written.
+    assert np.allclose(got.to_numpy(np.float64), want.to_numpy(), atol=5e-8)
