@@ -25,6 +25,7 @@ from .groups import group_names
 from .measure import edited_mids, measure_chunks, synthesize, to_mid
 from .protocols import CORE_PROPERTIES, GROUP_PROPERTIES, Generator, PropertyScorer
 from .report import contact_sheet, summary_plot
+from .runs import log_hydra_files, print_summary, tracked_run
 from .sample import score_mids
 
 
@@ -121,21 +122,19 @@ def evaluate(
         cfg.sampling.n_vectors = int(len(latents))
     uri, _ = tracking.setup(cfg.tracking.experiment, cfg.tracking.uri, cfg.tracking.root)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    run = tracking.retry(mlflow.start_run, tags={**_base_tags(cfg), **(tags or {})})
-    try:
+    with tracked_run({**_base_tags(cfg), **(tags or {})}) as run_id:
         tracking.log_params(tracking.flatten(resolved))
-        result = _evaluate_in_run(cfg, resolved, run.info.run_id, uri, latents, cases)
-    except KeyboardInterrupt:
-        tracking.retry(mlflow.set_tag, "ohlora.end_reason", "interrupted (Ctrl-C)")
-        tracking.retry(mlflow.end_run, "KILLED")
-        raise
-    except BaseException as exc:
-        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:5000]
-        tracking.retry(mlflow.set_tag, "ohlora.failure_reason", reason)
-        tracking.retry(mlflow.end_run, "FAILED")
-        raise
-    tracking.retry(mlflow.end_run, "FINISHED")
-    _print_summary(result, cfg, uri)
+        result = _evaluate_in_run(cfg, resolved, run_id, uri, latents, cases)
+    notes = [f"{result.metrics['images_per_sec']:,.0f} images/s"]
+    print_summary(
+        result.run_id,
+        result.per_vector,
+        result.metrics,
+        dict(cfg.cutoff),
+        cfg.tracking.experiment,
+        uri,
+        notes,
+    )
     return result
 
 
@@ -147,23 +146,7 @@ def _base_tags(cfg: DictConfig) -> dict[str, str]:
         "git_commit": tracking.git_commit(),
         "ohlora.kind": "evaluation",
     }
-    sweep = _sweep_id()
-    if sweep:
-        tags["sweep_id"] = sweep
     return tags
-
-
-def _sweep_id() -> str | None:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        hc = HydraConfig.get()
-    except Exception:  # not running under @hydra.main (tests, API use)
-        return None
-    if hc.mode != RunMode.MULTIRUN:
-        return None
-    return Path(hc.sweep.dir).name
 
 
 def _evaluate_in_run(
@@ -317,18 +300,7 @@ def _log_artifacts(
         )
         _write_grids(cfg, res, generator, directions, groups, out / "grids")
         tracking.retry(mlflow.log_artifacts, str(out))
-        hydra_dir = _hydra_output_dir()
-        if hydra_dir is not None and (hydra_dir / ".hydra").is_dir():
-            tracking.retry(mlflow.log_artifacts, str(hydra_dir / ".hydra"), "hydra")
-
-
-def _hydra_output_dir() -> Path | None:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return Path(HydraConfig.get().runtime.output_dir)
-    except Exception:
-        return None
+        log_hydra_files()
 
 
 def _write_grids(
@@ -384,18 +356,3 @@ def render_sheet(
         dirs = directions.for_vectors(mid, groups if directions.grouped else None)
         images = synthesize(generator, edited_mids(mid, dirs, grid), layer)
     return contact_sheet(images, grid, title)
-
-
-def _print_summary(res: Evaluation, cfg: DictConfig, uri: str) -> None:
-    m = res.metrics
-    n = len(res.per_vector)
-    cut = ", ".join(f"{p} {cfg.cutoff[p]}" for p in CORE_PROPERTIES)
-    means = ", ".join(f"{p} {m[f'{p}_corr_mean']:+.4f}" for p in CORE_PROPERTIES)
-    print(
-        f"\nohlora_eval: passed {int(m['passed'])} of {n} ({m['pass_rate']:.2%}) at cutoffs {cut}\n"
-        f"  mean r: {means}; mean sum|r| {m['sum_abs_corr_mean']:.4f}; "
-        f"{m['images_per_sec']:,.0f} images/s\n"
-        f"  run {res.run_id} in experiment {cfg.tracking.experiment!r} "
-        f"({tracking.display_uri(uri)})\n"
-        f"  look at it: {tracking.ui_hint(uri)}"
-    )

@@ -19,13 +19,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import stats, tracking
 from .cli import CONFIG_DIR, friendly_errors
-from .rejudge import log_judged, print_summary, tracked_run
+from .rejudge import log_judged
 from .results_io import (
     compare_statistics,
     disagreements,
     read_ohlora_results,
     read_ohlora_statistics,
 )
+from .runs import print_summary, tracked_run
 
 
 @dataclass
@@ -72,7 +73,7 @@ def import_results(cfg: DictConfig) -> Imported:
         "n_rows": str(len(per_vector)),
         "layout": table.attrs["layout"],
     }
-    with tracked_run(cfg.name or path.stem, tags) as run_id:
+    with tracked_run(tags, run_name=cfg.name or path.stem) as run_id:
         tracking.log_params(params)
         metrics = log_judged(per_vector, cutoffs, OmegaConf.to_yaml(resolved))
         for original in (path, stats_path):

@@ -3,15 +3,13 @@
 Measuring is expensive and judging is cheap: a cutoff sweep over correlations already
 measured (or imported from Oh-LoRA) must not generate an image. Nothing here builds a
 generator or a scorer; ``python -m ohlora_eval source=imported source.run_id=<id>`` lands here.
-Also home to what every run that only judges shares with the import app (its run life cycle,
-artifacts and closing summary).
+``log_judged`` is shared with the import app.
 """
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +20,9 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from . import stats, tracking
-from .evaluate import _hydra_output_dir, _sweep_id
-from .protocols import CORE_PROPERTIES
 from .report import summary_plot
 from .results_io import read_ohlora_results
+from .runs import log_hydra_files, print_summary, tracked_run
 
 PER_VECTOR = "per_vector.csv"
 
@@ -65,7 +62,7 @@ def rejudge(cfg: DictConfig) -> Rejudged:
         "rejudge.source_kind": source.data.tags.get("ohlora.kind", "unknown"),
         "git_commit": tracking.git_commit(),
     }
-    with tracked_run(f"rejudge {source_name}", tags) as run_id:
+    with tracked_run(tags, run_name=f"rejudge {source_name}") as run_id:
         tracking.log_params(params)
         metrics = log_judged(per_vector, cutoffs, OmegaConf.to_yaml(own))
     print_summary(
@@ -122,29 +119,6 @@ def _read_source_table(
     return table[stats.PER_VECTOR_COLUMNS]
 
 
-# --- shared by the runs that only judge (this one and the import app) --------------------------
-@contextlib.contextmanager
-def tracked_run(run_name: str, tags: Mapping[str, str]) -> Iterator[str]:
-    """An MLflow run that ends FINISHED, or FAILED with the reason in a tag (KILLED on Ctrl-C)."""
-    tags = dict(tags)
-    sweep = _sweep_id()
-    if sweep:
-        tags["sweep_id"] = sweep
-    run = tracking.retry(mlflow.start_run, run_name=run_name, tags=tags)
-    try:
-        yield run.info.run_id
-    except KeyboardInterrupt:
-        tracking.retry(mlflow.set_tag, "ohlora.end_reason", "interrupted (Ctrl-C)")
-        tracking.retry(mlflow.end_run, "KILLED")
-        raise
-    except BaseException as exc:
-        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:5000]
-        tracking.retry(mlflow.set_tag, "ohlora.failure_reason", reason)
-        tracking.retry(mlflow.end_run, "FAILED")
-        raise
-    tracking.retry(mlflow.end_run, "FINISHED")
-
-
 def log_judged(
     per_vector: pd.DataFrame, cutoffs: Mapping[str, float], config_yaml: str
 ) -> dict[str, float]:
@@ -159,30 +133,5 @@ def log_judged(
         summary_plot(per_vector, dict(cutoffs), out / "summary.png")
         (out / "config.yaml").write_text(config_yaml)
         tracking.retry(mlflow.log_artifacts, str(out))
-    hydra_dir = _hydra_output_dir()
-    if hydra_dir is not None and (hydra_dir / ".hydra").is_dir():
-        tracking.retry(mlflow.log_artifacts, str(hydra_dir / ".hydra"), "hydra")
+    log_hydra_files()
     return metrics
-
-
-def print_summary(
-    run_id: str,
-    per_vector: pd.DataFrame,
-    metrics: Mapping[str, float],
-    cutoffs: Mapping[str, float],
-    experiment: str,
-    uri: str,
-    notes: list[str],
-) -> None:
-    """The evaluation app's closing lines, with ``notes`` about where the numbers came from."""
-    cut = ", ".join(f"{p} {cutoffs[p]}" for p in CORE_PROPERTIES)
-    means = ", ".join(f"{p} {metrics[f'{p}_corr_mean']:+.4f}" for p in CORE_PROPERTIES)
-    lines = [
-        f"\nohlora_eval: passed {int(metrics['passed'])} of {len(per_vector)}"
-        f" ({metrics['pass_rate']:.2%}) at cutoffs {cut}",
-        f"  mean r: {means}; mean sum|r| {metrics['sum_abs_corr_mean']:.4f}",
-        *(f"  {n}" for n in notes),
-        f"  run {run_id} in experiment {experiment!r} ({tracking.display_uri(uri)})",
-        f"  look at it: {tracking.ui_hint(uri)}",
-    ]
-    print("\n".join(lines))

@@ -34,9 +34,17 @@ def default_uri(root: str | os.PathLike = "mlruns") -> str:
     return f"sqlite:///{store_root(root) / 'mlflow.db'}?timeout={SQLITE_BUSY_TIMEOUT_S}"
 
 
+# mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI for subprocesses; remember every
+# value we caused so that only a user's own setting counts as "the environment wins".
+_exported: set[str] = set()
+
+
 def resolve_uri(uri: str | None = None, root: str | os.PathLike = "mlruns") -> str:
     """``MLFLOW_TRACKING_URI`` wins, then an explicit ``tracking.uri``, then the embedded store."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or uri or default_uri(root)
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env and env not in _exported:
+        return env
+    return uri or default_uri(root)
 
 
 def display_uri(uri: str) -> str:
@@ -95,8 +103,11 @@ def setup(
 ) -> tuple[str, str]:
     """Point MLflow (fluent API included) at the store and ``experiment``; (uri, experiment id)."""
     uri = resolve_uri(uri, root)
+    user_env = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    if os.environ.get("MLFLOW_TRACKING_URI") != user_env:
+        _exported.add(os.environ["MLFLOW_TRACKING_URI"])
     exp_id = ensure_experiment(experiment, uri, root)
     mlflow.set_experiment(experiment_id=exp_id)
     return uri, exp_id
