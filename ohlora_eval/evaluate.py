@@ -1,36 +1,40 @@
-"""One screening run: sample, edit, generate, score, correlate, judge, track."""
+"""One screening run: sample, edit, generate, score, correlate, judge, track.
+
+Measuring (expensive) goes through the measurement cache, so a run that differs
+only in judging settings re-uses scores, and a run that died resumes where it
+stopped. Judging and everything after it is cheap and always redone.
+"""
 
 from __future__ import annotations
 
-import json
+import os
+import socket
 import sys
-import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import mlflow
 import numpy as np
 import pandas as pd
 import torch
 from hydra.utils import instantiate
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from . import stats, tracking
+from . import review, stats, tracking
+from .artifacts import SheetMaker, log_artifacts
+from .build import ConfigError, apply_noise_seed, build_models, mid_dim, validate
+from .cache import MEASURE_VERSION, MeasurementCache, digest
 from .directions import Directions
-from .grid import grid_points
 from .groups import group_names
-from .measure import edited_mids, measure_chunks, synthesize, to_mid
+from .measure import ImageStats, measure_chunk, score, synthesize
 from .protocols import CORE_PROPERTIES, GROUP_PROPERTIES, Generator, PropertyScorer
-from .report import contact_sheet, summary_plot
-from .runs import log_hydra_files, print_summary, tracked_run
-from .sample import score_mids
+from .runs import print_summary, tracked_run
 
-
-class ConfigError(ValueError):  # noqa: N818 - reads as the field it names
-    """Bad input: the message names the field and what is allowed."""
+__all__ = ["ConfigError", "Evaluation", "build_models", "evaluate", "validate"]
 
 
 @dataclass
@@ -45,66 +49,6 @@ class Evaluation:
     metrics: dict[str, float]
 
 
-# --- validation ------------------------------------------------------------------------------
-def validate(cfg: DictConfig) -> tuple[dict[str, float], np.ndarray]:
-    """Check the cheap parts of the config before anything heavy is built."""
-    try:
-        cutoffs = stats.check_cutoffs(cfg.cutoff)
-        grid = grid_points({p: list(cfg.sampling.grid.get(p, [])) for p in CORE_PROPERTIES})
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    n = cfg.sampling.n_vectors
-    if not isinstance(n, int) or n < 1:
-        raise ConfigError(f"sampling.n_vectors={n} must be an integer >= 1")
-    vpb = cfg.sampling.vectors_per_batch
-    if not isinstance(vpb, int) or vpb < 1:
-        raise ConfigError(f"sampling.vectors_per_batch={vpb} must be an integer >= 1")
-    return cutoffs, grid
-
-
-def build_models(cfg: DictConfig) -> tuple[Generator, PropertyScorer]:
-    generator = _instantiate(cfg.generator, "generator")
-    for attr in ("latent_dim", "layers", "sample_latents", "to_mid", "synthesize"):
-        if not hasattr(generator, attr):
-            raise ConfigError(
-                f"generator {type(generator).__name__} lacks {attr!r} (Generator protocol)"
-            )
-    if cfg.layer not in generator.layers:
-        raise ConfigError(
-            f"layer={cfg.layer!r} is not offered by {type(generator).__name__};"
-            f" allowed: {', '.join(generator.layers)}"
-        )
-    scorer = _instantiate(cfg.scorer, "scorer")
-    missing = [p for p in CORE_PROPERTIES if p not in getattr(scorer, "properties", ())]
-    if missing:
-        raise ConfigError(f"scorer {type(scorer).__name__} does not measure {missing}")
-    return generator, scorer
-
-
-def _apply_noise_seed(generator: Generator, seed: int | None) -> None:
-    if seed is None:
-        return
-    if not hasattr(generator, "set_noise_seed"):
-        raise ConfigError(
-            f"noise_seed={seed} but {type(generator).__name__} has no noise; leave noise_seed=null"
-        )
-    generator.set_noise_seed(int(seed))
-
-
-def _instantiate(node: Any, key: str) -> Any:
-    try:
-        return instantiate(node)
-    except Exception as exc:  # Hydra wraps the real error; show that one
-        raise _root_cause(exc) from None
-
-
-def _root_cause(exc: BaseException) -> BaseException:
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    return exc
-
-
-# --- the run ---------------------------------------------------------------------------------
 def evaluate(
     cfg: DictConfig,
     latents: np.ndarray | None = None,
@@ -126,6 +70,9 @@ def evaluate(
         tracking.log_params(tracking.flatten(resolved))
         result = _evaluate_in_run(cfg, resolved, run_id, uri, latents, cases)
     notes = [f"{result.metrics['images_per_sec']:,.0f} images/s"]
+    reused = int(result.metrics.get("reused_chunks", 0))
+    if reused:
+        notes.append(f"re-used {reused} measured chunk(s) from the cache")
     print_summary(
         result.run_id,
         result.per_vector,
@@ -139,14 +86,15 @@ def evaluate(
 
 
 def _base_tags(cfg: DictConfig) -> dict[str, str]:
-    tags = {
+    return {
         "generator": str(cfg.generator.get("_target_", "?")).rsplit(".", 1)[-1],
         "scorer": str(cfg.scorer.get("_target_", "?")).rsplit(".", 1)[-1],
         "layer": str(cfg.layer),
         "git_commit": tracking.git_commit(),
         "ohlora.kind": "evaluation",
+        "ohlora.host": socket.gethostname(),
+        "ohlora.pid": str(os.getpid()),
     }
-    return tags
 
 
 def _evaluate_in_run(
@@ -158,42 +106,34 @@ def _evaluate_in_run(
     cases: np.ndarray | None,
 ) -> Evaluation:
     cutoffs, grid = validate(cfg)
+    try:
+        settings = review.ReviewSettings.from_cfg(cfg.get("review"))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     torch.manual_seed(0)
     generator, scorer = build_models(cfg)
-    _apply_noise_seed(generator, cfg.get("noise_seed"))
+    apply_noise_seed(generator, cfg.get("noise_seed"))
     layer = cfg.layer
+    progress = bool(cfg.tracking.progress) and sys.stderr.isatty()
+    directions: Directions = instantiate(cfg.directions).resolve(
+        generator, scorer, layer, uri, str(cfg.tracking.root), progress=progress
+    )
+    directions.check_compatible(layer, mid_dim(generator, layer))
+    latents = _latents(cfg, generator, given)
+    key, meta = measurement_key(cfg, generator, scorer, directions, grid, latents)
     mlflow.set_tags(
         {
             "generator.weights_id": getattr(generator, "weights_id", "unknown"),
             "scorer.weights_id": getattr(scorer, "weights_id", "unknown"),
+            "directions.source": directions.source,
+            "directions.run_id": directions.run_id or "none",
+            "ohlora.measure_key": key,
         }
     )
-    progress = bool(cfg.tracking.progress) and sys.stderr.isatty()
+    _close_dead_runs(uri, key, run_id)
 
-    source = instantiate(cfg.directions)
-    directions: Directions = source.resolve(
-        generator, scorer, layer, uri, str(cfg.tracking.root), progress=progress
-    )
-    mid_dim = _mid_dim(generator, layer)
-    directions.check_compatible(layer, mid_dim)
-    mlflow.set_tags(
-        {"directions.source": directions.source, "directions.run_id": directions.run_id or "none"}
-    )
-
-    n = cfg.sampling.n_vectors
-    if given is None:
-        latents = generator.sample_latents(n, cfg.sampling.seed)
-    else:
-        latents = torch.as_tensor(np.asarray(given, dtype=np.float32))
-        if latents.ndim != 2 or latents.shape[1] != generator.latent_dim:
-            raise ConfigError(
-                f"latent vectors must have {generator.latent_dim} values each"
-                f" for this generator; got shape {tuple(latents.shape)}"
-            )
-    groups = _groups(generator, scorer, latents, layer, directions, cfg.sampling.vectors_per_batch)
-
-    scores = np.zeros((n, grid.shape[0], len(CORE_PROPERTIES)), np.float32)
-    chunks = measure_chunks(
+    cache = MeasurementCache(cfg.cache.dir, key, meta) if cfg.cache.enabled else None
+    measured = measure(
         generator,
         scorer,
         latents,
@@ -201,158 +141,227 @@ def _evaluate_in_run(
         grid,
         layer,
         cfg.sampling.vectors_per_batch,
-        groups if directions.grouped else None,
+        _group_fn(generator, scorer, layer, directions),
+        review.image_stats(settings),
+        cache,
+        bool(cfg.tracking.progress),
     )
-    t0 = time.perf_counter()
-    with tqdm(
-        total=n, desc="screening", unit="vec", disable=not cfg.tracking.progress, dynamic_ncols=True
-    ) as bar:
-        for lo, hi, s, _ in chunks:
-            scores[lo:hi] = s
-            bar.update(hi - lo)
-            rate = hi * grid.shape[0] / max(time.perf_counter() - t0, 1e-9)
-            bar.set_postfix_str(f"{rate:,.0f} images/s")
-    seconds = time.perf_counter() - t0
-
-    corr = np.stack([stats.pearson_rows(grid[:, k], scores[:, :, k]) for k in range(3)], 1)
-    per_vector = stats.per_vector_table(corr, cutoffs, groups, cases)
+    corr = np.stack([stats.pearson_rows(grid[:, k], measured.scores[:, :, k]) for k in range(3)], 1)
+    per_vector = stats.per_vector_table(corr, cutoffs, measured.groups, cases)
     metrics = stats.run_metrics(per_vector)
-    metrics["images_per_sec"] = n * grid.shape[0] / max(seconds, 1e-9)
-    metrics["measure_seconds"] = seconds
+    per_vector, review_metrics = review.add_review_columns(
+        per_vector, grid, measured.scores, measured.extras, settings
+    )
+    metrics.update(review_metrics)
+    metrics.update(measured.metrics(grid.shape[0]))
     tracking.retry(mlflow.log_metrics, metrics)
 
-    result = Evaluation(run_id, per_vector, scores, grid, latents.cpu().numpy(), metrics)
-    _log_artifacts(cfg, resolved, result, generator, directions, groups, cutoffs)
-    return result
+    z = latents.cpu().numpy()
+    sheet_dir = (cache.dir if cache else Path(cfg.tracking.root) / "sheets" / run_id) / "sheets"
+    sheets = SheetMaker(generator, directions, per_vector, z, layer, grid, sheet_dir)
+    log_artifacts(
+        cfg,
+        resolved,
+        run_id,
+        per_vector,
+        measured.scores,
+        grid,
+        z,
+        metrics,
+        cutoffs,
+        sheets,
+        settings,
+    )
+    return Evaluation(run_id, per_vector, measured.scores, grid, z, metrics)
 
 
-def _mid_dim(generator: Generator, layer: str) -> int:
-    dims = getattr(generator, "mid_dims", None)
-    if dims and layer in dims:
-        return int(dims[layer])
-    return int(generator.to_mid(generator.sample_latents(1, 0), layer).shape[1])
+def _latents(cfg: DictConfig, generator: Generator, given: np.ndarray | None) -> torch.Tensor:
+    if given is None:
+        return generator.sample_latents(cfg.sampling.n_vectors, cfg.sampling.seed)
+    z = torch.as_tensor(np.asarray(given, dtype=np.float32))
+    if z.ndim != 2 or z.shape[1] != generator.latent_dim:
+        raise ConfigError(
+            f"latent vectors must have {generator.latent_dim} values each for this generator;"
+            f" got shape {tuple(z.shape)}"
+        )
+    return z
 
 
-def _groups(
+def measurement_key(
+    cfg: DictConfig,
     generator: Generator,
     scorer: PropertyScorer,
-    latents: torch.Tensor,
-    layer: str,
     directions: Directions,
-    batch_vectors: int,
-) -> list[str]:
+    grid: np.ndarray,
+    latents: torch.Tensor,
+) -> tuple[str, dict]:
+    """Everything that decides the per-image scores, and nothing that only judges them."""
+
+    def who(obj: object) -> str:
+        return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+    meta = {
+        "version": MEASURE_VERSION,
+        "generator": who(generator),
+        "generator_weights": getattr(generator, "weights_id", None) or id(generator),
+        "generator_config": OmegaConf.to_container(cfg.generator, resolve=True),
+        "scorer": who(scorer),
+        "scorer_weights": getattr(scorer, "weights_id", None) or id(scorer),
+        "scorer_config": OmegaConf.to_container(cfg.scorer, resolve=True),
+        "layer": cfg.layer,
+        "grid": grid.tolist(),
+        "vectors_per_batch": cfg.sampling.vectors_per_batch,
+        "noise_seed": cfg.get("noise_seed"),
+        "directions_run_id": directions.run_id,
+        "n_vectors": int(latents.shape[0]),
+    }
+    for k in ("generator_config", "scorer_config"):
+        meta[k].pop("device", None)  # where it runs does not change what it computes
+    key = digest({**meta, "directions": directions.identity(), "latents": latents.cpu().numpy()})[
+        :32
+    ]
+    return key, meta
+
+
+def _group_fn(generator, scorer, layer: str, directions: Directions):
     """Each vector's look-alike group, from scoring its unedited image (as the original)."""
     med = getattr(scorer, "group_medians", None) or directions.medians
     if med is None or any(p not in scorer.properties for p in GROUP_PROPERTIES):
         if directions.grouped:
             raise ConfigError(
-                "grouped directions need a scorer that measures the grouping "
-                f"properties {list(GROUP_PROPERTIES)} and grouping medians"
+                "grouped directions need a scorer that measures the grouping properties"
+                f" {list(GROUP_PROPERTIES)} and grouping medians"
             )
-        return [""] * latents.shape[0]
-    mid = torch.cat(
-        [to_mid(generator, latents[i : i + 2000], layer) for i in range(0, latents.shape[0], 2000)]
-    )
-    scores = score_mids(generator, scorer, mid, layer, batch=max(1, batch_vectors) * 50)
-    return group_names(scores, med)
+        return None
+
+    def groups(mid: torch.Tensor) -> list[str]:
+        s = score(scorer, synthesize(generator, mid, layer))
+        return group_names({p: s[p].float().cpu().numpy() for p in GROUP_PROPERTIES}, med)
+
+    return groups
 
 
-# --- artifacts -------------------------------------------------------------------------------
-def per_image_table(scores: np.ndarray, grid: np.ndarray, cases: np.ndarray) -> pd.DataFrame:
-    n, m, _ = scores.shape
-    df = pd.DataFrame({"case": np.repeat(cases, m), "pm_idx": np.tile(np.arange(m), n)})
-    for k, p in enumerate(CORE_PROPERTIES):
-        df[f"{p}_pm"] = np.tile(grid[:, k], n)
-    for k, p in enumerate(CORE_PROPERTIES):
-        df[f"{p}_score"] = scores[:, :, k].reshape(-1)
-    return df
+@dataclass
+class Measured:
+    scores: np.ndarray
+    extras: dict[str, np.ndarray]
+    groups: list[str]
+    compute_seconds: float  # summed over chunks, whenever they were computed
+    reused: int
+    computed: int
+
+    def metrics(self, m: int) -> dict[str, float]:
+        n = self.scores.shape[0]
+        return {
+            "images_per_sec": n * m / max(self.compute_seconds, 1e-9),
+            "measure_seconds": self.compute_seconds,
+            "reused_chunks": float(self.reused),
+            "measured_chunks": float(self.computed),
+        }
 
 
-def rank(per_vector: pd.DataFrame) -> pd.DataFrame:
-    """Best first: by sum |r| (undefined r ranks last), ties by case."""
-    return per_vector.sort_values(
-        ["sum_abs_corr", "case"], ascending=[False, True], na_position="last"
-    )
-
-
-def _log_artifacts(
-    cfg: DictConfig,
-    resolved: dict,
-    res: Evaluation,
+def measure(
     generator: Generator,
+    scorer: PropertyScorer,
+    latents: torch.Tensor,
     directions: Directions,
-    groups: list[str],
-    cutoffs: dict[str, float],
-) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        res.per_vector.to_csv(out / "per_vector.csv", index=False)
-        stats.statistics(res.per_vector).to_csv(out / "statistics.csv")
-        if cfg.tracking.per_image:
-            per_image_table(res.scores, res.grid, res.per_vector["case"].to_numpy()).to_csv(
-                out / "per_image.csv", index=False
-            )
-        np.save(out / "latents.npy", res.latents)
-        (out / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
-        summary_plot(res.per_vector, cutoffs, out / "summary.png")
-        (out / "run_summary.json").write_text(
-            json.dumps({k: v for k, v in res.metrics.items()}, indent=2, sort_keys=True)
-        )
-        _write_grids(cfg, res, generator, directions, groups, out / "grids")
-        tracking.retry(mlflow.log_artifacts, str(out))
-        log_hydra_files()
-
-
-def _write_grids(
-    cfg: DictConfig,
-    res: Evaluation,
-    generator: Generator,
-    directions: Directions,
-    groups: list[str],
-    out: Path,
-) -> None:
-    ranked = rank(res.per_vector)
-    chosen: dict[str, list[int]] = {
-        "passed": ranked.loc[ranked["passed"] == "O", "case"]
-        .head(cfg.tracking.grids.passed)
-        .tolist(),
-        "best": ranked["case"].head(cfg.tracking.grids.best).tolist(),
-    }
-    index = {int(c): i for i, c in enumerate(res.per_vector["case"])}
-    for kind, cases in chosen.items():
-        for case in cases:
-            i = index[int(case)]
-            sheet = render_sheet(
-                generator,
-                directions,
-                res.latents[i : i + 1],
-                cfg.layer,
-                res.grid,
-                [groups[i]],
-                title=_sheet_title(res.per_vector.iloc[i]),
-            )
-            (out / kind).mkdir(parents=True, exist_ok=True)
-            sheet.save(out / kind / f"case_{int(case):05d}.png")
-
-
-def _sheet_title(row: pd.Series) -> str:
-    rs = "  ".join(f"{p} r={row[f'{p}_corr']:+.3f}" for p in CORE_PROPERTIES)
-    verdict = "passed" if row["passed"] == "O" else f"failed ({row['fail_reason']})"
-    group = f" group {row['svm_group_name']}" if row["svm_group_name"] else ""
-    return f"case {int(row['case'])}{group}: {rs}  {verdict}"
-
-
-def render_sheet(
-    generator: Generator,
-    directions: Directions,
-    latent: np.ndarray,
-    layer: str,
     grid: np.ndarray,
-    groups: list[str],
-    title: str,
-):
-    with torch.inference_mode():
-        mid = to_mid(generator, torch.as_tensor(latent, dtype=torch.float32), layer)
-        dirs = directions.for_vectors(mid, groups if directions.grouped else None)
-        images = synthesize(generator, edited_mids(mid, dirs, grid), layer)
-    return contact_sheet(images, grid, title)
+    layer: str,
+    chunk: int,
+    group_fn,
+    image_stats: ImageStats | None,
+    cache: MeasurementCache | None,
+    progress: bool = True,
+) -> Measured:
+    """Every vector's scores: from the cache where a trustworthy chunk exists, else computed
+    (and stored at once, so a run killed at any point loses at most one chunk)."""
+    n, m = latents.shape[0], grid.shape[0]
+    scores = np.zeros((n, m, len(CORE_PROPERTIES)), np.float32)
+    extras: dict[str, np.ndarray] = {}
+    groups = [""] * n
+    seconds, reused, computed = 0.0, 0, 0
+    ranges = [(lo, min(n, lo + chunk)) for lo in range(0, n, chunk)]
+    with (
+        cache.lock() if cache else nullcontext(),
+        tqdm(
+            total=n, desc="screening", unit="vec", disable=not progress, dynamic_ncols=True
+        ) as bar,
+    ):
+        t0 = time.perf_counter()
+        for lo, hi in ranges:
+            got = cache.load(lo, hi) if cache else None
+            if got is None:
+                t = time.perf_counter()
+                s, extra, g = measure_chunk(
+                    generator,
+                    scorer,
+                    latents[lo:hi],
+                    directions,
+                    grid,
+                    layer,
+                    group_fn,
+                    image_stats,
+                )
+                took = time.perf_counter() - t
+                got = {
+                    "scores": s,
+                    "groups": np.array(g, dtype="<U16"),
+                    "seconds": np.array(took),
+                    **{f"x_{k}": v for k, v in extra.items()},
+                }
+                if cache:
+                    cache.save(lo, hi, got)
+                computed += 1
+            else:
+                reused += 1
+            scores[lo:hi] = got["scores"]
+            groups[lo:hi] = [str(x) for x in got["groups"]]
+            seconds += float(got["seconds"])
+            for k, v in got.items():
+                if k.startswith("x_"):
+                    extras.setdefault(k[2:], np.full(n, np.nan))[lo:hi] = v
+            bar.update(hi - lo)
+            rate = hi * m / max(time.perf_counter() - t0, 1e-9)
+            bar.set_postfix_str(f"{rate:,.0f} images/s" + (f", {reused} cached" if reused else ""))
+    return Measured(scores, extras, groups, seconds, reused, computed)
+
+
+def _close_dead_runs(uri: str, key: str, run_id: str) -> None:
+    """Runs of this measurement left RUNNING by a process that no longer exists (killed):
+    mark them FAILED and link them to this run, which resumes their work."""
+    client = MlflowClient(uri)
+    exp = mlflow.get_experiment(mlflow.active_run().info.experiment_id)
+    runs = tracking.retry(
+        client.search_runs,
+        [exp.experiment_id],
+        filter_string=f"tags.`ohlora.measure_key` = '{key}' and attributes.status = 'RUNNING'",
+    )
+    host = socket.gethostname()
+    dead = []
+    for r in runs:
+        if r.info.run_id == run_id or r.data.tags.get("ohlora.host") != host:
+            continue
+        if not _alive(int(r.data.tags.get("ohlora.pid", "0") or 0)):
+            dead.append(r.info.run_id)
+            tracking.retry(
+                client.set_tag,
+                r.info.run_id,
+                "ohlora.failure_reason",
+                f"process died; resumed by run {run_id}",
+            )
+            tracking.retry(client.set_tag, r.info.run_id, "ohlora.resumed_by", run_id)
+            tracking.retry(client.set_terminated, r.info.run_id, "FAILED")
+    if dead:
+        mlflow.set_tag("ohlora.resumed_from", ",".join(dead))
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid != os.getpid()

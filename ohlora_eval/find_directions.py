@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import tracking
 from .cli import CONFIG_DIR, friendly_errors
 from .directions.stage import FitSpec, run_stage
-from .evaluate import build_models
+from .build import build_models
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="find_directions")

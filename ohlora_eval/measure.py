@@ -47,6 +47,36 @@ def score_images(scorer: PropertyScorer, images: Tensor, properties: Sequence[st
     return np.stack([s[p].detach().float().cpu().numpy() for p in properties], -1)
 
 
+# unedited mid vectors of a chunk -> each vector's look-alike group name
+GroupFn = Callable[[Tensor], list[str]]
+
+
+def measure_chunk(
+    generator: Generator,
+    scorer: PropertyScorer,
+    latents: Tensor,
+    directions: Directions,
+    grid: np.ndarray,
+    layer: str,
+    group_fn: GroupFn | None = None,
+    image_stats: ImageStats | None = None,
+) -> tuple[np.ndarray, dict[str, np.ndarray], list[str]]:
+    """One chunk of vectors: (scores (v, m, 3) float32, per-vector image stats, groups).
+
+    Groups (when ``group_fn`` is given) come from the unedited images, as in the
+    original, and pick each vector's grouped directions.
+    """
+    v, m = latents.shape[0], grid.shape[0]
+    with torch.inference_mode():
+        mid = to_mid(generator, latents, layer)
+        groups = group_fn(mid) if group_fn is not None else [""] * v
+        dirs = directions.for_vectors(mid, groups if directions.grouped else None)
+        images = synthesize(generator, edited_mids(mid, dirs, grid), layer)
+        scores = score_images(scorer, images, CORE_PROPERTIES)
+        extra = image_stats(images, m) if image_stats is not None else {}
+    return scores.reshape(v, m, len(CORE_PROPERTIES)).astype(np.float32), extra, groups
+
+
 def measure_chunks(
     generator: Generator,
     scorer: PropertyScorer,
@@ -59,23 +89,24 @@ def measure_chunks(
     start: int = 0,
     image_stats: ImageStats | None = None,
 ) -> Iterator[tuple[int, int, np.ndarray, dict[str, np.ndarray]]]:
-    """Yield ``(lo, hi, scores, extra)`` per chunk of vectors; scores (hi-lo, m, 3) float32.
+    """Yield ``(lo, hi, scores, extra)`` per chunk of ``chunk`` vectors (see ``measure_chunk``).
 
-    ``image_stats(images, m)``, when given, sees each chunk's images while they
-    are in memory ((hi-lo)*m images, vector-major) and returns per-vector arrays
-    (``extra``, each (hi-lo,)); otherwise ``extra`` is empty. Chunks always start
-    at multiples of ``chunk`` so that a resumed run computes exactly the batches
-    an uninterrupted one would.
+    ``groups`` gives each vector's group for grouped directions. Chunks start at
+    multiples of ``chunk``, so a resumed run computes exactly the batches an
+    uninterrupted one would.
     """
     n = latents.shape[0]
-    m = grid.shape[0]
     for lo in range(start - start % chunk, n, chunk):
         hi = min(n, lo + chunk)
-        with torch.inference_mode():
-            mid = to_mid(generator, latents[lo:hi], layer)
-            dirs = directions.for_vectors(mid, None if groups is None else groups[lo:hi])
-            images = synthesize(generator, edited_mids(mid, dirs, grid), layer)
-            scores = score_images(scorer, images, CORE_PROPERTIES)
-            extra = image_stats(images, m) if image_stats is not None else {}
-        shaped = scores.reshape(hi - lo, m, len(CORE_PROPERTIES)).astype(np.float32)
-        yield lo, hi, shaped, extra
+        fixed = None if groups is None else list(groups[lo:hi])
+        scores, extra, _ = measure_chunk(
+            generator,
+            scorer,
+            latents[lo:hi],
+            directions,
+            grid,
+            layer,
+            None if fixed is None else (lambda _mid, g=fixed: g),
+            image_stats,
+        )
+        yield lo, hi, scores, extra

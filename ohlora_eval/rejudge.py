@@ -116,7 +116,8 @@ def _read_source_table(
             table = read_ohlora_results(path, cutoffs, allow_undefined=True)
         except ValueError as exc:
             raise ValueError(str(exc).replace(path, f"{PER_VECTOR} of run {run_id}")) from None
-    return table[stats.PER_VECTOR_COLUMNS]
+    # Measurement-derived extras (review columns of a native run) travel with the table.
+    return table.drop(columns=["file_passed"], errors="ignore")
 
 
 def log_judged(

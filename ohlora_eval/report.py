@@ -18,30 +18,38 @@ def to_uint8(images: Tensor) -> np.ndarray:
     return x.byte().permute(0, 2, 3, 1).numpy()
 
 
-def contact_sheet(images: Tensor, grid: np.ndarray, title: str, min_tile: int = 128) -> Image.Image:
+def contact_sheet(
+    images: Tensor, grid: np.ndarray, title: str, min_tile: int = 128, max_tile: int = 4096
+) -> Image.Image:
     """One row per mouth weight, one column per (eyes, pose) pair, labelled.
 
-    ``images`` are the grid's edits in ``pm_idx`` order (``grid`` rows).
+    ``images`` are the grid's edits in ``pm_idx`` order (``grid`` rows). Small
+    images are enlarged by an integer factor to at least ``min_tile``; large ones
+    are reduced (area average) to at most ``max_tile``.
     """
     pix = to_uint8(images)
     n, h, w, _ = pix.shape
-    scale = max(1, -(-min_tile // h))
-    th, tw = h * scale, w * scale
+    if h > max_tile:
+        th, tw = max_tile, max(1, round(w * max_tile / h))
+    else:
+        scale = max(1, -(-min_tile // h))
+        th, tw = h * scale, w * scale
     mouth_vals = sorted(set(grid[:, 1]))
     col_keys = sorted({(e, p) for e, p in grid[:, [0, 2]]})
     font = ImageFont.load_default()
-    top, left = 44, 70
+    top, left = 48, 64
     sheet = Image.new("RGB", (left + tw * len(col_keys), top + th * len(mouth_vals)), "white")
     draw = ImageDraw.Draw(sheet)
     draw.text((4, 4), title, fill="black", font=font)
     for c, (e, p) in enumerate(col_keys):
-        draw.text((left + c * tw + 4, 24), f"eyes {e:+.1f} pose {p:+.1f}", fill="black", font=font)
+        draw.text((left + c * tw + 3, 20), f"eyes {e:+.1f}\npose {p:+.1f}", fill="black", font=font)
     for r, m in enumerate(mouth_vals):
-        draw.text((4, top + r * th + th // 2 - 6), f"mouth {m:+.1f}", fill="black", font=font)
+        draw.text((4, top + r * th + th // 2 - 12), f"mouth\n{m:+.1f}", fill="black", font=font)
     for i in range(n):
         e, m, p = grid[i]
         r, c = mouth_vals.index(m), col_keys.index((e, p))
-        tile = Image.fromarray(pix[i]).resize((tw, th), Image.NEAREST)
+        resample = Image.NEAREST if th >= h else Image.BOX
+        tile = Image.fromarray(pix[i]).resize((tw, th), resample)
         sheet.paste(tile, (left + c * tw, top + r * th))
     return sheet
 

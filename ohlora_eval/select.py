@@ -204,7 +204,7 @@ def _collect_sheets(
 ) -> None:
     """Copy the contact sheets the source run logged for the chosen cases."""
     logged: dict[int, str] = {}
-    for folder in ("grids/passed", "grids/best", "grids/all"):
+    for folder in ("review/sheets", "grids/passed", "grids/best"):
         try:
             items = client.list_artifacts(run_id, folder)
         except Exception:

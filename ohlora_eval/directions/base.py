@@ -30,6 +30,24 @@ class Directions:
     source: str = ""
     run_id: str | None = None
     medians: dict[str, float] | None = None  # grouping medians of the fitting sample
+    models: dict[str, torch.nn.Module] = field(default_factory=dict)  # behind ``fields``
+
+    def identity(self) -> dict:
+        """What these directions are, bit for bit (for the measurement cache's key)."""
+        models = {
+            p: {k: v.detach().cpu().numpy() for k, v in m.state_dict().items()}
+            for p, m in self.models.items()
+        }
+        unknown = sorted(set(self.fields) - set(self.models))
+        if unknown:  # a field we cannot fingerprint: never share its measurements
+            return {"uncacheable": id(self)}
+        return {
+            "layer": self.layer,
+            "dim": self.dim,
+            "vectors": self.vectors,
+            "models": models,
+            "method": self.method,
+        }
 
     @property
     def grouped(self) -> bool:

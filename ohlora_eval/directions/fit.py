@@ -130,5 +130,6 @@ def fit_directions(
         fields=fields,
         method=methods,
         medians=dict(medians) if medians else None,
+        models=dict(regressors),
     )
     return dirs, regressors, report

@@ -87,6 +87,7 @@ def read_directions(folder: Path, layer: str, source: str = "") -> Directions:
         if file_layer == layer:
             vectors.setdefault(p, {})[group] = read_vector_csv(f)
     fields = {}
+    models = {}
     methods = {}
     dims = {len(v) for t in vectors.values() for v in t.values()}
     for p in CORE_PROPERTIES:
@@ -98,6 +99,7 @@ def read_directions(folder: Path, layer: str, source: str = "") -> Directions:
             model = ScoreRegressor(int(meta["dim"]), meta["hidden"])
             model.load_state_dict(torch.load(model_path, map_location="cpu", weights_only=True))
             fields[p] = gradient_field(model)
+            models[p] = model
             methods[p] = "gradient"
             dims.add(int(meta["dim"]))
         else:
@@ -123,4 +125,5 @@ def read_directions(folder: Path, layer: str, source: str = "") -> Directions:
         method=methods,
         source=source or f"files: {folder}",
         medians=manifest.get("medians"),
+        models=models,
     )

@@ -1,0 +1,241 @@
+"""Review aids for the human pick: measured criteria per vector and an offline review page.
+
+The original system ends with a person reading each passed vector's 50 images
+against four criteria. This package gives that person numbers for two of them
+(do the three properties really change, and only them; do the background and
+the face shape stay) and a page to pick from:
+
+- ``metrics``: bootstrap intervals of r, Spearman's rho, cross-property leakage,
+  background drift and face-shape stability (pixels and scores only, so any
+  generator), the per-vector review columns, run metrics and the ranking;
+- ``page``: ``review/index.html``, one card per passed vector in rank order,
+  whose checkboxes build the ``python -m ohlora_eval.select`` command.
+
+The helpers below are the whole integration with an evaluation run: a
+``ReviewSettings`` from the ``review`` config group, ``image_stats`` for
+``measure_chunks``, a ``LocalityAccumulator`` for its per-chunk output,
+``add_review_columns`` after judging, and ``build_review_page`` with the artifacts.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..protocols import CORE_PROPERTIES
+from ..stats import PER_VECTOR_COLUMNS
+from .metrics import (
+    DEFAULT_FACE_BOX,
+    DEFAULT_RANK_BY,
+    LOCALITY_COLUMNS,
+    REVIEW_COLUMNS,
+    bootstrap_ci,
+    check_face_box,
+    leakage,
+    locality_stats,
+    rank_by,
+    rank_scores,
+    review_metrics,
+    review_table,
+    spearman_max,
+    spearman_rows,
+)
+from .page import write_review_page
+
+__all__ = [
+    "DEFAULT_RANK_BY",
+    "REVIEW_COLUMNS",
+    "LocalityAccumulator",
+    "ReviewSettings",
+    "add_review_columns",
+    "bootstrap_ci",
+    "build_review_page",
+    "image_stats",
+    "leakage",
+    "locality_stats",
+    "rank_by",
+    "rank_scores",
+    "review_metrics",
+    "review_table",
+    "spearman_rows",
+    "write_review_page",
+]
+
+
+@dataclass
+class ReviewSettings:
+    """The ``review`` config group (conf/review/default.yaml), checked."""
+
+    rank_by: str | dict[str, float] = DEFAULT_RANK_BY
+    n_boot: int = 200
+    ci_level: float = 0.95
+    seed: int = 0
+    face_box: tuple[float, float, float, float] = DEFAULT_FACE_BOX
+    analysis_size: int = 32
+    page: bool = True
+    max_cards: int | None = 300
+    local_dir: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_cfg(cls, node: Any | None) -> ReviewSettings:
+        """From the ``review`` config node (a DictConfig or mapping; None = defaults).
+
+        Raises ValueError naming the ``review.*`` field on bad values, before any
+        heavy work, so the run can fail with a one-line reason.
+        """
+        if node is None:
+            return cls().checked()
+        try:
+            from omegaconf import DictConfig, OmegaConf
+
+            if isinstance(node, DictConfig):
+                node = OmegaConf.to_container(node, resolve=True)
+        except ImportError:  # pragma: no cover - omegaconf comes with hydra
+            pass
+        raw = dict(node)  # type: ignore[arg-type]
+        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
+        kwargs = {k: v for k, v in raw.items() if k in known}
+        extra = {k: v for k, v in raw.items() if k not in known}
+        if "face_box" in kwargs and kwargs["face_box"] is not None:
+            kwargs["face_box"] = tuple(kwargs["face_box"])
+        return cls(**kwargs, extra=extra).checked()
+
+    def checked(self) -> ReviewSettings:
+        if isinstance(self.rank_by, Mapping):
+            self.rank_by = {str(k): v for k, v in self.rank_by.items()}
+        _check_rank_spec(self.rank_by)
+        if not isinstance(self.n_boot, int) or isinstance(self.n_boot, bool) or self.n_boot < 2:
+            raise ValueError(f"review.n_boot={self.n_boot} must be an integer >= 2")
+        if not 0.0 < float(self.ci_level) < 1.0:
+            raise ValueError(f"review.ci_level={self.ci_level} must be in (0, 1), e.g. 0.95")
+        self.face_box = check_face_box(self.face_box)
+        if not isinstance(self.analysis_size, int) or self.analysis_size < 8:
+            raise ValueError(f"review.analysis_size={self.analysis_size} must be an integer >= 8")
+        if self.max_cards is not None and (
+            not isinstance(self.max_cards, int) or self.max_cards < 0
+        ):
+            raise ValueError(f"review.max_cards={self.max_cards} must be null or an integer >= 0")
+        return self
+
+
+def _check_rank_spec(spec: object) -> None:
+    """Evaluate ``spec`` on an empty table with every column a run has: bad names fail now."""
+    cols = [*PER_VECTOR_COLUMNS, *REVIEW_COLUMNS]
+    empty = pd.DataFrame({c: pd.Series(dtype=object if c in _TEXT else float) for c in cols})
+    rank_scores(empty, spec)  # type: ignore[arg-type]
+
+
+_TEXT = {"svm_group_name", "passed", "fail_reason"}
+
+
+def image_stats(settings: ReviewSettings) -> Callable[..., dict[str, np.ndarray]]:
+    """The ``image_stats`` hook for ``measure_chunks``: ``locality_stats`` with these settings."""
+    return partial(locality_stats, face_box=settings.face_box, analysis_size=settings.analysis_size)
+
+
+class LocalityAccumulator:
+    """Collects the per-chunk ``extra`` arrays of ``measure_chunks`` into run-long arrays."""
+
+    def __init__(self, n: int) -> None:
+        self.arrays = {name: np.full(n, np.nan) for name in LOCALITY_COLUMNS}
+
+    def add(self, lo: int, hi: int, extra: Mapping[str, np.ndarray]) -> None:
+        for name, values in extra.items():
+            if name in self.arrays:
+                self.arrays[name][lo:hi] = values
+
+
+def add_review_columns(
+    per_vector: pd.DataFrame,
+    grid: np.ndarray,
+    scores: np.ndarray,
+    locality: Mapping[str, np.ndarray] | None,
+    settings: ReviewSettings | None = None,
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """``per_vector`` with the review columns appended (after ``fail_reason``), and the
+    run metrics that summarise them (``review_metrics``)."""
+    s = settings or ReviewSettings()
+    table = review_table(
+        grid,
+        scores,
+        per_vector,
+        locality,
+        rank_spec=s.rank_by,
+        n_boot=s.n_boot,
+        ci_level=s.ci_level,
+        seed=s.seed,
+    )
+    out = pd.concat([per_vector, table], axis=1)
+    return out, review_metrics(out)
+
+
+def build_review_page(
+    out_dir: Path,
+    run_id: str,
+    per_vector: pd.DataFrame,
+    cutoffs: Mapping[str, float],
+    settings: ReviewSettings | None = None,
+    render: Callable[[int], Any] | None = None,
+    sheets: Mapping[int, Path] | None = None,
+    grid: np.ndarray | None = None,
+    local_dir: Path | str | None = None,
+) -> Path | None:
+    """Write the review page for a run into ``out_dir`` (and a copy in ``local_dir/run_id``).
+
+    Every card shown (passed vectors in ``review_rank`` order, up to
+    ``settings.max_cards``) needs a contact sheet: taken from ``sheets`` (case ->
+    PNG) when there, else made with ``render(case)`` (a PIL image, e.g.
+    ``artifacts.SheetMaker.render``) and saved under ``out_dir/sheets/``. Returns the
+    page's path, or None when ``settings.page`` is false.
+    """
+    s = settings or ReviewSettings()
+    if not s.page:
+        return None
+    out_dir = Path(out_dir)
+    sheet_dir = out_dir / "sheets"
+    passed = per_vector[per_vector["passed"] == "O"]
+    if "review_rank" in passed.columns:
+        passed = passed.sort_values(["review_rank", "case"], kind="mergesort")
+    else:
+        passed = rank_by(passed, s.rank_by)
+    shown = passed if s.max_cards is None else passed.head(s.max_cards)
+    paths: dict[int, Path] = {int(k): Path(v) for k, v in (sheets or {}).items()}
+    for case in shown["case"].astype(int):
+        if case in paths or render is None:
+            continue
+        sheet_dir.mkdir(parents=True, exist_ok=True)
+        path = sheet_dir / f"case_{case:05d}.png"
+        render(case).save(path)
+        paths[case] = path
+    ceilings = None
+    if grid is not None:
+        g = np.asarray(grid)
+        ceilings = {p: spearman_max(g[:, k]) for k, p in enumerate(CORE_PROPERTIES)}
+        ceilings = {p: v for p, v in ceilings.items() if math.isfinite(v) and v < 1 - 1e-9}
+    page = write_review_page(
+        out_dir,
+        run_id,
+        per_vector,
+        paths,
+        cutoffs,
+        rank_spec=s.rank_by,
+        ci_level=s.ci_level,
+        max_cards=s.max_cards,
+        spearman_max=ceilings,
+    )
+    target = local_dir if local_dir is not None else s.local_dir
+    if target is not None:
+        dest = Path(target) / run_id
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(out_dir, dest)
+    return page

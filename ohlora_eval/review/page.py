@@ -1,0 +1,340 @@
+"""The offline review page: one card per passed vector, checkboxes that build the select command.
+
+A person makes the final pick by looking at contact sheets; the page puts the
+measured review aids beside each sheet and turns the ticked cards into the
+exact ``python -m ohlora_eval.select`` command to paste. It is one static HTML
+file with inline CSS and a few lines of vanilla JavaScript, and the PNGs beside
+it under ``sheets/`` with relative links, so the folder works opened from disk
+(file://), downloaded from MLflow, or served by anything. It loads nothing from
+the network: no CDN, no web fonts, no external URLs.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..protocols import CORE_PROPERTIES
+from .metrics import DEFAULT_RANK_BY, OFF_DIAGONAL, rank_by
+
+# Visual flags only (they change a colour, never a verdict).
+FLAG_LEAK = 0.3  # |r| of another edit with this property's score
+FLAG_DRIFT_REL = 2.0  # background drift, multiples of the run's median
+FLAG_FACE_IOU = 0.8  # silhouette overlap across the grid
+
+SELECT_COMMAND = "python -m ohlora_eval.select"
+
+_CSS = """
+:root { --ok: #1b7f3b; --warn: #b35c00; --muted: #666; --line: #ddd; --bg: #fafafa; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif;
+  color: #111; background: var(--bg); }
+header.top { padding: 16px 20px 8px; }
+h1 { font-size: 20px; margin: 0 0 4px; }
+.meta { color: var(--muted); margin: 2px 0; }
+.meta code, .legend code { background: #eee; padding: 0 3px; border-radius: 3px; }
+details.legend { margin: 8px 0 0; max-width: 70em; }
+details.legend li { margin: 2px 0; }
+.bar { position: sticky; top: 0; z-index: 10; display: flex; flex-wrap: wrap; gap: 8px;
+  align-items: center; padding: 10px 20px; background: #fff; border-bottom: 1px solid var(--line);
+  box-shadow: 0 1px 4px rgba(0,0,0,.06); }
+.bar .cmd { flex: 1 1 30em; min-width: 0; font: 13px/1.4 ui-monospace, Menlo, Consolas, monospace;
+  background: #f3f3f3; border: 1px solid var(--line); border-radius: 4px; padding: 6px 8px;
+  overflow-wrap: anywhere; min-height: 2.2em; }
+.bar .hint { color: var(--muted); font-style: italic; }
+.bar button { font: inherit; padding: 5px 12px; border-radius: 4px; border: 1px solid #999;
+  background: #fff; cursor: pointer; }
+.bar button:disabled { opacity: .45; cursor: default; }
+.bar .status { color: var(--ok); min-width: 6em; }
+main { padding: 12px 20px 40px; display: grid; gap: 16px; }
+.empty { padding: 24px; background: #fff; border: 1px dashed #bbb; border-radius: 6px; }
+.card { background: #fff; border: 1px solid var(--line); border-radius: 6px; padding: 12px 14px; }
+.card.picked { border-color: var(--ok); box-shadow: 0 0 0 2px rgba(27,127,59,.25); }
+.card header { display: flex; flex-wrap: wrap; align-items: baseline; gap: 4px 14px; }
+.card h2 { font-size: 16px; margin: 0; }
+.card .score { color: var(--muted); }
+.card label.pick { margin-left: auto; font-weight: 600; cursor: pointer; user-select: none; }
+.card label.pick input { transform: scale(1.3); margin-right: 6px; vertical-align: middle; }
+.sheet { margin: 10px 0; overflow-x: auto; }
+.sheet img { display: block; max-width: 100%; height: auto; image-rendering: pixelated;
+  border: 1px solid var(--line); }
+.nosheet { padding: 16px; color: var(--muted); border: 1px dashed #bbb; }
+.figures { display: flex; flex-wrap: wrap; gap: 8px 28px; align-items: flex-start; }
+table.r { border-collapse: collapse; }
+table.r th, table.r td { padding: 2px 10px 2px 0; text-align: right; white-space: nowrap;
+  font-variant-numeric: tabular-nums; }
+table.r th:first-child, table.r td:first-child { text-align: left; }
+table.r thead th { color: var(--muted); font-weight: 500; border-bottom: 1px solid var(--line); }
+dl.loc { display: grid; grid-template-columns: auto auto; gap: 2px 12px; margin: 0; }
+dl.loc dt { color: var(--muted); }
+dl.loc dd { margin: 0; font-variant-numeric: tabular-nums; }
+.warn { color: var(--warn); font-weight: 600; }
+.note { color: var(--muted); }
+"""
+
+_JS = """
+(function () {
+  "use strict";
+  var runId = document.body.getAttribute("data-run-id");
+  var prefix = document.body.getAttribute("data-command");
+  var boxes = Array.prototype.slice.call(document.querySelectorAll("input.pick-box"));
+  var cmd = document.getElementById("command");
+  var hint = document.getElementById("hint");
+  var count = document.getElementById("count");
+  var copy = document.getElementById("copy");
+  var clear = document.getElementById("clear");
+  var status = document.getElementById("status");
+
+  function picked() {
+    return boxes.filter(function (b) { return b.checked; })
+      .map(function (b) { return parseInt(b.value, 10); })
+      .sort(function (a, b) { return a - b; });
+  }
+  function update() {
+    var cases = picked();
+    cmd.textContent = cases.length
+      ? prefix + " run_id=" + runId + " cases=[" + cases.join(",") + "]" : "";
+    hint.hidden = cases.length > 0;
+    count.textContent = String(cases.length);
+    copy.disabled = cases.length === 0;
+    clear.disabled = cases.length === 0;
+    status.textContent = "";
+    boxes.forEach(function (b) {
+      var card = document.getElementById("card-" + b.value);
+      if (card) { card.classList.toggle("picked", b.checked); }
+    });
+  }
+  function selectCommand() {
+    var range = document.createRange();
+    range.selectNodeContents(cmd);
+    var sel = window.getSelection();
+    sel.removeAllRanges();
+    sel.addRange(range);
+  }
+  function fallbackCopy() {
+    selectCommand();
+    var ok = false;
+    try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+    status.textContent = ok ? "copied" : "selected: press Ctrl+C";
+  }
+  copy.addEventListener("click", function () {
+    var text = cmd.textContent;
+    if (!text) { return; }
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(
+        function () { status.textContent = "copied"; }, fallbackCopy);
+    } else {
+      fallbackCopy();
+    }
+  });
+  clear.addEventListener("click", function () {
+    boxes.forEach(function (b) { b.checked = false; });
+    update();
+  });
+  boxes.forEach(function (b) { b.addEventListener("change", update); });
+  update();
+})();
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _num(value: object, fmt: str = "{:.3f}") -> str:
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "n/a"
+    return "n/a" if not math.isfinite(v) else fmt.format(v)
+
+
+def _get(row: pd.Series, col: str) -> float:
+    v = row.get(col, np.nan)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _flag(text: str, on: bool, why: str) -> str:
+    return f'<span class="warn" title="{_e(why)}">{text}</span>' if on else text
+
+
+def _ranked_passed(per_vector: pd.DataFrame, rank_spec: str | Mapping[str, float]) -> pd.DataFrame:
+    passed = per_vector[per_vector["passed"] == "O"]
+    if "review_rank" in passed.columns:
+        return passed.sort_values(["review_rank", "case"], kind="mergesort")
+    return rank_by(passed, rank_spec)
+
+
+def _card(
+    row: pd.Series, position: int, total: int, sheet: str | None, cutoffs: Mapping[str, float]
+) -> str:
+    case = int(row["case"])
+    group = str(row.get("svm_group_name", "") or "")
+    if group.lower() == "nan":
+        group = ""
+    head = [f"<h2>#{position} of {total} &middot; case {case}</h2>"]
+    if group:
+        head.append(f'<span class="note">group {_e(group)}</span>')
+    head.append(f'<span class="score">review score {_num(row.get("review_score"))}</span>')
+    head.append(
+        f'<label class="pick"><input type="checkbox" class="pick-box" value="{case}"'
+        f' id="pick-{case}" aria-label="pick case {case}">pick</label>'
+    )
+    if sheet is None:
+        picture = '<div class="nosheet">no contact sheet for this vector</div>'
+    else:
+        picture = (
+            f'<img src="{_e(sheet)}" loading="lazy" alt="contact sheet of the 50 edits of'
+            f' case {case}">'
+        )
+
+    rows = []
+    for p in CORE_PROPERTIES:
+        r = _get(row, f"{p}_corr")
+        lo, hi = _get(row, f"{p}_corr_lo"), _get(row, f"{p}_corr_hi")
+        cut = float(cutoffs.get(p, math.nan))
+        # The interval reaches below the cutoff when the |r| bound nearest 0 does.
+        near0 = min(abs(lo), abs(hi)) if lo * hi > 0 else 0.0
+        weak = math.isfinite(lo) and math.isfinite(cut) and near0 < cut
+        ci = f"[{_num(lo, '{:+.3f}')}, {_num(hi, '{:+.3f}')}]"
+        leak = _get(row, f"{p}_leak")
+        rows.append(
+            f"<tr><td>{_e(p)}</td><td>{_num(r, '{:+.3f}')}</td>"
+            f"<td>{_flag(ci, weak, f'the 95% interval reaches below the cutoff {cut}')}</td>"
+            f"<td>{_num(row.get(f'{p}_spearman'), '{:+.3f}')}</td>"
+            f"<td>{_flag(_num(leak), leak >= FLAG_LEAK, f'|r| >= {FLAG_LEAK}')}</td></tr>"
+        )
+    pairs = [(abs(_get(row, f"{q}_to_{p}_r")), q, p) for q, p in OFF_DIAGONAL]
+    pairs = [t for t in pairs if math.isfinite(t[0])]
+    worst = max(pairs) if pairs else None
+    worst_txt = (
+        f"{_e(worst[1])} edit &rarr; {_e(worst[2])} score, |r| {_num(worst[0])}" if worst else "n/a"
+    )
+    drift, rel, iou = _get(row, "bg_drift"), _get(row, "bg_drift_rel"), _get(row, "face_iou")
+    loc = (
+        f"<dt>worst leak</dt><dd>{_flag(worst_txt, bool(worst and worst[0] >= FLAG_LEAK), '')}</dd>"
+        f"<dt>background drift</dt><dd>{_flag(_num(drift, '{:.4f}'), rel >= FLAG_DRIFT_REL, '')}"
+        f' <span class="note">({_num(rel, "{:.2f}")}&times; run median)</span></dd>'
+        f"<dt>face-shape IoU</dt><dd>{_flag(_num(iou), iou <= FLAG_FACE_IOU, '')}</dd>"
+    )
+    return (
+        f'<article class="card" id="card-{case}" data-case="{case}">'
+        f"<header>{''.join(head)}</header>"
+        f'<div class="sheet">{picture}</div>'
+        '<div class="figures"><table class="r"><thead><tr><th>property</th><th>r</th>'
+        "<th>95% CI of r</th><th>Spearman &rho;</th><th>leak into</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+        f'<dl class="loc">{loc}</dl></div></article>'
+    )
+
+
+def _legend(ci_level: float, spearman_max: Mapping[str, float] | None) -> str:
+    ceil = ""
+    if spearman_max:
+        parts = ", ".join(f"{_e(p)} {v:.3f}" for p, v in spearman_max.items())
+        ceil = f" With this grid's repeated weights its maximum is: {parts}."
+    return (
+        "<details class=legend><summary>What the figures mean</summary><ul>"
+        f"<li><b>95% CI of r</b>: a percentile bootstrap interval ({ci_level:.0%}) of Pearson r,"
+        " resampling the vector's grid images; amber when it reaches below the cutoff.</li>"
+        "<li><b>Spearman &rho;</b>: rank correlation of intended weight and measured score;"
+        f" near r means the response is monotone, not just linear on average.{ceil}</li>"
+        "<li><b>leak into</b> p: the largest |r| between another property's edit weight and"
+        f" p's measured score (0 = the other edits leave p alone); amber from {FLAG_LEAK}.</li>"
+        "<li><b>background drift</b>: mean absolute pixel change outside the face region"
+        " ([0, 1] units, per channel) against the vector's mean grid image; amber from"
+        f" {FLAG_DRIFT_REL:g}&times; the run's median.</li>"
+        "<li><b>face-shape IoU</b>: mean soft IoU of each image's head silhouette (pixels"
+        " unlike the border colour of their row) with the vector's mean silhouette; 1 = the"
+        f" shape never changes; amber at {FLAG_FACE_IOU} or below.</li>"
+        "<li>Tick the vectors to keep; the bar at the top builds the select command"
+        " (cases in ascending order).</li></ul></details>"
+    )
+
+
+def write_review_page(
+    out_dir: Path,
+    run_id: str,
+    per_vector: pd.DataFrame,
+    sheets: Mapping[int, Path],
+    cutoffs: Mapping[str, float],
+    rank_spec: str | Mapping[str, float] = DEFAULT_RANK_BY,
+    ci_level: float = 0.95,
+    max_cards: int | None = None,
+    spearman_max: Mapping[str, float] | None = None,
+    title: str = "ohlora_eval review",
+) -> Path:
+    """Write ``out_dir/index.html`` and copy each shown card's sheet to ``out_dir/sheets/``.
+
+    ``per_vector`` is the run's table with the review columns (``review_table``);
+    cards are its passed rows in ``review_rank`` order (or ranked by
+    ``rank_spec`` when the column is missing), at most ``max_cards`` of them.
+    ``sheets`` maps case -> contact sheet PNG; a passed case without one gets a
+    placeholder. ``spearman_max`` (property -> the largest rho the grid allows)
+    is explained in the legend. The command lists cases in ascending order, so
+    the same pick always gives the same command. Returns the page's path.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ranked = _ranked_passed(per_vector, rank_spec)
+    total = len(ranked)
+    shown = ranked if max_cards is None else ranked.head(max(0, int(max_cards)))
+    sheet_dir = out_dir / "sheets"
+    cards = []
+    for position, (_, row) in enumerate(shown.iterrows(), start=1):
+        case = int(row["case"])
+        src = sheets.get(case)
+        rel = None
+        if src is not None and Path(src).is_file():
+            sheet_dir.mkdir(exist_ok=True)
+            name = f"case_{case:05d}{Path(src).suffix.lower() or '.png'}"
+            if Path(src).resolve() != (sheet_dir / name).resolve():
+                shutil.copyfile(src, sheet_dir / name)
+            rel = f"sheets/{name}"
+        cards.append(_card(row, position, total, rel, cutoffs))
+    if not cards:
+        body = (
+            '<p class="empty">No vector passed the cutoffs in this run, so there is nothing to'
+            " pick. Lower a cutoff (e.g. <code>cutoff.eyes=0.9</code>) or screen more vectors"
+            " (<code>sampling.n_vectors</code>).</p>"
+        )
+    else:
+        body = "".join(cards)
+        if len(shown) < total:
+            body += (
+                f'<p class="note">{total - len(shown)} more passed vectors are not shown'
+                f" (review.max_cards={int(max_cards or 0)}).</p>"
+            )
+    cut = ", ".join(f"{_e(p)} {_e(cutoffs[p])}" for p in CORE_PROPERTIES if p in cutoffs)
+    spec = rank_spec if isinstance(rank_spec, str) else dict(rank_spec)
+    n_all = len(per_vector)
+    page = (
+        "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
+        '<meta name=viewport content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)}: run {_e(run_id)}</title><style>{_CSS}</style></head>"
+        f'<body data-run-id="{_e(run_id)}" data-command="{_e(SELECT_COMMAND)}">'
+        f'<header class="top"><h1>{_e(title)}</h1>'
+        f'<p class="meta">run <code>{_e(run_id)}</code> &middot; {total} of {n_all} vectors'
+        f" passed (cutoffs |r| &ge; {cut}) &middot; ranked by <code>{_e(spec)}</code></p>"
+        f"{_legend(ci_level, spearman_max)}</header>"
+        '<div class="bar" role="region" aria-label="selection">'
+        '<span><b id="count">0</b> picked</span>'
+        '<code class="cmd" id="command" aria-live="polite"></code>'
+        '<span class="hint" id="hint">tick vectors below to build the select command</span>'
+        '<button type="button" id="copy" disabled>Copy command</button>'
+        '<button type="button" id="clear" disabled>Clear</button>'
+        '<span class="status" id="status" aria-live="polite"></span></div>'
+        f"<main>{body}</main><script>{_JS}</script></body></html>\n"
+    )
+    path = out_dir / "index.html"
+    path.write_text(page, encoding="utf-8")
+    return path
