@@ -15,17 +15,17 @@ deleted and recomputed, never trusted.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import io
 import json
 import os
-import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .tracking import file_lock
 
 # Bump when the way scores are computed changes, so old entries stop matching.
 MEASURE_VERSION = 1
@@ -87,7 +87,7 @@ class MeasurementCache:
             stored = str(arrays.pop("__checksum__"))
             if stored != _checksum(arrays):
                 raise ValueError("checksum mismatch")
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        except Exception:  # noqa: BLE001 - whatever is wrong with it, it is not trusted
             path.unlink(missing_ok=True)
             return None
         return arrays
@@ -101,15 +101,9 @@ class MeasurementCache:
     def cached_chunks(self) -> int:
         return len(list(self.dir.glob("chunk_*.npz")))
 
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self) -> contextlib.AbstractContextManager[None]:
         """Exclusive while measuring: parallel sweep jobs wait, then read instead of recomputing."""
-        with open(self.dir / ".lock", "a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        return file_lock(self.dir / ".lock")
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -8,9 +8,9 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from . import tracking
+from .build import build_models
 from .cli import CONFIG_DIR, friendly_errors
 from .directions.stage import FitSpec, run_stage
-from .build import build_models
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="find_directions")

@@ -52,7 +52,15 @@ def tracked_run(
     tags = dict(tags)
     sweep = sweep_id()
     if sweep:
+        from hydra.core.hydra_config import HydraConfig
+
+        from .sweep import parent_run_id
+
         tags["sweep_id"] = sweep
+        tags["sweep.job"] = str(HydraConfig.get().job.num)
+        parent = parent_run_id()
+        if parent:
+            tags["mlflow.parentRunId"] = parent
     run = tracking.retry(
         mlflow.start_run, run_name=run_name, tags=tags, experiment_id=experiment_id
     )

@@ -34,17 +34,9 @@ def default_uri(root: str | os.PathLike = "mlruns") -> str:
     return f"sqlite:///{store_root(root) / 'mlflow.db'}?timeout={SQLITE_BUSY_TIMEOUT_S}"
 
 
-# mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI for subprocesses; remember every
-# value we caused so that only a user's own setting counts as "the environment wins".
-_exported: set[str] = set()
-
-
 def resolve_uri(uri: str | None = None, root: str | os.PathLike = "mlruns") -> str:
     """``MLFLOW_TRACKING_URI`` wins, then an explicit ``tracking.uri``, then the embedded store."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env and env not in _exported:
-        return env
-    return uri or default_uri(root)
+    return os.environ.get("MLFLOW_TRACKING_URI") or uri or default_uri(root)
 
 
 def display_uri(uri: str) -> str:
@@ -70,7 +62,7 @@ def retry(fn: Callable[..., T], *args: Any, attempts: int = 8, **kwargs: Any) ->
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -88,7 +80,7 @@ def ensure_experiment(experiment: str, uri: str, root: str | os.PathLike = "mlru
     """
     root_path = store_root(root)
     lock = root_path / ".setup.lock" if uri.startswith("sqlite:") else None
-    ctx = _file_lock(lock) if lock else contextlib.nullcontext()
+    ctx = file_lock(lock) if lock else contextlib.nullcontext()
     with ctx:
         client = MlflowClient(uri, registry_uri=uri)
         exp = retry(client.get_experiment_by_name, experiment)
@@ -103,11 +95,16 @@ def setup(
 ) -> tuple[str, str]:
     """Point MLflow (fluent API included) at the store and ``experiment``; (uri, experiment id)."""
     uri = resolve_uri(uri, root)
-    user_env = os.environ.get("MLFLOW_TRACKING_URI")
+    # mlflow.set_*_uri() also export the URI as environment variables (for subprocesses);
+    # undo that, so only a user's own MLFLOW_TRACKING_URI ever counts as theirs.
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    if os.environ.get("MLFLOW_TRACKING_URI") != user_env:
-        _exported.add(os.environ["MLFLOW_TRACKING_URI"])
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
     exp_id = ensure_experiment(experiment, uri, root)
     mlflow.set_experiment(experiment_id=exp_id)
     return uri, exp_id

@@ -66,6 +66,14 @@ def make_cfg_module(store):
     return composer(store)
 
 
+def clean_env() -> dict[str, str]:
+    """Environment for a subprocess: its own store from its arguments, no inherited URI."""
+    env = dict(os.environ)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("MLFLOW_REGISTRY_URI", None)
+    return env
+
+
 def reference_file(name: str) -> Path:
     path = REFERENCE / name
     if not path.is_file():

@@ -11,8 +11,9 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from ..protocols import Generator, PropertyScorer
+from ..tracking import file_lock, store_root
 from .base import Directions
-from .stage import FitSpec, find_latest, load_run, run_stage
+from .stage import FitSpec, find_latest, load_run, run_stage, spec_hash
 from .store import read_directions
 
 
@@ -59,25 +60,29 @@ class TrackedDirections:
             return load_run(client, str(self.run_id), layer)
         spec = self.spec()
         spec.check()
-        found = find_latest(client, spec.identity(generator, scorer, layer))
-        if found:
-            return load_run(client, found, layer)
-        if not self.fit_if_missing:
-            raise ValueError(
-                "no finished direction run matches this generator, layer and spec;"
-                " run python -m ohlora_eval.find_directions first or set"
-                " directions.fit_if_missing=true"
+        ident = spec.identity(generator, scorer, layer)
+        # Parallel sweep jobs wanting the same missing directions: one fits, the others
+        # wait and then find its run.
+        with file_lock(store_root(root) / "locks" / f"directions-{spec_hash(ident)}.lock"):
+            found = find_latest(client, ident)
+            if found:
+                return load_run(client, found, layer)
+            if not self.fit_if_missing:
+                raise ValueError(
+                    "no finished direction run matches this generator, layer and spec;"
+                    " run python -m ohlora_eval.find_directions first or set"
+                    " directions.fit_if_missing=true"
+                )
+            dirs, _ = run_stage(
+                generator,
+                scorer,
+                layer,
+                spec,
+                uri,
+                root,
+                progress,
+                extra_tags={"fitted_for": "evaluation"},
             )
-        dirs, _ = run_stage(
-            generator,
-            scorer,
-            layer,
-            spec,
-            uri,
-            root,
-            progress,
-            extra_tags={"fitted_for": "evaluation"},
-        )
         return dirs
 
 
