@@ -10,24 +10,33 @@ PYTEST_ARGS ?=
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.ohlora-installed
 
-.PHONY: setup run test test-all ui bench lint format clean-store
+.PHONY: setup browser run test test-all ui bench lint format clean-store
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	@$(BIN)/python -m pip install -q -e ".[browser]" || \
+		echo "note: playwright could not be installed; the review-page browser test will be skipped"
 	@touch $(STAMP)
 
 setup: $(STAMP)
 
+# Debian's Chromium for the review-page browser test (never a browser download by playwright).
+browser:
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+		>/dev/null 2>&1; } || \
+		echo "note: no /usr/bin/chromium (apt-get install -y chromium); the review-page browser test will be skipped"
+
 run: setup
 	$(BIN)/python -m ohlora_eval $(ARGS)
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-test-all: setup
+test-all: setup browser
 	$(BIN)/python -m pytest -q -m "" $(PYTEST_ARGS)
 
 ui: setup

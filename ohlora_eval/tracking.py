@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import logging
 import os
 import subprocess
 import time
@@ -17,8 +18,11 @@ from mlflow.tracking import MlflowClient
 
 T = TypeVar("T")
 
-# Artifact downloads are small and many; MLflow's per-download progress bars are noise.
+# Artifact downloads are small and many; MLflow's per-download progress bars are noise, and
+# so are its notes about creating the SQLite tables of a new store.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+for _name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 SQLITE_BUSY_TIMEOUT_S = 60
 EVAL_EXPERIMENT = "ohlora-eval"

@@ -319,3 +319,28 @@ def test_pickled_objects_are_refused(tmp_path):
     torch.save({"weights": _NotAWeight()}, tmp_path / "pickle.pth")
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
         OhLoRACNNScorer(str(tmp_path / "pickle.pth"), device="cpu")
+
+
+def test_ohlora_experiment_is_one_switch():
+    """experiment=ohlora_v3_1_mixed composes the original final test's settings."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=ohlora_v3_1_mixed"])
+    assert cfg.generator._target_.endswith("StyleGANV9Generator")
+    assert cfg.scorer._target_.endswith("OhLoRACNNScorer")
+    assert cfg.layer == "mapping_split1"
+    assert (cfg.directions.method, cfg.directions.grouped, cfg.directions.n) == (
+        "mixed",
+        True,
+        160000,
+    )
+    assert cfg.sampling.n_vectors == 2000 and list(cfg.sampling.grid.mouth) == [
+        -1.8,
+        -0.9,
+        0.0,
+        0.9,
+        1.8,
+    ]
+    assert dict(cfg.cutoff) == {"eyes": 0.92, "mouth": 0.88, "pose": 0.88}
+    assert cfg.generator.checkpoint is None  # the user points it at the published file
