@@ -5,8 +5,7 @@ Every source has ``resolve(generator, scorer, layer, uri, root, progress) -> Dir
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, fields
 
 from mlflow.tracking import MlflowClient
 
@@ -18,33 +17,16 @@ from .store import read_directions
 
 
 @dataclass
-class TrackedDirections:
+class TrackedDirections(FitSpec):
     """Directions from a direction run: ``run_id`` if given, else the newest finished run
-    fitted with exactly this spec on this generator and scorer, else fit one now
-    (``directions=latest``, the default)."""
+    fitted with exactly this spec (the ``FitSpec`` fields) on this generator and scorer,
+    else fit one now (``directions=latest``, the default)."""
 
     run_id: str | None = None
-    n: int = 20_000
-    ratio: float = 0.2
-    method: Any = "svm"
-    grouped: bool = True
-    seed: int = 1_000_003
-    val_fraction: float = 0.2
-    svm_c: float = 1.0
-    gradient: dict[str, Any] = field(default_factory=dict)
     fit_if_missing: bool = True
 
     def spec(self) -> FitSpec:
-        return FitSpec(
-            n=self.n,
-            ratio=self.ratio,
-            method=self.method,
-            grouped=self.grouped,
-            seed=self.seed,
-            val_fraction=self.val_fraction,
-            svm_c=self.svm_c,
-            gradient=dict(self.gradient),
-        )
+        return FitSpec(**{f.name: getattr(self, f.name) for f in fields(FitSpec)})
 
     def resolve(
         self,
