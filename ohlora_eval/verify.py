@@ -134,6 +134,8 @@ def recorded_config(manifest: dict, cfg: DictConfig) -> DictConfig:
     rec = OmegaConf.create(manifest["config"])
     rec.tracking = OmegaConf.merge(rec.get("tracking", {}), cfg.tracking)
     rec.tracking.experiment = VERIFY_EXPERIMENT
+    if "cache" in rec:  # a verification measures again; it never reads earlier scores
+        rec.cache.enabled = False
     if cfg.get("device"):
         rec.device = cfg.device
     run_id = manifest.get("directions_run_id")
