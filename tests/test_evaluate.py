@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT
+from conftest import ROOT, clean_env
 from mlflow.tracking import MlflowClient
 
 from ohlora_eval import stats, tracking
@@ -149,6 +149,7 @@ def test_cli_bad_input_is_one_line_and_nonzero(tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
+        env=clean_env(),
     )
     assert proc.returncode == 2
     err = [line for line in proc.stderr.splitlines() if "ohlora_eval: error" in line]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import CONF_DIR, ROOT, reference_file
+from conftest import CONF_DIR, ROOT, clean_env, reference_file
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
@@ -265,6 +265,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=300,
+        env=clean_env(),
     )
 
 

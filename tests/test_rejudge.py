@@ -9,7 +9,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from conftest import CONF_DIR, ROOT, reference_file
+from conftest import CONF_DIR, ROOT, clean_env, reference_file
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
@@ -113,13 +113,17 @@ def test_a_sweep_from_the_command_line_generates_nothing(imported, tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
+        env=clean_env(),
     )
     assert proc.returncode == 0, proc.stderr
     assert "passed 62 of 2000" in proc.stdout and "passed 31 of 2000" in proc.stdout
     client = client_for(store)
     exp = client.get_experiment_by_name("ohlora-eval")
-    runs = client.search_runs([exp.experiment_id], f"tags.sweep_id = '{sweep_dir.name}'")
-    assert len(runs) == 2
+    swept = client.search_runs([exp.experiment_id], f"tags.sweep_id = '{sweep_dir.name}'")
+    (parent,) = [r for r in swept if r.data.tags.get("ohlora.kind") == "sweep"]
+    runs = [r for r in swept if r.data.tags.get("ohlora.kind") == "rejudge"]
+    assert len(runs) == 2 and parent.info.status == "FINISHED"
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
     assert {r.data.tags["rejudge.source_run_id"] for r in runs} == {source_id}
     assert sorted(r.data.metrics["passed"] for r in runs) == [31, 62]
     assert all(r.info.status == "FINISHED" for r in runs)
@@ -179,6 +183,7 @@ def test_cli_refuses_a_missing_run_in_one_line(imported):
         capture_output=True,
         text=True,
         timeout=300,
+        env=clean_env(),
     )
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if "ohlora_eval: error" in line]
