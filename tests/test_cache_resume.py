@@ -109,6 +109,9 @@ def _start_and_stop(store: Path, sig: int, after_chunks: int) -> subprocess.Comp
         stderr=subprocess.PIPE,
         text=True,
         env=clean_env(),
+        # A shell runs background jobs with SIGINT ignored and children inherit that; give
+        # the child the terminal's default, as when a user presses Ctrl-C.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 240
     cache = store / "cache"
