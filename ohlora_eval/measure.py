@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .batching import padded_call
+from .batching import pad_rows, padded_call
 from .directions import Directions
 from .protocols import CORE_PROPERTIES, Generator, PropertyScorer
 
@@ -23,10 +23,10 @@ def edited_mids(mid: Tensor, dirs: dict[str, Tensor], grid: np.ndarray) -> Tenso
     """
     w = torch.as_tensor(grid, dtype=torch.float32, device=mid.device)  # (m, 3)
     moved = mid[:, None, :].repeat(1, w.shape[0], 1)
-    # Element-wise, in a fixed order (no matmul): each edited vector's bits do not
-    # depend on how many vectors share the batch.
+    # Element-wise, in a fixed order, in place (no matmul, no temporaries): each edited
+    # vector's bits do not depend on how many vectors share the batch.
     for k, p in enumerate(CORE_PROPERTIES):
-        moved += w[None, :, k, None] * dirs[p].to(mid.device)[:, None, :]
+        moved.addcmul_(w[None, :, k, None], dirs[p].to(mid.device)[:, None, :])
     return moved.reshape(-1, mid.shape[1])
 
 
@@ -64,17 +64,33 @@ def measure_chunk(
     """One chunk of vectors: (scores (v, m, 3) float32, per-vector image stats, groups).
 
     Groups (when ``group_fn`` is given) come from the unedited images, as in the
-    original, and pick each vector's grouped directions.
+    original, and pick each vector's grouped directions. The edits are generated
+    and scored a few vectors at a time (about ``generator.batch_size`` images), so
+    images never pile up beyond what the CPU caches or GPU memory hold.
     """
     v, m = latents.shape[0], grid.shape[0]
+    step = max(1, int(getattr(generator, "batch_size", 512)) // m)
+    scores = np.zeros((v, m, len(CORE_PROPERTIES)), np.float32)
+    extras: dict[str, list[np.ndarray]] = {}
     with torch.inference_mode():
         mid = to_mid(generator, latents, layer)
         groups = group_fn(mid) if group_fn is not None else [""] * v
         dirs = directions.for_vectors(mid, groups if directions.grouped else None)
-        images = synthesize(generator, edited_mids(mid, dirs, grid), layer)
-        scores = score_images(scorer, images, CORE_PROPERTIES)
-        extra = image_stats(images, m) if image_stats is not None else {}
-    return scores.reshape(v, m, len(CORE_PROPERTIES)).astype(np.float32), extra, groups
+        for lo in range(0, v, step):
+            hi = min(v, lo + step)
+            part = {p: d[lo:hi] for p, d in dirs.items()}
+            edited = edited_mids(mid[lo:hi], part, grid)
+            # Generate and score one padded batch (padding once, not twice).
+            padded, n = pad_rows(edited)
+            images = generator.synthesize(padded, layer)
+            s = scorer.score(images)
+            images = images[:n]
+            scores[lo:hi] = np.stack(
+                [s[p][:n].detach().float().cpu().numpy() for p in CORE_PROPERTIES], -1
+            ).reshape(hi - lo, m, len(CORE_PROPERTIES))
+            for k, a in (image_stats(images, m) if image_stats is not None else {}).items():
+                extras.setdefault(k, []).append(np.asarray(a))
+    return scores, {k: np.concatenate(a) for k, a in extras.items()}, groups
 
 
 def measure_chunks(

@@ -140,9 +140,13 @@ class SyntheticScorer:
         calibration_n: int = 2000,
         calibration_seed: int = 20_250_607,
         device: str = "cpu",
+        batch_size: int = 512,
     ) -> None:
         mean, std = _calibration(int(resolution), int(calibration_n), int(calibration_seed))
         self.resolution = int(resolution)
+        # Measured a few hundred images at a time: they stay in the CPU caches (4x faster
+        # than thousands at once here), and a multiple of 64 keeps rows batch-invariant.
+        self.batch_size = max(64, -(-int(batch_size) // 64) * 64)
         self._mean = dict(zip(PROPERTIES, mean))
         self._std = dict(zip(PROPERTIES, std))
         self.weights_id = f"synthetic-scorer-r{resolution}-n{calibration_n}-s{calibration_seed}"
@@ -151,5 +155,9 @@ class SyntheticScorer:
     def score(self, images: Tensor) -> dict[str, Tensor]:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must have shape (n, 3, H, W); got {tuple(images.shape)}")
-        raw = raw_measurements(images)
+        parts = [
+            raw_measurements(images[i : i + self.batch_size])
+            for i in range(0, images.shape[0], self.batch_size)
+        ]
+        raw = {p: torch.cat([r[p] for r in parts]) if parts else torch.zeros(0) for p in PROPERTIES}
         return {p: ((raw[p] - self._mean[p]) / self._std[p]).cpu() for p in PROPERTIES}

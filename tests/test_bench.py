@@ -1,0 +1,81 @@
+"""Smoke test of the benchmark CLI: it runs end to end on a tiny size and writes valid JSON.
+
+A benchmark, not a timed test: nothing here looks at how fast anything was,
+only that every number the report promises is there (so ``make bench`` cannot
+silently rot between real runs).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from ohlora_eval import bench
+from ohlora_eval.bench_recipe import recipe_value
+
+
+def test_bench_smoke_writes_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = bench.main(
+        [
+            "--vectors",
+            "4",
+            "--per-image-vectors",
+            "1",
+            "--repeats",
+            "1",
+            "--batch-sizes",
+            "100,200",
+            "--fit-n",
+            "300",
+            "--skip-real",
+            "--skip-sweep",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    text = out.read_text()
+    result = json.loads(text, parse_constant=lambda c: pytest_fail(f"non-JSON constant {c}"))
+    for key in ("schema", "date", "git_commit", "machine", "device", "synthetic", "real", "sweep"):
+        assert key in result, key
+    assert result["real"] == {"skipped": True, "reason": "--skip-real"}
+    assert result["sweep"] == {"skipped": True, "reason": "--skip-sweep"}
+    for key in ("cpu", "cores", "torch", "torch_threads"):
+        assert key in result["machine"], key
+
+    syn = result["synthetic"]
+    assert syn["settings"]["vectors"] == 4
+    assert syn["settings"]["images"] == 4 * 50
+    assert syn["settings"]["vectors_per_batch"] == 40
+    assert syn["settings"]["per_image_images"] == 50
+    assert set(syn["runs_seconds"]) >= {"p", "a100", "a200", "b"}
+    assert syn["runs_seconds"].keys() == syn["runs_cpu_seconds"].keys()
+    ips = syn["images_per_sec"]
+    assert set(ips["a_ceiling_by_batch"]) == {"100", "200"}
+    for value in (ips["p_pipeline"], ips["a_ceiling_best"], ips["b_one_at_a_time"]):
+        assert value > 0 and math.isfinite(value)
+    assert syn["ratios"]["p_over_a"] > 0 and syn["ratios"]["p_over_b"] > 0
+    # The bare forward scores the very images the pipeline scores.
+    assert max(syn["checks"]["max_abs_diff_p_vs_a_by_batch"].values()) < 1e-4
+
+    printed = capsys.readouterr().out
+    assert "p/a =" in printed and "p/b =" in printed and str(out) in printed
+
+
+def pytest_fail(message: str):
+    raise AssertionError(message)
+
+
+def test_recipe_is_deterministic_and_special_cases_keys():
+    import torch
+
+    like = torch.empty(4, 3)
+    assert torch.equal(recipe_value("a.weight", like), recipe_value("a.weight", like))
+    assert not torch.equal(recipe_value("a.weight", like), recipe_value("b.weight", like))
+    assert (recipe_value("bn.running_var", like) >= 0.5).all()
+    assert torch.equal(recipe_value("synthesis.lod", torch.ones(())), torch.zeros(()))
+    kernel = recipe_value("layer.blur.kernel", torch.empty(2, 1, 3, 3))
+    assert kernel.shape == (2, 1, 3, 3) and math.isclose(float(kernel[0].sum()), 1.0)
+    counter = torch.tensor(7)
+    assert torch.equal(recipe_value("bn.num_batches_tracked", counter), counter)
