@@ -518,9 +518,9 @@ def _random_directions(layer: str, dim: int, seed: int) -> Directions:
 
 def real_section(args: argparse.Namespace) -> dict[str, Any]:
     """StyleGAN-FineTune-v9 + merged CNN (recipe weights) on one vector: batched vs loop vs bare."""
-    from .bench_recipe import write_recipe_checkpoint
     from .generators.stylegan_v9 import StyleGANV9Generator
     from .networks import MergedPropertyCNN, StyleGANV9Network
+    from .networks.recipe import write_recipe_checkpoint
     from .scorers.ohlora_cnn import OhLoRACNNScorer
 
     layer = "mapping_split1"
@@ -581,7 +581,7 @@ def real_section(args: argparse.Namespace) -> dict[str, Any]:
             "scorer": f"OhLoRACNNScorer(recipe weights, batch_size={scorer.batch_size},"
             f" device={args.device})",
             "weights": "deterministic recipe of shared/reference/parity"
-            " (ohlora_eval.bench_recipe), written to .pth and loaded strictly",
+            " (ohlora_eval.networks.recipe), written to .pth and loaded strictly",
             "generator_weights_id": generator.weights_id,
             "scorer_weights_id": scorer.weights_id,
             "layer": layer,

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import zlib
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ohlora_eval.networks.recipe import recipe_value
+from ohlora_eval.networks.recipe import write_recipe_checkpoint as write_recipe_checkpoint
+
 _PARITY_RELPATH = Path("shared/reference/parity/ohlora_v3_1_parity.json")
-BLUR_KERNEL_3X3 = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16.0
 
 
 def find_parity_file() -> Path | None:
@@ -36,30 +37,10 @@ def load_parity() -> dict:
     return json.loads(path.read_text())
 
 
-def recipe_tensor(key: str, like: torch.Tensor) -> torch.Tensor:
-    """The recipe value for one state_dict entry (non-float tensors keep ``like``)."""
-    if not like.is_floating_point():
-        return like.clone()
-    if key == "synthesis.lod":
-        return torch.zeros_like(like)
-    if key.endswith("blur.kernel"):
-        return BLUR_KERNEL_3X3.expand(like.shape[0], 1, 3, 3).clone().to(like.dtype)
-    gen = torch.Generator().manual_seed(zlib.crc32(key.encode()))
-    value = torch.randn(tuple(like.shape), generator=gen, dtype=torch.float32)
-    if key.endswith("running_var"):
-        value = value.abs() + 0.5
-    elif key.endswith(".bias") or key.endswith("running_mean"):
-        value = value * 0.1
-    return value
+# The recipe itself lives in the package (the benchmark uses it too).
+recipe_tensor = recipe_value
 
 
 def recipe_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     """Recipe weights for every entry of ``module.state_dict()``."""
-    return {key: recipe_tensor(key, value) for key, value in module.state_dict().items()}
-
-
-def write_recipe_checkpoint(module: nn.Module, path: str | Path) -> Path:
-    """Save the recipe weights of ``module`` as a bare state dict (as the original saves)."""
-    path = Path(path)
-    torch.save(recipe_state_dict(module), path)
-    return path
+    return {key: recipe_value(key, value) for key, value in module.state_dict().items()}

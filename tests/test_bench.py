@@ -11,7 +11,7 @@ import json
 import math
 
 from ohlora_eval import bench
-from ohlora_eval.bench_recipe import recipe_value
+from ohlora_eval.networks.recipe import recipe_value
 
 
 def test_bench_smoke_writes_json(tmp_path, capsys):

@@ -1,13 +1,12 @@
-"""Deterministic "recipe" weights for the Oh-LoRA networks, for benchmarks.
+"""Deterministic "recipe" weights for the Oh-LoRA networks (parity tests and benchmarks).
 
 Why: the benchmark times the real StyleGAN-FineTune-v9 generator and merged
 property CNN through their real loading path (a ``.pth`` file read with
 ``weights_only=True``), but the published weights are not shipped. The recipe
-of ``shared/reference/parity`` (its README; ``tests/parity_recipe.py`` builds
-the same weights for the parity tests) gives every state-dict entry a value
+of ``shared/reference/parity`` (its README) gives every state-dict entry a value
 that depends only on its key, so the networks compute finite, realistic-sized
-activations and every run times the same arithmetic. The package must not
-import from ``tests/``, hence this small copy of the recipe.
+activations, the parity tests can compare with the recorded numbers, and every
+benchmark run times the same arithmetic.
 
 The recipe, per floating-point entry ``key`` of shape ``s``:
 
