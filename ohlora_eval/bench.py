@@ -49,7 +49,7 @@ from .directions import Directions
 from .directions.base import ALL_GROUPS
 from .directions.svm import fit_svm_direction
 from .grid import OHLORA_GRID, grid_points
-from .measure import edited_mids, measure_chunks, to_mid
+from .measure import edited_mids, measure_chunks, pad_multiple, to_mid
 from .protocols import CORE_PROPERTIES, Generator, PropertyScorer
 from .sample import sample_and_score
 
@@ -573,7 +573,8 @@ def real_section(args: argparse.Namespace) -> dict[str, Any]:
     rate_a = ceiling[best] if best else float("nan")
     cpu_p, cpu_b = runs.cpu_rate("pipeline", m), runs.cpu_rate("loop", m)
     best_cpu = max(ceiling_cpu, key=ceiling_cpu.get) if ceiling_cpu else None
-    padded = -(-m // 64) * 64
+    pad = max(pad_multiple(generator), pad_multiple(scorer))
+    padded = -(-m // pad) * pad
     return {
         "settings": {
             "generator": f"StyleGANV9Generator(recipe weights, batch_size={generator.batch_size},"
@@ -961,8 +962,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         default=50,
         help="real section: edits of the one vector, 2..50 (default 50); the batched pipeline"
-        " still computes 64 rows (it pads to a multiple of 64), so this shortens the loop and"
-        " the ceiling only",
+        " pads its calls to a multiple of the models' batch_size (1 on a CPU, 16/64 on CUDA)",
     )
     p.add_argument(
         "--real-batch-sizes",

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .batching import pad_rows, padded_call
+from .batching import ROW_MULTIPLE, pad_rows, padded_call
 from .directions import Directions
 from .protocols import CORE_PROPERTIES, Generator, PropertyScorer
 
@@ -34,12 +34,17 @@ def to_mid(generator: Generator, latents: Tensor, layer: str) -> Tensor:
     return padded_call(lambda z: generator.to_mid(z, layer), latents)
 
 
+def pad_multiple(model: object) -> int:
+    """How a model wants its calls padded (``pad_multiple`` attribute; default 64 rows)."""
+    return max(1, int(getattr(model, "pad_multiple", ROW_MULTIPLE)))
+
+
 def synthesize(generator: Generator, mid: Tensor, layer: str) -> Tensor:
-    return padded_call(lambda m: generator.synthesize(m, layer), mid)
+    return padded_call(lambda m: generator.synthesize(m, layer), mid, pad_multiple(generator))
 
 
 def score(scorer: PropertyScorer, images: Tensor) -> dict[str, Tensor]:
-    return padded_call(scorer.score, images)
+    return padded_call(scorer.score, images, pad_multiple(scorer))
 
 
 def score_images(scorer: PropertyScorer, images: Tensor, properties: Sequence[str]) -> np.ndarray:
@@ -80,11 +85,15 @@ def measure_chunk(
             hi = min(v, lo + step)
             part = {p: d[lo:hi] for p, d in dirs.items()}
             edited = edited_mids(mid[lo:hi], part, grid)
-            # Generate and score one padded batch (padding once, not twice).
-            padded, n = pad_rows(edited)
-            images = generator.synthesize(padded, layer)
-            s = scorer.score(images)
-            images = images[:n]
+            n = edited.shape[0]
+            if pad_multiple(generator) == pad_multiple(scorer):  # pad once, not twice
+                padded, _ = pad_rows(edited, pad_multiple(generator))
+                images = generator.synthesize(padded, layer)
+                s = scorer.score(images)
+                images = images[:n]
+            else:
+                images = synthesize(generator, edited, layer)
+                s = score(scorer, images)
             scores[lo:hi] = np.stack(
                 [s[p][:n].detach().float().cpu().numpy() for p in CORE_PROPERTIES], -1
             ).reshape(hi - lo, m, len(CORE_PROPERTIES))

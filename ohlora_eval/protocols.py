@@ -23,7 +23,10 @@ class Generator(Protocol):
     Optional attributes the suite uses when present:
     ``mid_dims: dict[str, int]`` (mid vector length per layer),
     ``weights_id: str`` (a hash of the weights, for caches and lineage),
-    ``set_noise_seed(seed: int | None)`` (generators with per-layer noise).
+    ``set_noise_seed(seed: int | None)`` (generators with per-layer noise),
+    ``batch_size`` (images per forward; the hot loop sizes its calls to it),
+    ``pad_multiple: int`` (calls are padded to a multiple of this many rows so an
+    image's numbers never depend on its batch-mates; default 64).
     """
 
     latent_dim: int
@@ -44,7 +47,7 @@ class PropertyScorer(Protocol):
     (hair_color, hair_length, background_mean, hairstyle) are needed for
     grouped directions. Optional: ``group_medians: dict[str, float] | None``
     (fixed thresholds for grouping; None means "use the sample's medians"),
-    ``weights_id: str``.
+    ``weights_id: str``, ``pad_multiple: int`` (as for generators).
     """
 
     properties: tuple[str, ...]

@@ -59,16 +59,25 @@ class OhLoRACNNScorer:
 
     properties: tuple[str, ...] = PROPERTY_COLUMNS
 
+    @property
+    def pad_multiple(self) -> int:
+        """Calls padded to whole ``batch_size`` chunks run every image in the same shape."""
+        return self.batch_size
+
     def __init__(
         self,
         checkpoint: str | None,
         device: str = "auto",
-        batch_size: int = 64,
+        batch_size: int | None = None,
         autocast: str | None = None,
         group_medians: Mapping[str, float] | str | None = None,
         allow_random_init: bool = False,
     ) -> None:
         self.device = resolve_device(device)
+        # None: 1 image per forward on a CPU (measured: 0.067 s/image at batch 1 vs
+        # 0.144 at batch 64 with this network), 64 on a GPU.
+        if batch_size is None:
+            batch_size = 64 if self.device.type == "cuda" else 1
         self.batch_size = max(1, int(batch_size))
         self.autocast = check_autocast(autocast)
         self.group_medians = _medians(group_medians)
