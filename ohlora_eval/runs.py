@@ -89,11 +89,13 @@ def print_summary(
 ) -> None:
     """The closing lines of every judging run, with ``notes`` on where the numbers came from."""
     cut = ", ".join(f"{p} {cutoffs[p]}" for p in CORE_PROPERTIES)
-    means = ", ".join(f"{p} {metrics[f'{p}_corr_mean']:+.4f}" for p in CORE_PROPERTIES)
+    means = ", ".join(f"{p} {metrics[f'{p}_abs_corr_mean']:.4f}" for p in CORE_PROPERTIES)
+    signed = ", ".join(f"{metrics[f'{p}_corr_mean']:+.4f}" for p in CORE_PROPERTIES)
     lines = [
         f"\nohlora_eval: passed {int(metrics['passed'])} of {len(per_vector)}"
         f" ({metrics['pass_rate']:.2%}) at cutoffs {cut}",
-        f"  mean r: {means}; mean sum|r| {metrics['sum_abs_corr_mean']:.4f}",
+        f"  mean |r|: {means} (signed r: {signed}); mean sum|r|"
+        f" {metrics['sum_abs_corr_mean']:.4f}",
         *(f"  {n}" for n in notes),
         f"  run {run_id} in experiment {experiment!r} ({tracking.display_uri(uri)})",
         f"  look at it: {tracking.ui_hint(uri)}",
