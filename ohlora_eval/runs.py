@@ -94,8 +94,7 @@ def print_summary(
     lines = [
         f"\nohlora_eval: passed {int(metrics['passed'])} of {len(per_vector)}"
         f" ({metrics['pass_rate']:.2%}) at cutoffs {cut}",
-        f"  mean |r|: {means} (signed r: {signed}); mean sum|r|"
-        f" {metrics['sum_abs_corr_mean']:.4f}",
+        f"  mean |r|: {means} (signed r: {signed}); mean sum|r| {metrics['sum_abs_corr_mean']:.4f}",
         *(f"  {n}" for n in notes),
         f"  run {run_id} in experiment {experiment!r} ({tracking.display_uri(uri)})",
         f"  look at it: {tracking.ui_hint(uri)}",
