@@ -49,7 +49,7 @@ from .directions import Directions
 from .directions.base import ALL_GROUPS
 from .directions.svm import fit_svm_direction
 from .grid import OHLORA_GRID, grid_points
-from .measure import edited_mids, measure_chunks, pad_multiple, to_mid
+from .measure import edited_mids, joint_pad_multiple, measure_chunks, to_mid
 from .protocols import CORE_PROPERTIES, Generator, PropertyScorer
 from .sample import sample_and_score
 
@@ -573,7 +573,7 @@ def real_section(args: argparse.Namespace) -> dict[str, Any]:
     rate_a = ceiling[best] if best else float("nan")
     cpu_p, cpu_b = runs.cpu_rate("pipeline", m), runs.cpu_rate("loop", m)
     best_cpu = max(ceiling_cpu, key=ceiling_cpu.get) if ceiling_cpu else None
-    pad = max(pad_multiple(generator), pad_multiple(scorer))
+    pad = joint_pad_multiple(generator, scorer)
     padded = -(-m // pad) * pad
     return {
         "settings": {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -37,6 +38,11 @@ def to_mid(generator: Generator, latents: Tensor, layer: str) -> Tensor:
 def pad_multiple(model: object) -> int:
     """How a model wants its calls padded (``pad_multiple`` attribute; default 64 rows)."""
     return max(1, int(getattr(model, "pad_multiple", ROW_MULTIPLE)))
+
+
+def joint_pad_multiple(generator: Generator, scorer: PropertyScorer) -> int:
+    """Rows that suit both models, so generated images go to the scorer without re-padding."""
+    return math.lcm(pad_multiple(generator), pad_multiple(scorer))
 
 
 def synthesize(generator: Generator, mid: Tensor, layer: str) -> Tensor:
@@ -85,15 +91,10 @@ def measure_chunk(
             hi = min(v, lo + step)
             part = {p: d[lo:hi] for p, d in dirs.items()}
             edited = edited_mids(mid[lo:hi], part, grid)
-            n = edited.shape[0]
-            if pad_multiple(generator) == pad_multiple(scorer):  # pad once, not twice
-                padded, _ = pad_rows(edited, pad_multiple(generator))
-                images = generator.synthesize(padded, layer)
-                s = scorer.score(images)
-                images = images[:n]
-            else:
-                images = synthesize(generator, edited, layer)
-                s = score(scorer, images)
+            padded, n = pad_rows(edited, joint_pad_multiple(generator, scorer))
+            images = generator.synthesize(padded, layer)
+            s = scorer.score(images)
+            images = images[:n]
             scores[lo:hi] = np.stack(
                 [s[p][:n].detach().float().cpu().numpy() for p in CORE_PROPERTIES], -1
             ).reshape(hi - lo, m, len(CORE_PROPERTIES))
