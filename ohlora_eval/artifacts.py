@@ -7,6 +7,7 @@ it in the measurement cache and made at most once per vector.
 
 from __future__ import annotations
 
+import io
 import json
 import tempfile
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from . import review, stats, tracking
+from .cache import atomic_write
 from .directions import Directions
 from .measure import edited_mids, synthesize, to_mid
 from .protocols import CORE_PROPERTIES, Generator
@@ -106,9 +108,9 @@ class SheetMaker:
                 self.min_tile,
                 self.max_tile,
             )
-            tmp = path.with_suffix(".tmp.png")
-            sheet.save(tmp)
-            tmp.replace(path)
+            buf = io.BytesIO()
+            sheet.save(buf, format="PNG")
+            atomic_write(path, buf.getvalue())
         return path
 
     def render(self, case: int) -> Image.Image:

@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import os
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,7 @@ class MeasurementCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         meta_path = self.dir / "meta.json"
         if not meta_path.exists():
-            _atomic_write(meta_path, json.dumps(dict(meta), indent=2, default=str).encode())
+            atomic_write(meta_path, json.dumps(dict(meta), indent=2, default=str).encode())
 
     def _path(self, lo: int, hi: int) -> Path:
         return self.dir / f"chunk_{lo:07d}_{hi:07d}.npz"
@@ -96,7 +97,7 @@ class MeasurementCache:
         payload = {k: np.asarray(v) for k, v in arrays.items()}
         buf = io.BytesIO()
         np.savez(buf, __checksum__=np.array(_checksum(payload)), **payload)
-        _atomic_write(self._path(lo, hi), buf.getvalue())
+        atomic_write(self._path(lo, hi), buf.getvalue())
 
     def cached_chunks(self) -> int:
         return len(list(self.dir.glob("chunk_*.npz")))
@@ -106,8 +107,13 @@ class MeasurementCache:
         return file_lock(self.dir / ".lock")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old file or the whole new one.
+
+    The temporary name is unique to this process and thread: parallel sweep jobs
+    that write the same file each rename their own copy, and the last one wins.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()

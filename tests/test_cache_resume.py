@@ -14,7 +14,7 @@ from conftest import ROOT, clean_env
 from mlflow.tracking import MlflowClient
 
 from ohlora_eval import tracking
-from ohlora_eval.cache import MeasurementCache
+from ohlora_eval.cache import MeasurementCache, atomic_write
 from ohlora_eval.evaluate import evaluate
 
 CHEAP_DIRECTIONS = ["directions.method=svm", "directions.grouped=false", "directions.n=600"]
@@ -182,3 +182,26 @@ def test_ctrl_c_marks_the_run_killed_and_keeps_what_was_measured(tmp_path, unint
     client, runs = _runs(store)
     assert runs[-1].data.metrics["reused_chunks"] >= kept
     assert _per_vector(client, runs[-1].info.run_id) == uninterrupted
+
+
+def _hammer(args: tuple[str, int]) -> int:
+    path, k = args
+    for i in range(150):
+        atomic_write(Path(path), f"writer {k} write {i}\n".encode() * 50)
+    return k
+
+
+def test_concurrent_writers_of_one_file_never_collide(tmp_path):
+    """Parallel sweep jobs save the same cached sheet: every write must land whole."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    path = tmp_path / "case_00019.png"
+    jobs = [(str(path), k) for k in range(4)]
+    with cf.ThreadPoolExecutor(4) as pool:
+        assert sorted(pool.map(_hammer, jobs)) == [0, 1, 2, 3]
+    with mp.get_context("fork").Pool(4) as pool:
+        assert sorted(pool.map(_hammer, jobs)) == [0, 1, 2, 3]
+    lines = set(path.read_text().splitlines())
+    assert len(lines) == 1 and lines.pop().startswith("writer ")
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left behind
