@@ -46,9 +46,11 @@ ui: setup
 bench: setup
 	$(BIN)/python -m ohlora_eval.bench $(ARGS)
 
+# Style, and the layers of docs/architecture.md (import-linter contracts in pyproject.toml).
 lint: setup
 	$(BIN)/ruff check ohlora_eval tests
 	$(BIN)/ruff format --check ohlora_eval tests
+	$(BIN)/lint-imports
 
 format: setup
 	$(BIN)/ruff format ohlora_eval tests

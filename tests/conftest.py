@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import ohlora_eval.apps  # noqa: F401 - registers the config schemas before any compose
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -64,6 +67,17 @@ def make_cfg(store):
 @pytest.fixture(scope="module")
 def make_cfg_module(store):
     return composer(store)
+
+
+def conf_grid() -> dict[str, list[float]]:
+    """The default edit grid, from its one definition (conf/sampling/default.yaml)."""
+    grid = OmegaConf.load(CONF_DIR / "sampling" / "default.yaml").grid
+    return {p: list(v) for p, v in grid.items()}
+
+
+def conf_cutoffs() -> dict[str, float]:
+    """Oh-LoRA v3.1's cutoffs, from their one definition (conf/cutoff/ohlora_v3_1.yaml)."""
+    return dict(OmegaConf.load(CONF_DIR / "cutoff" / "ohlora_v3_1.yaml"))
 
 
 def clean_env() -> dict[str, str]:

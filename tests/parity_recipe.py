@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ohlora_eval.networks.recipe import recipe_value
-from ohlora_eval.networks.recipe import write_recipe_checkpoint as write_recipe_checkpoint
+from ohlora_eval.models.networks.recipe import recipe_value
+from ohlora_eval.models.networks.recipe import write_recipe_checkpoint as write_recipe_checkpoint
 
 _PARITY_RELPATH = Path("shared/reference/parity/ohlora_v3_1_parity.json")
 

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ohlora_eval.generators.face_render import render_faces
-from ohlora_eval.generators.synthetic import SyntheticFaceGenerator
-from ohlora_eval.protocols import CORE_PROPERTIES
+from ohlora_eval.models.generators.face_render import render_faces
+from ohlora_eval.models.generators.synthetic import SyntheticFaceGenerator
+from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 
 CENTRE_SAMPLE = 2000  # faces whose mean coordinate is the neutral point of a wrapper
 

@@ -13,9 +13,9 @@ import pytest
 from conftest import ROOT, clean_env
 from mlflow.tracking import MlflowClient
 
-from ohlora_eval import tracking
-from ohlora_eval.cache import MeasurementCache, atomic_write
-from ohlora_eval.evaluate import evaluate
+from ohlora_eval.apps.screen import evaluate
+from ohlora_eval.pipeline.cache import MeasurementCache, atomic_write
+from ohlora_eval.tracking import store as tracking
 
 CHEAP_DIRECTIONS = ["directions.method=svm", "directions.grouped=false", "directions.n=600"]
 

@@ -5,19 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import CONF_DIR
+from conftest import CONF_DIR, SMALL, composer
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from ohlora_eval import tracking
-from ohlora_eval.directions.fit import resolve_methods
+from ohlora_eval.apps.find_directions import find_directions
+from ohlora_eval.apps.screen import evaluate
+from ohlora_eval.directions.spec import resolve_methods
 from ohlora_eval.directions.stage import load_run
 from ohlora_eval.directions.store import read_directions, read_vector_csv
-from ohlora_eval.evaluate import evaluate
-from ohlora_eval.find_directions import find_directions
-from ohlora_eval.groups import all_group_names
+from ohlora_eval.pipeline.groups import all_group_names
+from ohlora_eval.tracking import store as tracking
 
-FAST_FIT = ["n=1600", "gradient.epochs=2", "device=cpu"]
+FAST_FIT = ["directions.n=1600", "directions.gradient.epochs=2", "device=cpu"]
 
 
 def _stage_cfg(store, *overrides):
@@ -29,7 +29,7 @@ def _stage_cfg(store, *overrides):
 
 @pytest.fixture(scope="module")
 def mixed_run(store):
-    cfg = _stage_cfg(store, "preset=mixed")
+    cfg = _stage_cfg(store, "experiment=mixed")
     return cfg, find_directions(cfg)
 
 
@@ -123,3 +123,24 @@ def test_method_spellings():
     )
     with pytest.raises(ValueError, match="method='boost' is not known"):
         resolve_methods("boost")
+
+
+def test_default_find_directions_is_what_a_default_evaluation_uses(fresh_store):
+    """One source for the fitting defaults: find_directions with no fitting overrides fits
+    the run a default evaluation then finds (no second fit)."""
+    same_size = [o for o in SMALL if o.startswith("directions.")] + ["device=cpu"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("find_directions", overrides=[*same_size, f"tracking.root={fresh_store}"])
+    fitted = find_directions(cfg)
+    result = evaluate(composer(fresh_store)())
+    client = _client(fresh_store)
+    exp = client.get_experiment_by_name("ohlora-directions")
+    runs = client.search_runs([exp.experiment_id])
+    assert [r.info.run_id for r in runs] == [fitted]
+    assert client.get_run(result.run_id).data.tags["directions.run_id"] == fitted
+
+
+def test_find_directions_refuses_a_run_id(store):
+    cfg = _stage_cfg(store, "directions.run_id=abc")
+    with pytest.raises(ValueError, match="directions.run_id=abc: find_directions fits new"):
+        find_directions(cfg)

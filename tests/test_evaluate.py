@@ -11,8 +11,9 @@ import pytest
 from conftest import ROOT, clean_env
 from mlflow.tracking import MlflowClient
 
-from ohlora_eval import stats, tracking
-from ohlora_eval.evaluate import ConfigError, evaluate
+from ohlora_eval.apps.screen import ConfigError, evaluate
+from ohlora_eval.pipeline import judge
+from ohlora_eval.tracking import store as tracking
 
 CONTRACT_METRICS = {
     "passed",
@@ -90,8 +91,8 @@ def test_rejudging_per_vector_csv_reproduces_the_logged_passed(first_run):
     table = pd.read_csv(
         _artifact(client, res.run_id, "per_vector.csv"), keep_default_na=False, na_values=[""]
     )
-    assert list(table.columns[: len(stats.PER_VECTOR_COLUMNS)]) == stats.PER_VECTOR_COLUMNS
-    verdict = stats.judge(table, dict(cfg.cutoff))
+    assert list(table.columns[: len(judge.PER_VECTOR_COLUMNS)]) == judge.PER_VECTOR_COLUMNS
+    verdict = judge.judge(table, dict(cfg.cutoff))
     logged = client.get_run(res.run_id).data.metrics["passed"]
     assert int((verdict["passed"] == "O").sum()) == logged
     assert (verdict["passed"] == table["passed"]).all()

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import CONF_DIR, ROOT, clean_env, reference_file
+from conftest import CONF_DIR, ROOT, clean_env, conf_cutoffs, reference_file
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from ohlora_eval import results_io, stats, tracking
-from ohlora_eval.import_results import import_results
+from ohlora_eval.apps.import_results import import_results
+from ohlora_eval.formats import ohlora_results as results_io
+from ohlora_eval.pipeline import judge
+from ohlora_eval.tracking import store as tracking
 
 RESULT = "test_result_mapping_split1_160K_final_mixed.csv"
 STATISTICS = "test_statistics_mapping_split1_160K_final_mixed.csv"
@@ -85,9 +87,9 @@ def test_reference_import_reproduces_the_original_numbers(store, capsys):
     assert metrics["passed"] == 43 and metrics["pass_rate"] == 0.0215
 
     per_vector = artifact_csv(client, res.run_id, "per_vector.csv", keep_default_na=False)
-    assert list(per_vector.columns) == stats.PER_VECTOR_COLUMNS
+    assert list(per_vector.columns) == judge.PER_VECTOR_COLUMNS
     original = pd.read_csv(path)
-    for col in ["case", "svm_group_name", "passed", *stats.CORR_COLUMNS]:
+    for col in ["case", "svm_group_name", "passed", *judge.CORR_COLUMNS]:
         assert (per_vector[col] == original[col]).all(), col
     statistics = artifact_csv(client, res.run_id, "statistics.csv", index_col=0).iloc[0]
     expected = pd.read_csv(stats_path, index_col=0).iloc[0]
@@ -120,9 +122,9 @@ def test_reference_import_reproduces_the_original_numbers(store, capsys):
 def test_older_layouts_read_as_native_tables(tmp_path, text, layout, groups):
     path = tmp_path / "test_result.csv"
     path.write_text(text)
-    table = results_io.read_ohlora_results(path)
+    table = results_io.read_ohlora_results(path, conf_cutoffs())
     assert layout in table.attrs["layout"]
-    assert list(table.columns[: len(stats.PER_VECTOR_COLUMNS)]) == stats.PER_VECTOR_COLUMNS
+    assert list(table.columns[: len(judge.PER_VECTOR_COLUMNS)]) == judge.PER_VECTOR_COLUMNS
     assert table["svm_group_name"].tolist() == groups
     assert table["passed"].tolist() == ["O", "X", "X"]
     assert table["file_passed"].tolist() == ["O", "X", "X"]
@@ -130,7 +132,7 @@ def test_older_layouts_read_as_native_tables(tmp_path, text, layout, groups):
     if "vector_no" in text:  # the file's other columns are kept as they were
         assert table["vector_no"].tolist() == [0, 0, 0]
         assert table["passed_rechecked"].tolist() == ["O", "X", "O"]
-    assert results_io.disagreements(table, results_io.OHLORA_CUTOFFS).empty
+    assert results_io.disagreements(table, conf_cutoffs()).empty
 
 
 def test_group_names_file_without_verdict_is_read(tmp_path):
@@ -139,10 +141,10 @@ def test_group_names_file_without_verdict_is_read(tmp_path):
         "case,vector_no,group_name,eyes_corr,mouth_corr,pose_corr\n"
         "127,0,hhh,-0.9205,-0.9101,-0.9243\n672,0,lhh,-0.9077,-0.9052,-0.8839\n"
     )
-    table = results_io.read_ohlora_results(path)
+    table = results_io.read_ohlora_results(path, conf_cutoffs())
     assert table["passed"].tolist() == ["O", "X"]  # eyes 0.9077 < 0.92
     assert table["file_passed"].tolist() == ["", ""]
-    assert results_io.disagreements(table, results_io.OHLORA_CUTOFFS).empty
+    assert results_io.disagreements(table, conf_cutoffs()).empty
 
 
 def test_older_layout_imports_as_a_native_run(store, tmp_path):
@@ -155,7 +157,7 @@ def test_older_layout_imports_as_a_native_run(store, tmp_path):
     assert run.data.metrics["passed"] == 1 and run.data.metrics["mouth_pass_rate"] == 2 / 3
     assert "vector_no" in run.data.tags["import.layout"]
     per_vector = artifact_csv(client, res.run_id, "per_vector.csv", keep_default_na=False)
-    assert list(per_vector.columns) == stats.PER_VECTOR_COLUMNS
+    assert list(per_vector.columns) == judge.PER_VECTOR_COLUMNS
     assert per_vector["svm_group_name"].tolist() == ["hhh", "lhh", "hhl"]
 
 
@@ -203,8 +205,8 @@ def test_a_verdict_at_the_cutoff_after_rounding_is_explained(tmp_path):
     path = tmp_path / "edge.csv"
     # 0.9200 is a rounded r: the original judged the unrounded one, e.g. 0.91996 (failed).
     path.write_text(UNGROUPED_LAYOUT.replace("0,O,0.9507", "0,X,0.9200"))
-    table = results_io.read_ohlora_results(path)
-    report = results_io.disagreements(table, results_io.OHLORA_CUTOFFS)
+    table = results_io.read_ohlora_results(path, conf_cutoffs())
+    report = results_io.disagreements(table, conf_cutoffs())
     assert report["case"].tolist() == [0]
     assert report.loc[0, "note"] == "|r| of eyes within rounding of its cutoff"
 
@@ -236,7 +238,7 @@ def test_bad_files_are_refused_with_the_reason(tmp_path, text, message):
     path = tmp_path / "bad.csv"
     path.write_text(text)
     with pytest.raises(ValueError, match=message):
-        results_io.read_ohlora_results(path)
+        results_io.read_ohlora_results(path, conf_cutoffs())
 
 
 def test_a_statistics_file_given_as_the_result_says_so(store):
@@ -276,7 +278,7 @@ def test_cli_imports_and_refuses_bad_input_in_one_line(tmp_path):
     ok = _cli(f"path={path}", f"tracking.root={store}")
     assert ok.returncode == 0, ok.stderr
     assert "ohlora_eval: passed 43 of 2000 (2.15%)" in ok.stdout
-    assert (store / "hydra" / "import").is_dir()  # Hydra's files follow the store
+    assert (store / "hydra").is_dir()  # Hydra's files follow the store
 
     for args, expected in [
         ([f"path={tmp_path / 'missing.csv'}"], "missing.csv: no such file"),

@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from ohlora_eval.generators.stylegan_v9 import StyleGANV9Generator, to_uint8_levels
-from ohlora_eval.networks.checkpoints import CheckpointError, file_weights_id
-from ohlora_eval.protocols import Generator, PropertyScorer
-from ohlora_eval.scorers.ohlora_cnn import OHLORA_GROUP_MEDIANS, OhLoRACNNScorer
+from ohlora_eval.models.generators.stylegan_v9 import StyleGANV9Generator, to_uint8_levels
+from ohlora_eval.models.networks.checkpoints import CheckpointError, file_weights_id
+from ohlora_eval.models.scorers.ohlora_cnn import OHLORA_GROUP_MEDIANS, OhLoRACNNScorer
+from ohlora_eval.pipeline.protocols import Generator, PropertyScorer
 
 try:
     from parity_recipe import find_parity_file, load_parity, write_recipe_checkpoint
@@ -103,7 +103,7 @@ def parity() -> dict:
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> dict[str, Path]:
-    from ohlora_eval.networks import MergedPropertyCNN, StyleGANV9Network
+    from ohlora_eval.models.networks import MergedPropertyCNN, StyleGANV9Network
 
     folder = tmp_path_factory.mktemp("ohlora_ckpt")
     return {

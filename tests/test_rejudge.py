@@ -13,13 +13,13 @@ from conftest import CONF_DIR, ROOT, clean_env, reference_file
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from ohlora_eval import stats, tracking
-from ohlora_eval.evaluate import evaluate
-from ohlora_eval.import_results import import_results
-from ohlora_eval.rejudge import rejudge
+from ohlora_eval.apps.import_results import import_results
+from ohlora_eval.apps.rejudge import rejudge
+from ohlora_eval.apps.screen import evaluate
+from ohlora_eval.pipeline import judge
+from ohlora_eval.tracking import store as tracking
 
 RESULT = "test_result_mapping_split1_160K_final_mixed.csv"
-NOWHERE = "does.not.Exist"  # a _target_ that cannot be built: proof nothing is
 
 
 def compose_cfg(config: str, store: Path, *overrides: str):
@@ -42,16 +42,9 @@ def imported(tmp_path_factory) -> tuple[Path, str]:
 
 
 def rejudge_cfg(store: Path, run_id: str, *overrides: str):
-    return compose_cfg(
-        "config",
-        store,
-        "source=imported",
-        f"source.run_id={run_id}",
-        f"generator._target_={NOWHERE}",
-        f"scorer._target_={NOWHERE}",
-        f"directions._target_={NOWHERE}",
-        *overrides,
-    )
+    cfg = compose_cfg("rejudge", store, f"run_id={run_id}", *overrides)
+    assert "generator" not in cfg and "scorer" not in cfg  # nothing to generate with
+    return cfg
 
 
 def client_for(store: Path) -> MlflowClient:
@@ -80,12 +73,12 @@ def test_rejudging_the_reference_import_sweeps_the_eyes_cutoff(imported, eyes, p
     assert tags["rejudge.source_kind"] == "imported"
     assert "sweep_id" not in tags  # not under a Hydra multirun
     assert run.data.params["cutoff.eyes"] == str(eyes)
-    assert run.data.params["source.run_id"] == source_id
+    assert run.data.params["run_id"] == source_id
 
     table = per_vector_of(client, res.run_id)
     source = per_vector_of(client, source_id)
-    assert list(table.columns) == stats.PER_VECTOR_COLUMNS
-    for col in ["case", "svm_group_name", *stats.CORR_COLUMNS]:
+    assert list(table.columns) == judge.PER_VECTOR_COLUMNS
+    for col in ["case", "svm_group_name", *judge.CORR_COLUMNS]:
         assert (table[col] == source[col]).all(), col
     statistics = pd.read_csv(client.download_artifacts(res.run_id, "statistics.csv"), index_col=0)
     assert statistics.loc[0, "passed"] == passed
@@ -98,15 +91,11 @@ def test_a_sweep_from_the_command_line_generates_nothing(imported, tmp_path):
         [
             sys.executable,
             "-m",
-            "ohlora_eval",
+            "ohlora_eval.rejudge",
             "-m",
-            "source=imported",
-            f"source.run_id={source_id}",
+            f"run_id={source_id}",
             "cutoff.eyes=0.88,0.94",
             f"tracking.root={store}",
-            f"generator._target_={NOWHERE}",
-            f"scorer._target_={NOWHERE}",
-            f"directions._target_={NOWHERE}",
             f"hydra.sweep.dir={sweep_dir}",
         ],
         cwd=ROOT,
@@ -131,7 +120,7 @@ def test_a_sweep_from_the_command_line_generates_nothing(imported, tmp_path):
 
 def test_rejudging_a_native_run_reproduces_its_verdicts(make_cfg, store):
     native = evaluate(make_cfg())
-    same = rejudge(make_cfg("source=imported", f"source.run_id={native.run_id}"))
+    same = rejudge(rejudge_cfg(store, native.run_id))
     assert same.metrics["passed"] == native.metrics["passed"]
     client = client_for(store)
     logged = per_vector_of(client, native.run_id)
@@ -140,20 +129,18 @@ def test_rejudging_a_native_run_reproduces_its_verdicts(make_cfg, store):
     assert client.get_run(same.run_id).data.tags["rejudge.source_kind"] == "evaluation"
     # Its measurement params travel with the correlations they describe.
     params = client.get_run(same.run_id).data.params
-    assert params["sampling.n_vectors"] == "24" and params["source.kind"] == "imported"
+    assert params["sampling.n_vectors"] == "24" and params["run_id"] == native.run_id
 
-    looser = rejudge(
-        make_cfg("source=imported", f"source.run_id={native.run_id}", "cutoff.eyes=0.1")
-    )
-    verdict = stats.judge(logged, {"eyes": 0.1, "mouth": 0.88, "pose": 0.88})
+    looser = rejudge(rejudge_cfg(store, native.run_id, "cutoff.eyes=0.1"))
+    verdict = judge.judge(logged, {"eyes": 0.1, "mouth": 0.88, "pose": 0.88})
     assert looser.metrics["passed"] == int((verdict["passed"] == "O").sum())
 
 
 def test_what_cannot_be_rejudged_is_named(imported):
     store, source_id = imported
-    with pytest.raises(ValueError, match=r"source\.run_id=<id> is required"):
-        rejudge(compose_cfg("config", store, "source=imported"))
-    with pytest.raises(ValueError, match=r"source\.run_id=nosuchrun: no such run in sqlite:"):
+    with pytest.raises(ValueError, match=r"run_id=<id> is required"):
+        rejudge(compose_cfg("rejudge", store))
+    with pytest.raises(ValueError, match=r"run_id=nosuchrun: no such run in sqlite:"):
         rejudge(rejudge_cfg(store, "nosuchrun"))
 
     tracking.setup("ohlora-eval", None, store)
@@ -173,9 +160,8 @@ def test_cli_refuses_a_missing_run_in_one_line(imported):
         [
             sys.executable,
             "-m",
-            "ohlora_eval",
-            "source=imported",
-            "source.run_id=nosuchrun",
+            "ohlora_eval.rejudge",
+            "run_id=nosuchrun",
             f"tracking.root={store}",
             f"hydra.run.dir={store}/hydra/cli-error",
         ],
@@ -188,6 +174,6 @@ def test_cli_refuses_a_missing_run_in_one_line(imported):
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if "ohlora_eval: error" in line]
     assert errors == [
-        f"ohlora_eval: error: source.run_id=nosuchrun: no such run in sqlite:///{store}/mlflow.db"
+        f"ohlora_eval: error: run_id=nosuchrun: no such run in sqlite:///{store}/mlflow.db"
     ]
     assert "Traceback" not in proc.stderr

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import conf_cutoffs, conf_grid
 from review_wrappers import (
     BackgroundShiftGenerator,
     DisentangledGenerator,
@@ -13,16 +14,17 @@ from review_wrappers import (
     dual_vectors,
 )
 
-from ohlora_eval import stats
 from ohlora_eval.directions import Directions
 from ohlora_eval.directions.svm import fit_svm_direction
-from ohlora_eval.generators.synthetic import SyntheticFaceGenerator
-from ohlora_eval.grid import OHLORA_GRID, grid_points
-from ohlora_eval.measure import measure_chunks
-from ohlora_eval.protocols import CORE_PROPERTIES
+from ohlora_eval.models.generators.synthetic import SyntheticFaceGenerator
+from ohlora_eval.models.scorers.synthetic import SyntheticScorer
+from ohlora_eval.pipeline import judge
+from ohlora_eval.pipeline.edit import EditSetup, grid_points
+from ohlora_eval.pipeline.measure import measure
+from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
+from ohlora_eval.pipeline.sample import sample_and_score
 from ohlora_eval.review import (
     REVIEW_COLUMNS,
-    LocalityAccumulator,
     ReviewSettings,
     add_review_columns,
     image_stats,
@@ -39,11 +41,9 @@ from ohlora_eval.review.metrics import (
     spearman_max,
     spearman_rows,
 )
-from ohlora_eval.sample import sample_and_score
-from ohlora_eval.scorers.synthetic import SyntheticScorer
 
-GRID = grid_points(OHLORA_GRID)
-CUTOFFS = {"eyes": 0.92, "mouth": 0.88, "pose": 0.88}
+GRID = grid_points(conf_grid())
+CUTOFFS = conf_cutoffs()
 
 
 def _noisy_scores(n: int, noise: float, seed: int = 0) -> np.ndarray:
@@ -53,8 +53,8 @@ def _noisy_scores(n: int, noise: float, seed: int = 0) -> np.ndarray:
 
 
 def _table(scores: np.ndarray, locality: dict | None = None) -> pd.DataFrame:
-    corr = np.stack([stats.pearson_rows(GRID[:, k], scores[:, :, k]) for k in range(3)], 1)
-    per_vector = stats.per_vector_table(corr, CUTOFFS)
+    corr = np.stack([judge.pearson_rows(GRID[:, k], scores[:, :, k]) for k in range(3)], 1)
+    per_vector = judge.per_vector_table(corr, CUTOFFS)
     n = len(per_vector)
     locality = locality or {"bg_drift": np.linspace(0.01, 0.05, n), "face_iou": np.ones(n)}
     return pd.concat([per_vector, review_table(GRID, scores, per_vector, locality)], axis=1)
@@ -64,7 +64,7 @@ def _table(scores: np.ndarray, locality: dict | None = None) -> pd.DataFrame:
 def test_bootstrap_interval_contains_r_and_narrows_with_less_noise():
     x = GRID[:, 1]
     noisy, clean = _noisy_scores(300, 1.0)[:, :, 1], _noisy_scores(300, 0.2)[:, :, 1]
-    r = stats.pearson_rows(x, noisy)
+    r = judge.pearson_rows(x, noisy)
     lo, hi = bootstrap_ci(x, noisy, n_boot=300, seed=1)
     assert np.all(lo <= hi)
     assert np.mean((lo <= r) & (r <= hi)) > 0.97
@@ -125,7 +125,7 @@ def test_leakage_finds_the_edit_that_moves_another_property():
     assert out["matrix"].shape == (2, 3, 3)
     for k in range(3):  # the diagonal is the usual per-property r
         np.testing.assert_allclose(
-            out["matrix"][:, k, k], stats.pearson_rows(w[:, k], scores[:, :, k])
+            out["matrix"][:, k, k], judge.pearson_rows(w[:, k], scores[:, :, k])
         )
     assert out["eyes_to_mouth_r"][1] > 0.6 and abs(out["eyes_to_mouth_r"][0]) < 0.1
     assert out["mouth_leak"][1] == pytest.approx(out["eyes_to_mouth_r"][1])
@@ -211,8 +211,8 @@ def test_locality_rejects_bad_input():
 # --- table, metrics, ranking ---------------------------------------------------------------------
 def test_review_table_columns_ranks_and_metrics():
     table = _table(_noisy_scores(60, 0.6))
-    assert list(table.columns[: len(stats.PER_VECTOR_COLUMNS)]) == stats.PER_VECTOR_COLUMNS
-    assert list(table.columns[len(stats.PER_VECTOR_COLUMNS) :]) == REVIEW_COLUMNS
+    assert list(table.columns[: len(judge.PER_VECTOR_COLUMNS)]) == judge.PER_VECTOR_COLUMNS
+    assert list(table.columns[len(judge.PER_VECTOR_COLUMNS) :]) == REVIEW_COLUMNS
     assert sorted(table["review_rank"]) == list(range(1, 61))
     assert table["bg_drift_rel"].median() == pytest.approx(1.0)
     best = table.loc[table["review_rank"] == 1].iloc[0]
@@ -230,8 +230,8 @@ def test_review_table_columns_ranks_and_metrics():
 
 def test_review_table_without_locality_gives_nan_columns():
     scores = _noisy_scores(5, 0.5)
-    corr = np.stack([stats.pearson_rows(GRID[:, k], scores[:, :, k]) for k in range(3)], 1)
-    pv = stats.per_vector_table(corr, CUTOFFS)
+    corr = np.stack([judge.pearson_rows(GRID[:, k], scores[:, :, k]) for k in range(3)], 1)
+    pv = judge.per_vector_table(corr, CUTOFFS)
     out = review_table(GRID, scores, pv, None, rank_spec="sum_abs_corr - max_leak")
     assert out["bg_drift"].isna().all() and out["face_iou"].isna().all()
     assert out["review_score"].notna().all()
@@ -304,19 +304,15 @@ N_VECTORS = 30
 
 
 def _measure(generator, scorer, directions: Directions) -> pd.DataFrame:
-    """The evaluation's measuring path: measure_chunks with the locality hook, then the table."""
+    """The evaluation's measuring path: ``measure`` with the locality hook, then the table."""
     settings = ReviewSettings()
     latents = generator.sample_latents(N_VECTORS, 11)
-    scores = np.zeros((N_VECTORS, GRID.shape[0], 3), np.float32)
-    acc = LocalityAccumulator(N_VECTORS)
-    for lo, hi, s, extra in measure_chunks(
-        generator, scorer, latents, directions, GRID, LAYER, 8, image_stats=image_stats(settings)
-    ):
-        scores[lo:hi] = s
-        acc.add(lo, hi, extra)
-    corr = np.stack([stats.pearson_rows(GRID[:, k], scores[:, :, k]) for k in range(3)], 1)
-    per_vector = stats.per_vector_table(corr, CUTOFFS)
-    table, _ = add_review_columns(per_vector, GRID, scores, acc.arrays, settings)
+    setup = EditSetup(generator, scorer, directions, GRID, LAYER)
+    measured = measure(setup, latents, 8, image_stats=image_stats(settings), progress=False)
+    scores = measured.scores
+    corr = np.stack([judge.pearson_rows(GRID[:, k], scores[:, :, k]) for k in range(3)], 1)
+    per_vector = judge.per_vector_table(corr, CUTOFFS)
+    table, _ = add_review_columns(per_vector, GRID, scores, measured.extras, settings)
     return table
 
 

@@ -11,18 +11,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import conf_grid
 
-from ohlora_eval import stats
-from ohlora_eval.generators.synthetic import SyntheticFaceGenerator
-from ohlora_eval.grid import OHLORA_GRID, grid_points
-from ohlora_eval.measure import edited_mids
-from ohlora_eval.protocols import CORE_PROPERTIES
-from ohlora_eval.report import contact_sheet
+from ohlora_eval.formats.pictures import contact_sheet
+from ohlora_eval.models.generators.synthetic import SyntheticFaceGenerator
+from ohlora_eval.pipeline import judge
+from ohlora_eval.pipeline.edit import grid_points
+from ohlora_eval.pipeline.measure import edited_mids
+from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 from ohlora_eval.review import ReviewSettings, add_review_columns, build_review_page
 from ohlora_eval.review.page import write_review_page
 
 CHROMIUM = Path(os.environ.get("OHLORA_CHROMIUM", "/usr/bin/chromium"))
-GRID = grid_points(OHLORA_GRID)
+GRID = grid_points(conf_grid())
 CUTOFFS = {"eyes": 0.9, "mouth": 0.85, "pose": 0.85}
 RUN_ID = "0123abcd<run>&id"  # odd characters on purpose: they must be escaped, not injected
 N = 12
@@ -35,10 +36,10 @@ def run_table() -> pd.DataFrame:
     gain = rng.uniform(0.4, 1.6, (N, 1, 3))
     noise = rng.uniform(0.05, 1.2, (N, 1, 1))
     scores = GRID[None] * gain + rng.normal(0, 1, (N, 50, 3)) * noise
-    corr = np.stack([stats.pearson_rows(GRID[:, k], scores[:, :, k]) for k in range(3)], 1)
+    corr = np.stack([judge.pearson_rows(GRID[:, k], scores[:, :, k]) for k in range(3)], 1)
     groups = [f"g{i % 3}" for i in range(N)]
     groups[1] = '<b>"bold" & </b>'
-    per_vector = stats.per_vector_table(corr, CUTOFFS, groups, cases=np.arange(N) * 7 + 3)
+    per_vector = judge.per_vector_table(corr, CUTOFFS, groups, cases=np.arange(N) * 7 + 3)
     locality = {"bg_drift": rng.uniform(0.005, 0.05, N), "face_iou": rng.uniform(0.7, 1.0, N)}
     table, _ = add_review_columns(per_vector, GRID, scores, locality)
     assert 2 <= (table["passed"] == "O").sum() < N

@@ -13,11 +13,11 @@ from conftest import CONF_DIR, ROOT, SMALL, clean_env, reference_file
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from ohlora_eval import tracking
-from ohlora_eval.cli import UserError
-from ohlora_eval.evaluate import evaluate
-from ohlora_eval.select import select
-from ohlora_eval.verify import verify
+from ohlora_eval.apps.cli import UserError
+from ohlora_eval.apps.screen import evaluate
+from ohlora_eval.apps.select import select
+from ohlora_eval.apps.verify import verify
+from ohlora_eval.tracking import store as tracking
 
 LOOSE = ["cutoff.eyes=0.5", "cutoff.mouth=0.5", "cutoff.pose=0.3"]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import reference_file
+from conftest import conf_grid, reference_file
 
-from ohlora_eval import stats
-from ohlora_eval.grid import OHLORA_GRID, grid_points
+from ohlora_eval.pipeline import judge
+from ohlora_eval.pipeline.edit import grid_points
 
 OHLORA_CUTOFFS = {"eyes": 0.92, "mouth": 0.88, "pose": 0.88}
 
@@ -19,9 +19,9 @@ def reference() -> pd.DataFrame:
 
 
 def test_reference_statistics_reproduced_exactly(reference):
-    rejudged = stats.judge(reference, OHLORA_CUTOFFS)
+    rejudged = judge.judge(reference, OHLORA_CUTOFFS)
     table = reference.assign(passed=rejudged["passed"], fail_reason=rejudged["fail_reason"])
-    got = stats.statistics(table).iloc[0]
+    got = judge.statistics(table).iloc[0]
     expected = pd.read_csv(
         reference_file("test_statistics_mapping_split1_160K_final_mixed.csv"), index_col=0
     ).iloc[0]
@@ -40,16 +40,16 @@ def test_reference_statistics_reproduced_exactly(reference):
 
 @pytest.mark.parametrize("eyes, passed", [(0.88, 62), (0.90, 57), (0.92, 43), (0.94, 31)])
 def test_reference_eyes_cutoff_sweep(reference, eyes, passed):
-    verdict = stats.judge(reference, {**OHLORA_CUTOFFS, "eyes": eyes})
+    verdict = judge.judge(reference, {**OHLORA_CUTOFFS, "eyes": eyes})
     assert int((verdict["passed"] == "O").sum()) == passed
 
 
 def test_pearson_matches_numpy_and_flags_constant_series():
     rng = np.random.default_rng(0)
-    x = grid_points(OHLORA_GRID)[:, 1]
+    x = grid_points(conf_grid())[:, 1]
     y = rng.normal(size=(5, 50)) + x
     y[2] = 3.0  # a constant measured series
-    r = stats.pearson_rows(x, y)
+    r = judge.pearson_rows(x, y)
     for i in (0, 1, 3, 4):
         assert r[i] == pytest.approx(np.corrcoef(x, y[i])[0, 1], abs=1e-12)
     assert np.isnan(r[2])
@@ -57,13 +57,13 @@ def test_pearson_matches_numpy_and_flags_constant_series():
 
 def test_undefined_correlation_fails_with_reason_never_passes():
     corr = np.array([[np.nan, 0.99, 0.99], [0.95, 0.95, 0.95], [0.95, 0.5, -0.2]])
-    table = stats.per_vector_table(corr, OHLORA_CUTOFFS)
+    table = judge.per_vector_table(corr, OHLORA_CUTOFFS)
     assert list(table["passed"]) == ["X", "O", "X"]
     assert "eyes: correlation undefined" in table.loc[0, "fail_reason"]
     assert table.loc[1, "fail_reason"] == ""
     assert "mouth |r|=0.5000 < 0.88" in table.loc[2, "fail_reason"]
     assert "pose |r|=0.2000 < 0.88" in table.loc[2, "fail_reason"]
-    m = stats.run_metrics(table)
+    m = judge.run_metrics(table)
     assert m["passed"] == 1 and m["eyes_pass_rate"] == pytest.approx(2 / 3)
     assert m["mouth_pass_rate"] == pytest.approx(2 / 3)
     assert m["eyes_undefined"] == 1
@@ -72,13 +72,13 @@ def test_undefined_correlation_fails_with_reason_never_passes():
 @pytest.mark.parametrize("bad", [1.5, -0.1])
 def test_cutoff_outside_unit_interval_is_refused(bad):
     with pytest.raises(ValueError, match=r"cutoff\.mouth=.* outside \[0, 1\]"):
-        stats.check_cutoffs({**OHLORA_CUTOFFS, "mouth": bad})
+        judge.check_cutoffs({**OHLORA_CUTOFFS, "mouth": bad})
 
 
 def test_grid_is_the_ohlora_grid_and_needs_two_weights():
-    g = grid_points(OHLORA_GRID)
+    g = grid_points(conf_grid())
     assert g.shape == (50, 3)
     assert tuple(g[0]) == (-1.2, -1.8, -1.8) and tuple(g[-1]) == (1.2, 1.8, 0.6)
     assert tuple(g[1]) == (-1.2, -1.8, -1.2)  # pose varies fastest
     with pytest.raises(ValueError, match=r"sampling\.grid\.pose needs at least 2 distinct"):
-        grid_points({**OHLORA_GRID, "pose": [0.5, 0.5]})
+        grid_points({**conf_grid(), "pose": [0.5, 0.5]})

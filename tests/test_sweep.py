@@ -9,7 +9,7 @@ import pandas as pd
 from conftest import ROOT, clean_env
 from mlflow.tracking import MlflowClient
 
-from ohlora_eval import tracking
+from ohlora_eval.tracking import store as tracking
 
 TINY = [
     "device=cpu",

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from ohlora_eval.generators.synthetic import SyntheticFaceGenerator
-from ohlora_eval.protocols import Generator, PropertyScorer
-from ohlora_eval.scorers.synthetic import SyntheticScorer
+from ohlora_eval.models.generators.synthetic import SyntheticFaceGenerator
+from ohlora_eval.models.scorers.synthetic import SyntheticScorer
+from ohlora_eval.pipeline.protocols import Generator, PropertyScorer
 
 
 @pytest.fixture(scope="module")

@@ -5,37 +5,18 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..groups import all_group_names, group_names
-from ..protocols import CORE_PROPERTIES
-from .base import ALL_GROUPS, Directions
-from .gradient import ScoreRegressor, fit_regressor, gradient_field
-from .svm import fit_svm_direction
+from ohlora_eval.directions.gradient import ScoreRegressor, fit_regressor, gradient_field
+from ohlora_eval.directions.spec import FitSpec, resolve_methods
+from ohlora_eval.directions.svm import fit_svm_direction
+from ohlora_eval.pipeline.directions import ALL_GROUPS, Directions
+from ohlora_eval.pipeline.groups import all_group_names, group_names
+from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 
-METHODS = ("svm", "gradient")
-PRESET_METHODS = {"mixed": {"eyes": "gradient", "mouth": "svm", "pose": "svm"}}
 MIN_PER_SIDE = 5  # fewer top (or bottom) samples than this in a group: use the all-sample SVM
-
-
-def resolve_methods(method: Any) -> dict[str, str]:
-    """'svm' | 'gradient' | 'mixed' | {eyes: ..., mouth: ..., pose: ...} -> per property."""
-    if isinstance(method, str):
-        if method in PRESET_METHODS:
-            return dict(PRESET_METHODS[method])
-        if method in METHODS:
-            return dict.fromkeys(CORE_PROPERTIES, method)
-    elif isinstance(method, Mapping):
-        out = {p: str(method.get(p, "")) for p in CORE_PROPERTIES}
-        if all(m in METHODS for m in out.values()):
-            return out
-    raise ValueError(
-        f"method={method!r} is not known; use svm, gradient, mixed, or a mapping such as"
-        " method={eyes: gradient, mouth: svm, pose: svm}"
-    )
 
 
 @dataclass
@@ -66,17 +47,13 @@ def fit_directions(
     mid: np.ndarray,
     scores: Mapping[str, np.ndarray],
     layer: str,
-    method: Any = "svm",
-    grouped: bool = True,
-    ratio: float = 0.2,
+    spec: FitSpec,
     medians: Mapping[str, float] | None = None,
-    val_fraction: float = 0.2,
-    seed: int = 0,
-    svm_c: float = 1.0,
-    gradient: Mapping[str, Any] | None = None,
 ) -> tuple[Directions, dict[str, ScoreRegressor], FitReport]:
     """Fit every property's direction(s). SVM: per group (or one for all) on the top vs.
-    bottom ``ratio``; gradient: one regressor per property on all samples."""
+    bottom ``spec.ratio``; gradient: one regressor per property on all samples."""
+    method, grouped, ratio = spec.method, spec.grouped, spec.ratio
+    val_fraction, seed, svm_c = spec.val_fraction, spec.seed, spec.svm_c
     methods = resolve_methods(method)
     report = FitReport()
     groups = np.array(group_names(scores, medians)) if grouped else None
@@ -92,9 +69,7 @@ def fit_directions(
     for k, p in enumerate(CORE_PROPERTIES):
         y = np.asarray(scores[p])
         if methods[p] == "gradient":
-            model, mse = fit_regressor(
-                mid, y, val_fraction=val_fraction, seed=seed + k, **dict(gradient or {})
-            )
+            model, mse = fit_regressor(mid, y, spec.gradient, val_fraction, seed + k)
             regressors[p] = model
             fields[p] = gradient_field(model)
             report.gradient_val_mse[p] = mse

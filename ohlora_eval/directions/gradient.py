@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..batching import padded_call
+from ohlora_eval.directions.spec import GradientSpec
+from ohlora_eval.pipeline.batching import padded_call
 
 
 class ScoreRegressor(nn.Module):
@@ -37,15 +38,13 @@ class ScoreRegressor(nn.Module):
 def fit_regressor(
     mid: np.ndarray,
     scores: np.ndarray,
-    hidden: Sequence[int] = (256, 64),
-    epochs: int = 15,
-    lr: float = 1e-3,
-    batch_size: int = 256,
-    weight_decay: float = 1e-4,
-    val_fraction: float = 0.2,
-    seed: int = 0,
+    spec: GradientSpec,
+    val_fraction: float,
+    seed: int,
 ) -> tuple[ScoreRegressor, float]:
     """Train on a seeded split; returns the model (eval mode) and its validation MSE."""
+    hidden, epochs, lr = spec.hidden, spec.epochs, spec.lr
+    batch_size, weight_decay = spec.batch_size, spec.weight_decay
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     x = torch.as_tensor(mid, dtype=torch.float32)

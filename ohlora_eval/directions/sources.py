@@ -1,19 +1,20 @@
 """Where an evaluation's directions come from (the ``directions`` config group).
 
-Every source has ``resolve(generator, scorer, layer, uri, root, progress) -> Directions``.
+Every source has ``resolve(generator, scorer, layer, where, progress) -> Directions``
+(``where``: the store, a ``tracking.store.StoreRef``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
-from mlflow.tracking import MlflowClient
-
-from ..protocols import Generator, PropertyScorer
-from ..tracking import file_lock, store_root
-from .base import Directions
-from .stage import FitSpec, find_latest, load_run, run_stage, spec_hash
-from .store import read_directions
+from ohlora_eval.directions.spec import FitSpec, spec_hash
+from ohlora_eval.directions.stage import find_latest, load_run, run_stage
+from ohlora_eval.directions.store import read_directions
+from ohlora_eval.pipeline.cache import file_lock
+from ohlora_eval.pipeline.directions import Directions
+from ohlora_eval.pipeline.protocols import Generator, PropertyScorer
+from ohlora_eval.tracking.store import StoreRef, store_root
 
 
 @dataclass
@@ -25,19 +26,15 @@ class TrackedDirections(FitSpec):
     run_id: str | None = None
     fit_if_missing: bool = True
 
-    def spec(self) -> FitSpec:
-        return FitSpec(**{f.name: getattr(self, f.name) for f in fields(FitSpec)})
-
     def resolve(
         self,
         generator: Generator,
         scorer: PropertyScorer,
         layer: str,
-        uri: str,
-        root: str,
+        where: StoreRef,
         progress: bool = False,
     ) -> Directions:
-        client = MlflowClient(uri, registry_uri=uri)
+        client = where.client()
         if self.run_id:
             return load_run(client, str(self.run_id), layer)
         spec = self.spec()
@@ -45,7 +42,7 @@ class TrackedDirections(FitSpec):
         ident = spec.identity(generator, scorer, layer)
         # Parallel sweep jobs wanting the same missing directions: one fits, the others
         # wait and then find its run.
-        with file_lock(store_root(root) / "locks" / f"directions-{spec_hash(ident)}.lock"):
+        with file_lock(store_root(where.root) / "locks" / f"directions-{spec_hash(ident)}.lock"):
             found = find_latest(client, ident)
             if found:
                 return load_run(client, found, layer)
@@ -60,9 +57,8 @@ class TrackedDirections(FitSpec):
                 scorer,
                 layer,
                 spec,
-                uri,
-                root,
-                progress,
+                where,
+                progress=progress,
                 extra_tags={"fitted_for": "evaluation"},
             )
         return dirs
@@ -79,8 +75,7 @@ class FileDirections:
         generator: Generator,
         scorer: PropertyScorer,
         layer: str,
-        uri: str,
-        root: str,
+        where: StoreRef,
         progress: bool = False,
     ) -> Directions:
         if self.path in ("???", "", None):

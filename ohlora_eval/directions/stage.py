@@ -6,81 +6,28 @@ by an evaluation with ``directions=latest``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from .. import tracking
-from ..groups import medians as sample_medians
-from ..protocols import GROUP_PROPERTIES, Generator, PropertyScorer
-from ..sample import sample_and_score
-from .base import Directions
-from .fit import FitReport, fit_directions, resolve_methods
-from .store import read_directions, write_directions
+from ohlora_eval.directions.fit import FitReport, fit_directions
+from ohlora_eval.directions.spec import FitSpec, method_label, spec_hash
+from ohlora_eval.directions.store import read_directions, write_directions
+from ohlora_eval.pipeline.directions import Directions
+from ohlora_eval.pipeline.groups import medians as sample_medians
+from ohlora_eval.pipeline.protocols import GROUP_PROPERTIES, Generator, PropertyScorer
+from ohlora_eval.pipeline.sample import sample_and_score
+from ohlora_eval.tracking import store
+from ohlora_eval.tracking.runs import side_run
 
 KIND_TAG = "ohlora.kind"
 SPEC_TAG = "directions.spec_hash"
-
-
-@dataclass
-class FitSpec:
-    """Everything that decides a set of fitted directions (and so its identity)."""
-
-    n: int = 20_000
-    ratio: float = 0.2
-    method: Any = "svm"
-    grouped: bool = True
-    seed: int = 1_000_003
-    val_fraction: float = 0.2
-    svm_c: float = 1.0
-    gradient: dict[str, Any] = field(default_factory=dict)
-
-    def check(self) -> None:
-        if not isinstance(self.n, int) or self.n < 20:
-            raise ValueError(f"directions n={self.n} must be an integer >= 20")
-        if not 0.0 < float(self.ratio) <= 0.5:
-            raise ValueError(f"directions ratio={self.ratio} must be in (0, 0.5]")
-        if not 0.0 <= float(self.val_fraction) < 1.0:
-            raise ValueError(f"directions val_fraction={self.val_fraction} must be in [0, 1)")
-        resolve_methods(self.method)
-
-    def identity(self, generator: Generator, scorer: PropertyScorer, layer: str) -> dict:
-        return {
-            "n": self.n,
-            "ratio": float(self.ratio),
-            "method": resolve_methods(self.method),
-            "grouped": bool(self.grouped),
-            "seed": self.seed,
-            "val_fraction": float(self.val_fraction),
-            "svm_c": float(self.svm_c),
-            "gradient": {k: self.gradient[k] for k in sorted(self.gradient)},
-            "layer": layer,
-            "generator": f"{type(generator).__module__}.{type(generator).__qualname__}",
-            "generator_weights": getattr(generator, "weights_id", "unknown"),
-            "scorer": f"{type(scorer).__module__}.{type(scorer).__qualname__}",
-            "scorer_weights": getattr(scorer, "weights_id", "unknown"),
-        }
-
-
-def spec_hash(identity: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[
-        :20
-    ]
-
-
-def method_label(method: Any) -> str:
-    m = resolve_methods(method)
-    if len(set(m.values())) == 1:
-        return next(iter(m.values()))
-    return "mixed" if m == resolve_methods("mixed") else ",".join(f"{k}={v}" for k, v in m.items())
 
 
 def run_stage(
@@ -88,17 +35,18 @@ def run_stage(
     scorer: PropertyScorer,
     layer: str,
     spec: FitSpec,
-    uri: str,
-    root: str,
+    where: store.StoreRef,
+    *,
     progress: bool = False,
     extra_tags: Mapping[str, str] | None = None,
     params: Mapping[str, str] | None = None,
 ) -> tuple[Directions, str]:
     """Sample, score, fit and log a finished run in ``ohlora-directions``; return the directions."""
+    spec = spec.spec()
     spec.check()
     ident = spec.identity(generator, scorer, layer)
-    client = MlflowClient(uri, registry_uri=uri)
-    exp_id = tracking.ensure_experiment(tracking.DIRECTIONS_EXPERIMENT, uri, root)
+    client = where.client()
+    exp_id = store.ensure_experiment(store.DIRECTIONS_EXPERIMENT, where.uri, where.root)
     tags = {
         KIND_TAG: "directions",
         SPEC_TAG: spec_hash(ident),
@@ -106,14 +54,12 @@ def run_stage(
         "method": method_label(spec.method),
         "grouped": str(bool(spec.grouped)),
         "generator": type(generator).__name__,
-        "generator.weights_id": ident["generator_weights"],
-        "scorer.weights_id": ident["scorer_weights"],
-        "git_commit": tracking.git_commit(),
+        "generator.weights_id": str(ident["generator"]["weights"]),
+        "scorer.weights_id": str(ident["scorer"]["weights"]),
+        "git_commit": store.git_commit(),
         **(extra_tags or {}),
     }
-    run = tracking.retry(client.create_run, exp_id, tags=tags)
-    run_id = run.info.run_id
-    try:
+    with side_run(client, exp_id, tags) as run_id:
         t0 = time.perf_counter()
         _, mid, scores = sample_and_score(
             generator, scorer, spec.n, spec.seed, layer, progress=progress
@@ -124,23 +70,11 @@ def run_stage(
         if spec.grouped and not has_group_props:
             raise ValueError(
                 f"grouped directions need a scorer measuring {list(GROUP_PROPERTIES)};"
-                " set grouped=false"
+                " set directions.grouped=false"
             )
         med = dict(fixed) if fixed else (sample_medians(scores) if has_group_props else None)
         t1 = time.perf_counter()
-        dirs, regressors, report = fit_directions(
-            mid.cpu().numpy(),
-            scores,
-            layer,
-            spec.method,
-            spec.grouped,
-            spec.ratio,
-            med,
-            spec.val_fraction,
-            spec.seed,
-            spec.svm_c,
-            spec.gradient,
-        )
+        dirs, regressors, report = fit_directions(mid.cpu().numpy(), scores, layer, spec, med)
         t_fit = time.perf_counter() - t1
         all_params = {
             **{
@@ -159,12 +93,6 @@ def run_stage(
             all_params,
             {"sample_seconds": t_sample, "fit_seconds": t_fit},
         )
-    except BaseException as exc:
-        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:5000]
-        tracking.retry(client.set_tag, run_id, "ohlora.failure_reason", reason)
-        tracking.retry(client.set_terminated, run_id, "FAILED")
-        raise
-    tracking.retry(client.set_terminated, run_id, "FINISHED")
     dirs.run_id = run_id
     dirs.source = f"direction run {run_id} ({tags['method']}, n={spec.n}, layer {layer})"
     return dirs, run_id
@@ -184,7 +112,7 @@ def _log(
     metrics = {**report.metrics(), **timings}
     if dirs.medians:
         metrics.update({f"median_{k}": float(v) for k, v in dirs.medians.items()})
-    tracking.retry(
+    store.retry(
         client.log_batch,
         run_id,
         metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
@@ -206,7 +134,7 @@ def _log(
         import pandas as pd
 
         pd.DataFrame(rows).to_csv(out / "validation.csv", index=False)
-        tracking.retry(client.log_artifacts, run_id, str(out))
+        store.retry(client.log_artifacts, run_id, str(out))
 
 
 def load_run(client: MlflowClient, run_id: str, layer: str) -> Directions:
@@ -241,10 +169,10 @@ def load_run(client: MlflowClient, run_id: str, layer: str) -> Directions:
 
 def find_latest(client: MlflowClient, ident: Mapping[str, Any]) -> str | None:
     """Newest finished direction run with exactly this identity (spec + generator + scorer)."""
-    exp = tracking.retry(client.get_experiment_by_name, tracking.DIRECTIONS_EXPERIMENT)
+    exp = store.retry(client.get_experiment_by_name, store.DIRECTIONS_EXPERIMENT)
     if exp is None:
         return None
-    runs = tracking.retry(
+    runs = store.retry(
         client.search_runs,
         [exp.experiment_id],
         filter_string=(

@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..protocols import CORE_PROPERTIES
-from .base import Directions
-from .gradient import ScoreRegressor, gradient_field
+from ohlora_eval.directions.gradient import ScoreRegressor, gradient_field
+from ohlora_eval.pipeline.directions import Directions
+from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 
 VECTOR_DIR = "property_score_vectors"
 MODEL_DIR = "gradient_models"

@@ -12,9 +12,10 @@ the face shape stay) and a page to pick from:
   whose checkboxes build the ``python -m ohlora_eval.select`` command.
 
 The helpers below are the whole integration with an evaluation run: a
-``ReviewSettings`` from the ``review`` config group, ``image_stats`` for
-``measure_chunks``, a ``LocalityAccumulator`` for its per-chunk output,
-``add_review_columns`` after judging, and ``build_review_page`` with the artifacts.
+``ReviewSettings`` from the ``review`` config group, ``image_stats`` for the
+measuring step (``pipeline.measure.measure``), ``add_review_columns`` after judging,
+``review_order`` for everything shown in order, and ``build_review_page`` with the
+artifacts. This package may import ``pipeline`` only (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -30,12 +31,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..protocols import CORE_PROPERTIES
-from ..stats import PER_VECTOR_COLUMNS
-from .metrics import (
+from ohlora_eval.pipeline.judge import PER_VECTOR_COLUMNS
+from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
+from ohlora_eval.review.metrics import (
     DEFAULT_FACE_BOX,
     DEFAULT_RANK_BY,
-    LOCALITY_COLUMNS,
     REVIEW_COLUMNS,
     bootstrap_ci,
     check_face_box,
@@ -44,16 +44,16 @@ from .metrics import (
     rank_by,
     rank_scores,
     review_metrics,
+    review_order,
     review_table,
     spearman_max,
     spearman_rows,
 )
-from .page import write_review_page
+from ohlora_eval.review.page import write_review_page
 
 __all__ = [
     "DEFAULT_RANK_BY",
     "REVIEW_COLUMNS",
-    "LocalityAccumulator",
     "ReviewSettings",
     "add_review_columns",
     "bootstrap_ci",
@@ -64,6 +64,7 @@ __all__ = [
     "rank_by",
     "rank_scores",
     "review_metrics",
+    "review_order",
     "review_table",
     "spearman_rows",
     "write_review_page",
@@ -72,42 +73,45 @@ __all__ = [
 
 @dataclass
 class ReviewSettings:
-    """The ``review`` config group (conf/review/default.yaml), checked."""
+    """The ``review`` settings, with their defaults: one source for both (``apps/config.py``
+    registers this dataclass as the ``review=default`` config schema), checked by ``checked``.
 
-    rank_by: str | dict[str, float] = DEFAULT_RANK_BY
-    n_boot: int = 200
-    ci_level: float = 0.95
-    seed: int = 0
-    face_box: tuple[float, float, float, float] = DEFAULT_FACE_BOX
-    analysis_size: int = 32
-    page: bool = True
-    max_cards: int | None = 300
-    local_dir: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    Review aids for the human pick: per-vector bootstrap intervals of r, Spearman's rho,
+    cross-property leakage and edit locality (extra per_vector.csv columns and run
+    metrics), a review ranking, and the offline page review/index.html. The ranking is
+    an expression over per_vector.csv columns (+ - * / **, abs, sqrt, log, exp, minimum,
+    maximum) or a {column: weight} mapping, e.g.
+    ``python -m ohlora_eval 'review.rank_by=sum_abs_corr - 0.5*max_leak - 2*bg_drift'``.
+    """
+
+    rank_by: Any = DEFAULT_RANK_BY  # an expression or a {column: weight} mapping
+    n_boot: int = 200  # bootstrap resamples of each vector's grid images
+    ci_level: float = 0.95  # confidence level of the interval of each r
+    seed: int = 0  # the resamples are drawn from this seed (the same for every vector)
+    # face region: the ellipse in [x0, y0, x1, y1], x and y in [-1, 1], y down
+    face_box: list[float] = field(default_factory=lambda: list(DEFAULT_FACE_BOX))
+    analysis_size: int = 32  # images are area-averaged to this size for drift and face IoU
+    page: bool = True  # write review/index.html with the run's artifacts
+    max_cards: int | None = 300  # at most this many cards (passed vectors, best first)
+    local_dir: str | None = None  # a local copy of the page: <local_dir>/<run_id>/index.html
 
     @classmethod
     def from_cfg(cls, node: Any | None) -> ReviewSettings:
-        """From the ``review`` config node (a DictConfig or mapping; None = defaults).
+        """From the ``review`` config node as a plain mapping (None = defaults).
 
         Raises ValueError naming the ``review.*`` field on bad values, before any
         heavy work, so the run can fail with a one-line reason.
         """
         if node is None:
             return cls().checked()
-        try:
-            from omegaconf import DictConfig, OmegaConf
-
-            if isinstance(node, DictConfig):
-                node = OmegaConf.to_container(node, resolve=True)
-        except ImportError:  # pragma: no cover - omegaconf comes with hydra
-            pass
         raw = dict(node)  # type: ignore[arg-type]
-        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
-        kwargs = {k: v for k, v in raw.items() if k in known}
-        extra = {k: v for k, v in raw.items() if k not in known}
-        if "face_box" in kwargs and kwargs["face_box"] is not None:
-            kwargs["face_box"] = tuple(kwargs["face_box"])
-        return cls(**kwargs, extra=extra).checked()
+        unknown = sorted(set(raw) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(
+                f"review.{unknown[0]} is not a review setting;"
+                f" known: {', '.join(cls.__dataclass_fields__)}"
+            )
+        return cls(**raw).checked()
 
     def checked(self) -> ReviewSettings:
         if isinstance(self.rank_by, Mapping):
@@ -138,20 +142,8 @@ _TEXT = {"svm_group_name", "passed", "fail_reason"}
 
 
 def image_stats(settings: ReviewSettings) -> Callable[..., dict[str, np.ndarray]]:
-    """The ``image_stats`` hook for ``measure_chunks``: ``locality_stats`` with these settings."""
+    """The ``image_stats`` hook of ``pipeline.measure.measure``: ``locality_stats``."""
     return partial(locality_stats, face_box=settings.face_box, analysis_size=settings.analysis_size)
-
-
-class LocalityAccumulator:
-    """Collects the per-chunk ``extra`` arrays of ``measure_chunks`` into run-long arrays."""
-
-    def __init__(self, n: int) -> None:
-        self.arrays = {name: np.full(n, np.nan) for name in LOCALITY_COLUMNS}
-
-    def add(self, lo: int, hi: int, extra: Mapping[str, np.ndarray]) -> None:
-        for name, values in extra.items():
-            if name in self.arrays:
-                self.arrays[name][lo:hi] = values
 
 
 def add_review_columns(
@@ -202,11 +194,7 @@ def build_review_page(
         return None
     out_dir = Path(out_dir)
     sheet_dir = out_dir / "sheets"
-    passed = per_vector[per_vector["passed"] == "O"]
-    if "review_rank" in passed.columns:
-        passed = passed.sort_values(["review_rank", "case"], kind="mergesort")
-    else:
-        passed = rank_by(passed, s.rank_by)
+    passed = review_order(per_vector[per_vector["passed"] == "O"], s.rank_by)
     shown = passed if s.max_cards is None else passed.head(s.max_cards)
     paths: dict[int, Path] = {int(k): Path(v) for k, v in (sheets or {}).items()}
     for case in shown["case"].astype(int):

@@ -25,8 +25,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from ..protocols import CORE_PROPERTIES
-from ..stats import pearson_rows
+from ohlora_eval.pipeline.judge import pearson_rows
+from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 
 # The face region used by ``locality_stats``: the ellipse inscribed in this box,
 # (x0, y0, x1, y1) in normalised image coordinates (x, y in [-1, 1], y down).
@@ -483,6 +483,19 @@ def rank_by(table: pd.DataFrame, spec: str | Mapping[str, float] = DEFAULT_RANK_
     keys = ["review_score", "case"] if "case" in scored.columns else ["review_score"]
     asc = [False, True][: len(keys)]
     return scored.sort_values(keys, ascending=asc, na_position="last", kind="mergesort")
+
+
+def review_order(
+    table: pd.DataFrame, spec: str | Mapping[str, float] = DEFAULT_RANK_BY
+) -> pd.DataFrame:
+    """The one review order (contact sheets, the page, its cards): best first.
+
+    A screened run's own ``review_rank`` when the table has it (fixed when it was
+    judged), else ranked now by ``spec`` (see ``rank_by``).
+    """
+    if "review_rank" in table.columns:
+        return table.sort_values(["review_rank", "case"], kind="mergesort")
+    return rank_by(table, spec)
 
 
 def review_table(

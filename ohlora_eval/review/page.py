@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..protocols import CORE_PROPERTIES
-from .metrics import DEFAULT_RANK_BY, OFF_DIAGONAL, rank_by
+from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
+from ohlora_eval.review.metrics import DEFAULT_RANK_BY, OFF_DIAGONAL, review_order
 
 # Visual flags only (they change a colour, never a verdict).
 FLAG_LEAK = 0.3  # |r| of another edit with this property's score
@@ -168,10 +168,7 @@ def _flag(text: str, on: bool, why: str) -> str:
 
 
 def _ranked_passed(per_vector: pd.DataFrame, rank_spec: str | Mapping[str, float]) -> pd.DataFrame:
-    passed = per_vector[per_vector["passed"] == "O"]
-    if "review_rank" in passed.columns:
-        return passed.sort_values(["review_rank", "case"], kind="mergesort")
-    return rank_by(passed, rank_spec)
+    return review_order(per_vector[per_vector["passed"] == "O"], rank_spec)
 
 
 def _card(

@@ -1,0 +1,42 @@
+"""Config schemas registered with Hydra's ConfigStore: one source for each setting.
+
+``directions=latest`` is the ``FitSpec`` dataclass (plus where to find a fitted run),
+so its defaults live in ``directions/spec.py`` only; the evaluation and
+``find_directions`` compose the same node. ``review=default`` is
+``review.ReviewSettings``. Being schemas, both reject unknown keys and values of the
+wrong type with a message that names the key. Imported by every app (and by tests
+that compose configs) before Hydra composes anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hydra.core.config_store import ConfigStore
+
+from ohlora_eval.directions.sources import TrackedDirections
+from ohlora_eval.directions.spec import GradientSpec
+from ohlora_eval.review import ReviewSettings
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+@dataclass
+class LatestDirectionsConf(TrackedDirections):
+    """``directions=latest``: the newest finished direction run fitted with exactly this
+    spec on this generator and scorer (``run_id`` pins one), else fit one now."""
+
+    _target_: str = f"{TrackedDirections.__module__}.{TrackedDirections.__qualname__}"
+    _convert_: str = "all"
+    gradient: GradientSpec = field(default_factory=GradientSpec)
+
+
+def register() -> None:
+    """Register the schemas (idempotent)."""
+    store = ConfigStore.instance()
+    store.store(group="directions", name="latest", node=LatestDirectionsConf)
+    store.store(group="review", name="default", node=ReviewSettings)
+
+
+register()

@@ -1,0 +1,58 @@
+"""``python -m ohlora_eval.find_directions``: fit edit directions as a tracked stage.
+
+Composes the same ``directions`` node as the evaluation (``directions/spec.py``), so
+with no arguments it fits exactly what a default evaluation looks for.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from ohlora_eval.apps.build import ConfigError, build_models
+from ohlora_eval.apps.cli import CONFIG_DIR, friendly_errors
+from ohlora_eval.directions.stage import run_stage
+from ohlora_eval.tracking import store
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="find_directions")
+@friendly_errors
+def main(cfg: DictConfig) -> None:
+    find_directions(cfg)
+
+
+def find_directions(cfg: DictConfig) -> str:
+    """Fit and log one direction run; returns its run id."""
+    if cfg.directions.get("run_id"):
+        raise ConfigError(
+            f"directions.run_id={cfg.directions.run_id}: find_directions fits new directions;"
+            " leave run_id unset (it picks a fitted run in the evaluation)"
+        )
+    where = store.StoreRef(
+        store.resolve_uri(cfg.tracking.uri, cfg.tracking.root), cfg.tracking.root
+    )
+    generator, scorer = build_models(cfg)
+    spec = hydra.utils.instantiate(cfg.directions)
+    params = store.flatten(OmegaConf.to_container(cfg, resolve=True))
+    dirs, run_id = run_stage(
+        generator,
+        scorer,
+        cfg.layer,
+        spec,
+        where,
+        progress=sys.stderr.isatty(),
+        params=params,
+    )
+    print(
+        f"\nohlora_eval.find_directions: {dirs.source}\n"
+        f"  a default evaluation with these settings uses it; or pin it:"
+        f" python -m ohlora_eval directions.run_id={run_id} layer={cfg.layer}\n"
+        f"  look at it: {store.ui_hint(where.uri)}"
+    )
+    return run_id
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""``python -m ohlora_eval.rejudge run_id=<finished run> cutoff.eyes=...``: judge again.
+
+Measuring is expensive and judging is cheap: a cutoff sweep over correlations already
+measured (or imported from Oh-LoRA) must not generate an image. Nothing here builds a
+generator or a scorer. Sweepable (``-m cutoff.eyes=0.88,0.90``). ``log_judged`` is
+shared with the import app.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+import mlflow
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from ohlora_eval.apps.cli import CONFIG_DIR, friendly_errors
+from ohlora_eval.formats.ohlora_results import read_ohlora_results
+from ohlora_eval.formats.pictures import summary_plot
+from ohlora_eval.pipeline import judge
+from ohlora_eval.tracking import store
+from ohlora_eval.tracking.runs import log_hydra_files, print_summary, tracked_run
+
+PER_VECTOR = "per_vector.csv"
+
+
+@dataclass
+class Rejudged:
+    """What a re-judging run decided (kept in memory for callers and tests)."""
+
+    run_id: str
+    source_run_id: str
+    per_vector: pd.DataFrame
+    metrics: dict[str, float]
+
+
+def rejudge(cfg: DictConfig) -> Rejudged:
+    """Judge run ``cfg.run_id``'s ``per_vector.csv`` with ``cfg.cutoff``; log a new run."""
+    source_id = _source_run_id(cfg)
+    cutoffs = judge.check_cutoffs(cfg.cutoff)
+    uri, _ = store.setup(cfg.tracking.experiment, cfg.tracking.uri, cfg.tracking.root)
+    client = MlflowClient(uri)
+    source = _finished_run_with_table(client, source_id, uri)
+    per_vector = _read_source_table(client, source_id, cutoffs)
+
+    own = OmegaConf.to_container(
+        OmegaConf.masked_copy(cfg, ["cutoff", "run_id", "tracking"]), resolve=True
+    )
+    # The source's params describe how these correlations were measured (or which file they
+    # came from); this run's own keys replace the ones it re-decides.
+    params = {k: v for k, v in source.data.params.items() if not k.startswith("cutoff.")}
+    params.update(store.flatten(own))
+    params["n_rows"] = str(len(per_vector))
+    source_name = source.info.run_name or source_id
+    tags = {
+        "source": "rejudge",
+        "ohlora.kind": "rejudge",
+        "rejudge.source_run_id": source_id,
+        "rejudge.source_kind": source.data.tags.get("ohlora.kind", "unknown"),
+        "git_commit": store.git_commit(),
+    }
+    with tracked_run(tags, run_name=f"rejudge {source_name}") as run_id:
+        store.log_params(params)
+        metrics = log_judged(per_vector, cutoffs, OmegaConf.to_yaml(own))
+    print_summary(
+        run_id,
+        per_vector,
+        metrics,
+        cutoffs,
+        cfg.tracking.experiment,
+        uri,
+        [f"re-judged run {source_id} ({tags['rejudge.source_kind']}); nothing generated"],
+    )
+    return Rejudged(run_id, source_id, per_vector, metrics)
+
+
+def _source_run_id(cfg: DictConfig) -> str:
+    if OmegaConf.is_missing(cfg, "run_id") or not cfg.run_id:
+        raise ValueError(
+            "run_id=<id> is required: the finished run whose per_vector.csv is re-judged"
+            " (an evaluation, import or re-judge run)"
+        )
+    return str(cfg.run_id)
+
+
+def _finished_run_with_table(client: MlflowClient, run_id: str, uri: str) -> mlflow.entities.Run:
+    where = store.display_uri(uri)
+    try:
+        run = store.retry(client.get_run, run_id)
+    except MlflowException:
+        raise ValueError(f"run_id={run_id}: no such run in {where}") from None
+    if run.info.lifecycle_stage == "deleted":
+        raise ValueError(f"run_id={run_id}: the run is deleted")
+    if run.info.status != "FINISHED":
+        raise ValueError(
+            f"run_id={run_id}: the run is {run.info.status}; only a FINISHED run's"
+            " correlations are re-judged"
+        )
+    if PER_VECTOR not in {a.path for a in store.retry(client.list_artifacts, run_id)}:
+        raise ValueError(f"run_id={run_id}: the run has no {PER_VECTOR} to re-judge")
+    return run
+
+
+def _read_source_table(
+    client: MlflowClient, run_id: str, cutoffs: Mapping[str, float]
+) -> pd.DataFrame:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = store.retry(client.download_artifacts, run_id, PER_VECTOR, tmp)
+        try:
+            # An empty r in a native table is an undefined correlation: it fails, with reason.
+            table = read_ohlora_results(path, cutoffs, allow_undefined=True)
+        except ValueError as exc:
+            raise ValueError(str(exc).replace(path, f"{PER_VECTOR} of run {run_id}")) from None
+    # Measurement-derived extras (review columns of a native run) travel with the table.
+    return table.drop(columns=["file_passed"], errors="ignore")
+
+
+def log_judged(
+    per_vector: pd.DataFrame, cutoffs: Mapping[str, float], config_yaml: str
+) -> dict[str, float]:
+    """Into the active run: a native run's metrics (no images_per_sec: nothing was generated),
+    per_vector.csv, statistics.csv, summary.png, the config and Hydra's files."""
+    metrics = judge.run_metrics(per_vector)
+    store.retry(mlflow.log_metrics, metrics)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        per_vector.to_csv(out / PER_VECTOR, index=False)
+        judge.statistics(per_vector).to_csv(out / "statistics.csv")
+        summary_plot(per_vector, dict(cutoffs), out / "summary.png")
+        (out / "config.yaml").write_text(config_yaml)
+        store.retry(mlflow.log_artifacts, str(out))
+    log_hydra_files()
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="rejudge")
+@friendly_errors
+def main(cfg: DictConfig) -> None:
+    rejudge(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""``python -m ohlora_eval``: one screening run (``-m`` for a sweep).
+
+Sample -> mid -> edit -> synthesize -> score (``pipeline.measure``, through the
+measurement cache) -> judge (``pipeline.judge``) -> review columns -> track
+(``tracking``). A run that differs only in judging settings re-uses the scores;
+a run that died resumes where it stopped. The flow: docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from ohlora_eval import review
+from ohlora_eval.apps.build import (
+    ConfigError,
+    apply_noise_seed,
+    build_models,
+    mid_dim,
+    model_tags,
+    validate,
+)
+from ohlora_eval.apps.cli import CONFIG_DIR, friendly_errors
+from ohlora_eval.pipeline import judge
+from ohlora_eval.pipeline.cache import MeasurementCache
+from ohlora_eval.pipeline.edit import EditSetup
+from ohlora_eval.pipeline.measure import group_fn, measure, measurement_key
+from ohlora_eval.pipeline.protocols import Generator
+from ohlora_eval.tracking import store
+from ohlora_eval.tracking.artifacts import RunOutputs, SheetMaker, log_artifacts
+from ohlora_eval.tracking.runs import close_dead_runs, print_summary, process_tags, tracked_run
+
+__all__ = ["ConfigError", "Evaluation", "evaluate", "main"]
+
+
+@dataclass
+class Evaluation:
+    """What a run measured and decided (kept in memory for callers and tests)."""
+
+    run_id: str
+    per_vector: pd.DataFrame
+    scores: np.ndarray  # (n, m, 3) measured eyes/mouth/pose per image
+    grid: np.ndarray  # (m, 3) intended weights
+    latents: np.ndarray  # (n, latent_dim)
+    metrics: dict[str, float]
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+@friendly_errors
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+def evaluate(
+    cfg: DictConfig,
+    latents: np.ndarray | None = None,
+    cases: np.ndarray | None = None,
+    tags: dict[str, str] | None = None,
+) -> Evaluation:
+    """Run one tracked evaluation. Raises on bad input after marking the run FAILED.
+
+    By default the vectors are ``generator.sample_latents(sampling.n_vectors,
+    sampling.seed)`` numbered 0..n-1; ``latents`` (and their ``cases`` numbers)
+    evaluate given vectors instead (a z-vector file, a recorded selection).
+    """
+    if latents is not None:
+        cfg = cfg.copy()
+        cfg.sampling.n_vectors = int(len(latents))
+    uri, _ = store.setup(cfg.tracking.experiment, cfg.tracking.uri, cfg.tracking.root)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    base_tags = {
+        **model_tags(cfg),
+        "layer": str(cfg.layer),
+        "git_commit": store.git_commit(),
+        "ohlora.kind": "evaluation",
+        **process_tags(),
+    }
+    with tracked_run({**base_tags, **(tags or {})}) as run_id:
+        store.log_params(store.flatten(resolved))
+        result = _evaluate_in_run(
+            cfg, resolved, run_id, store.StoreRef(uri, cfg.tracking.root), latents, cases
+        )
+    notes = [f"{result.metrics['images_per_sec']:,.0f} images/s"]
+    reused = int(result.metrics.get("reused_chunks", 0))
+    if reused:
+        notes.append(f"re-used {reused} measured chunk(s) from the cache")
+    print_summary(
+        result.run_id,
+        result.per_vector,
+        result.metrics,
+        dict(cfg.cutoff),
+        cfg.tracking.experiment,
+        uri,
+        notes,
+    )
+    return result
+
+
+def _evaluate_in_run(
+    cfg: DictConfig,
+    resolved: dict,
+    run_id: str,
+    where: store.StoreRef,
+    given: np.ndarray | None,
+    cases: np.ndarray | None,
+) -> Evaluation:
+    cutoffs, grid = validate(cfg)
+    try:
+        settings = review.ReviewSettings.from_cfg(resolved.get("review"))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    torch.manual_seed(0)
+    generator, scorer = build_models(cfg)
+    apply_noise_seed(generator, cfg.get("noise_seed"))
+    layer = cfg.layer
+    progress = bool(cfg.tracking.progress) and sys.stderr.isatty()
+    directions = instantiate(cfg.directions).resolve(
+        generator, scorer, layer, where, progress=progress
+    )
+    directions.check_compatible(layer, mid_dim(generator, layer))
+    setup = EditSetup(generator, scorer, directions, grid, layer)
+    latents = _latents(cfg, generator, given)
+    model_configs = {
+        f"{k}_config": {
+            key: v for key, v in resolved[k].items() if key != "device"
+        }  # where a model runs does not change what it computes
+        for k in ("generator", "scorer")
+    }
+    key, meta = measurement_key(
+        setup, latents, cfg.sampling.vectors_per_batch, model_configs, cfg.get("noise_seed")
+    )
+    mlflow.set_tags(
+        {
+            "generator.weights_id": getattr(generator, "weights_id", "unknown"),
+            "scorer.weights_id": getattr(scorer, "weights_id", "unknown"),
+            "directions.source": directions.source,
+            "directions.run_id": directions.run_id or "none",
+            "ohlora.measure_key": key,
+        }
+    )
+    close_dead_runs(where.uri, key, run_id)
+
+    cache = MeasurementCache(cfg.cache.dir, key, meta) if cfg.cache.enabled else None
+    try:
+        groups_of = group_fn(setup)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    measured = measure(
+        setup,
+        latents,
+        cfg.sampling.vectors_per_batch,
+        groups_of,
+        review.image_stats(settings),
+        cache,
+        bool(cfg.tracking.progress),
+    )
+    corr = np.stack([judge.pearson_rows(grid[:, k], measured.scores[:, :, k]) for k in range(3)], 1)
+    per_vector = judge.per_vector_table(corr, cutoffs, measured.groups, cases)
+    metrics = judge.run_metrics(per_vector)
+    per_vector, review_metrics = review.add_review_columns(
+        per_vector, grid, measured.scores, measured.extras, settings
+    )
+    metrics.update(review_metrics)
+    metrics.update(measured.metrics(setup.m))
+    store.retry(mlflow.log_metrics, metrics)
+
+    z = latents.cpu().numpy()
+    sheet_dir = (cache.dir if cache else Path(cfg.tracking.root) / "sheets" / run_id) / "sheets"
+    log_artifacts(
+        RunOutputs(
+            run_id=run_id,
+            config=resolved,
+            per_vector=per_vector,
+            scores=measured.scores,
+            grid=grid,
+            latents=z,
+            metrics=metrics,
+            cutoffs=cutoffs,
+            sheets=SheetMaker(setup, per_vector, z, sheet_dir),
+            review=settings,
+        )
+    )
+    return Evaluation(run_id, per_vector, measured.scores, grid, z, metrics)
+
+
+def _latents(cfg: DictConfig, generator: Generator, given: np.ndarray | None) -> torch.Tensor:
+    if given is None:
+        return generator.sample_latents(cfg.sampling.n_vectors, cfg.sampling.seed)
+    z = torch.as_tensor(np.asarray(given, dtype=np.float32))
+    if z.ndim != 2 or z.shape[1] != generator.latent_dim:
+        raise ConfigError(
+            f"latent vectors must have {generator.latent_dim} values each for this generator;"
+            f" got shape {tuple(z.shape)}"
+        )
+    return z
+
+
+if __name__ == "__main__":
+    main()

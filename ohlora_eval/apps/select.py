@@ -1,0 +1,63 @@
+"""``python -m ohlora_eval.select``: record the vectors a person picked as a registered model.
+
+The selection is the product's most valuable output, so it is stored where it can
+be found (Model Registry, alias), loaded (pyfunc), audited (manifest, contact
+sheets, source-run tags) and re-checked (``python -m ohlora_eval.verify``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from ohlora_eval.apps.cli import CONFIG_DIR, UserError, friendly_errors
+from ohlora_eval.formats.z_vectors import read_z_csv
+from ohlora_eval.tracking import store
+from ohlora_eval.tracking.registry import SELECTIONS_EXPERIMENT, Selection, SelectionRequest, record
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="select")
+@friendly_errors
+def main(cfg: DictConfig) -> None:
+    select(cfg)
+
+
+def select(cfg: DictConfig) -> Selection:
+    uri, _ = store.setup(SELECTIONS_EXPERIMENT, cfg.tracking.uri, cfg.tracking.root)
+    if cfg.z_csv:
+        if cfg.run_id or cfg.cases:
+            raise UserError("give either z_csv=<file> or run_id=<run> cases=[...], not both")
+        source_run_id, cases = _evaluate_z_csv(cfg)
+    else:
+        if not cfg.run_id or cfg.cases is None:
+            raise UserError("give run_id=<evaluation run> cases=[...] (or z_csv=<file>)")
+        source_run_id = str(cfg.run_id)
+        cases = [int(c) for c in cfg.cases]
+    request = SelectionRequest(
+        source_run_id, cases, cfg.name, cfg.alias, cfg.note, bool(cfg.allow_failed)
+    )
+    return record(store.StoreRef(uri, cfg.tracking.root), request)
+
+
+def _evaluate_z_csv(cfg: DictConfig) -> tuple[str, list[int]]:
+    from ohlora_eval.apps.screen import evaluate
+
+    eval_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in _SELECT_KEYS])
+    z = read_z_csv(cfg.z_csv)
+    res = evaluate(
+        eval_cfg,
+        latents=z,
+        cases=np.arange(len(z)),
+        tags={"latents.source": str(Path(cfg.z_csv).resolve())},
+    )
+    return res.run_id, [int(c) for c in res.per_vector["case"]]
+
+
+_SELECT_KEYS = ("run_id", "cases", "z_csv", "name", "alias", "note", "allow_failed")
+
+
+if __name__ == "__main__":
+    main()

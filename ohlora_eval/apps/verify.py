@@ -1,0 +1,150 @@
+"""``python -m ohlora_eval.verify model=<name>@<alias>``: re-evaluate a recorded selection.
+
+Exactly the recorded vectors (full precision), the recorded config and the
+recorded directions: on the same device the correlations come out identical.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from ohlora_eval.apps.cli import CONFIG_DIR, UserError, friendly_errors
+from ohlora_eval.tracking import store
+from ohlora_eval.tracking.registry import load_selection
+
+VERIFY_EXPERIMENT = "ohlora-verify"
+
+
+@dataclass
+class Verification:
+    run_id: str
+    table: pd.DataFrame  # per vector: recorded vs re-measured r
+    max_abs_diff: float
+    all_pass: bool
+    noise_pass_frequency: pd.Series | None = None
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="verify")
+@friendly_errors
+def main(cfg: DictConfig) -> None:
+    result = verify(cfg)
+    if not result.all_pass:
+        sys.exit(1)
+
+
+def verify(cfg: DictConfig) -> Verification:
+    from ohlora_eval.apps.screen import evaluate
+
+    uri, _ = store.setup(VERIFY_EXPERIMENT, cfg.tracking.uri, cfg.tracking.root)
+    client = MlflowClient(uri, registry_uri=uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest, z, label = load_selection(client, str(cfg.model), Path(tmp))
+    if not manifest.get("config"):
+        raise UserError(f"model={cfg.model}: the selection has no recorded config")
+    eval_cfg = recorded_config(manifest, cfg)
+    cases = np.asarray(manifest["cases"], dtype=np.int64)
+    tags = {
+        "ohlora.kind": "verification",
+        "verify.model": label,
+        "verify.source_run_id": str(manifest["source_run_id"]),
+    }
+    res = evaluate(eval_cfg, latents=z, cases=cases, tags=tags)
+    table = compare(pd.DataFrame(manifest["recorded"]), res.per_vector)
+    max_diff = float(table[[f"{p}_diff" for p in ("eyes", "mouth", "pose")]].abs().max().max())
+    all_pass = bool((table["passed_now"] == "O").all())
+    freq = None
+    if int(cfg.noise_seeds) > 0 and not _has_noise(eval_cfg):
+        print(
+            f"ohlora_eval.verify: {eval_cfg.generator._target_} has no noise; noise_seeds ignored",
+            file=sys.stderr,
+        )
+    elif int(cfg.noise_seeds) > 0:
+        freq = _noise_frequency(eval_cfg, z, cases, int(cfg.noise_seeds), tags)
+        table["noise_pass_frequency"] = table["case"].map(freq)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "verification.csv"
+        table.to_csv(path, index=False)
+        store.retry(client.log_artifact, res.run_id, str(path))
+    metrics = {
+        "max_abs_corr_diff": max_diff,
+        "still_passed": float((table["passed_now"] == "O").sum()),
+        "n_selected": float(len(table)),
+    }
+    for k, v in metrics.items():
+        store.retry(client.log_metric, res.run_id, k, v)
+    verdict = "all still pass" if all_pass else "SOME NO LONGER PASS"
+    print(
+        f"\nohlora_eval.verify: {label}: {int(metrics['still_passed'])} of {len(table)} still"
+        f" pass ({verdict}); max |recorded r - re-measured r| = {max_diff:.3g}\n"
+        f"  verification run {res.run_id} in experiment {VERIFY_EXPERIMENT!r}"
+    )
+    if freq is not None:
+        print(
+            "  pass frequency under noise seeds: "
+            + ", ".join(f"case {c}: {f:.2f}" for c, f in freq.items())
+        )
+    return Verification(res.run_id, table, max_diff, all_pass, freq)
+
+
+def recorded_config(manifest: dict, cfg: DictConfig) -> DictConfig:
+    """The source run's config, pinned to its directions, with today's store and device."""
+    rec = OmegaConf.create(manifest["config"])
+    rec.tracking = OmegaConf.merge(rec.get("tracking", {}), cfg.tracking)
+    rec.tracking.experiment = VERIFY_EXPERIMENT
+    if "cache" in rec:  # a verification measures again; it never reads earlier scores
+        rec.cache.enabled = False
+    if cfg.get("device"):
+        rec.device = cfg.device
+    run_id = manifest.get("directions_run_id")
+    if run_id and run_id != "none" and "run_id" in rec.directions:
+        rec.directions.run_id = run_id
+    return rec
+
+
+def compare(recorded: pd.DataFrame, now: pd.DataFrame) -> pd.DataFrame:
+    """Per case: recorded r, re-measured r, their difference, passed then and now."""
+    rec = recorded.set_index("case")
+    cur = now.set_index("case")
+    out = pd.DataFrame({"case": rec.index})
+    for p in ("eyes", "mouth", "pose"):
+        col = f"{p}_corr"
+        out[f"{p}_recorded"] = rec[col].to_numpy(dtype=np.float64)
+        out[f"{p}_now"] = cur.loc[rec.index, col].to_numpy(dtype=np.float64)
+        out[f"{p}_diff"] = out[f"{p}_now"] - out[f"{p}_recorded"]
+    out["passed_recorded"] = rec["passed"].to_numpy()
+    out["passed_now"] = cur.loc[rec.index, "passed"].to_numpy()
+    out["fail_reason_now"] = cur.loc[rec.index, "fail_reason"].to_numpy()
+    return out
+
+
+def _has_noise(eval_cfg: DictConfig) -> bool:
+    from hydra.utils import get_class
+
+    return hasattr(get_class(eval_cfg.generator._target_), "set_noise_seed")
+
+
+def _noise_frequency(
+    eval_cfg: DictConfig, z: np.ndarray, cases: np.ndarray, k: int, tags: dict[str, str]
+) -> pd.Series:
+    from ohlora_eval.apps.screen import evaluate
+
+    passed = []
+    for seed in range(k):
+        c = eval_cfg.copy()
+        c.noise_seed = seed
+        res = evaluate(c, latents=z, cases=cases, tags={**tags, "verify.noise_seed": str(seed)})
+        passed.append((res.per_vector.set_index("case")["passed"] == "O").astype(float))
+    return pd.concat(passed, axis=1).mean(axis=1).rename("noise_pass_frequency")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""What decides a set of fitted directions: the ``FitSpec`` schema.
+
+One source for every fitting setting. ``apps/config.py`` registers these dataclasses
+with Hydra's ConfigStore as ``directions=latest``, which both the evaluation (find
+or fit the directions it needs) and ``find_directions`` (fit them) compose, so a
+default ``find_directions`` fits exactly what a default evaluation looks for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ohlora_eval.pipeline.fingerprint import digest, model_identity
+from ohlora_eval.pipeline.protocols import CORE_PROPERTIES, Generator, PropertyScorer
+
+METHODS = ("svm", "gradient")
+PRESET_METHODS = {"mixed": {"eyes": "gradient", "mouth": "svm", "pose": "svm"}}
+
+
+def resolve_methods(method: Any) -> dict[str, str]:
+    """'svm' | 'gradient' | 'mixed' | {eyes: ..., mouth: ..., pose: ...} -> per property."""
+    if isinstance(method, str):
+        if method in PRESET_METHODS:
+            return dict(PRESET_METHODS[method])
+        if method in METHODS:
+            return dict.fromkeys(CORE_PROPERTIES, method)
+    elif isinstance(method, Mapping):
+        out = {p: str(method.get(p, "")) for p in CORE_PROPERTIES}
+        if all(m in METHODS for m in out.values()):
+            return out
+    raise ValueError(
+        f"directions.method={method!r} is not known; use svm, gradient, mixed, or a mapping"
+        " such as directions.method={eyes: gradient, mouth: svm, pose: svm}"
+    )
+
+
+def method_label(method: Any) -> str:
+    m = resolve_methods(method)
+    if len(set(m.values())) == 1:
+        return next(iter(m.values()))
+    return "mixed" if m == resolve_methods("mixed") else ",".join(f"{k}={v}" for k, v in m.items())
+
+
+@dataclass
+class GradientSpec:
+    """The regressor behind gradient directions (an MLP from mid vector to score)."""
+
+    hidden: list[int] = field(default_factory=lambda: [256, 64])
+    epochs: int = 15
+    lr: float = 0.001
+    batch_size: int = 256
+    weight_decay: float = 0.0001
+
+
+@dataclass
+class FitSpec:
+    """Everything that decides a set of fitted directions (and so its identity).
+
+    The defaults are the evaluation's defaults: per-vector gradient directions from
+    n = 20,000 sampled faces.
+    """
+
+    n: int = 20_000  # faces sampled, generated and scored
+    ratio: float = 0.2  # SVM: top / bottom fraction (per group when grouped)
+    method: Any = "gradient"  # svm | gradient | mixed | {eyes: .., mouth: .., pose: ..}
+    grouped: bool = True  # SVM per look-alike group (16 groups) or one for all faces
+    seed: int = 1_000_003  # latents for fitting (not the evaluation's)
+    val_fraction: float = 0.2  # held out: SVM validation accuracy, regressor validation MSE
+    svm_c: float = 1.0
+    gradient: GradientSpec = field(default_factory=GradientSpec)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.gradient, Mapping):
+            self.gradient = GradientSpec(**dict(self.gradient))
+
+    def spec(self) -> FitSpec:
+        """Only the fitting fields (subclasses carry more)."""
+        return FitSpec(
+            n=self.n,
+            ratio=self.ratio,
+            method=self.method,
+            grouped=self.grouped,
+            seed=self.seed,
+            val_fraction=self.val_fraction,
+            svm_c=self.svm_c,
+            gradient=GradientSpec(**asdict(self.gradient)),
+        )
+
+    def check(self) -> None:
+        if not isinstance(self.n, int) or self.n < 20:
+            raise ValueError(f"directions.n={self.n} must be an integer >= 20")
+        if not 0.0 < float(self.ratio) <= 0.5:
+            raise ValueError(f"directions.ratio={self.ratio} must be in (0, 0.5]")
+        if not 0.0 <= float(self.val_fraction) < 1.0:
+            raise ValueError(f"directions.val_fraction={self.val_fraction} must be in [0, 1)")
+        resolve_methods(self.method)
+
+    def identity(self, generator: Generator, scorer: PropertyScorer, layer: str) -> dict:
+        """The spec with the models and layer it is fitted on."""
+        return {
+            "n": self.n,
+            "ratio": float(self.ratio),
+            "method": resolve_methods(self.method),
+            "grouped": bool(self.grouped),
+            "seed": self.seed,
+            "val_fraction": float(self.val_fraction),
+            "svm_c": float(self.svm_c),
+            "gradient": asdict(self.gradient),
+            "layer": layer,
+            "generator": model_identity(generator),
+            "scorer": model_identity(scorer),
+        }
+
+
+def spec_hash(identity: Mapping[str, Any]) -> str:
+    """Short fingerprint of a fit identity (the tag a direction run is found by)."""
+    return digest(identity)[:20]

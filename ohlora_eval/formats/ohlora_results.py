@@ -1,0 +1,229 @@
+"""Reading Oh-LoRA's result CSVs (every layout its versions wrote) as native per-vector tables.
+
+Pure pandas: the import app and re-judging build on it, and it is easy to test on its own.
+Judging, statistics and metrics come from :mod:`ohlora_eval.stats`; nothing is recomputed here
+that it already does.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ohlora_eval.pipeline import judge
+from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
+
+# What produced every Oh-LoRA file (hard-coded in its test scripts, v2 to v4): the default
+# for reading one. Versions before v3 used other cutoffs; pass those to re-judge their files.
+
+FILE_VERDICT = "file_passed"  # the file's own passed (O/X), kept beside the recomputed one
+ROUNDING = 5e-5  # Oh-LoRA wrote each r rounded to 4 decimals but judged the unrounded r
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    columns: tuple[str, ...]  # all present (any order, extra columns allowed)
+
+    def header(self) -> str:
+        return ",".join(self.columns)
+
+
+# Most specific first: the first whose columns are all present wins.
+LAYOUTS: tuple[Layout, ...] = (
+    Layout(
+        "Oh-LoRA v3.1 test result",
+        ("case", "svm_group_name", "passed", *judge.CORR_COLUMNS, "sum_abs_corr"),
+    ),
+    Layout(
+        "Oh-LoRA v2-v4 test result (vector_no, group_name)",
+        ("case", "vector_no", "passed", "group_name", *judge.CORR_COLUMNS, "sum_abs_corr"),
+    ),
+    Layout(
+        "Oh-LoRA v3.1 test result without groups",
+        ("case", "passed", *judge.CORR_COLUMNS, "sum_abs_corr"),
+    ),
+    Layout(
+        "Oh-LoRA group names of chosen vectors (no verdict)",
+        ("case", "vector_no", "group_name", *judge.CORR_COLUMNS),
+    ),
+)
+GROUP_COLUMNS = ("svm_group_name", "group_name")  # v3.1 name first, then the older one
+# File columns that the native table recomputes or renames; all others are kept as they are.
+_NOT_KEPT = {*judge.PER_VECTOR_COLUMNS, *GROUP_COLUMNS}
+
+
+def read_ohlora_results(
+    path: str | os.PathLike,
+    cutoffs: Mapping[str, float],
+    allow_undefined: bool = False,
+) -> pd.DataFrame:
+    """Any Oh-LoRA test-result layout -> ``judge.PER_VECTOR_COLUMNS`` judged with ``cutoffs``.
+
+    Then ``file_passed`` (the file's verdict, "" where the layout has none) and the file's
+    other columns (``vector_no``, ``passed_rechecked``, ...). ``sum_abs_corr`` and
+    ``fail_reason`` are recomputed. ``allow_undefined`` reads an empty correlation as an
+    undefined r (how this project writes one) instead of refusing it as missing.
+    ``.attrs["layout"]`` names the layout found. Raises ValueError naming the problem.
+    """
+    raw = _read_strings(path)
+    layout = detect_layout(raw.columns, path)
+    group_col = next((c for c in GROUP_COLUMNS if c in raw.columns), None)
+    problems: list[str] = []
+    cases = _integers(raw, "case", problems)
+    corr = np.stack(
+        [_correlations(raw, c, allow_undefined, problems) for c in judge.CORR_COLUMNS], 1
+    )
+    verdict = _verdicts(raw, problems) if "passed" in raw.columns else pd.Series([""] * len(raw))
+    extras = {c: raw[c].to_numpy() for c in raw.columns if c not in _NOT_KEPT}
+    if "vector_no" in extras:
+        extras["vector_no"] = _integers(raw, "vector_no", problems)
+    if not problems:
+        key_columns = ["case", *(["vector_no"] if "vector_no" in extras else [])]
+        _check_unique(pd.DataFrame({"case": cases, **extras})[key_columns], problems)
+    if problems:
+        raise ValueError(f"{path}: " + "; ".join(problems))
+    if raw.empty:
+        raise ValueError(f"{path}: no rows under the header {','.join(raw.columns)}")
+    groups = raw[group_col].str.strip().tolist() if group_col else None
+    table = judge.per_vector_table(corr, cutoffs, groups, cases)
+    table[FILE_VERDICT] = verdict.to_numpy()
+    for name, values in extras.items():
+        table[name] = values
+    table.attrs["layout"] = layout.name
+    return table
+
+
+def detect_layout(columns: pd.Index | list[str], path: str | os.PathLike = "") -> Layout:
+    """The first of ``LAYOUTS`` whose columns are all present; a ValueError saying what is."""
+    found = set(columns)
+    for layout in LAYOUTS:
+        if found.issuperset(layout.columns):
+            return layout
+    names = ["(unnamed)" if str(c).startswith("Unnamed:") else str(c) for c in columns]
+    shown = ",".join(names[:12]) + (f",... ({len(names)} columns)" if len(names) > 12 else "")
+    accepted = "; ".join(f"{lay.header()} ({lay.name})" for lay in LAYOUTS)
+    hint = ""
+    if found.issuperset(judge.STATISTICS_COLUMNS):
+        hint = " This is a statistics file: give it as statistics=<csv> beside path=<test result>."
+    raise ValueError(
+        f"{path}: not an Oh-LoRA test result: columns found {shown}; accepted layouts (any column"
+        f" order, extra columns kept): {accepted}.{hint}"
+    )
+
+
+def disagreements(table: pd.DataFrame, cutoffs: Mapping[str, float]) -> pd.DataFrame:
+    """Rows where the file's own verdict differs from the recomputed one, with a note where
+    an |r| sits within rounding of its cutoff (the file keeps 4 decimals of each r)."""
+    file_verdict = table[FILE_VERDICT].astype(str)
+    rows = table[(file_verdict != "") & (file_verdict != table["passed"])]
+    cut = judge.check_cutoffs(cutoffs)
+    near = [
+        ", ".join(p for p in CORE_PROPERTIES if abs(abs(r[f"{p}_corr"]) - cut[p]) <= ROUNDING)
+        for _, r in rows.iterrows()
+    ]
+    note = [f"|r| of {n} within rounding of its cutoff" if n else "" for n in near]
+    keys = ["case", *(["vector_no"] if "vector_no" in rows else []), "svm_group_name"]
+    out = rows[[*keys, FILE_VERDICT, "passed", *judge.CORR_COLUMNS, "fail_reason"]]
+    return out.assign(note=note).reset_index(drop=True)
+
+
+def read_ohlora_statistics(path: str | os.PathLike) -> pd.Series:
+    """Oh-LoRA's one-row statistics file -> its ``judge.STATISTICS_COLUMNS`` as floats."""
+    raw = _read_strings(path)
+    missing = [c for c in judge.STATISTICS_COLUMNS if c not in raw.columns]
+    if missing:
+        raise ValueError(
+            f"{path}: not an Oh-LoRA statistics file: columns found {','.join(raw.columns)};"
+            f" expected {','.join(judge.STATISTICS_COLUMNS)} (missing {','.join(missing)})"
+        )
+    if len(raw) != 1:
+        raise ValueError(f"{path}: a statistics file has one row, this one has {len(raw)}")
+    row = raw[judge.STATISTICS_COLUMNS].iloc[0]
+    values = pd.to_numeric(row.str.strip(), errors="coerce")
+    bad = [f"{c}={row[c]!r}" for c in judge.STATISTICS_COLUMNS if pd.isna(values[c])]
+    if bad:
+        raise ValueError(f"{path}: statistics must be numbers: {', '.join(bad)}")
+    return values.astype(float)
+
+
+def compare_statistics(file_stats: pd.Series, recomputed: pd.DataFrame) -> list[str]:
+    """Differences between a statistics file and ``judge.statistics`` of the imported table
+    ("passed: file 43, recomputed 62"); empty when they agree to the file's 4 decimals."""
+    got = recomputed.iloc[0]
+    out = []
+    for col in judge.STATISTICS_COLUMNS:
+        want, have = float(file_stats[col]), float(got[col])
+        tol = 1e-9 if col in ("passed", "passed_ratio") else ROUNDING
+        if not (abs(want - have) <= tol or (np.isnan(want) and np.isnan(have))):
+            out.append(f"{col}: file {want:g}, recomputed {have:g}")
+    return out
+
+
+# --- parsing helpers -------------------------------------------------------------------------
+def _read_strings(path: str | os.PathLike) -> pd.DataFrame:
+    """Every cell as stripped text (empty = missing), so each column is checked by us."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable CSV file ({str(exc).strip()})") from None
+    raw.columns = [str(c).strip() for c in raw.columns]
+    return raw
+
+
+def _lines(mask: np.ndarray | pd.Series, raw: pd.DataFrame, column: str, limit: int = 5) -> str:
+    """'line 5 ('abc'), line 9 ('')' for the first failing rows (header is line 1)."""
+    idx = np.flatnonzero(np.asarray(mask))
+    shown = ", ".join(f"line {i + 2} ({raw[column].iloc[i]!r})" for i in idx[:limit])
+    more = f" and {len(idx) - limit} more" if len(idx) > limit else ""
+    return shown + more
+
+
+def _integers(raw: pd.DataFrame, column: str, problems: list[str]) -> np.ndarray:
+    text = raw[column].str.strip()
+    ok = text.str.fullmatch(r"[+-]?\d+").fillna(False).to_numpy(dtype=bool)
+    if not ok.all():
+        problems.append(f"{column} must be an integer: {_lines(~ok, raw, column)}")
+        return np.zeros(len(raw), dtype=np.int64)
+    return text.astype(np.int64).to_numpy()
+
+
+def _correlations(
+    raw: pd.DataFrame, column: str, allow_undefined: bool, problems: list[str]
+) -> np.ndarray:
+    text = raw[column].str.strip()
+    values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
+    empty = (text == "") | text.str.lower().isin(["nan"])
+    empty = empty.to_numpy(dtype=bool)
+    junk = np.isnan(values) & ~empty
+    if junk.any():
+        problems.append(f"{column} must be a number: {_lines(junk, raw, column)}")
+    if empty.any() and not allow_undefined:
+        problems.append(f"{column} is missing: {_lines(empty, raw, column)}")
+    with np.errstate(invalid="ignore"):
+        outside = np.abs(values) > 1 + 1e-9
+    if outside.any():
+        problems.append(f"{column} is a correlation, in [-1, 1]: {_lines(outside, raw, column)}")
+    return values
+
+
+def _verdicts(raw: pd.DataFrame, problems: list[str]) -> pd.Series:
+    text = raw["passed"].str.strip().str.upper()
+    bad = ~text.isin(["O", "X"]).to_numpy(dtype=bool)
+    if bad.any():
+        problems.append(f"passed must be O or X: {_lines(bad, raw, 'passed')}")
+    return text.reset_index(drop=True)
+
+
+def _check_unique(keys: pd.DataFrame, problems: list[str]) -> None:
+    dup = keys.duplicated(keep=False).to_numpy(dtype=bool)
+    if dup.any():
+        what = "case and vector_no" if keys.shape[1] > 1 else "case"
+        lines = ", ".join(str(i + 2) for i in np.flatnonzero(dup)[:6])
+        problems.append(f"{what} must identify one row each; repeated on lines {lines}")

@@ -1,0 +1,96 @@
+"""Pictures for people: contact sheets of a vector's edits and a run's summary plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw, ImageFont
+from torch import Tensor
+
+from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
+
+
+def to_uint8(images: Tensor) -> np.ndarray:
+    """(n, 3, H, W) in [-1, 1] -> (n, H, W, 3) uint8."""
+    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round()
+    return x.byte().permute(0, 2, 3, 1).numpy()
+
+
+def contact_sheet(
+    images: Tensor, grid: np.ndarray, title: str, min_tile: int = 128, max_tile: int = 4096
+) -> Image.Image:
+    """One row per mouth weight, one column per (eyes, pose) pair, labelled.
+
+    ``images`` are the grid's edits in ``pm_idx`` order (``grid`` rows). Small
+    images are enlarged by an integer factor to at least ``min_tile``; large ones
+    are reduced (area average) to at most ``max_tile``.
+    """
+    pix = to_uint8(images)
+    n, h, w, _ = pix.shape
+    if h > max_tile:
+        th, tw = max_tile, max(1, round(w * max_tile / h))
+    else:
+        scale = max(1, -(-min_tile // h))
+        th, tw = h * scale, w * scale
+    mouth_vals = sorted(set(grid[:, 1]))
+    col_keys = sorted({(e, p) for e, p in grid[:, [0, 2]]})
+    font = ImageFont.load_default()
+    top, left = 48, 64
+    sheet = Image.new("RGB", (left + tw * len(col_keys), top + th * len(mouth_vals)), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((4, 4), title, fill="black", font=font)
+    for c, (e, p) in enumerate(col_keys):
+        draw.text((left + c * tw + 3, 20), f"eyes {e:+.1f}\npose {p:+.1f}", fill="black", font=font)
+    for r, m in enumerate(mouth_vals):
+        draw.text((4, top + r * th + th // 2 - 12), f"mouth\n{m:+.1f}", fill="black", font=font)
+    for i in range(n):
+        e, m, p = grid[i]
+        r, c = mouth_vals.index(m), col_keys.index((e, p))
+        resample = Image.NEAREST if th >= h else Image.BOX
+        tile = Image.fromarray(pix[i]).resize((tw, th), resample)
+        sheet.paste(tile, (left + c * tw, top + r * th))
+    return sheet
+
+
+def summary_plot(per_vector: pd.DataFrame, cutoffs: dict[str, float], path: Path) -> None:
+    """Histograms of |r| per property with the cutoffs, and the pass/fail split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    bins = np.linspace(0, 1, 41)
+    for ax, p in zip(axes, CORE_PROPERTIES):
+        r = per_vector[f"{p}_corr"].abs().dropna()
+        ax.hist(r, bins=bins, color="#4c72b0")
+        ax.axvline(cutoffs[p], color="#c44e52", ls="--", label=f"cutoff {cutoffs[p]}")
+        ax.set_title(f"{p}: |r| (mean {r.mean():.3f})")
+        ax.set_xlabel("|Pearson r|")
+        ax.legend(loc="upper left")
+    passed = int((per_vector["passed"] == "O").sum())
+    ax = axes[3]
+    ok = per_vector["passed"] == "O"
+    ax.scatter(
+        per_vector.loc[~ok, "sum_abs_corr"],
+        per_vector.loc[~ok, "eyes_corr"].abs(),
+        s=4,
+        c="#999999",
+        label="failed",
+    )
+    ax.scatter(
+        per_vector.loc[ok, "sum_abs_corr"],
+        per_vector.loc[ok, "eyes_corr"].abs(),
+        s=8,
+        c="#55a868",
+        label="passed",
+    )
+    ax.set_title(f"passed {passed} of {len(per_vector)}")
+    ax.set_xlabel("sum |r|")
+    ax.set_ylabel("|eyes r|")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -1,0 +1,103 @@
+"""Content-addressed measurement cache: what was measured once is never measured again.
+
+A measurement (per-image scores of every vector's edit grid) depends only on the
+generator and its weights, the scorer and its weights, the directions, the layer,
+the grid, the vectors and the noise seed. Judging settings (cutoffs, ranking) do
+not enter the key, so a cutoff sweep re-uses the scores of its first point, and a
+run that died is resumed chunk by chunk.
+
+Layout: ``<dir>/<key>/meta.json`` (what the key stands for) and one
+``chunk_<lo>_<hi>.npz`` per chunk of vectors, written atomically and carrying a
+checksum of its arrays: a truncated, corrupt or foreign file is detected,
+deleted and recomputed, never trusted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import json
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ohlora_eval.pipeline.fingerprint import digest
+
+# Bump when the way scores are computed changes, so old entries stop matching.
+MEASURE_VERSION = 1
+
+
+def _checksum(arrays: Mapping[str, np.ndarray]) -> str:
+    return digest({k: np.asarray(v) for k, v in arrays.items()})
+
+
+class MeasurementCache:
+    """Chunks of one measurement (one key) on disk."""
+
+    def __init__(self, root: str | os.PathLike, key: str, meta: Mapping[str, Any]) -> None:
+        self.dir = Path(root).expanduser().resolve() / key
+        self.key = key
+        self.dir.mkdir(parents=True, exist_ok=True)
+        meta_path = self.dir / "meta.json"
+        if not meta_path.exists():
+            atomic_write(meta_path, json.dumps(dict(meta), indent=2, default=str).encode())
+
+    def _path(self, lo: int, hi: int) -> Path:
+        return self.dir / f"chunk_{lo:07d}_{hi:07d}.npz"
+
+    def load(self, lo: int, hi: int) -> dict[str, np.ndarray] | None:
+        """The chunk's arrays, or None when absent or not trustworthy (then it is removed)."""
+        path = self._path(lo, hi)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            stored = str(arrays.pop("__checksum__"))
+            if stored != _checksum(arrays):
+                raise ValueError("checksum mismatch")
+        except Exception:  # noqa: BLE001 - whatever is wrong with it, it is not trusted
+            path.unlink(missing_ok=True)
+            return None
+        return arrays
+
+    def save(self, lo: int, hi: int, arrays: Mapping[str, np.ndarray]) -> None:
+        payload = {k: np.asarray(v) for k, v in arrays.items()}
+        buf = io.BytesIO()
+        np.savez(buf, __checksum__=np.array(_checksum(payload)), **payload)
+        atomic_write(self._path(lo, hi), buf.getvalue())
+
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        """Exclusive while measuring: parallel sweep jobs wait, then read instead of recomputing."""
+        return file_lock(self.dir / ".lock")
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old file or the whole new one.
+
+    The temporary name is unique to this process and thread: parallel sweep jobs
+    that write the same file each rename their own copy, and the last one wins.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Exclusive advisory lock on ``path`` (created with its folder) for the ``with`` block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -1,0 +1,66 @@
+"""Edit: the grid of (eyes, mouth, pose) weights and the mid vectors moved by it.
+
+``EditSetup`` is the bundle every measuring step needs (the two models, the
+directions, the grid, the layer): built once per run and passed down whole.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ohlora_eval.pipeline.directions import Directions
+from ohlora_eval.pipeline.protocols import CORE_PROPERTIES, Generator, PropertyScorer
+
+
+def grid_points(weights: Mapping[str, Sequence[float]]) -> np.ndarray:
+    """All combinations, eyes slowest and pose fastest: shape (n_points, 3), float64.
+
+    Row i is the edit of image ``pm_idx = i``. The weights come from the config
+    (``sampling.grid``; Oh-LoRA v3.1's 2 x 5 x 5 grid by default).
+    """
+    for prop in CORE_PROPERTIES:
+        values = list(weights.get(prop, ()))
+        if len(set(values)) < 2:
+            raise ValueError(
+                f"sampling.grid.{prop} needs at least 2 distinct weights to define a correlation;"
+                f" got {values}"
+            )
+    return np.array(
+        list(itertools.product(*(weights[p] for p in CORE_PROPERTIES))), dtype=np.float64
+    )
+
+
+def edited_mids(mid: Tensor, dirs: dict[str, Tensor], grid: np.ndarray) -> Tensor:
+    """(v, dim) mid vectors -> (v * m, dim): each moved by every grid point.
+
+    Image ``i * m + j`` is vector ``i`` at grid point ``j``.
+    """
+    w = torch.as_tensor(grid, dtype=torch.float32, device=mid.device)  # (m, 3)
+    moved = mid[:, None, :].repeat(1, w.shape[0], 1)
+    # Element-wise, in a fixed order, in place (no matmul, no temporaries): each edited
+    # vector's bits do not depend on how many vectors share the batch.
+    for k, p in enumerate(CORE_PROPERTIES):
+        moved.addcmul_(w[None, :, k, None], dirs[p].to(mid.device)[:, None, :])
+    return moved.reshape(-1, mid.shape[1])
+
+
+@dataclass(frozen=True)
+class EditSetup:
+    """What turns a latent vector into its scored edit grid (one per run)."""
+
+    generator: Generator
+    scorer: PropertyScorer
+    directions: Directions
+    grid: np.ndarray  # (m, 3) intended eyes/mouth/pose weights, from grid_points
+    layer: str  # where the edits are applied: w | mapping_split1 | mapping_split2
+
+    @property
+    def m(self) -> int:
+        """Images per vector (grid points)."""
+        return int(self.grid.shape[0])

@@ -1,0 +1,129 @@
+"""Correlations, judging and summary statistics: pure numpy/pandas, no side effects."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
+
+CORR_COLUMNS = [f"{p}_corr" for p in CORE_PROPERTIES]
+PER_VECTOR_COLUMNS = [
+    "case",
+    "svm_group_name",
+    "passed",
+    *CORR_COLUMNS,
+    "sum_abs_corr",
+    "fail_reason",
+]
+STATISTICS_COLUMNS = [
+    "eyes_corr_mean",
+    "mouth_corr_mean",
+    "pose_corr_mean",
+    "sum_abs_corr_mean",
+    "passed",
+    "passed_ratio",
+]
+
+
+def pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson r between one series ``x`` (m,) and each row of ``y`` (n, m).
+
+    A row whose measured values are constant has no defined correlation: NaN.
+    Row-wise sums (no matrix product, whose BLAS kernel depends on the row count)
+    so a vector's r is bit-identical however many vectors are computed together.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    xc = x - x.mean()
+    yc = y - y.mean(axis=1, keepdims=True)
+    sxx = np.sqrt((xc * xc).sum())
+    syy = np.sqrt((yc * yc).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (yc * xc).sum(axis=1) / (sxx * syy)
+    # A spread below float noise is a constant series too.
+    r[syy <= 1e-12 * np.maximum(1.0, np.abs(y).max(axis=1))] = np.nan
+    return np.clip(r, -1.0, 1.0)
+
+
+def check_cutoffs(cutoffs: Mapping[str, float]) -> dict[str, float]:
+    out = {}
+    for p in CORE_PROPERTIES:
+        if p not in cutoffs:
+            raise ValueError(f"cutoff.{p} is missing; set a value in [0, 1], e.g. cutoff.{p}=0.9")
+        v = float(cutoffs[p])
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"cutoff.{p}={v} is outside [0, 1]; |r| can only be in [0, 1]")
+        out[p] = v
+    return out
+
+
+def judge(corrs: pd.DataFrame, cutoffs: Mapping[str, float]) -> pd.DataFrame:
+    """Pass when |r| >= cutoff for all three properties; say why otherwise.
+
+    ``corrs`` needs the ``*_corr`` columns; returns ``passed`` ("O"/"X") and
+    ``fail_reason`` ("" when passed). NaN (undefined r) always fails.
+    """
+    cut = check_cutoffs(cutoffs)
+    reasons: list[list[str]] = [[] for _ in range(len(corrs))]
+    for p in CORE_PROPERTIES:
+        r = corrs[f"{p}_corr"].to_numpy(dtype=np.float64)
+        for i in np.flatnonzero(np.isnan(r)):
+            reasons[i].append(f"{p}: correlation undefined (measured score constant)")
+        for i in np.flatnonzero(~np.isnan(r) & (np.abs(r) < cut[p])):
+            reasons[i].append(f"{p} |r|={abs(r[i]):.4f} < {cut[p]}")
+    fail = ["; ".join(rs) for rs in reasons]
+    return pd.DataFrame(
+        {"passed": ["X" if f else "O" for f in fail], "fail_reason": fail}, index=corrs.index
+    )
+
+
+def per_vector_table(
+    corr: np.ndarray,
+    cutoffs: Mapping[str, float],
+    groups: list[str] | None = None,
+    cases: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """The Oh-LoRA test-result table (plus ``fail_reason``) from an (n, 3) r array."""
+    n = corr.shape[0]
+    df = pd.DataFrame(corr, columns=CORR_COLUMNS)
+    df.insert(0, "case", np.arange(n) if cases is None else np.asarray(cases))
+    df.insert(1, "svm_group_name", groups if groups is not None else [""] * n)
+    df["sum_abs_corr"] = np.abs(corr).sum(axis=1)
+    j = judge(df, cutoffs)
+    df.insert(2, "passed", j["passed"])
+    df["fail_reason"] = j["fail_reason"]
+    return df[PER_VECTOR_COLUMNS]
+
+
+def statistics(per_vector: pd.DataFrame, decimals: int | None = 4) -> pd.DataFrame:
+    """Oh-LoRA's statistics row: signed r means, mean sum |r|, passed count and ratio."""
+    df = per_vector
+    row = {f"{c}_mean": df[c].mean() for c in [*CORR_COLUMNS, "sum_abs_corr"]}
+    passed = int((df["passed"] == "O").sum())
+    row["passed"] = passed
+    row["passed_ratio"] = passed / len(df) if len(df) else float("nan")
+    out = pd.DataFrame([row], columns=STATISTICS_COLUMNS)
+    if decimals is not None:
+        means = [c for c in STATISTICS_COLUMNS if c.endswith("_mean")]
+        out[means] = out[means].round(decimals)
+    return out
+
+
+def run_metrics(per_vector: pd.DataFrame) -> dict[str, float]:
+    """The scalar metrics every evaluation run logs (full precision)."""
+    df = per_vector
+    n = len(df)
+    ok = df["passed"] == "O"
+    m: dict[str, float] = {"passed": float(ok.sum()), "pass_rate": float(ok.mean()) if n else 0.0}
+    for p in CORE_PROPERTIES:
+        r = df[f"{p}_corr"]
+        m[f"{p}_corr_mean"] = float(r.mean())
+        m[f"{p}_abs_corr_mean"] = float(r.abs().mean())
+        reason = df["fail_reason"].str.contains(rf"(?:^|; ){p}[ :]", regex=True)
+        m[f"{p}_pass_rate"] = float((~reason).mean()) if n else 0.0
+        m[f"{p}_undefined"] = float(r.isna().sum())
+    m["sum_abs_corr_mean"] = float(df["sum_abs_corr"].mean())
+    return m

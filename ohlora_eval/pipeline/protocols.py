@@ -1,0 +1,55 @@
+"""The two plug points every model implements (docs/architecture.md, "Plug points").
+
+Kept tiny on purpose: anything that can produce images from latents and
+anything that can measure properties on images can be screened.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from torch import Tensor
+
+CORE_PROPERTIES: tuple[str, ...] = ("eyes", "mouth", "pose")
+GROUP_PROPERTIES: tuple[str, ...] = ("hair_color", "hair_length", "background_mean", "hairstyle")
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """Latent vector -> intermediate ("mid") vector -> image.
+
+    ``synthesize`` returns float images in [-1, 1], shape (n, 3, H, W), on the
+    generator's own device (the scorer moves them if it needs to).
+    Optional attributes the suite uses when present:
+    ``mid_dims: dict[str, int]`` (mid vector length per layer),
+    ``weights_id: str`` (a hash of the weights, for caches and lineage),
+    ``set_noise_seed(seed: int | None)`` (generators with per-layer noise),
+    ``batch_size`` (images per forward; the hot loop sizes its calls to it),
+    ``pad_multiple: int`` (calls are padded to a multiple of this many rows so an
+    image's numbers never depend on its batch-mates; default 64).
+    """
+
+    latent_dim: int
+    layers: tuple[str, ...]
+
+    def sample_latents(self, n: int, seed: int) -> Tensor: ...
+
+    def to_mid(self, z: Tensor, layer: str) -> Tensor: ...
+
+    def synthesize(self, mid: Tensor, layer: str) -> Tensor: ...
+
+
+@runtime_checkable
+class PropertyScorer(Protocol):
+    """Images -> one score per property per image.
+
+    ``properties`` must include eyes, mouth and pose; the grouping properties
+    (hair_color, hair_length, background_mean, hairstyle) are needed for
+    grouped directions. Optional: ``group_medians: dict[str, float] | None``
+    (fixed thresholds for grouping; None means "use the sample's medians"),
+    ``weights_id: str``, ``pad_multiple: int`` (as for generators).
+    """
+
+    properties: tuple[str, ...]
+
+    def score(self, images: Tensor) -> dict[str, Tensor]: ...

@@ -1,0 +1,277 @@
+"""The Model Registry side of selections: recording picked vectors as a registered model
+version (with alias, tags, manifest, contact sheets) and loading one back.
+
+The selection is the product's most valuable output, so it is stored where it can
+be found (Model Registry, alias), loaded (pyfunc, ``selection_model.py``), audited
+(manifest, contact sheets, source-run tags) and re-checked (``verify``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from ohlora_eval.errors import UserError
+from ohlora_eval.formats.z_vectors import (
+    GRID_DIR,
+    MANIFEST,
+    Z_FILE,
+    group_names_file,
+    read_z_csv,
+    write_z_csv,
+)
+from ohlora_eval.pipeline import judge
+from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
+from ohlora_eval.tracking import store
+
+SELECTIONS_EXPERIMENT = "ohlora-selections"
+_MODEL_CODE = Path(__file__).with_name("selection_model.py")
+
+
+@dataclass
+class Selection:
+    name: str
+    version: str
+    alias: str
+    run_id: str  # the selection run that logged the model
+    source_run_id: str
+    cases: list[int]
+
+
+def _source_run(client: MlflowClient, run_id: str):
+    try:
+        run = client.get_run(run_id)
+    except Exception:
+        raise UserError(f"run_id={run_id}: no such run in the store") from None
+    if run.info.status != "FINISHED":
+        raise UserError(
+            f"run_id={run_id} did not finish (status {run.info.status}); select from"
+            " a finished evaluation run"
+        )
+    return run
+
+
+@dataclass(frozen=True)
+class SelectionRequest:
+    """What a person asked to record: these cases of that run, under this name and alias."""
+
+    source_run_id: str
+    cases: list[int]
+    name: str = "ohlora-final-latents"
+    alias: str = "final"
+    note: str = ""
+    allow_failed: bool = False  # record cases that failed the cutoffs too
+
+
+def record(where: store.StoreRef, request: SelectionRequest) -> Selection:
+    """Check the cases against the source run and register a new model version."""
+    client = where.client()
+    source_run_id, cases, allow_failed = (
+        request.source_run_id,
+        list(request.cases),
+        request.allow_failed,
+    )
+    run = _source_run(client, source_run_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "source"
+        src.mkdir()
+        try:
+            per_vector = pd.read_csv(
+                client.download_artifacts(source_run_id, "per_vector.csv", str(src)),
+                keep_default_na=False,
+                na_values=[""],
+            )
+            latents = np.load(client.download_artifacts(source_run_id, "latents.npy", str(src)))
+        except Exception:
+            raise UserError(
+                f"run_id={source_run_id} has no per_vector.csv and latents.npy (only"
+                " evaluation runs carry vectors; imported results do not)"
+            ) from None
+        cases = _check_cases(per_vector, cases, allow_failed)
+        rows = per_vector.set_index("case").loc[cases].reset_index()
+        index = {int(c): i for i, c in enumerate(per_vector["case"])}
+        chosen = latents[[index[c] for c in cases]]
+        config = _run_config(client, source_run_id, src)
+        out = Path(tmp) / "selection"
+        (out / GRID_DIR).mkdir(parents=True)
+        layer = run.data.params.get("layer", "mid")
+        write_z_csv(chosen, out / Z_FILE)
+        rows[["case", "svm_group_name", "passed", *judge.CORR_COLUMNS, "sum_abs_corr"]].to_csv(
+            out / group_names_file(layer), index=False
+        )
+        _collect_sheets(client, source_run_id, cases, out / GRID_DIR, src)
+        cutoffs = {p: float(run.data.params.get(f"cutoff.{p}", "nan")) for p in CORE_PROPERTIES}
+        manifest: dict[str, Any] = {
+            "cases": cases,
+            "source_run_id": source_run_id,
+            "cutoffs": cutoffs,
+            "layer": layer,
+            "directions_run_id": run.data.tags.get("directions.run_id"),
+            "directions_source": run.data.tags.get("directions.source"),
+            "generator_weights_id": run.data.tags.get("generator.weights_id"),
+            "recorded": rows.to_dict(orient="records"),
+            "allow_failed": allow_failed,
+            "note": request.note,
+            "config": config,
+            "git_commit": store.git_commit(),
+            "source_git_commit": run.data.tags.get("git_commit"),
+        }
+        (out / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_json_default))
+        return _register(where, out, manifest, run, request)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(type(o))
+
+
+def _check_cases(per_vector: pd.DataFrame, cases: list[int], allow_failed: bool) -> list[int]:
+    if not cases:
+        raise UserError("cases=[] is empty; list the case numbers to record, e.g. cases=[39,269]")
+    dupes = sorted({c for c in cases if cases.count(c) > 1})
+    if dupes:
+        raise UserError(f"cases lists {dupes} more than once")
+    known = set(per_vector["case"].astype(int))
+    missing = [c for c in cases if c not in known]
+    if missing:
+        raise UserError(
+            f"cases {missing} are not in the run (it has cases {min(known)}...{max(known)})"
+        )
+    table = per_vector.set_index("case")
+    failed = [c for c in cases if table.loc[c, "passed"] != "O"]
+    if failed and not allow_failed:
+        reasons = "; ".join(f"case {c}: {table.loc[c, 'fail_reason']}" for c in failed)
+        raise UserError(
+            f"{len(failed)} chosen case(s) did not pass: {reasons}"
+            " (allow_failed=true records them anyway)"
+        )
+    return cases
+
+
+def _run_config(client: MlflowClient, run_id: str, tmp: Path) -> dict:
+    try:
+        path = client.download_artifacts(run_id, "config.yaml", str(tmp))
+    except Exception:
+        return {}
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+
+
+def _collect_sheets(
+    client: MlflowClient, run_id: str, cases: list[int], out: Path, tmp: Path
+) -> None:
+    """Copy the contact sheets the source run logged for the chosen cases."""
+    logged: dict[int, str] = {}
+    for folder in ("review/sheets", "grids/passed", "grids/best"):
+        try:
+            items = client.list_artifacts(run_id, folder)
+        except Exception:
+            continue
+        for a in items:
+            stem = Path(a.path).stem
+            if stem.startswith("case_") and stem[5:].isdigit():
+                logged.setdefault(int(stem[5:]), a.path)
+    for c in cases:
+        if c in logged:
+            local = client.download_artifacts(run_id, logged[c], str(tmp))
+            shutil.copy(local, out / f"case_{c:05d}.png")
+
+
+def _register(
+    where: store.StoreRef, folder: Path, manifest: dict, source, request: SelectionRequest
+) -> Selection:
+    client, uri = where.client(), where.uri
+    name, alias, note = request.name, request.alias, request.note
+    cases = manifest["cases"]
+    source_metrics = source.data.metrics
+    tags = {
+        "ohlora.kind": "selection",
+        "source_run_id": manifest["source_run_id"],
+        "n_selected": str(len(cases)),
+        "git_commit": store.git_commit(),
+    }
+    exp_id = store.ensure_experiment(SELECTIONS_EXPERIMENT, uri, where.root)
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"select {name}", tags=tags) as sel_run:
+        mlflow.log_artifacts(str(folder), "selection")
+        artifacts = {
+            "z_vectors": str(folder / Z_FILE),
+            "group_names": str(folder / group_names_file(manifest["layer"])),
+            "manifest": str(folder / MANIFEST),
+            "grids": str(folder / GRID_DIR),
+        }
+        info = store.retry(
+            mlflow.pyfunc.log_model,
+            name="selection_model",
+            python_model=str(_MODEL_CODE),
+            artifacts=artifacts,
+            registered_model_name=name,
+            pip_requirements=["mlflow", "pandas"],
+        )
+    version = str(info.registered_model_version)
+    version_tags = {
+        "source_run_id": manifest["source_run_id"],
+        "cutoffs": json.dumps(manifest["cutoffs"]),
+        "n_selected": str(len(cases)),
+        "source_pass_rate": str(source_metrics.get("pass_rate", "unknown")),
+        "cases": json.dumps(cases),
+        "allow_failed": str(manifest["allow_failed"]).lower(),
+        "directions_run_id": str(manifest["directions_run_id"]),
+    }
+    for k, v in version_tags.items():
+        store.retry(client.set_model_version_tag, name, version, k, v)
+    if note:
+        store.retry(client.update_model_version, name, version, description=note)
+    store.retry(client.set_registered_model_alias, name, alias, version)
+    src = manifest["source_run_id"]
+    store.retry(client.set_tag, src, "ohlora.selected", "true")
+    store.retry(client.set_tag, src, "ohlora.selection", f"{name}/{version}")
+    print(
+        f"\nohlora_eval.select: recorded {len(cases)} vector(s) from run {src} as {name} version"
+        f" {version} (alias {alias!r})\n"
+        f"  load: mlflow.pyfunc.load_model('models:/{name}@{alias}').predict(None)\n"
+        f"  re-check: python -m ohlora_eval.verify model={name}@{alias}\n"
+        f"  look at it: {store.ui_hint(uri)}"
+    )
+    return Selection(name, version, alias, sel_run.info.run_id, src, cases)
+
+
+def _model_uri(spec: str) -> str:
+    if "@" in spec:
+        name, alias = spec.split("@", 1)
+        return f"models:/{name}@{alias}"
+    if "/" in spec:
+        name, version = spec.rsplit("/", 1)
+        return f"models:/{name}/{version}"
+    raise UserError(f"model={spec!r}: use <name>@<alias> or <name>/<version>")
+
+
+def load_selection(client: MlflowClient, spec: str, tmp: Path) -> tuple[dict, np.ndarray, str]:
+    """The manifest and vectors of a registered selection, and 'name/version'."""
+    uri = _model_uri(spec)
+    name = uri.split("/", 1)[1].split("@")[0].split("/")[0]
+    try:
+        if "@" in spec:
+            mv = client.get_model_version_by_alias(name, spec.split("@", 1)[1])
+        else:
+            mv = client.get_model_version(name, spec.rsplit("/", 1)[1])
+    except Exception:
+        raise UserError(f"model={spec}: no such registered model version") from None
+    local = Path(
+        mlflow.artifacts.download_artifacts(f"models:/{name}/{mv.version}", dst_path=str(tmp))
+    )
+    found = list(local.rglob(MANIFEST))
+    if not found:
+        raise UserError(f"model={spec} holds no {MANIFEST}: not an ohlora_eval selection")
+    folder = found[0].parent
+    manifest = json.loads((folder / MANIFEST).read_text())
+    return manifest, read_z_csv(folder / Z_FILE), f"{name}/{mv.version}"

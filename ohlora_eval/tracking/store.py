@@ -1,0 +1,162 @@
+"""MLflow at the edge: where the store is, creating it safely, logging with retries."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from ohlora_eval.pipeline.cache import file_lock
+
+T = TypeVar("T")
+
+# Artifact downloads are small and many; MLflow's per-download progress bars are noise, and
+# so are its notes about creating the SQLite tables of a new store.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+for _name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+SQLITE_BUSY_TIMEOUT_S = 60
+DIRECTIONS_EXPERIMENT = "ohlora-directions"
+
+
+@dataclass(frozen=True)
+class StoreRef:
+    """Where runs go: the tracking URI and the embedded store's folder (for locks and caches)."""
+
+    uri: str
+    root: str
+
+    def client(self) -> MlflowClient:
+        return MlflowClient(self.uri, registry_uri=self.uri)
+
+
+def store_root(root: str | os.PathLike = "mlruns") -> Path:
+    return Path(root).expanduser().resolve()
+
+
+def default_uri(root: str | os.PathLike = "mlruns") -> str:
+    """The embedded store: ``sqlite:///<root>/mlflow.db`` with a busy timeout."""
+    return f"sqlite:///{store_root(root) / 'mlflow.db'}?timeout={SQLITE_BUSY_TIMEOUT_S}"
+
+
+def resolve_uri(uri: str | None = None, root: str | os.PathLike = "mlruns") -> str:
+    """``MLFLOW_TRACKING_URI`` wins, then an explicit ``tracking.uri``, then the embedded store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or uri or default_uri(root)
+
+
+def display_uri(uri: str) -> str:
+    """The URI as a user would type it (without our connection options)."""
+    return uri.split("?", 1)[0] if uri.startswith("sqlite:") else uri
+
+
+def _is_transient(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(s in text for s in ("database is locked", "database is busy", "duplicate column"))
+
+
+def retry(fn: Callable[..., T], *args: Any, attempts: int = 8, **kwargs: Any) -> T:
+    """Call ``fn``, retrying SQLite lock/migration races with backoff."""
+    for i in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - only transient store errors are retried
+            if i == attempts - 1 or not _is_transient(exc):
+                raise
+            time.sleep(min(5.0, 0.2 * 2**i))
+    raise AssertionError("unreachable")
+
+
+def ensure_experiment(experiment: str, uri: str, root: str | os.PathLike = "mlruns") -> str:
+    """Create/migrate the store and the experiment once, under a file lock; return its id.
+
+    Parallel jobs against a fresh SQLite store otherwise race on schema
+    migration and experiment creation. Touches no fluent (active-run) state.
+    """
+    root_path = store_root(root)
+    lock = root_path / ".setup.lock" if uri.startswith("sqlite:") else None
+    ctx = file_lock(lock) if lock else contextlib.nullcontext()
+    with ctx:
+        client = MlflowClient(uri, registry_uri=uri)
+        exp = retry(client.get_experiment_by_name, experiment)
+        if exp is not None:
+            return exp.experiment_id
+        location = (root_path / "artifacts" / experiment).as_uri() if lock else None
+        return retry(client.create_experiment, experiment, artifact_location=location)
+
+
+def setup(
+    experiment: str, uri: str | None = None, root: str | os.PathLike = "mlruns"
+) -> tuple[str, str]:
+    """Point MLflow (fluent API included) at the store and ``experiment``; (uri, experiment id)."""
+    uri = resolve_uri(uri, root)
+    # mlflow.set_*_uri() also export the URI as environment variables (for subprocesses);
+    # undo that, so only a user's own MLFLOW_TRACKING_URI ever counts as theirs.
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    exp_id = ensure_experiment(experiment, uri, root)
+    mlflow.set_experiment(experiment_id=exp_id)
+    return uri, exp_id
+
+
+def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config -> {"cutoff.eyes": "0.92", ...} (lists as their string form)."""
+    out: dict[str, str] = {}
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = str(v)
+    return out
+
+
+def log_params(params: Mapping[str, str]) -> None:
+    """Log params in batches (MLflow limits a batch to 100), values clipped to its limit."""
+    items = [(k, v[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        retry(mlflow.log_params, dict(items[i : i + 100]))
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str:
+    """The commit of the checkout the package runs from ("unknown" outside git)."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if not sha:
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def ui_hint(uri: str) -> str:
+    if uri.startswith("sqlite:"):
+        return f"make ui   (or: mlflow ui --host 127.0.0.1 --backend-store-uri {display_uri(uri)})"
+    return f"open the MLflow UI of {uri}"
