@@ -8,7 +8,6 @@ judged again with ``cutoff`` (Oh-LoRA v3.1's by default), so it can be compared,
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from ohlora_eval.formats.ohlora_results import (
     read_ohlora_statistics,
 )
 from ohlora_eval.pipeline import judge
+from ohlora_eval.pipeline.fingerprint import file_digest
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.runs import print_summary, tracked_run
 
@@ -61,7 +61,7 @@ def import_results(cfg: DictConfig) -> Imported:
         "source": "import",
         "ohlora.kind": "imported",
         "import.path": str(path),
-        "import.sha256": _sha256(path),
+        "import.sha256": file_digest(path),
         "import.layout": table.attrs["layout"],
         "import.disagreements": str(len(disagree)),
         "git_commit": store.git_commit(),
@@ -89,7 +89,15 @@ def import_results(cfg: DictConfig) -> Imported:
             if differences
             else "statistics file agrees with the recomputed statistics"
         )
-    print_summary(run_id, per_vector, metrics, cutoffs, cfg.tracking.experiment, uri, notes)
+    print_summary(
+        run_id,
+        per_vector,
+        metrics,
+        cutoffs,
+        experiment=cfg.tracking.experiment,
+        uri=uri,
+        notes=notes,
+    )
     return Imported(run_id, per_vector, metrics, disagree, differences)
 
 
@@ -100,14 +108,6 @@ def _input_file(cfg: DictConfig, key: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{key}={cfg[key]}: no such file ({path})")
     return path
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _verdict_note(table: pd.DataFrame, disagree: pd.DataFrame) -> str:

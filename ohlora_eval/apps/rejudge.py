@@ -73,9 +73,9 @@ def rejudge(cfg: DictConfig) -> Rejudged:
         per_vector,
         metrics,
         cutoffs,
-        cfg.tracking.experiment,
-        uri,
-        [f"re-judged run {source_id} ({tags['rejudge.source_kind']}); nothing generated"],
+        experiment=cfg.tracking.experiment,
+        uri=uri,
+        notes=[f"re-judged run {source_id} ({tags['rejudge.source_kind']}); nothing generated"],
     )
     return Rejudged(run_id, source_id, per_vector, metrics)
 

@@ -98,9 +98,9 @@ def evaluate(
         result.per_vector,
         result.metrics,
         dict(cfg.cutoff),
-        cfg.tracking.experiment,
-        uri,
-        notes,
+        experiment=cfg.tracking.experiment,
+        uri=uri,
+        notes=notes,
     )
     return result
 
@@ -158,10 +158,10 @@ def _evaluate_in_run(
         setup,
         latents,
         cfg.sampling.vectors_per_batch,
-        groups_of,
-        review.image_stats(settings),
-        cache,
-        bool(cfg.tracking.progress),
+        groups_of=groups_of,
+        image_stats=review.image_stats(settings),
+        cache=cache,
+        progress=bool(cfg.tracking.progress),
     )
     corr = np.stack([judge.pearson_rows(grid[:, k], measured.scores[:, :, k]) for k in range(3)], 1)
     per_vector = judge.per_vector_table(corr, cutoffs, measured.groups, cases)

@@ -144,6 +144,7 @@ def measure(
     setup: EditSetup,
     latents: Tensor,
     chunk: int,
+    *,
     groups_of: GroupFn | None = None,
     image_stats: ImageStats | None = None,
     cache: MeasurementCache | None = None,

@@ -19,6 +19,7 @@ def score_mids(
     scorer: PropertyScorer,
     mid: Tensor,
     layer: str,
+    *,
     batch: int = 2000,
     progress: bool = False,
     desc: str = "scoring",
@@ -42,6 +43,7 @@ def sample_and_score(
     n: int,
     seed: int,
     layer: str,
+    *,
     batch: int = 2000,
     progress: bool = False,
 ) -> tuple[Tensor, Tensor, dict[str, np.ndarray]]:
@@ -49,4 +51,10 @@ def sample_and_score(
     z = generator.sample_latents(n, seed)
     mids = [to_mid(generator, z[i : i + batch], layer) for i in range(0, n, batch)]
     mid = torch.cat(mids).float()
-    return z, mid, score_mids(generator, scorer, mid, layer, batch, progress, "sampling faces")
+    return (
+        z,
+        mid,
+        score_mids(
+            generator, scorer, mid, layer, batch=batch, progress=progress, desc="sampling faces"
+        ),
+    )

@@ -176,6 +176,7 @@ def build_review_page(
     per_vector: pd.DataFrame,
     cutoffs: Mapping[str, float],
     settings: ReviewSettings | None = None,
+    *,
     render: Callable[[int], Any] | None = None,
     sheets: Mapping[int, Path] | None = None,
     grid: np.ndarray | None = None,

@@ -281,6 +281,7 @@ def _channel_abs_diff(a: np.ndarray, b: np.ndarray, out: np.ndarray, tmp: np.nda
 def locality_stats(
     images: Tensor,
     m: int,
+    *,
     face_box: Sequence[float] = DEFAULT_FACE_BOX,
     analysis_size: int = 32,
     border: float = 0.05,
@@ -503,6 +504,7 @@ def review_table(
     scores: np.ndarray,
     per_vector: pd.DataFrame,
     locality: Mapping[str, np.ndarray] | None,
+    *,
     rank_spec: str | Mapping[str, float] = DEFAULT_RANK_BY,
     n_boot: int = 200,
     ci_level: float = 0.95,

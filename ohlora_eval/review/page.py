@@ -264,6 +264,7 @@ def write_review_page(
     per_vector: pd.DataFrame,
     sheets: Mapping[int, Path],
     cutoffs: Mapping[str, float],
+    *,
     rank_spec: str | Mapping[str, float] = DEFAULT_RANK_BY,
     ci_level: float = 0.95,
     max_cards: int | None = None,

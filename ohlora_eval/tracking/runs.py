@@ -163,6 +163,7 @@ def print_summary(
     per_vector: pd.DataFrame,
     metrics: Mapping[str, float],
     cutoffs: Mapping[str, float],
+    *,
     experiment: str,
     uri: str,
     notes: list[str],

@@ -17,13 +17,13 @@ the same wiring as the v9 mapping network:
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import torch
 from torch import Tensor
 
 from ohlora_eval.models.generators.face_render import render_faces
+from ohlora_eval.pipeline.fingerprint import digest
 
 Z_DIM = 512
 LABEL_DIM = 7
@@ -108,8 +108,7 @@ class SyntheticFaceGenerator:
         self._f_std = f.std(0) / self.edit_scale
 
     def _weights_hash(self) -> str:
-        h = hashlib.sha256()
-        for t in [
+        arrays = [
             *self._trunk,
             *self._trunk_bias,
             self._head1,
@@ -119,10 +118,9 @@ class SyntheticFaceGenerator:
             self._factors,
             self._f_mean,
             self._f_std,
-        ]:
-            h.update(t.detach().cpu().numpy().tobytes())
-        h.update(str(self.resolution).encode())
-        return h.hexdigest()[:16]
+        ]
+        weights = [a.detach().cpu().numpy() for a in arrays]
+        return digest({"weights": weights, "resolution": self.resolution})[:16]
 
     # --- protocol ------------------------------------------------------------------------
     def sample_latents(self, n: int, seed: int) -> Tensor:

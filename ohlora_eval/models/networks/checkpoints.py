@@ -10,12 +10,13 @@ wrong file can never silently produce a half-initialised network.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from ohlora_eval.pipeline.fingerprint import file_digest
 
 OHLORA_V3_1_RELEASE_URL = "https://huggingface.co/daebakgazua/250607_OhLoRA_StyleGAN_all"
 """Where the Oh-LoRA v3.1 release publishes all its model files (see the original README)."""
@@ -39,11 +40,7 @@ def _hint(config_key: str, published_name: str) -> str:
 
 def file_weights_id(path: str | Path) -> str:
     """First 16 hex digits of the sha256 of the file bytes (stable lineage/cache key)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    return file_digest(path)[:16]
 
 
 def _unwrap(obj: object, path: str) -> dict[str, torch.Tensor]:

@@ -29,12 +29,12 @@ from ohlora_eval.pipeline.protocols import Generator, PropertyScorer
 try:
     from parity_recipe import find_parity_file, load_parity, write_recipe_checkpoint
 except ImportError:  # tests/ imported as a package
-    from tests.parity_recipe import find_parity_file, load_parity, write_recipe_checkpoint
+    from tests.models.parity_recipe import find_parity_file, load_parity, write_recipe_checkpoint
 
 if find_parity_file() is None:
     pytest.skip("ohlora_v3_1_parity.json not available", allow_module_level=True)
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 RTOL = 1e-4
 MID_LAYERS = ("w", "mapping_split1", "mapping_split2")
 

@@ -23,7 +23,7 @@ _PARITY_RELPATH = Path("shared/reference/parity/ohlora_v3_1_parity.json")
 
 def find_parity_file() -> Path | None:
     """The parity file: $OHLORA_PARITY_FILE, else ``shared/`` in or next to the checkout."""
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     candidates = [repo / _PARITY_RELPATH, repo.parent / _PARITY_RELPATH]
     if os.environ.get("OHLORA_PARITY_FILE"):
         candidates.insert(0, Path(os.environ["OHLORA_PARITY_FILE"]))
