@@ -1,0 +1,191 @@
+"""The command line: flags, the order of the sections, the JSON file and the printed report.
+
+Times nothing itself; it runs ``synthetic``, ``real`` and ``sweep`` (each skippable
+except the first), adds the machine (``timing.machine_info``) and the git commit,
+writes the JSON (schema ``SCHEMA``; NaN written as null) and prints ``report``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ohlora_eval.bench.real import real_section
+from ohlora_eval.bench.report import format_report
+from ohlora_eval.bench.sweep import SWEEP_CUTOFFS, sweep_section
+from ohlora_eval.bench.synthetic import synthetic_section
+from ohlora_eval.bench.timing import loadavg, machine_info
+from ohlora_eval.tracking import store
+
+SCHEMA = "ohlora_eval.bench/1"
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
+    return values
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m ohlora_eval.bench",
+        description=(
+            "Throughput of the screening pipeline vs its ceiling and vs the original"
+            " one-image-at-a-time test; real Oh-LoRA networks; cutoff sweep cost."
+            " Prints a table and writes JSON. A benchmark: it asserts nothing."
+        ),
+    )
+    p.add_argument(
+        "--vectors",
+        type=_positive,
+        default=400,
+        help="synthetic section: latent vectors (x 50 edits) (default 400)",
+    )
+    p.add_argument(
+        "--batch-sizes",
+        type=_int_list,
+        default=[250, 500, 1000, 2000, 4000],
+        help="synthetic ceiling: images per bare forward (default 250,500,1000,2000,4000)",
+    )
+    p.add_argument(
+        "--per-image-vectors",
+        type=_positive,
+        default=2,
+        help="synthetic one-at-a-time subset, in vectors (x 50 images) (default 2)",
+    )
+    p.add_argument(
+        "--fit-n",
+        type=_positive,
+        default=2000,
+        help="faces sampled to fit the SVM directions, not timed (default 2000)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=_positive,
+        default=3,
+        help="synthetic section: interleaved repeats, medians reported (default 3)",
+    )
+    p.add_argument("--skip-real", action="store_true", help="skip the real-network section")
+    p.add_argument(
+        "--real-images",
+        type=_positive,
+        default=50,
+        help="real section: edits of the one vector, 2..50 (default 50); the batched pipeline"
+        " pads its calls to a multiple of the models' batch_size (1 on a CPU, 16/64 on CUDA)",
+    )
+    p.add_argument(
+        "--real-batch-sizes",
+        type=_int_list,
+        default=[1, 8, 50],
+        help="real section ceiling: images per bare forward (default 1,8,50)",
+    )
+    p.add_argument("--skip-sweep", action="store_true", help="skip the cutoff-sweep section")
+    p.add_argument(
+        "--sweep-vectors",
+        type=_positive,
+        default=2000,
+        help="sampling.n_vectors of each sweep evaluation (default 2000)",
+    )
+    p.add_argument("--device", default="cpu", help="device for every section (default cpu)")
+    p.add_argument(
+        "--threads",
+        type=_positive,
+        default=None,
+        help="torch.set_num_threads for the whole run (default: torch's default)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="real section: latent/direction seed")
+    p.add_argument(
+        "--out", type=Path, default=None, help="JSON path (default mlruns/bench/<timestamp>.json)"
+    )
+    return p
+
+
+def _progress(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace, now: dt.datetime) -> dict[str, Any]:
+    """Every section in order, into one result dict (without ``json_path``)."""
+    result: dict[str, Any] = {
+        "schema": SCHEMA,
+        "date": now.isoformat(timespec="seconds"),
+        "git_commit": store.git_commit(),
+        "machine": machine_info(),
+        "threads_requested": args.threads,
+        "device": args.device,
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    }
+    _progress("synthetic pipeline ...")
+    result["synthetic"] = synthetic_section(args)
+    if args.skip_real:
+        result["real"] = {"skipped": True, "reason": "--skip-real"}
+    else:
+        _progress("real Oh-LoRA networks (slow on CPU) ...")
+        result["real"] = real_section(args)
+    if args.skip_sweep:
+        result["sweep"] = {"skipped": True, "reason": "--skip-sweep"}
+    else:
+        _progress(
+            f"cutoff sweep: 1 + {len(SWEEP_CUTOFFS)} evaluations"
+            f" of {args.sweep_vectors} vectors ..."
+        )
+        result["sweep"] = sweep_section(args.sweep_vectors, SWEEP_CUTOFFS, args.device)
+    end = loadavg()
+    if end is not None:
+        result["machine"]["loadavg_end"] = end
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    now = dt.datetime.now().astimezone()
+    out = Path(args.out or Path("mlruns") / "bench" / f"{now.strftime('%Y%m%d-%H%M%S')}.json")
+    result = run(args, now)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result["json_path"] = str(out)
+    out.write_text(json.dumps(jsonable(result), indent=2, allow_nan=False) + "\n")
+    print(format_report(result))
+    return 0
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain JSON: numpy scalars as numbers, NaN/inf as null (strict parsers reject NaN)."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer)):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return str(obj)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
