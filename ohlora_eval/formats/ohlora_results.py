@@ -1,8 +1,8 @@
 """Reading Oh-LoRA's result CSVs (every layout its versions wrote) as native per-vector tables.
 
 Pure pandas: the import app and re-judging build on it, and it is easy to test on its own.
-Judging, statistics and metrics come from :mod:`ohlora_eval.stats`; nothing is recomputed here
-that it already does.
+Judging, statistics and metrics come from :mod:`ohlora_eval.pipeline.judge`; nothing is
+recomputed here that it already does.
 """
 
 from __future__ import annotations
