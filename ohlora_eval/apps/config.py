@@ -3,20 +3,25 @@
 ``directions=latest`` is the ``FitSpec`` dataclass (plus where to find a fitted run),
 so its defaults live in ``directions/spec.py`` only; the evaluation and
 ``find_directions`` compose the same node. ``review=default`` is
-``review.ReviewSettings``. Being schemas, both reject unknown keys and values of the
-wrong type with a message that names the key. Imported by every app (and by tests
+``review.ReviewSettings``; ``measure=default`` is ``pipeline.fidelity.MeasureSettings``
+(``measure=as_published`` in conf/measure/ sets the original's four switches). Being
+schemas, they reject unknown keys and values of the wrong type with a message that
+names the key. Imported by every app (and by tests
 that compose configs) before Hydra composes anything.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
 from ohlora_eval.directions.sources import TrackedDirections
 from ohlora_eval.directions.spec import GradientSpec
+from ohlora_eval.pipeline.fidelity import MeasureSettings
 from ohlora_eval.review import ReviewSettings
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -37,6 +42,13 @@ def register() -> None:
     store = ConfigStore.instance()
     store.store(group="directions", name="latest", node=LatestDirectionsConf)
     store.store(group="review", name="default", node=ReviewSettings)
+    store.store(group="measure", name="default", node=MeasureSettings)
+
+
+def measure_settings(resolved: Mapping[str, Any]) -> MeasureSettings:
+    """The checked ``measure`` settings of a resolved config (clean defaults when absent,
+    e.g. a selection recorded before the switches existed)."""
+    return MeasureSettings(**dict(resolved.get("measure") or {})).checked()
 
 
 register()

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ohlora_eval.apps.build import ConfigError, build_models
 from ohlora_eval.apps.cli import CONFIG_DIR, friendly_errors
+from ohlora_eval.apps.config import measure_settings
 from ohlora_eval.directions.stage import run_stage
 from ohlora_eval.tracking import store
 
@@ -35,7 +36,12 @@ def find_directions(cfg: DictConfig) -> str:
     )
     generator, scorer = build_models(cfg)
     spec = hydra.utils.instantiate(cfg.directions)
-    params = store.flatten(OmegaConf.to_container(cfg, resolve=True))
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    try:
+        fidelity = measure_settings(resolved)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    params = store.flatten(resolved)
     dirs, run_id = run_stage(
         generator,
         scorer,
@@ -44,6 +50,7 @@ def find_directions(cfg: DictConfig) -> str:
         where,
         progress=sys.stderr.isatty(),
         params=params,
+        measure=fidelity,
     )
     print(
         f"\nohlora_eval.find_directions: {dirs.source}\n"

@@ -30,9 +30,11 @@ from ohlora_eval.apps.build import (
     validate,
 )
 from ohlora_eval.apps.cli import CONFIG_DIR, friendly_errors
+from ohlora_eval.apps.config import measure_settings
 from ohlora_eval.pipeline import judge
 from ohlora_eval.pipeline.cache import MeasurementCache
 from ohlora_eval.pipeline.edit import EditSetup
+from ohlora_eval.pipeline.fidelity import rounded
 from ohlora_eval.pipeline.measure import group_fn, measure, measurement_key
 from ohlora_eval.pipeline.protocols import Generator
 from ohlora_eval.tracking import store
@@ -116,6 +118,7 @@ def _evaluate_in_run(
     cutoffs, grid = validate(cfg)
     try:
         settings = review.ReviewSettings.from_cfg(resolved.get("review"))
+        fidelity = measure_settings(resolved)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     torch.manual_seed(0)
@@ -124,10 +127,10 @@ def _evaluate_in_run(
     layer = cfg.layer
     progress = bool(cfg.tracking.progress) and sys.stderr.isatty()
     directions = instantiate(cfg.directions).resolve(
-        generator, scorer, layer, where, progress=progress
+        generator, scorer, layer, where, progress=progress, measure=fidelity
     )
     directions.check_compatible(layer, mid_dim(generator, layer))
-    setup = EditSetup(generator, scorer, directions, grid, layer)
+    setup = EditSetup(generator, scorer, directions, grid, layer, fidelity)
     latents = _latents(cfg, generator, given)
     model_configs = {
         f"{k}_config": {
@@ -162,8 +165,10 @@ def _evaluate_in_run(
         image_stats=review.image_stats(settings),
         cache=cache,
         progress=bool(cfg.tracking.progress),
+        cases=None if cases is None else [int(c) for c in cases],
     )
-    corr = np.stack([judge.pearson_rows(grid[:, k], measured.scores[:, :, k]) for k in range(3)], 1)
+    judged = rounded(measured.scores, fidelity.score_decimals)
+    corr = np.stack([judge.pearson_rows(grid[:, k], judged[:, :, k]) for k in range(3)], 1)
     per_vector = judge.per_vector_table(corr, cutoffs, measured.groups, cases)
     metrics = judge.run_metrics(per_vector)
     per_vector, review_metrics = review.add_review_columns(

@@ -13,6 +13,7 @@ from ohlora_eval.directions.stage import find_latest, load_run, run_stage
 from ohlora_eval.directions.store import read_directions
 from ohlora_eval.pipeline.cache import file_lock
 from ohlora_eval.pipeline.directions import Directions
+from ohlora_eval.pipeline.fidelity import MeasureSettings
 from ohlora_eval.pipeline.protocols import Generator, PropertyScorer
 from ohlora_eval.tracking.store import StoreRef, store_root
 
@@ -33,13 +34,14 @@ class TrackedDirections(FitSpec):
         layer: str,
         where: StoreRef,
         progress: bool = False,
+        measure: MeasureSettings | None = None,
     ) -> Directions:
         client = where.client()
         if self.run_id:
             return load_run(client, str(self.run_id), layer)
         spec = self.spec()
         spec.check()
-        ident = spec.identity(generator, scorer, layer)
+        ident = spec.identity(generator, scorer, layer, measure)
         # Parallel sweep jobs wanting the same missing directions: one fits, the others
         # wait and then find its run.
         with file_lock(store_root(where.root) / "locks" / f"directions-{spec_hash(ident)}.lock"):
@@ -60,6 +62,7 @@ class TrackedDirections(FitSpec):
                 where,
                 progress=progress,
                 extra_tags={"fitted_for": "evaluation"},
+                measure=measure,
             )
         return dirs
 
@@ -77,6 +80,7 @@ class FileDirections:
         layer: str,
         where: StoreRef,
         progress: bool = False,
+        measure: MeasureSettings | None = None,
     ) -> Directions:
         if self.path in ("???", "", None):
             raise ValueError(

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ohlora_eval.pipeline.fidelity import MeasureSettings
 from ohlora_eval.pipeline.fingerprint import digest, model_identity
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES, Generator, PropertyScorer
 
@@ -97,9 +98,16 @@ class FitSpec:
             raise ValueError(f"directions.val_fraction={self.val_fraction} must be in [0, 1)")
         resolve_methods(self.method)
 
-    def identity(self, generator: Generator, scorer: PropertyScorer, layer: str) -> dict:
-        """The spec with the models and layer it is fitted on."""
-        return {
+    def identity(
+        self,
+        generator: Generator,
+        scorer: PropertyScorer,
+        layer: str,
+        measure: MeasureSettings | None = None,
+    ) -> dict:
+        """The spec with the models, layer and (when not the clean default) the measuring
+        switches it is fitted with."""
+        out = {
             "n": self.n,
             "ratio": float(self.ratio),
             "method": resolve_methods(self.method),
@@ -112,6 +120,10 @@ class FitSpec:
             "generator": model_identity(generator),
             "scorer": model_identity(scorer),
         }
+        switches = measure.identity() if measure is not None else None
+        if switches:
+            out["measure"] = switches
+        return out
 
 
 def spec_hash(identity: Mapping[str, Any]) -> str:

@@ -20,6 +20,7 @@ from ohlora_eval.directions.fit import FitReport, fit_directions
 from ohlora_eval.directions.spec import FitSpec, method_label, spec_hash
 from ohlora_eval.directions.store import read_directions, write_directions
 from ohlora_eval.pipeline.directions import Directions
+from ohlora_eval.pipeline.fidelity import MeasureSettings
 from ohlora_eval.pipeline.groups import medians as sample_medians
 from ohlora_eval.pipeline.protocols import GROUP_PROPERTIES, Generator, PropertyScorer
 from ohlora_eval.pipeline.sample import sample_and_score
@@ -40,11 +41,14 @@ def run_stage(
     progress: bool = False,
     extra_tags: Mapping[str, str] | None = None,
     params: Mapping[str, str] | None = None,
+    measure: MeasureSettings | None = None,
 ) -> tuple[Directions, str]:
-    """Sample, score, fit and log a finished run in ``ohlora-directions``; return the directions."""
+    """Sample, score, fit and log a finished run in ``ohlora-directions``; return the directions.
+
+    ``measure``: how the sampled faces are scored (the screening's ``measure`` settings)."""
     spec = spec.spec()
     spec.check()
-    ident = spec.identity(generator, scorer, layer)
+    ident = spec.identity(generator, scorer, layer, measure)
     client = where.client()
     exp_id = store.ensure_experiment(store.DIRECTIONS_EXPERIMENT, where.uri, where.root)
     tags = {
@@ -62,7 +66,7 @@ def run_stage(
     with side_run(client, exp_id, tags) as run_id:
         t0 = time.perf_counter()
         _, mid, scores = sample_and_score(
-            generator, scorer, spec.n, spec.seed, layer, progress=progress
+            generator, scorer, spec.n, spec.seed, layer, progress=progress, measure=measure
         )
         t_sample = time.perf_counter() - t0
         fixed = getattr(scorer, "group_medians", None)

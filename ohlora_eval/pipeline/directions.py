@@ -61,20 +61,26 @@ class Directions:
                 f" fit or pick directions for layer {layer!r}"
             )
 
-    def for_vectors(self, mid: Tensor, groups: Sequence[str] | None = None) -> dict[str, Tensor]:
-        """Unit direction per property for each mid vector: {prop: (n, dim) float32}."""
+    def for_vectors(
+        self,
+        mid: Tensor,
+        groups: Sequence[str] | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> dict[str, Tensor]:
+        """Unit direction per property for each mid vector: {prop: (n, dim)} in ``dtype``
+        (float64 keeps direction files' values exactly as written)."""
         n = mid.shape[0]
         out: dict[str, Tensor] = {}
         for p in CORE_PROPERTIES:
             if p in self.fields:
                 d = self.fields[p](mid).float()
-                out[p] = d / d.norm(dim=1, keepdim=True).clamp_min(1e-12)
+                out[p] = (d / d.norm(dim=1, keepdim=True).clamp_min(1e-12)).to(dtype)
                 continue
             if p not in self.vectors:
                 raise ValueError(f"no direction for property {p!r} ({self.source})")
             table = self.vectors[p]
             if set(table) == {ALL_GROUPS}:
-                v = torch.as_tensor(table[ALL_GROUPS], dtype=torch.float32, device=mid.device)
+                v = torch.as_tensor(table[ALL_GROUPS], dtype=dtype, device=mid.device)
                 out[p] = v.expand(n, -1)
                 continue
             if groups is None:
@@ -82,6 +88,6 @@ class Directions:
             missing = sorted(set(groups) - set(table))
             if missing:
                 raise ValueError(f"no {p!r} direction for group(s) {missing} ({self.source})")
-            stacked = torch.as_tensor(np.stack([table[g] for g in groups]), dtype=torch.float32)
+            stacked = torch.as_tensor(np.stack([table[g] for g in groups]), dtype=dtype)
             out[p] = stacked.to(mid.device)
         return out

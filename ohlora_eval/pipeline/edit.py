@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ohlora_eval.pipeline.directions import Directions
+from ohlora_eval.pipeline.fidelity import MeasureSettings
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES, Generator, PropertyScorer
 
 
@@ -36,18 +37,21 @@ def grid_points(weights: Mapping[str, Sequence[float]]) -> np.ndarray:
     )
 
 
-def edited_mids(mid: Tensor, dirs: dict[str, Tensor], grid: np.ndarray) -> Tensor:
-    """(v, dim) mid vectors -> (v * m, dim): each moved by every grid point.
+def edited_mids(
+    mid: Tensor, dirs: dict[str, Tensor], grid: np.ndarray, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """(v, dim) mid vectors -> (v * m, dim) float32: each moved by every grid point.
 
-    Image ``i * m + j`` is vector ``i`` at grid point ``j``.
+    Image ``i * m + j`` is vector ``i`` at grid point ``j``. ``dtype`` is the precision
+    of the sum (float64: as the original, which added float64 directions, then cast).
     """
-    w = torch.as_tensor(grid, dtype=torch.float32, device=mid.device)  # (m, 3)
-    moved = mid[:, None, :].repeat(1, w.shape[0], 1)
+    w = torch.as_tensor(grid, dtype=dtype, device=mid.device)  # (m, 3)
+    moved = mid.to(dtype)[:, None, :].repeat(1, w.shape[0], 1)
     # Element-wise, in a fixed order, in place (no matmul, no temporaries): each edited
     # vector's bits do not depend on how many vectors share the batch.
     for k, p in enumerate(CORE_PROPERTIES):
-        moved.addcmul_(w[None, :, k, None], dirs[p].to(mid.device)[:, None, :])
-    return moved.reshape(-1, mid.shape[1])
+        moved.addcmul_(w[None, :, k, None], dirs[p].to(mid.device, dtype)[:, None, :])
+    return moved.reshape(-1, mid.shape[1]).float()
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,7 @@ class EditSetup:
     directions: Directions
     grid: np.ndarray  # (m, 3) intended eyes/mouth/pose weights, from grid_points
     layer: str  # where the edits are applied: w | mapping_split1 | mapping_split2
+    measure: MeasureSettings = field(default_factory=MeasureSettings)  # clean by default
 
     @property
     def m(self) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +22,13 @@ from tqdm.auto import tqdm
 from ohlora_eval.pipeline.batching import ROW_MULTIPLE, pad_rows, padded_call
 from ohlora_eval.pipeline.cache import MEASURE_VERSION, MeasurementCache
 from ohlora_eval.pipeline.edit import EditSetup, edited_mids
+from ohlora_eval.pipeline.fidelity import (
+    MeasureSettings,
+    round_trip,
+    scorer_mode,
+    seeded,
+    vector_seed,
+)
 from ohlora_eval.pipeline.fingerprint import digest, model_identity
 from ohlora_eval.pipeline.groups import group_names
 from ohlora_eval.pipeline.protocols import (
@@ -86,37 +93,81 @@ def measure_chunk(
     latents: Tensor,
     groups_of: GroupFn | None = None,
     image_stats: ImageStats | None = None,
+    cases: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], list[str]]:
     """One chunk of vectors: (scores (v, m, 3) float32, per-vector image stats, groups).
 
     Groups (when ``groups_of`` is given) come from the unedited images, as in the
     original, and pick each vector's grouped directions. The edits are generated
     and scored a few vectors at a time (about ``generator.batch_size`` images), so
-    images never pile up beyond what the CPU caches or GPU memory hold.
+    images never pile up beyond what the CPU caches or GPU memory hold. The
+    ``setup.measure`` switches apply: the edit's precision, the file round trip
+    before scoring, and the scorer's train mode, whose dropout draws are seeded per
+    vector from ``cases`` (the vectors' case numbers; default 0..v-1).
     """
     generator, scorer, layer, grid = setup.generator, setup.scorer, setup.layer, setup.grid
+    settings = setup.measure
     v, m = latents.shape[0], setup.m
+    cases = list(range(v)) if cases is None else [int(c) for c in cases]
     step = max(1, int(getattr(generator, "batch_size", 512)) // m)
     scores = np.zeros((v, m, len(CORE_PROPERTIES)), np.float32)
     extras: dict[str, list[np.ndarray]] = {}
-    with torch.inference_mode():
+    with torch.inference_mode(), scorer_mode(scorer, settings):
         mid = to_mid(generator, latents, layer)
-        groups = groups_of(mid) if groups_of is not None else [""] * v
-        dirs = setup.directions.for_vectors(mid, groups if setup.directions.grouped else None)
+        groups = _groups(groups_of, mid, cases, settings)
+        dirs = setup.directions.for_vectors(
+            mid, groups if setup.directions.grouped else None, settings.edit_torch_dtype
+        )
         for lo in range(0, v, step):
             hi = min(v, lo + step)
             part = {p: d[lo:hi] for p, d in dirs.items()}
-            edited = edited_mids(mid[lo:hi], part, grid)
+            edited = edited_mids(mid[lo:hi], part, grid, settings.edit_torch_dtype)
             padded, n = pad_rows(edited, joint_pad_multiple(generator, scorer))
             images = generator.synthesize(padded, layer)
-            s = scorer.score(images)
+            seen = round_trip(images, settings)  # what the scorer sees (the file, if any)
+            if settings.train:
+                s = _score_per_vector(scorer, seen[:n], m, cases[lo:hi], settings)
+            else:
+                s = {p: x[:n] for p, x in scorer.score(seen).items()}
             images = images[:n]
             scores[lo:hi] = np.stack(
-                [s[p][:n].detach().float().cpu().numpy() for p in CORE_PROPERTIES], -1
+                [s[p].detach().float().cpu().numpy() for p in CORE_PROPERTIES], -1
             ).reshape(hi - lo, m, len(CORE_PROPERTIES))
             for k, a in (image_stats(images, m) if image_stats is not None else {}).items():
                 extras.setdefault(k, []).append(np.asarray(a))
     return scores, {k: np.concatenate(a) for k, a in extras.items()}, groups
+
+
+def _groups(
+    groups_of: GroupFn | None, mid: Tensor, cases: Sequence[int], settings: MeasureSettings
+) -> list[str]:
+    """Each vector's look-alike group; in train mode each from its own seeded draws (the
+    original grouped with dropout on too, so a vector's group could change between runs)."""
+    if groups_of is None:
+        return [""] * mid.shape[0]
+    if not settings.train:
+        return groups_of(mid)
+    out: list[str] = []
+    for i, case in enumerate(cases):
+        with seeded(vector_seed(settings.dropout_seed, case) + 1):
+            out += groups_of(mid[i : i + 1])
+    return out
+
+
+def _score_per_vector(
+    scorer: PropertyScorer,
+    images: Tensor,
+    m: int,
+    cases: Sequence[int],
+    settings: MeasureSettings,
+) -> dict[str, Tensor]:
+    """Train mode: each vector's m images scored under its own seeded dropout draws, so a
+    vector's scores depend on the seed and its case number only (any chunk, any run)."""
+    parts = []
+    for i, case in enumerate(cases):
+        with seeded(vector_seed(settings.dropout_seed, case)):
+            parts.append(score(scorer, images[i * m : (i + 1) * m]))
+    return {p: torch.cat([s[p] for s in parts]) for p in CORE_PROPERTIES}
 
 
 @dataclass
@@ -149,11 +200,13 @@ def measure(
     image_stats: ImageStats | None = None,
     cache: MeasurementCache | None = None,
     progress: bool = True,
+    cases: Sequence[int] | None = None,
 ) -> Measured:
     """Every vector's scores, ``chunk`` vectors at a time: from the cache where a trustworthy
     chunk exists, else computed (and stored at once, so a run killed at any point loses at
     most one chunk). Chunks start at multiples of ``chunk``: a resumed run computes exactly
-    the batches an uninterrupted one would."""
+    the batches an uninterrupted one would. ``cases`` numbers the vectors (default
+    0..n-1): with ``setup.measure.scorer_mode=train`` they seed each vector's dropout."""
     n, m = latents.shape[0], setup.m
     scores = np.zeros((n, m, len(CORE_PROPERTIES)), np.float32)
     extras: dict[str, np.ndarray] = {}
@@ -171,7 +224,8 @@ def measure(
             got = cache.load(lo, hi) if cache else None
             if got is None:
                 t = time.perf_counter()
-                s, extra, g = measure_chunk(setup, latents[lo:hi], groups_of, image_stats)
+                ids = list(range(lo, hi)) if cases is None else list(cases[lo:hi])
+                s, extra, g = measure_chunk(setup, latents[lo:hi], groups_of, image_stats, ids)
                 got = {
                     "scores": s,
                     "groups": np.array(g, dtype="<U16"),
@@ -219,6 +273,8 @@ def measurement_key(
         "directions_run_id": setup.directions.run_id,
         "n_vectors": int(latents.shape[0]),
     }
+    if setup.measure.identity() is not None:  # only when not the clean default
+        meta["measure"] = setup.measure.identity()
     key = digest(
         {**meta, "directions": setup.directions.identity(), "latents": latents.cpu().numpy()}
     )

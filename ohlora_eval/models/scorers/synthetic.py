@@ -141,6 +141,7 @@ class SyntheticScorer:
         calibration_seed: int = 20_250_607,
         device: str = "cpu",
         batch_size: int = 512,
+        train_dropout: float = 0.05,
     ) -> None:
         mean, std = _calibration(int(resolution), int(calibration_n), int(calibration_seed))
         self.resolution = int(resolution)
@@ -150,11 +151,26 @@ class SyntheticScorer:
         self._mean = dict(zip(PROPERTIES, mean))
         self._std = dict(zip(PROPERTIES, std))
         self.weights_id = f"synthetic-scorer-r{resolution}-n{calibration_n}-s{calibration_seed}"
+        if not 0.0 <= float(train_dropout) < 1.0:
+            raise ValueError(f"scorer.train_dropout={train_dropout} must be in [0, 1)")
+        self.train_dropout = float(train_dropout)
+        self._train = False
+
+    def set_train_mode(self, on: bool) -> None:
+        """Train mode (``measure.scorer_mode=train``): the synthetic scorer's stand-in for the
+        original CNN's active dropout. Each pixel of the [0, 1] image is dropped with
+        probability ``train_dropout`` (and the rest scaled by 1 / (1 - p)), from the global
+        torch RNG, before measuring: scores, and so r, become partly random, as the
+        original's were. Off by default."""
+        self._train = bool(on)
 
     @torch.inference_mode()
     def score(self, images: Tensor) -> dict[str, Tensor]:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must have shape (n, 3, H, W); got {tuple(images.shape)}")
+        if self._train and self.train_dropout > 0:
+            unit = (images.float().clamp(-1, 1) + 1) / 2
+            images = torch.nn.functional.dropout(unit, self.train_dropout, training=True) * 2 - 1
         parts = [
             raw_measurements(images[i : i + self.batch_size])
             for i in range(0, images.shape[0], self.batch_size)
