@@ -43,13 +43,22 @@ class FitReport:
         return pd.DataFrame(rows, columns=["group", "size"])
 
 
+@dataclass
+class Fitted:
+    """A fit's result: the directions, the regressors behind gradient ones, the report."""
+
+    directions: Directions
+    regressors: dict[str, ScoreRegressor]
+    report: FitReport
+
+
 def fit_directions(
     mid: np.ndarray,
     scores: Mapping[str, np.ndarray],
     layer: str,
     spec: FitSpec,
     medians: Mapping[str, float] | None = None,
-) -> tuple[Directions, dict[str, ScoreRegressor], FitReport]:
+) -> Fitted:
     """Fit every property's direction(s). SVM: per group (or one for all) on the top vs.
     bottom ``spec.ratio``; gradient: one regressor per property on all samples."""
     method, grouped, ratio = spec.method, spec.grouped, spec.ratio
@@ -107,4 +116,4 @@ def fit_directions(
         medians=dict(medians) if medians else None,
         models=dict(regressors),
     )
-    return dirs, regressors, report
+    return Fitted(dirs, regressors, report)

@@ -16,7 +16,7 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from ohlora_eval.directions.fit import FitReport, fit_directions
+from ohlora_eval.directions.fit import Fitted, fit_directions
 from ohlora_eval.directions.spec import FitSpec, method_label, spec_hash
 from ohlora_eval.directions.store import read_directions, write_directions
 from ohlora_eval.pipeline.directions import Directions
@@ -78,7 +78,7 @@ def run_stage(
             )
         med = dict(fixed) if fixed else (sample_medians(scores) if has_group_props else None)
         t1 = time.perf_counter()
-        dirs, regressors, report = fit_directions(mid.cpu().numpy(), scores, layer, spec, med)
+        fitted = fit_directions(mid.cpu().numpy(), scores, layer, spec, med)
         t_fit = time.perf_counter() - t1
         all_params = {
             **{
@@ -87,16 +87,8 @@ def run_stage(
             },
             **(params or {}),
         }
-        _log(
-            client,
-            run_id,
-            dirs,
-            regressors,
-            report,
-            ident,
-            all_params,
-            {"sample_seconds": t_sample, "fit_seconds": t_fit},
-        )
+        timings = {"sample_seconds": t_sample, "fit_seconds": t_fit}
+        dirs = _log(client, run_id, fitted, ident, all_params, timings)
     dirs.run_id = run_id
     dirs.source = f"direction run {run_id} ({tags['method']}, n={spec.n}, layer {layer})"
     return dirs, run_id
@@ -105,13 +97,14 @@ def run_stage(
 def _log(
     client: MlflowClient,
     run_id: str,
-    dirs: Directions,
-    regressors: dict,
-    report: FitReport,
+    fitted: Fitted,
     ident: dict,
     params: Mapping[str, str],
     timings: dict[str, float],
-) -> None:
+) -> Directions:
+    """Log the fit into its run; return the directions read back from the logged files, so an
+    evaluation that fitted them uses exactly what a later one loads from the run."""
+    dirs, regressors, report = fitted.directions, fitted.regressors, fitted.report
     now = int(time.time() * 1000)
     metrics = {**report.metrics(), **timings}
     if dirs.medians:
@@ -139,6 +132,7 @@ def _log(
 
         pd.DataFrame(rows).to_csv(out / "validation.csv", index=False)
         store.retry(client.log_artifacts, run_id, str(out))
+        return read_directions(out, dirs.layer)
 
 
 def load_run(client: MlflowClient, run_id: str, layer: str) -> Directions:

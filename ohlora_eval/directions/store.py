@@ -60,11 +60,13 @@ def write_directions(
 
 
 def read_vector_csv(path: Path) -> np.ndarray:
-    """One Oh-LoRA direction CSV -> (dim,) float32 (the first row; written as float32)."""
+    """One Oh-LoRA direction CSV -> (dim,) float64, the values exactly as written (the first
+    row). The original edited with these float64 values (``measure.edit_dtype=float64``);
+    a float32 edit casts them, which gives back the float32 vector that was written."""
     df = pd.read_csv(path, index_col=0)
     if df.shape[0] < 1 or not all(str(c).isdigit() for c in df.columns):
         raise ValueError(f"{path} is not an Oh-LoRA direction file (index column, then 0..dim-1)")
-    return df.iloc[0].to_numpy(dtype=np.float64).astype(np.float32)
+    return np.array(df.iloc[0], dtype=np.float64)  # a writable copy
 
 
 def read_directions(folder: Path, layer: str, source: str = "") -> Directions:

@@ -14,8 +14,8 @@ here (defaults: the clean measurement):
   lossless control.
 - ``edit_dtype``: ``float32`` | ``float64``. The original added float64 directions
   (read from CSV) to the mid vector and cast the sum to float32.
-- ``score_decimals``: ``null`` | ``4``. The original rounded each score before r
-  (applied when judging: the stored scores stay as measured).
+- ``score_decimals``: ``null`` | ``4``. The original rounded each float32 score before
+  r (applied when judging: the stored scores stay as measured).
 
 Pure computation (no MLflow, Hydra or OmegaConf); docs/architecture.md.
 """
@@ -174,7 +174,12 @@ def scorer_mode(scorer: object, settings: MeasureSettings) -> Iterator[None]:
 
 
 def rounded(scores: np.ndarray, decimals: int | None) -> np.ndarray:
-    """Scores as the original judged them: rounded to ``decimals`` in float64 (None: as is)."""
+    """Scores as the original judged them (None: as measured).
+
+    The original called ``round(score, 4)`` on each float32 score, which numpy does in
+    float32 (``rint(x * 1e4) / 1e4``), then upcast to float64 for ``np.corrcoef``;
+    the same here, so the rounded values are the original's bit for bit.
+    """
     if decimals is None:
         return scores
-    return np.round(np.asarray(scores, dtype=np.float64), int(decimals))
+    return np.round(np.asarray(scores, dtype=np.float32), int(decimals)).astype(np.float64)

@@ -72,7 +72,7 @@ def test_files_read_back_bit_identical_and_evaluate_the_same(mixed_run, store, m
     for p in ("mouth", "pose"):
         for g in all_group_names():
             a, b = from_run.vectors[p][g], from_files.vectors[p][g]
-            assert a.dtype == b.dtype == np.float32 and a.tobytes() == b.tobytes()
+            assert a.dtype == b.dtype == np.float64 and a.tobytes() == b.tobytes()
             assert np.isclose(np.linalg.norm(a), 1.0, atol=1e-6)
     a = evaluate(make_cfg(f"directions.run_id={run_id}"))
     b = evaluate(make_cfg("directions=files", f"directions.path={local}"))
@@ -88,7 +88,7 @@ def test_fitted_vectors_survive_the_oh_lora_csv_layout(tmp_path):
     path = tmp_path / "mouth_change_mapping_split1_vector_hhhh.csv"
     pd.DataFrame(v[None, :]).to_csv(path)  # how Oh-LoRA writes them
     assert path.read_text().startswith(",0,1,2,")
-    assert read_vector_csv(path).tobytes() == v.tobytes()
+    assert read_vector_csv(path).astype(np.float32).tobytes() == v.tobytes()
 
 
 def test_latest_reuses_a_matching_run_and_fits_when_none(store, make_cfg):

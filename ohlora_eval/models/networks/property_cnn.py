@@ -8,9 +8,13 @@ the original ``MergedPropertyScoreCNN`` key for key, so the published
 ``ohlora_v3_merged_property_cnn.pth`` loads strictly.
 
 Every conv is 3x3 without padding followed by leaky ReLU (slope 0.01); max
-pools are 2x2; the fully connected head is Linear -> tanh -> Linear. Dropout
-layers of the original are inference no-ops and are left out (they hold no
-weights, so key names are unaffected).
+pools are 2x2; the fully connected head is Linear -> tanh -> Linear. The
+original's dropout sits where it did there (``Dropout2d(0.05)`` after every conv's
+activation, ``Dropout(0.45)`` after ``fc1``'s tanh, ``Dropout(0.25)`` in the
+hairstyle head): a no-op in eval mode, active in train mode, which is how the
+original scored (it never called ``.eval()``; ``measure.scorer_mode=train``). The
+sub-networks run in the original's order, so their dropout draws come in the same
+order. Dropout holds no weights: the state-dict keys are the original's.
 """
 
 from __future__ import annotations
@@ -51,7 +55,8 @@ def _crop(x: Tensor, name: str) -> Tensor:
 
 
 class ConvTrunk(nn.Module):
-    """``conv1..convK`` (each ``Sequential(Conv2d 3x3, LeakyReLU)``), 2x2 max pool after some."""
+    """``conv1..convK`` (each ``Sequential(Conv2d 3x3, LeakyReLU, Dropout2d(0.05))``), 2x2 max
+    pool after some."""
 
     def __init__(self, widths: tuple[int, ...], pool_after: frozenset[int]) -> None:
         super().__init__()
@@ -59,7 +64,8 @@ class ConvTrunk(nn.Module):
         self.pool_after = pool_after
         in_ch = 3
         for i, out_ch in enumerate(widths, start=1):
-            self.add_module(f"conv{i}", nn.Sequential(nn.Conv2d(in_ch, out_ch, 3), nn.LeakyReLU()))
+            block = nn.Sequential(nn.Conv2d(in_ch, out_ch, 3), nn.LeakyReLU(), nn.Dropout2d(0.05))
+            self.add_module(f"conv{i}", block)
             in_ch = out_ch
 
     def forward(self, x: Tensor) -> Tensor:
@@ -71,7 +77,7 @@ class ConvTrunk(nn.Module):
 
 
 class ScoreHead(ConvTrunk):
-    """A trunk plus ``fc1`` (Linear -> tanh) and ``fc_final``."""
+    """A trunk plus ``fc1`` (Linear -> tanh -> Dropout(0.45)) and ``fc_final``."""
 
     def __init__(
         self,
@@ -82,7 +88,7 @@ class ScoreHead(ConvTrunk):
         hidden: int = 256,
     ) -> None:
         super().__init__(widths, pool_after)
-        self.fc1 = nn.Sequential(nn.Linear(flat_dim, hidden), nn.Tanh())
+        self.fc1 = nn.Sequential(nn.Linear(flat_dim, hidden), nn.Tanh(), nn.Dropout(0.45))
         self.fc_final = nn.Linear(hidden, n_out)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -97,7 +103,7 @@ class HairstyleHead(nn.Module):
         widths, pools = (32, 64, 64, 96, 128, 128), frozenset({2, 3, 4})
         self.bottom_left_cnn = ConvTrunk(widths, pools)
         self.bottom_right_cnn = ConvTrunk(widths, pools)
-        self.fc1 = nn.Sequential(nn.Linear(2 * 128 * 6 * 10, 512), nn.Tanh())
+        self.fc1 = nn.Sequential(nn.Linear(2 * 128 * 6 * 10, 512), nn.Tanh(), nn.Dropout(0.25))
         self.fc_final = nn.Linear(512, 1)
 
     def forward(self, image: Tensor) -> Tensor:

@@ -92,7 +92,6 @@ class OhLoRACNNScorer:
             allow_random_init=allow_random_init,
         )
         self.network = network.eval().requires_grad_(False).to(self.device)
-        self._saved: dict[str, Tensor] | None = None
 
     def score_matrix(self, images: Tensor) -> Tensor:
         """(n, 3, 256, 256) -> (n, 8) float32 on CPU, columns ``properties``.
@@ -116,16 +115,10 @@ class OhLoRACNNScorer:
         return torch.cat(parts)
 
     def set_train_mode(self, on: bool) -> None:
-        """Train mode (``measure.scorer_mode=train``): the network's dropout (and batch-norm)
-        layers behave as in training, as in the original, which never called ``.eval()``.
-        Batch norm updates its running statistics in train mode; they are restored when
-        train mode ends, so later eval-mode scores are unchanged."""
-        if on and self._saved is None:
-            self._saved = {k: v.clone() for k, v in self.network.state_dict().items()}
-        if not on and self._saved is not None:
-            self.network.load_state_dict(self._saved)
-            self._saved = None
-        self.network.train(on)
+        """Train mode (``measure.scorer_mode=train``): the network's dropout layers are
+        active, as in the original, which never called ``.eval()``. The network has no
+        batch norm, so nothing else changes and nothing is learned."""
+        self.network.train(bool(on))
 
     def score(self, images: Tensor) -> dict[str, Tensor]:
         """Each property -> (n,) float32 on CPU."""
