@@ -1,0 +1,231 @@
+"""``python -m ohlora_eval.retest run_id=<screening run> k=10``: how stable is each verdict?
+
+The original measured with dropout on and through a JPEG file, so its r values were
+partly random: only 9 of the 22 vectors it chose passed its own re-test. This command
+re-measures a run's passed vectors ``k`` times under a noise model (``noise``: the
+original's measuring switches, each repetition with its own dropout seed and, for
+generators with per-layer noise, its own noise seed) and reports each vector's
+re-pass probability with a Wilson confidence interval.
+
+It logs one parent run in experiment ``ohlora-retest`` (``retest.csv``: per vector
+the passes, the probability and its interval, the mean and spread of each r;
+``per_vector.csv``: the source table with ``re_pass_prob``, ``re_pass_lo`` and
+``re_pass_hi``), with one child run per repetition. The source run is tagged with it.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from ohlora_eval.apps.cli import CONFIG_DIR, friendly_errors
+from ohlora_eval.errors import UserError
+from ohlora_eval.pipeline.judge import CORR_COLUMNS
+from ohlora_eval.tracking import store
+from ohlora_eval.tracking.runs import side_run
+
+RETEST_EXPERIMENT = "ohlora-retest"
+
+
+@dataclass
+class Retest:
+    run_id: str
+    source_run_id: str
+    table: pd.DataFrame  # per vector: passes, re_pass_prob, interval, r mean/std
+    k: int
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="retest")
+@friendly_errors
+def main(cfg: DictConfig) -> None:
+    retest(cfg)
+
+
+def wilson(passes: np.ndarray, k: int, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of a binomial proportion passes / k at confidence ``level``."""
+    from scipy.stats import norm
+
+    z = float(norm.ppf(0.5 + level / 2))
+    p = np.asarray(passes, dtype=np.float64) / k
+    centre = (p + z * z / (2 * k)) / (1 + z * z / k)
+    half = z * np.sqrt(p * (1 - p) / k + z * z / (4 * k * k)) / (1 + z * z / k)
+    return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+
+
+def retest(cfg: DictConfig) -> Retest:
+    """Re-measure the passed vectors of run ``cfg.run_id`` ``cfg.k`` times; log the result."""
+    from ohlora_eval.apps.screen import evaluate
+
+    k = int(cfg.k)
+    if k < 2:
+        raise UserError(f"k={k} must be at least 2 (repetitions)")
+    if not 0 < float(cfg.ci_level) < 1:
+        raise UserError(f"ci_level={cfg.ci_level} must be in (0, 1)")
+    uri, exp_id = store.setup(RETEST_EXPERIMENT, cfg.tracking.uri, cfg.tracking.root)
+    where = store.StoreRef(uri, cfg.tracking.root)
+    client = where.client()
+    source, per_vector, latents, recorded = _source(client, str(cfg.run_id))
+    cases = _cases(per_vector, cfg)
+    index = {int(c): i for i, c in enumerate(per_vector["case"])}
+    z = latents[[index[c] for c in cases]]
+    base = _base_config(recorded, source, cfg)
+    noisy_generator = _has_noise(base)
+    tags = {
+        "ohlora.kind": "retest",
+        "retest.source_run_id": source.info.run_id,
+        "git_commit": store.git_commit(),
+    }
+    name = f"retest {source.info.run_name or source.info.run_id} x{k}"
+    with side_run(client, exp_id, {**tags, "mlflow.runName": name}) as parent:
+        passed, corrs = [], []
+        for i in range(k):
+            rep = base.copy()
+            rep.measure.dropout_seed = int(cfg.seed) + i
+            if noisy_generator and cfg.noise_seeds:
+                rep.noise_seed = i
+            print(f"ohlora_eval.retest: repetition {i + 1} of {k}", file=sys.stderr)
+            res = evaluate(
+                rep,
+                latents=z,
+                cases=np.asarray(cases),
+                tags={**tags, "mlflow.parentRunId": parent, "retest.repetition": str(i)},
+            )
+            table = res.per_vector.set_index("case").loc[cases]
+            passed.append((table["passed"] == "O").to_numpy())
+            corrs.append(table[CORR_COLUMNS].to_numpy(dtype=np.float64))
+        result = _summary(cases, np.array(passed), np.array(corrs), float(cfg.ci_level))
+        _log(client, parent, source.info.run_id, per_vector, result, k, cfg)
+    store.retry(client.set_tag, source.info.run_id, "ohlora.retest", parent)
+    below = float((result["re_pass_prob"] < 0.5).mean()) if len(result) else float("nan")
+    print(
+        f"\nohlora_eval.retest: {len(result)} passed vector(s) of run {source.info.run_id},"
+        f" {k} repetitions under {_noise_text(base)}\n"
+        f"  mean re-pass probability {result['re_pass_prob'].mean():.3f};"
+        f" below 0.5: {below:.1%}\n"
+        f"  retest run {parent} in experiment {RETEST_EXPERIMENT!r}"
+    )
+    return Retest(parent, source.info.run_id, result, k)
+
+
+def _source(client, run_id: str):
+    try:
+        run = store.retry(client.get_run, run_id)
+    except Exception:
+        raise UserError(f"run_id={run_id}: no such run in the store") from None
+    if run.info.status != "FINISHED" or run.data.tags.get("ohlora.kind") != "evaluation":
+        raise UserError(
+            f"run_id={run_id} is not a finished screening run (kind"
+            f" {run.data.tags.get('ohlora.kind', '?')}, status {run.info.status});"
+            " re-tests re-measure vectors, so they need the run that measured them"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        table = pd.read_csv(
+            client.download_artifacts(run_id, "per_vector.csv", tmp),
+            keep_default_na=False,
+            na_values=[""],
+        )
+        latents = np.load(client.download_artifacts(run_id, "latents.npy", tmp))
+        config = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", tmp))
+    return run, table, latents, config
+
+
+def _cases(per_vector: pd.DataFrame, cfg: DictConfig) -> list[int]:
+    if cfg.cases is not None:
+        wanted = [int(c) for c in cfg.cases]
+        known = set(per_vector["case"].astype(int))
+        missing = [c for c in wanted if c not in known]
+        if missing:
+            raise UserError(f"cases {missing} are not in run {cfg.run_id}")
+        return wanted
+    passed = per_vector[per_vector["passed"] == "O"]
+    if "review_rank" in passed.columns:
+        passed = passed.sort_values("review_rank")
+    if passed.empty:
+        raise UserError(f"run {cfg.run_id} has no passed vector to re-test; give cases=[...]")
+    limit = cfg.max_vectors
+    return [int(c) for c in (passed if limit is None else passed.head(int(limit)))["case"]]
+
+
+def _base_config(recorded: DictConfig, source, cfg: DictConfig) -> DictConfig:
+    """The source run's config with the noise model's measuring switches, its directions
+    pinned, no cache (each repetition measures), and nothing heavy logged per repetition."""
+    rec = recorded.copy()
+    rec.tracking = OmegaConf.merge(rec.get("tracking", {}), cfg.tracking)
+    rec.tracking.experiment = RETEST_EXPERIMENT
+    rec.tracking.grids = {"passed": 0, "best": 0}
+    rec.tracking.per_image = False
+    rec.cache.enabled = False
+    rec.review.page = False
+    rec.measure = OmegaConf.merge(rec.get("measure", {}), cfg.noise)
+    directions_run = source.data.tags.get("directions.run_id")
+    if directions_run and directions_run != "none" and "run_id" in rec.directions:
+        rec.directions.run_id = directions_run
+    return rec
+
+
+def _has_noise(cfg: DictConfig) -> bool:
+    from hydra.utils import get_class
+
+    return hasattr(get_class(cfg.generator._target_), "set_noise_seed")
+
+
+def _noise_text(cfg: DictConfig) -> str:
+    m = cfg.measure
+    return (
+        f"scorer_mode={m.scorer_mode}, round_trip={m.round_trip}, edit_dtype={m.edit_dtype},"
+        f" score_decimals={m.score_decimals}"
+    )
+
+
+def _summary(cases: list[int], passed: np.ndarray, corrs: np.ndarray, level: float) -> pd.DataFrame:
+    """passed (k, n) bool, corrs (k, n, 3) -> one row per vector."""
+    k = passed.shape[0]
+    passes = passed.sum(axis=0)
+    lo, hi = wilson(passes, k, level)
+    out = pd.DataFrame({"case": cases, "re_passes": passes, "k": k})
+    out["re_pass_prob"] = passes / k
+    out["re_pass_lo"], out["re_pass_hi"] = lo, hi
+    for j, col in enumerate(CORR_COLUMNS):
+        out[f"{col}_mean"] = corrs[:, :, j].mean(axis=0)
+        out[f"{col}_std"] = corrs[:, :, j].std(axis=0, ddof=1)
+    return out
+
+
+def _log(client, parent: str, source_id: str, per_vector, result, k: int, cfg) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    probs = result["re_pass_prob"]
+    metrics = {
+        "vectors": float(len(result)),
+        "k": float(k),
+        "re_pass_prob_mean": float(probs.mean()),
+        "share_below_half": float((probs < 0.5).mean()),
+        "always_passed": float((probs == 1).sum()),
+    }
+    store.retry(
+        client.log_batch, parent, metrics=[Metric(m, v, now, 0) for m, v in metrics.items()]
+    )
+    joined = per_vector.merge(
+        result[["case", "re_pass_prob", "re_pass_lo", "re_pass_hi"]], on="case", how="left"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        result.to_csv(out / "retest.csv", index=False)
+        joined.to_csv(out / "per_vector.csv", index=False)
+        (out / "retest.yaml").write_text(OmegaConf.to_yaml(cfg))
+        store.retry(client.log_artifacts, parent, str(out))
+    store.retry(client.set_tag, parent, "retest.k", str(k))
+    store.retry(client.set_tag, parent, "retest.ci_level", str(cfg.ci_level))
+
+
+if __name__ == "__main__":
+    main()

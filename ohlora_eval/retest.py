@@ -1,0 +1,6 @@
+"""``python -m ohlora_eval.retest``: see ``ohlora_eval/apps/retest.py``."""
+
+from ohlora_eval.apps.retest import main
+
+if __name__ == "__main__":
+    main()

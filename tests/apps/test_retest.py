@@ -1,0 +1,59 @@
+"""Re-tests: a run's passed vectors re-measured k times under the original's noise."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import CONF_DIR
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+
+from ohlora_eval.apps.retest import retest, wilson
+from ohlora_eval.apps.screen import evaluate
+from ohlora_eval.errors import UserError
+from ohlora_eval.tracking import store as tracking
+
+
+def _retest_cfg(store, *overrides):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(
+            "retest", overrides=[f"tracking.root={store}", "tracking.progress=false", *overrides]
+        )
+
+
+def test_wilson_interval_matches_the_textbook_values():
+    lo, hi = wilson(np.array([0, 5, 10]), 10, 0.95)
+    np.testing.assert_allclose(lo, [0.0, 0.2366, 0.7225], atol=1e-4)
+    np.testing.assert_allclose(hi, [0.2775, 0.7634, 1.0], atol=1e-4)
+
+
+def test_retest_reports_each_passed_vector_and_is_reproducible(make_cfg, store):
+    source = evaluate(make_cfg("cutoff.eyes=0.5", "cutoff.mouth=0.5", "cutoff.pose=0.3"))
+    passed = source.per_vector.loc[source.per_vector["passed"] == "O", "case"].tolist()
+    assert passed, "the source run needs passed vectors"
+    first = retest(_retest_cfg(store, f"run_id={source.run_id}", "k=3", "max_vectors=4"))
+    table = first.table
+    assert len(table) == min(4, len(passed)) and (table["k"] == 3).all()
+    assert table["re_pass_prob"].between(0, 1).all()
+    assert (table["re_pass_lo"] <= table["re_pass_prob"]).all()
+    assert (table["re_pass_prob"] <= table["re_pass_hi"]).all()
+    assert (table["eyes_corr_std"] > 0).any()  # dropout on: r moves between repetitions
+    again = retest(_retest_cfg(store, f"run_id={source.run_id}", "k=3", "max_vectors=4"))
+    pd.testing.assert_frame_equal(again.table, table)  # seeded: the same numbers again
+    client = MlflowClient(tracking.resolve_uri(None, store))
+    parent = client.get_run(first.run_id)
+    assert parent.data.tags["retest.source_run_id"] == source.run_id
+    assert parent.data.metrics["k"] == 3
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{first.run_id}'"
+    )
+    assert len(children) == 3
+    assert client.get_run(source.run_id).data.tags["ohlora.retest"] == again.run_id
+
+
+def test_retest_refuses_what_it_cannot_retest(store):
+    with pytest.raises(UserError, match="k=1 must be at least 2"):
+        retest(_retest_cfg(store, "run_id=x", "k=1"))
+    with pytest.raises(UserError, match="run_id=nosuch: no such run"):
+        retest(_retest_cfg(store, "run_id=nosuch"))
