@@ -34,7 +34,6 @@ from ohlora_eval.models.networks.stylegan_v9 import StyleGANV9Network as _Networ
 
 PUBLISHED_FILE = "stylegan_gen_fine_tuned_v9.pth"
 POSTPROCESS_MODES = ("uint8", "clamp", "raw")
-_MAPPING_CHUNK = 4096
 
 
 def to_uint8_levels(image: Tensor) -> Tensor:
@@ -84,6 +83,7 @@ class StyleGANV9Generator:
         truncation_layers: int | None = None,
         postprocess: str = "uint8",
         allow_random_init: bool = False,
+        mapping_batch: int = 1,
     ) -> None:
         if postprocess not in POSTPROCESS_MODES:
             raise ValueError(f"postprocess must be one of {POSTPROCESS_MODES}, got {postprocess!r}")
@@ -97,6 +97,13 @@ class StyleGANV9Generator:
         self.truncation_psi = float(truncation_psi)
         self.truncation_layers = truncation_layers
         self.postprocess = postprocess
+        # Latents mapped this many at a time. 1 (default): each mid vector is computed
+        # alone, as the original did, so it is the original's bit for bit and never depends
+        # on the batch (a matrix product's bits change with its row count). The mapping
+        # is cheap next to synthesis; raise it only for huge samples on a GPU.
+        if int(mapping_batch) < 1:
+            raise ValueError(f"generator.mapping_batch={mapping_batch} must be an integer >= 1")
+        self.mapping_batch = int(mapping_batch)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # random-init builds are reproducible
             network = _Network()
@@ -135,7 +142,7 @@ class StyleGANV9Generator:
             raise ValueError(f"expected z of shape (n, {self.latent_dim}), got {tuple(z.shape)}")
         parts = []
         with torch.no_grad():
-            for part in chunks(z.shape[0], _MAPPING_CHUNK):
+            for part in chunks(z.shape[0], self.mapping_batch):
                 zz = z[part].to(self.device, torch.float32)
                 out = self.network.mapping(zz[:, :Z_DIM], zz[:, Z_DIM:])
                 if layer == "w":
