@@ -10,7 +10,9 @@ re-pass probability with a Wilson confidence interval.
 It logs one parent run in experiment ``ohlora-retest`` (``retest.csv``: per vector
 the passes, the probability and its interval, the mean and spread of each r;
 ``per_vector.csv``: the source table with ``re_pass_prob``, ``re_pass_lo`` and
-``re_pass_hi``), with one child run per repetition. The source run is tagged with it.
+``re_pass_hi``; ``review/index.html``: the source's review page with each card's
+re-pass probability), with one child run per repetition. The source run is tagged
+with it, and ``select`` records the chosen vectors' re-pass probabilities from it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from ohlora_eval import review
 from ohlora_eval.apps.cli import CONFIG_DIR, friendly_errors
 from ohlora_eval.errors import UserError
 from ohlora_eval.pipeline.judge import CORR_COLUMNS
@@ -102,7 +105,7 @@ def retest(cfg: DictConfig) -> Retest:
             passed.append((table["passed"] == "O").to_numpy())
             corrs.append(table[CORR_COLUMNS].to_numpy(dtype=np.float64))
         result = _summary(cases, np.array(passed), np.array(corrs), float(cfg.ci_level))
-        _log(client, parent, source.info.run_id, per_vector, result, k, cfg)
+        _log(client, parent, source.info.run_id, per_vector, result, k, cfg, recorded)
     store.retry(client.set_tag, source.info.run_id, "ohlora.retest", parent)
     below = float((result["re_pass_prob"] < 0.5).mean()) if len(result) else float("nan")
     print(
@@ -171,6 +174,31 @@ def _base_config(recorded: DictConfig, source, cfg: DictConfig) -> DictConfig:
     return rec
 
 
+def _review_page(client, parent, source_id, joined, recorded, cfg, out: Path, tmp: Path) -> None:
+    """The source run's review page again, each re-tested card with its re-pass probability
+    (the contact sheets are the source run's)."""
+    node = OmegaConf.to_container(recorded.get("review") or {}, resolve=True)
+    node["local_dir"] = str(Path(cfg.tracking.root) / "review")
+    settings = review.ReviewSettings.from_cfg(node)
+    if not settings.page:
+        return
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        logged = {
+            Path(a.path).stem: a.path for a in client.list_artifacts(source_id, "review/sheets")
+        }
+    except Exception:  # noqa: BLE001 - a run without sheets gets cards without pictures
+        logged = {}
+    shown = joined.loc[joined["passed"] == "O", "case"].astype(int)
+    sheets = {}
+    for case in shown.head(settings.max_cards) if settings.max_cards is not None else shown:
+        name = f"case_{case:05d}"
+        if name in logged:
+            sheets[case] = Path(client.download_artifacts(source_id, logged[name], str(tmp)))
+    cutoffs = {p: float(recorded.cutoff[p]) for p in ("eyes", "mouth", "pose")}
+    review.build_review_page(out / "review", parent, joined, cutoffs, settings, sheets=sheets)
+
+
 def _has_noise(cfg: DictConfig) -> bool:
     from hydra.utils import get_class
 
@@ -199,7 +227,7 @@ def _summary(cases: list[int], passed: np.ndarray, corrs: np.ndarray, level: flo
     return out
 
 
-def _log(client, parent: str, source_id: str, per_vector, result, k: int, cfg) -> None:
+def _log(client, parent: str, source_id: str, per_vector, result, k: int, cfg, recorded) -> None:
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
@@ -218,10 +246,12 @@ def _log(client, parent: str, source_id: str, per_vector, result, k: int, cfg) -
         result[["case", "re_pass_prob", "re_pass_lo", "re_pass_hi"]], on="case", how="left"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
+        out = Path(tmp) / "run"
+        out.mkdir()
         result.to_csv(out / "retest.csv", index=False)
         joined.to_csv(out / "per_vector.csv", index=False)
         (out / "retest.yaml").write_text(OmegaConf.to_yaml(cfg))
+        _review_page(client, parent, source_id, joined, recorded, cfg, out, Path(tmp) / "src")
         store.retry(client.log_artifacts, parent, str(out))
     store.retry(client.set_tag, parent, "retest.k", str(k))
     store.retry(client.set_tag, parent, "retest.ci_level", str(cfg.ci_level))

@@ -27,6 +27,7 @@ from ohlora_eval.review.metrics import DEFAULT_RANK_BY, OFF_DIAGONAL, review_ord
 FLAG_LEAK = 0.3  # |r| of another edit with this property's score
 FLAG_DRIFT_REL = 2.0  # background drift, multiples of the run's median
 FLAG_FACE_IOU = 0.8  # silhouette overlap across the grid
+FLAG_RE_PASS = 0.5  # share of noisy re-measurements in which the vector passed again
 
 SELECT_COMMAND = "python -m ohlora_eval.select"
 
@@ -223,6 +224,14 @@ def _card(
         f' <span class="note">({_num(rel, "{:.2f}")}&times; run median)</span></dd>'
         f"<dt>face-shape IoU</dt><dd>{_flag(_num(iou), iou <= FLAG_FACE_IOU, '')}</dd>"
     )
+    p_again = _get(row, "re_pass_prob")
+    if math.isfinite(p_again):  # a re-test (python -m ohlora_eval.retest) measured it
+        again = (
+            f"{_num(p_again, '{:.2f}')} [{_num(row.get('re_pass_lo'), '{:.2f}')},"
+            f" {_num(row.get('re_pass_hi'), '{:.2f}')}]"
+        )
+        why = f"passed again in fewer than half of the re-tests (below {FLAG_RE_PASS})"
+        loc += f"<dt>re-pass probability</dt><dd>{_flag(again, p_again < FLAG_RE_PASS, why)}</dd>"
     return (
         f'<article class="card" id="card-{case}" data-case="{case}">'
         f"<header>{''.join(head)}</header>"

@@ -125,9 +125,39 @@ def record(where: store.StoreRef, request: SelectionRequest) -> Selection:
             "config": config,
             "git_commit": store.git_commit(),
             "source_git_commit": run.data.tags.get("git_commit"),
+            "stability": _stability(client, run, cases, src),
         }
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_json_default))
         return _register(where, out, manifest, run, request)
+
+
+def _stability(client: MlflowClient, run, cases: list[int], tmp: Path) -> dict | None:
+    """The chosen cases' re-pass probabilities from the source run's latest re-test
+    (``python -m ohlora_eval.retest``), when there is one: {retest_run_id, k, per case}."""
+    retest_id = run.data.tags.get("ohlora.retest")
+    if not retest_id:
+        return None
+    try:
+        table = pd.read_csv(client.download_artifacts(retest_id, "retest.csv", str(tmp)))
+        retest = client.get_run(retest_id)
+    except Exception:  # noqa: BLE001 - a re-test that cannot be read is not recorded
+        return None
+    rows = table.set_index("case")
+    per_case = {
+        int(c): {
+            "re_pass_prob": float(rows.loc[c, "re_pass_prob"]),
+            "re_pass_lo": float(rows.loc[c, "re_pass_lo"]),
+            "re_pass_hi": float(rows.loc[c, "re_pass_hi"]),
+        }
+        for c in cases
+        if c in rows.index
+    }
+    return {
+        "retest_run_id": retest_id,
+        "k": int(float(retest.data.metrics.get("k", 0))),
+        "ci_level": retest.data.tags.get("retest.ci_level"),
+        "cases": per_case,
+    }
 
 
 def _json_default(o: Any) -> Any:
@@ -227,6 +257,10 @@ def _register(
         "allow_failed": str(manifest["allow_failed"]).lower(),
         "directions_run_id": str(manifest["directions_run_id"]),
     }
+    if manifest.get("stability"):
+        probs = [v["re_pass_prob"] for v in manifest["stability"]["cases"].values()]
+        version_tags["retest_run_id"] = manifest["stability"]["retest_run_id"]
+        version_tags["re_pass_prob_min"] = f"{min(probs):.3f}" if probs else "none"
     for k, v in version_tags.items():
         store.retry(client.set_model_version_tag, name, version, k, v)
     if note:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -28,7 +30,7 @@ def test_wilson_interval_matches_the_textbook_values():
     np.testing.assert_allclose(hi, [0.2775, 0.7634, 1.0], atol=1e-4)
 
 
-def test_retest_reports_each_passed_vector_and_is_reproducible(make_cfg, store):
+def test_retest_reports_each_passed_vector_and_is_reproducible(make_cfg, store, tmp_path):
     source = evaluate(make_cfg("cutoff.eyes=0.5", "cutoff.mouth=0.5", "cutoff.pose=0.3"))
     passed = source.per_vector.loc[source.per_vector["passed"] == "O", "case"].tolist()
     assert passed, "the source run needs passed vectors"
@@ -50,6 +52,33 @@ def test_retest_reports_each_passed_vector_and_is_reproducible(make_cfg, store):
     )
     assert len(children) == 3
     assert client.get_run(source.run_id).data.tags["ohlora.retest"] == again.run_id
+    joined = pd.read_csv(client.download_artifacts(again.run_id, "per_vector.csv"))
+    assert joined["re_pass_prob"].notna().sum() == len(table)
+    page = Path(client.download_artifacts(again.run_id, "review/index.html")).read_text()
+    assert page.count("re-pass probability") == len(table)
+
+    # select records the chosen vectors' stability from the run's latest re-test
+    from ohlora_eval.apps.select import select
+    from ohlora_eval.tracking.registry import load_selection
+
+    chosen = int(table["case"].iloc[0])
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        sel_cfg = compose(
+            "select",
+            overrides=[
+                f"tracking.root={store}",
+                f"run_id={source.run_id}",
+                f"cases=[{chosen}]",
+                "name=sel-retest",
+                "allow_failed=true",
+            ],
+        )
+    sel = select(sel_cfg)
+    manifest, _, _ = load_selection(client, f"sel-retest/{sel.version}", tmp_path)
+    recorded = manifest["stability"]
+    assert recorded["retest_run_id"] == again.run_id and recorded["k"] == 3
+    row = table.set_index("case").loc[chosen]
+    assert recorded["cases"][str(chosen)]["re_pass_prob"] == pytest.approx(row["re_pass_prob"])
 
 
 def test_retest_refuses_what_it_cannot_retest(store):
