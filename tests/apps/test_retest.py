@@ -86,3 +86,24 @@ def test_retest_refuses_what_it_cannot_retest(store):
         retest(_retest_cfg(store, "run_id=x", "k=1"))
     with pytest.raises(UserError, match="run_id=nosuch: no such run"):
         retest(_retest_cfg(store, "run_id=nosuch"))
+
+
+def test_a_selection_measured_as_published_verifies_exactly(make_cfg, store):
+    """Dropout draws are seeded per case, so re-measuring a noisy selection (other vectors
+    beside it, another batch) gives the recorded r exactly."""
+    from ohlora_eval.apps.select import select
+    from ohlora_eval.apps.verify import verify
+
+    loose = ("cutoff.eyes=0.3", "cutoff.mouth=0.3", "cutoff.pose=0.2")
+    source = evaluate(make_cfg("measure=as_published", *loose))
+    passed = source.per_vector.loc[source.per_vector["passed"] == "O", "case"].tolist()[:2]
+    assert passed
+    overrides = [f"tracking.root={store}", "tracking.progress=false"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        sel_cfg = compose(
+            "select",
+            overrides=[*overrides, f"run_id={source.run_id}", f"cases={passed}", "name=sel-noisy"],
+        )
+        select(sel_cfg)
+        check = verify(compose("verify", overrides=[*overrides, "model=sel-noisy@final"]))
+    assert check.max_abs_diff == 0.0
