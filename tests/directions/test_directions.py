@@ -144,3 +144,21 @@ def test_find_directions_refuses_a_run_id(store):
     cfg = _stage_cfg(store, "directions.run_id=abc")
     with pytest.raises(ValueError, match="directions.run_id=abc: find_directions fits new"):
         find_directions(cfg)
+
+
+def test_fitting_measures_with_the_measure_switches(store):
+    """Direction fitting scores its sample the way the screening measures (here as published),
+    and such a fit is a different spec from the clean one."""
+    clean = find_directions(_stage_cfg(store, "directions.method=svm", "directions.grouped=false"))
+    noisy = find_directions(
+        _stage_cfg(
+            store, "directions.method=svm", "directions.grouped=false", "measure=as_published"
+        )
+    )
+    client = _client(store)
+    a, b = client.get_run(clean), client.get_run(noisy)
+    assert a.data.tags["directions.spec_hash"] != b.data.tags["directions.spec_hash"]
+    assert "train" in b.data.params["spec.measure"] and "spec.measure" not in a.data.params
+    va = load_run(client, clean, "mapping_split1").vectors["eyes"]["all"]
+    vb = load_run(client, noisy, "mapping_split1").vectors["eyes"]["all"]
+    assert not np.array_equal(va, vb)  # noisier scores, another direction
