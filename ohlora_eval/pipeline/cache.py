@@ -8,8 +8,10 @@ run that died is resumed chunk by chunk.
 
 Layout: ``<dir>/<key>/meta.json`` (what the key stands for) and one
 ``chunk_<lo>_<hi>.npz`` per chunk of vectors, written atomically and carrying a
-checksum of its arrays: a truncated, corrupt or foreign file is detected,
-deleted and recomputed, never trusted.
+checksum of its arrays together with the key and the vector range it belongs to:
+a truncated or corrupt file, or one copied from another chunk or another
+measurement, is detected (with a warning naming it), deleted and recomputed,
+never trusted.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import io
 import json
 import os
 import threading
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -50,6 +53,10 @@ class MeasurementCache:
     def _path(self, lo: int, hi: int) -> Path:
         return self.dir / f"chunk_{lo:07d}_{hi:07d}.npz"
 
+    def _place(self, lo: int, hi: int) -> dict[str, np.ndarray]:
+        """Where a chunk belongs, stored and checksummed with its arrays."""
+        return {"__key__": np.array(self.key), "__range__": np.array([lo, hi], np.int64)}
+
     def load(self, lo: int, hi: int) -> dict[str, np.ndarray] | None:
         """The chunk's arrays, or None when absent or not trustworthy (then it is removed)."""
         path = self._path(lo, hi)
@@ -60,14 +67,25 @@ class MeasurementCache:
                 arrays = {k: z[k] for k in z.files}
             stored = str(arrays.pop("__checksum__"))
             if stored != _checksum(arrays):
-                raise ValueError("checksum mismatch")
-        except Exception:  # noqa: BLE001 - whatever is wrong with it, it is not trusted
+                raise ValueError("its checksum does not match its contents")
+            key, span = str(arrays.pop("__key__", "")), arrays.pop("__range__", None)
+            if key != self.key or span is None or [int(x) for x in span] != [lo, hi]:
+                where = f"vectors {list(map(int, span))}" if span is not None else "no range"
+                raise ValueError(
+                    f"it belongs to measurement {key or '(unknown)'}, {where}, not {self.key},"
+                    f" vectors [{lo}, {hi}]"
+                )
+        except Exception as exc:  # noqa: BLE001 - whatever is wrong with it, it is not trusted
+            warnings.warn(
+                f"cache chunk {path} is not used ({exc}); measuring those vectors again",
+                stacklevel=2,
+            )
             path.unlink(missing_ok=True)
             return None
         return arrays
 
     def save(self, lo: int, hi: int, arrays: Mapping[str, np.ndarray]) -> None:
-        payload = {k: np.asarray(v) for k, v in arrays.items()}
+        payload = {**{k: np.asarray(v) for k, v in arrays.items()}, **self._place(lo, hi)}
         buf = io.BytesIO()
         np.savez(buf, __checksum__=np.array(_checksum(payload)), **payload)
         atomic_write(self._path(lo, hi), buf.getvalue())

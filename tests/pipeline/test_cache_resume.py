@@ -53,9 +53,10 @@ def test_corrupt_or_partial_entries_are_recomputed(make_cfg, store):
     assert len(chunks) == 3
     chunks[0].write_bytes(chunks[0].read_bytes()[:200])  # a partial write
     data = bytearray(chunks[1].read_bytes())
-    data[-300] ^= 0xFF  # a flipped byte
+    data[len(data) // 3] ^= 0xFF  # a flipped byte (inside the scores array)
     chunks[1].write_bytes(bytes(data))
-    again = evaluate(cfg)
+    with pytest.warns(UserWarning, match="is not used"):
+        again = evaluate(cfg)
     assert again.metrics["measured_chunks"] == 2 and again.metrics["reused_chunks"] == 1
     assert np.array_equal(first.scores, again.scores)
 
@@ -80,7 +81,39 @@ def test_cache_rejects_a_tampered_chunk(tmp_path):
                 data = out.getvalue()
             dst.writestr(item, data)
     path.write_bytes(buf.getvalue())
-    assert cache.load(0, 2) is None and not path.exists()
+    with pytest.warns(UserWarning, match=r"chunk_0000000_0000002.npz is not used \(its checksum"):
+        assert cache.load(0, 2) is None
+    assert not path.exists()
+
+
+def test_a_chunk_out_of_place_is_measured_again(make_cfg, store, tmp_path):
+    """A valid chunk copied over another position (or from another measurement) carries its
+    own key and range: it is refused with a warning naming it, and the run's numbers are
+    the uninterrupted run's."""
+    cfg = make_cfg(*CHEAP_DIRECTIONS, "sampling.seed=23")
+    first = evaluate(cfg)
+    key = (
+        MlflowClient(tracking.resolve_uri(None, store))
+        .get_run(first.run_id)
+        .data.tags["ohlora.measure_key"]
+    )
+    chunks = sorted((Path(cfg.cache.dir) / key).glob("chunk_*.npz"))
+    chunks[2].write_bytes(chunks[0].read_bytes())
+    with pytest.warns(UserWarning, match=rf"{chunks[2].name} is not used \(it belongs to"):
+        again = evaluate(cfg)
+    assert again.metrics["measured_chunks"] == 1 and again.metrics["reused_chunks"] == 2
+    assert np.array_equal(first.scores, again.scores)
+    assert again.per_vector.equals(first.per_vector)
+
+    other = MeasurementCache(tmp_path, "another-key", {})
+    foreign = MeasurementCache(tmp_path, "this-key", {})
+    other.save(0, 8, {"scores": np.zeros((8, 3), np.float32)})
+    (foreign.dir / chunks[0].name.replace("0000008", "0000008")).write_bytes(b"")
+    (foreign.dir / "chunk_0000000_0000008.npz").write_bytes(
+        (other.dir / "chunk_0000000_0000008.npz").read_bytes()
+    )
+    with pytest.warns(UserWarning, match="belongs to measurement another-key"):
+        assert foreign.load(0, 8) is None
 
 
 def _cli(store: Path, *extra: str) -> list[str]:
