@@ -13,3 +13,13 @@ class UserError(ValueError):
 
 class ConfigError(UserError):  # noqa: N818 - reads as the field it names
     """Bad configuration: the message names the field and what is allowed."""
+
+
+class Stopped(KeyboardInterrupt):
+    """The process was asked to stop by a signal (SIGTERM from a scheduler or ``timeout``,
+    SIGHUP): runs end as after Ctrl-C (KILLED, reason tagged, measurements kept)."""
+
+    def __init__(self, signum: int, name: str) -> None:
+        super().__init__(name)
+        self.signum = signum
+        self.name = name

@@ -14,6 +14,7 @@ import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from ohlora_eval.errors import Stopped
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 from ohlora_eval.tracking import store
 
@@ -52,6 +53,8 @@ def _ending(exc: BaseException | None) -> tuple[str, dict[str, str]]:
     """How a run ends: its status and the tags that say why (the one place that decides)."""
     if exc is None:
         return "FINISHED", {}
+    if isinstance(exc, Stopped):
+        return "KILLED", {"ohlora.end_reason": f"stopped by {exc.name}"}
     if isinstance(exc, KeyboardInterrupt):
         return "KILLED", {"ohlora.end_reason": "interrupted (Ctrl-C)"}
     reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:5000]
