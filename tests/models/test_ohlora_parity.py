@@ -114,15 +114,18 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def generator(checkpoints) -> StyleGANV9Generator:
-    # batch_size=16 as the parity numbers were recorded: the full forward of the two
-    # latents in one batch (a CPU default of 1 computes the same images in 2 calls,
-    # equal only to ~1e-6 because the kernels differ with the batch shape).
+    # batch_size=16 and mapping_batch=16 as the parity numbers were recorded: the full
+    # forward of the two latents in one batch (the defaults of 1 compute the same mid
+    # vectors and images one latent at a time, as the original test did, equal to this
+    # batch only to ~1e-6 because the kernels differ with the batch shape;
+    # tests/models/test_original_measurement.py checks the defaults bit for bit).
     return build(
         "generator",
         "stylegan_v9",
         checkpoint=str(checkpoints["generator"]),
         postprocess="raw",
         batch_size=16,
+        mapping_batch=16,
     )
 
 
@@ -220,6 +223,7 @@ def test_default_postprocess_mirrors_original_8bit_step(checkpoints, outputs):
     assert gen.postprocess == "uint8"
     assert gen.batch_size == 1  # the CPU default (fastest there, see make bench)
     gen.batch_size = 16  # the batch the raw reference image was made in
+    gen.mapping_batch = 16
     image = gen.synthesize(outputs["mid:w"], "w")  # same batch as the raw image: bit-identical
     assert torch.equal(image, to_uint8_levels(outputs["image"]))
     assert image.min() >= -1.0 and image.max() <= 1.0
