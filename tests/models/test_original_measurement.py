@@ -76,6 +76,16 @@ def state_sha256(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The capture ran on one CPU thread; CPU kernels split their sums by thread count, so
+    the last bits of a convolution depend on it. Compare with the same one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def capture() -> dict:
     if not CAPTURE.is_file():
