@@ -109,7 +109,7 @@ def retest(cfg: DictConfig) -> Retest:
     store.retry(client.set_tag, source.info.run_id, "ohlora.retest", parent)
     below = float((result["re_pass_prob"] < 0.5).mean()) if len(result) else float("nan")
     print(
-        f"\nohlora_eval.retest: {len(result)} passed vector(s) of run {source.info.run_id},"
+        f"\nohlora_eval.retest: {len(result)} vector(s) of run {source.info.run_id},"
         f" {k} repetitions under {_noise_text(base)}\n"
         f"  mean re-pass probability {result['re_pass_prob'].mean():.3f};"
         f" below 0.5: {below:.1%}\n"
