@@ -79,3 +79,28 @@ def instantiate_node(node: Any) -> Any:
 def model_tags(cfg: DictConfig) -> dict[str, str]:
     """The generator's and scorer's class names as configured (run tags)."""
     return {k: str(cfg[k].get("_target_", "?")).rsplit(".", 1)[-1] for k in ("generator", "scorer")}
+
+
+def replay_config(
+    recorded: Any, tracking: Any, experiment: str, directions_run_id: str | None
+) -> DictConfig:
+    """A finished run's recorded config, set up to measure its vectors again: today's store
+    (``tracking``) under ``experiment``, no measurement cache (it measures, it never reads
+    earlier scores) and the directions pinned to the run that produced them."""
+    from omegaconf import OmegaConf
+
+    rec = OmegaConf.create(recorded)
+    rec.tracking = OmegaConf.merge(rec.get("tracking", {}), tracking)
+    rec.tracking.experiment = experiment
+    if "cache" in rec:
+        rec.cache.enabled = False
+    if directions_run_id and directions_run_id != "none" and "run_id" in rec.directions:
+        rec.directions.run_id = directions_run_id
+    return rec
+
+
+def has_noise(cfg: DictConfig) -> bool:
+    """Whether the configured generator has per-layer noise (``set_noise_seed``)."""
+    from hydra.utils import get_class
+
+    return hasattr(get_class(cfg.generator._target_), "set_noise_seed")

@@ -29,6 +29,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from ohlora_eval import review
+from ohlora_eval.apps.build import has_noise, replay_config
 from ohlora_eval.apps.cli import CONFIG_DIR, friendly_errors
 from ohlora_eval.errors import UserError
 from ohlora_eval.pipeline.judge import CORR_COLUMNS
@@ -80,7 +81,7 @@ def retest(cfg: DictConfig) -> Retest:
     index = {int(c): i for i, c in enumerate(per_vector["case"])}
     z = latents[[index[c] for c in cases]]
     base = _base_config(recorded, source, cfg)
-    noisy_generator = _has_noise(base)
+    noisy_generator = has_noise(base)
     tags = {
         "ohlora.kind": "retest",
         "retest.source_run_id": source.info.run_id,
@@ -160,17 +161,16 @@ def _cases(per_vector: pd.DataFrame, cfg: DictConfig) -> list[int]:
 def _base_config(recorded: DictConfig, source, cfg: DictConfig) -> DictConfig:
     """The source run's config with the noise model's measuring switches, its directions
     pinned, no cache (each repetition measures), and nothing heavy logged per repetition."""
-    rec = recorded.copy()
-    rec.tracking = OmegaConf.merge(rec.get("tracking", {}), cfg.tracking)
-    rec.tracking.experiment = RETEST_EXPERIMENT
+    rec = replay_config(
+        OmegaConf.to_container(recorded),
+        cfg.tracking,
+        RETEST_EXPERIMENT,
+        source.data.tags.get("directions.run_id"),
+    )
     rec.tracking.grids = {"passed": 0, "best": 0}
     rec.tracking.per_image = False
-    rec.cache.enabled = False
     rec.review.page = False
     rec.measure = OmegaConf.merge(rec.get("measure", {}), cfg.noise)
-    directions_run = source.data.tags.get("directions.run_id")
-    if directions_run and directions_run != "none" and "run_id" in rec.directions:
-        rec.directions.run_id = directions_run
     return rec
 
 
@@ -197,12 +197,6 @@ def _review_page(client, parent, source_id, joined, recorded, cfg, out: Path, tm
             sheets[case] = Path(client.download_artifacts(source_id, logged[name], str(tmp)))
     cutoffs = {p: float(recorded.cutoff[p]) for p in ("eyes", "mouth", "pose")}
     review.build_review_page(out / "review", parent, joined, cutoffs, settings, sheets=sheets)
-
-
-def _has_noise(cfg: DictConfig) -> bool:
-    from hydra.utils import get_class
-
-    return hasattr(get_class(cfg.generator._target_), "set_noise_seed")
 
 
 def _noise_text(cfg: DictConfig) -> str:

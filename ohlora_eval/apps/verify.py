@@ -15,8 +15,9 @@ import hydra
 import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from ohlora_eval.apps.build import has_noise, replay_config
 from ohlora_eval.apps.cli import CONFIG_DIR, UserError, friendly_errors
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.registry import load_selection
@@ -62,7 +63,7 @@ def verify(cfg: DictConfig) -> Verification:
     max_diff = float(table[[f"{p}_diff" for p in ("eyes", "mouth", "pose")]].abs().max().max())
     all_pass = bool((table["passed_now"] == "O").all())
     freq = None
-    if int(cfg.noise_seeds) > 0 and not _has_noise(eval_cfg):
+    if int(cfg.noise_seeds) > 0 and not has_noise(eval_cfg):
         print(
             f"ohlora_eval.verify: {eval_cfg.generator._target_} has no noise; noise_seeds ignored",
             file=sys.stderr,
@@ -97,16 +98,11 @@ def verify(cfg: DictConfig) -> Verification:
 
 def recorded_config(manifest: dict, cfg: DictConfig) -> DictConfig:
     """The source run's config, pinned to its directions, with today's store and device."""
-    rec = OmegaConf.create(manifest["config"])
-    rec.tracking = OmegaConf.merge(rec.get("tracking", {}), cfg.tracking)
-    rec.tracking.experiment = VERIFY_EXPERIMENT
-    if "cache" in rec:  # a verification measures again; it never reads earlier scores
-        rec.cache.enabled = False
+    rec = replay_config(
+        manifest["config"], cfg.tracking, VERIFY_EXPERIMENT, manifest.get("directions_run_id")
+    )
     if cfg.get("device"):
         rec.device = cfg.device
-    run_id = manifest.get("directions_run_id")
-    if run_id and run_id != "none" and "run_id" in rec.directions:
-        rec.directions.run_id = run_id
     return rec
 
 
@@ -124,12 +120,6 @@ def compare(recorded: pd.DataFrame, now: pd.DataFrame) -> pd.DataFrame:
     out["passed_now"] = cur.loc[rec.index, "passed"].to_numpy()
     out["fail_reason_now"] = cur.loc[rec.index, "fail_reason"].to_numpy()
     return out
-
-
-def _has_noise(eval_cfg: DictConfig) -> bool:
-    from hydra.utils import get_class
-
-    return hasattr(get_class(eval_cfg.generator._target_), "set_noise_seed")
 
 
 def _noise_frequency(

@@ -30,7 +30,7 @@ from ohlora_eval.models.networks.recipe import recipe_value
 from ohlora_eval.models.networks.stylegan_v9 import StyleGANV9Network
 from ohlora_eval.models.scorers.ohlora_cnn import OhLoRACNNScorer
 from ohlora_eval.pipeline import judge
-from ohlora_eval.pipeline.edit import EditSetup
+from ohlora_eval.pipeline.edit import EditSetup, edited_mids
 from ohlora_eval.pipeline.fidelity import MeasureSettings, rounded, to_uint8
 from ohlora_eval.pipeline.measure import measure_chunk, synthesize
 
@@ -154,8 +154,6 @@ def test_raw_images_are_the_originals_bit_for_bit(capture, models, inputs):
     setup = EditSetup(generator, scorer, directions, _grid(capture), LAYER)
     mid = generator.to_mid(torch.as_tensor(z[:1]), LAYER)
     dirs = directions.for_vectors(mid, [vec["group_name"]], torch.float64)
-    from ohlora_eval.pipeline.edit import edited_mids
-
     edited = edited_mids(mid, dirs, setup.grid[:6], torch.float64)
     pixels = to_uint8(synthesize(generator, edited, LAYER)).permute(0, 2, 3, 1)
     got = [hashlib.sha256(p.contiguous().numpy().tobytes()).hexdigest() for p in pixels]
