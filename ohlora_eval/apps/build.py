@@ -2,32 +2,94 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from ohlora_eval.errors import ConfigError
+from ohlora_eval.apps.config import measure_settings
+from ohlora_eval.errors import ConfigError, UserError
 from ohlora_eval.pipeline import judge
 from ohlora_eval.pipeline.edit import grid_points
+from ohlora_eval.pipeline.fidelity import MeasureSettings
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES, Generator, PropertyScorer
+from ohlora_eval.review import ReviewSettings
+
+MAX_VECTORS = 10_000_000
+"""Latents are drawn at once (about 2 KB each): more than this does not fit in memory."""
 
 
 def validate(cfg: DictConfig) -> tuple[dict[str, float], np.ndarray]:
     """Check the cheap parts of the config; return the cutoffs and the edit grid."""
     try:
         cutoffs = judge.check_cutoffs(cfg.cutoff)
-        grid = grid_points({p: list(cfg.sampling.grid.get(p, [])) for p in CORE_PROPERTIES})
+        grid = grid_points({p: cfg.sampling.grid.get(p, []) for p in CORE_PROPERTIES})
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    n = cfg.sampling.n_vectors
-    if not isinstance(n, int) or n < 1:
-        raise ConfigError(f"sampling.n_vectors={n} must be an integer >= 1")
-    vpb = cfg.sampling.vectors_per_batch
-    if not isinstance(vpb, int) or vpb < 1:
-        raise ConfigError(f"sampling.vectors_per_batch={vpb} must be an integer >= 1")
+    for key, low, high in (
+        ("n_vectors", 1, MAX_VECTORS),
+        ("vectors_per_batch", 1, 1_000_000),
+        ("seed", 0, 2**32 - 1),
+    ):
+        int_in(f"sampling.{key}", cfg.sampling.get(key), low, high)
     return cutoffs, grid
+
+
+def int_list(key: str, value: Any) -> list[int]:
+    """A command-line list of case numbers (``cases=[39,269]``) as ints, or a ConfigError
+    naming ``key`` and the entry that is not one."""
+    if isinstance(value, (str, bytes, int)) or not hasattr(value, "__iter__"):
+        raise ConfigError(f"{key}={value!r} must be a list of case numbers, e.g. {key}=[39,269]")
+    out = []
+    for i, v in enumerate(value):
+        if isinstance(v, bool) or not isinstance(v, (int, str)) or not str(v).lstrip("-").isdigit():
+            raise ConfigError(f"{key}[{i}]={v!r} is not a case number (an integer)")
+        out.append(int(v))
+    return out
+
+
+def int_in(key: str, value: Any, low: int, high: int | None = None) -> int:
+    """``value`` as an int in [low, high], or a ConfigError naming ``key``."""
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or value < low
+        or (high is not None and value > high)
+    ):
+        span = f"in [{low:,}, {high:,}]" if high is not None else f">= {low:,}"
+        raise ConfigError(f"{key}={value!r} must be an integer {span}")
+    return value
+
+
+@dataclass
+class Checked:
+    """What ``preflight`` read from a run's config: the settings the run works with."""
+
+    cutoffs: dict[str, float]
+    grid: np.ndarray
+    review: ReviewSettings
+    measure: MeasureSettings
+
+
+def preflight(cfg: DictConfig, resolved: Mapping[str, Any]) -> Checked:
+    """Every cheap check of an evaluation's config, before a run is opened (a typo in the
+    command line makes no FAILED run): cutoffs, sampling, review, measure and the
+    direction spec. The layer is checked when the generator is built."""
+    cutoffs, grid = validate(cfg)
+    try:
+        settings = ReviewSettings.from_cfg(resolved.get("review"))
+        fidelity = measure_settings(resolved)
+        spec = getattr(instantiate_node(cfg.directions), "spec", None)
+        if spec is not None:
+            spec().check()
+    except ValueError as exc:
+        raise ConfigError(" ".join(str(exc).split())) from None
+    if not isinstance(cfg.get("layer"), str):
+        raise ConfigError(f"layer={cfg.get('layer')!r} must be the name of a layer, e.g. layer=w")
+    return Checked(cutoffs, grid, settings, fidelity)
 
 
 def build_models(cfg: DictConfig) -> tuple[Generator, PropertyScorer]:
@@ -67,13 +129,17 @@ def mid_dim(generator: Generator, layer: str) -> int:
 
 
 def instantiate_node(node: Any) -> Any:
-    """``hydra.utils.instantiate``, but raising the real error (Hydra wraps it)."""
+    """``hydra.utils.instantiate``, but raising the real error (Hydra wraps it): the first
+    of our own errors in the chain (its message was written for the user), else the root
+    cause."""
     try:
         return instantiate(node)
     except Exception as exc:
-        while exc.__cause__ is not None:
-            exc = exc.__cause__
-        raise exc from None
+        chain = [exc]
+        while chain[-1].__cause__ is not None:
+            chain.append(chain[-1].__cause__)
+        ours = [e for e in chain if isinstance(e, UserError)]
+        raise (ours[0] if ours else chain[-1]) from None
 
 
 def model_tags(cfg: DictConfig) -> dict[str, str]:

@@ -1,18 +1,76 @@
-"""Shared behaviour of the command-line apps: one-line errors, non-zero exits."""
+"""Shared behaviour of the command-line apps: how a command starts (``hydra_app``),
+one-line errors for bad input, non-zero exits, signals."""
 
 from __future__ import annotations
 
 import functools
+import os
 import signal
 import sys
 import threading
 from collections.abc import Callable
 from typing import Any
 
+import hydra
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
 from ohlora_eval.apps.config import CONFIG_DIR
 from ohlora_eval.errors import Stopped, UserError
 
-__all__ = ["CONFIG_DIR", "UserError", "friendly_errors"]
+__all__ = ["CONFIG_DIR", "UserError", "config_error_line", "friendly_errors", "hydra_app"]
+
+
+def hydra_app(config_name: str) -> Callable[[Callable[[Any], Any]], Callable[..., Any]]:
+    """The one way a command starts: Hydra composes ``conf/<config_name>.yaml`` with the
+    command line and runs ``task(cfg)`` under ``friendly_errors``. A config Hydra cannot
+    compose (an unknown key, a value of the wrong type, a group option that does not
+    exist) is one line naming the key, exit 2, like any other bad input; set
+    ``HYDRA_FULL_ERROR=1`` to see Hydra's own report instead."""
+
+    def decorate(task: Callable[[Any], Any]) -> Callable[..., Any]:
+        composed = hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)(
+            friendly_errors(task)
+        )
+
+        @functools.wraps(task)
+        def entry(cfg: Any = None) -> Any:
+            if cfg is not None or os.environ.get("HYDRA_FULL_ERROR"):
+                return composed(cfg)
+            # Hydra prints and exits 1 unless asked to raise; raise, then say it in one line.
+            os.environ["HYDRA_FULL_ERROR"] = "1"
+            try:
+                return composed()
+            except (OmegaConfBaseException, HydraException) as exc:
+                print(f"ohlora_eval: error: {config_error_line(exc)}", file=sys.stderr)
+                sys.exit(2)
+            finally:
+                os.environ.pop("HYDRA_FULL_ERROR", None)
+
+        return entry
+
+    return decorate
+
+
+def config_error_line(exc: BaseException) -> str:
+    """One line for an error of Hydra or OmegaConf: what went wrong and the key it names
+    (their messages span several lines: a summary, the cause, ``full_key: ...``)."""
+    noise = ("full_key:", "object_type=", "reference_type=", "See https://hydra.cc")
+    parts: list[str] = []
+    key = getattr(exc, "override", None)  # an override Hydra cannot parse
+    seen: BaseException | None = exc
+    while seen is not None:
+        key = key or getattr(seen, "full_key", None)
+        text = str(getattr(seen, "msg", None) or seen).split("Config search path:")[0]
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        lines = [ln for ln in lines if not ln.startswith(noise)]
+        if lines and not lines[0].startswith("Error executing job"):
+            parts.append(" ".join(lines))
+        seen = seen.__cause__
+    line = "; ".join(dict.fromkeys(parts)) or type(exc).__name__
+    if key and key not in line:
+        line = f"{key}: {line}"
+    return line
 
 
 def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -32,8 +90,12 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             print("\nohlora_eval: interrupted; what was measured is kept.", file=sys.stderr)
             sys.exit(130)
+        except OmegaConfBaseException as exc:  # a key or interpolation the config lacks
+            print(f"ohlora_eval: error: {config_error_line(exc)}", file=sys.stderr)
+            sys.exit(2)
         except (ValueError, FileNotFoundError, KeyError) as exc:
-            print(f"ohlora_eval: error: {exc}", file=sys.stderr)
+            text = " ".join(str(exc).split()) or type(exc).__name__
+            print(f"ohlora_eval: error: {text}", file=sys.stderr)
             sys.exit(2)
 
     return wrapper

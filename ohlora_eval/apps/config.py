@@ -12,12 +12,15 @@ that compose configs) before Hydra composes anything.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 from ohlora_eval.directions.sources import TrackedDirections
 from ohlora_eval.directions.spec import GradientSpec
@@ -37,8 +40,37 @@ class LatestDirectionsConf(TrackedDirections):
     gradient: GradientSpec = field(default_factory=GradientSpec)
 
 
+def store_folder(root: str) -> str:
+    """``${ohlora.store_folder:${tracking.root}}`` in conf/hydra/default.yaml: the store's
+    folder, checked before Hydra makes its output folders in it. A file there, or a folder
+    that cannot be made or written, ends the command with one line naming
+    ``tracking.root`` (exit 2) instead of Hydra's traceback."""
+    path = Path(str(root)).expanduser()
+    problem = None
+    if path.exists() and not path.is_dir():
+        problem = "is a file, not a folder"
+    else:
+        try:
+            (path / "hydra").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            problem = f"cannot be made ({exc.strerror or exc})"
+        else:
+            if not os.access(path / "hydra", os.W_OK):
+                problem = "cannot be written (permission denied)"
+    if problem:
+        print(
+            f"ohlora_eval: error: tracking.root={root} {problem}; set tracking.root=<a"
+            " writable folder> (made if missing)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    return str(root)
+
+
 def register() -> None:
-    """Register the schemas (idempotent)."""
+    """Register the schemas and the resolver (idempotent)."""
+    if not OmegaConf.has_resolver("ohlora.store_folder"):
+        OmegaConf.register_new_resolver("ohlora.store_folder", store_folder)
     store = ConfigStore.instance()
     store.store(group="directions", name="latest", node=LatestDirectionsConf)
     store.store(group="review", name="default", node=ReviewSettings)

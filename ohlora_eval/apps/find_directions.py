@@ -12,14 +12,13 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from ohlora_eval.apps.build import ConfigError, build_models
-from ohlora_eval.apps.cli import CONFIG_DIR, friendly_errors
+from ohlora_eval.apps.cli import hydra_app
 from ohlora_eval.apps.config import measure_settings
 from ohlora_eval.directions.stage import run_stage
 from ohlora_eval.tracking import store
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="find_directions")
-@friendly_errors
+@hydra_app("find_directions")
 def main(cfg: DictConfig) -> None:
     find_directions(cfg)
 
@@ -34,13 +33,14 @@ def find_directions(cfg: DictConfig) -> str:
     where = store.StoreRef(
         store.resolve_uri(cfg.tracking.uri, cfg.tracking.root), cfg.tracking.root
     )
-    generator, scorer = build_models(cfg)
     spec = hydra.utils.instantiate(cfg.directions)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     try:
+        spec.spec().check()
         fidelity = measure_settings(resolved)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    generator, scorer = build_models(cfg)
     params = store.flatten(resolved)
     dirs, run_id = run_stage(
         generator,

@@ -11,12 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import hydra
 import mlflow
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from ohlora_eval.apps.cli import CONFIG_DIR, friendly_errors
+from ohlora_eval.apps.cli import hydra_app
 from ohlora_eval.apps.rejudge import log_judged
 from ohlora_eval.formats.ohlora_results import (
     compare_statistics,
@@ -125,8 +124,7 @@ def _verdict_note(table: pd.DataFrame, disagree: pd.DataFrame) -> str:
     )
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="import_results")
-@friendly_errors
+@hydra_app("import_results")
 def main(cfg: DictConfig) -> None:
     import_results(cfg)
 

@@ -13,14 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import hydra
 import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from ohlora_eval.apps.cli import CONFIG_DIR, friendly_errors
+from ohlora_eval.apps.cli import hydra_app
 from ohlora_eval.formats.ohlora_results import read_ohlora_results
 from ohlora_eval.formats.pictures import summary_plot
 from ohlora_eval.pipeline import judge
@@ -139,8 +138,7 @@ def log_judged(
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="rejudge")
-@friendly_errors
+@hydra_app("rejudge")
 def main(cfg: DictConfig) -> None:
     rejudge(cfg)
 

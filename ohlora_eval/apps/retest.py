@@ -23,14 +23,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import hydra
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from ohlora_eval import review
-from ohlora_eval.apps.build import has_noise, replay_config
-from ohlora_eval.apps.cli import CONFIG_DIR, friendly_errors
+from ohlora_eval.apps.build import has_noise, int_in, int_list, replay_config
+from ohlora_eval.apps.cli import hydra_app
 from ohlora_eval.errors import UserError
 from ohlora_eval.pipeline.judge import CORR_COLUMNS
 from ohlora_eval.tracking import store
@@ -47,8 +46,7 @@ class Retest:
     k: int
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="retest")
-@friendly_errors
+@hydra_app("retest")
 def main(cfg: DictConfig) -> None:
     retest(cfg)
 
@@ -68,9 +66,10 @@ def retest(cfg: DictConfig) -> Retest:
     """Re-measure the passed vectors of run ``cfg.run_id`` ``cfg.k`` times; log the result."""
     from ohlora_eval.apps.screen import evaluate
 
-    k = int(cfg.k)
-    if k < 2:
-        raise UserError(f"k={k} must be at least 2 (repetitions)")
+    k = int_in("k", cfg.k, 2, 10_000)  # repetitions
+    int_in("seed", cfg.seed, 0, 2**32 - 1)
+    if cfg.max_vectors is not None:
+        int_in("max_vectors", cfg.max_vectors, 1)
     if not 0 < float(cfg.ci_level) < 1:
         raise UserError(f"ci_level={cfg.ci_level} must be in (0, 1)")
     uri, exp_id = store.setup(RETEST_EXPERIMENT, cfg.tracking.uri, cfg.tracking.root)
@@ -143,7 +142,7 @@ def _source(client, run_id: str):
 
 def _cases(per_vector: pd.DataFrame, cfg: DictConfig) -> list[int]:
     if cfg.cases is not None:
-        wanted = [int(c) for c in cfg.cases]
+        wanted = int_list("cases", cfg.cases)
         known = set(per_vector["case"].astype(int))
         missing = [c for c in wanted if c not in known]
         if missing:

@@ -12,7 +12,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import hydra
 import mlflow
 import numpy as np
 import pandas as pd
@@ -22,15 +21,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from ohlora_eval import review
 from ohlora_eval.apps.build import (
+    Checked,
     ConfigError,
     apply_noise_seed,
     build_models,
     mid_dim,
     model_tags,
-    validate,
+    preflight,
 )
-from ohlora_eval.apps.cli import CONFIG_DIR, friendly_errors
-from ohlora_eval.apps.config import measure_settings
+from ohlora_eval.apps.cli import hydra_app
 from ohlora_eval.pipeline import judge
 from ohlora_eval.pipeline.cache import MeasurementCache
 from ohlora_eval.pipeline.edit import EditSetup
@@ -56,8 +55,7 @@ class Evaluation:
     metrics: dict[str, float]
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-@friendly_errors
+@hydra_app("config")
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
 
@@ -77,8 +75,9 @@ def evaluate(
     if latents is not None:
         cfg = cfg.copy()
         cfg.sampling.n_vectors = int(len(latents))
-    uri, _ = store.setup(cfg.tracking.experiment, cfg.tracking.uri, cfg.tracking.root)
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    checked = preflight(cfg, resolved)
+    uri, _ = store.setup(cfg.tracking.experiment, cfg.tracking.uri, cfg.tracking.root)
     base_tags = {
         **model_tags(cfg),
         "layer": str(cfg.layer),
@@ -89,7 +88,7 @@ def evaluate(
     with tracked_run({**base_tags, **(tags or {})}) as run_id:
         store.log_params(store.flatten(resolved))
         result = _evaluate_in_run(
-            cfg, resolved, run_id, store.StoreRef(uri, cfg.tracking.root), latents, cases
+            cfg, resolved, checked, run_id, store.StoreRef(uri, cfg.tracking.root), latents, cases
         )
     notes = [f"{result.metrics['images_per_sec']:,.0f} images/s"]
     reused = int(result.metrics.get("reused_chunks", 0))
@@ -110,17 +109,18 @@ def evaluate(
 def _evaluate_in_run(
     cfg: DictConfig,
     resolved: dict,
+    checked: Checked,
     run_id: str,
     where: store.StoreRef,
     given: np.ndarray | None,
     cases: np.ndarray | None,
 ) -> Evaluation:
-    cutoffs, grid = validate(cfg)
-    try:
-        settings = review.ReviewSettings.from_cfg(resolved.get("review"))
-        fidelity = measure_settings(resolved)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    cutoffs, grid, settings, fidelity = (
+        checked.cutoffs,
+        checked.grid,
+        checked.review,
+        checked.measure,
+    )
     torch.manual_seed(0)
     generator, scorer = build_models(cfg)
     apply_noise_seed(generator, cfg.get("noise_seed"))

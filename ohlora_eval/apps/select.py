@@ -9,18 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from ohlora_eval.apps.cli import CONFIG_DIR, UserError, friendly_errors
+from ohlora_eval.apps.build import int_list
+from ohlora_eval.apps.cli import UserError, hydra_app
 from ohlora_eval.formats.z_vectors import read_z_csv
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.registry import SELECTIONS_EXPERIMENT, Selection, SelectionRequest, record
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="select")
-@friendly_errors
+@hydra_app("select")
 def main(cfg: DictConfig) -> None:
     select(cfg)
 
@@ -35,7 +34,7 @@ def select(cfg: DictConfig) -> Selection:
         if not cfg.run_id or cfg.cases is None:
             raise UserError("give run_id=<evaluation run> cases=[...] (or z_csv=<file>)")
         source_run_id = str(cfg.run_id)
-        cases = [int(c) for c in cfg.cases]
+        cases = int_list("cases", cfg.cases)
     request = SelectionRequest(
         source_run_id, cases, cfg.name, cfg.alias, cfg.note, bool(cfg.allow_failed)
     )

@@ -11,14 +11,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import hydra
 import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from ohlora_eval.apps.build import has_noise, replay_config
-from ohlora_eval.apps.cli import CONFIG_DIR, UserError, friendly_errors
+from ohlora_eval.apps.cli import UserError, hydra_app
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.registry import load_selection
 
@@ -34,8 +33,7 @@ class Verification:
     noise_pass_frequency: pd.Series | None = None
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="verify")
-@friendly_errors
+@hydra_app("verify")
 def main(cfg: DictConfig) -> None:
     result = verify(cfg)
     if not result.all_pass:

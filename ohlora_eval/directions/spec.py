@@ -8,6 +8,7 @@ default ``find_directions`` fits exactly what a default evaluation looks for.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -35,6 +36,31 @@ def resolve_methods(method: Any) -> dict[str, str]:
         f"directions.method={method!r} is not known; use svm, gradient, mixed, or a mapping"
         " such as directions.method={eyes: gradient, mouth: svm, pose: svm}"
     )
+
+
+MAX_FIT_N = 10_000_000
+"""More faces than a direction fit can hold in memory here (Oh-LoRA fitted with 160,000)."""
+
+
+def _int_in(key: str, value: Any, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ValueError(f"{key}={value!r} must be an integer in [{low:,}, {high:,}]")
+
+
+def _number_in(
+    key: str,
+    value: Any,
+    low: float,
+    high: float,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low)
+    ok = ok and (value < high if high_open else value <= high)
+    if not ok:
+        span = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{key}={value!r} must be a number in {span}")
 
 
 def method_label(method: Any) -> str:
@@ -90,13 +116,28 @@ class FitSpec:
         )
 
     def check(self) -> None:
-        if not isinstance(self.n, int) or self.n < 20:
-            raise ValueError(f"directions.n={self.n} must be an integer >= 20")
-        if not 0.0 < float(self.ratio) <= 0.5:
-            raise ValueError(f"directions.ratio={self.ratio} must be in (0, 0.5]")
-        if not 0.0 <= float(self.val_fraction) < 1.0:
-            raise ValueError(f"directions.val_fraction={self.val_fraction} must be in [0, 1)")
+        """Every field, with a message naming it (``directions.<field>``)."""
+        _int_in("directions.n", self.n, 20, MAX_FIT_N)
+        _number_in("directions.ratio", self.ratio, 0.0, 0.5, low_open=True)
+        _number_in("directions.val_fraction", self.val_fraction, 0.0, 1.0, high_open=True)
+        _int_in("directions.seed", self.seed, 0, 2**32 - 1)
+        _number_in("directions.svm_c", self.svm_c, 0.0, math.inf, low_open=True)
+        if not isinstance(self.grouped, bool):
+            raise ValueError(f"directions.grouped={self.grouped!r} must be true or false")
         resolve_methods(self.method)
+        g = self.gradient
+        hidden = list(g.hidden) if isinstance(g.hidden, (list, tuple)) else None
+        if hidden is None or not all(
+            isinstance(h, int) and not isinstance(h, bool) and 1 <= h <= 4096 for h in hidden
+        ):
+            raise ValueError(
+                f"directions.gradient.hidden={g.hidden!r} must be a list of layer widths in"
+                " [1, 4096], e.g. [256, 64]"
+            )
+        _int_in("directions.gradient.epochs", g.epochs, 1, 10_000)
+        _int_in("directions.gradient.batch_size", g.batch_size, 1, 1_000_000)
+        _number_in("directions.gradient.lr", g.lr, 0.0, 10.0, low_open=True)
+        _number_in("directions.gradient.weight_decay", g.weight_decay, 0.0, 10.0)
 
     def identity(
         self,

@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from ohlora_eval.directions.fit import Fitted, fit_directions
 from ohlora_eval.directions.spec import FitSpec, method_label, spec_hash
 from ohlora_eval.directions.store import read_directions, write_directions
+from ohlora_eval.errors import UserError
 from ohlora_eval.pipeline.directions import Directions
 from ohlora_eval.pipeline.fidelity import MeasureSettings
 from ohlora_eval.pipeline.groups import medians as sample_medians
@@ -135,6 +136,12 @@ def _log(
         return read_directions(out, dirs.layer)
 
 
+_REFIT_HINT = (
+    "delete run {run_id} in the MLflow UI (make ui, experiment 'ohlora-directions') so the"
+    " evaluation fits the directions again, or set directions.run_id=<another direction run>"
+)
+
+
 def load_run(client: MlflowClient, run_id: str, layer: str) -> Directions:
     """Directions logged by a finished direction run (the layer must match)."""
     try:
@@ -154,9 +161,21 @@ def load_run(client: MlflowClient, run_id: str, layer: str) -> Directions:
             f"directions.run_id={run_id} holds directions for layer {run_layer!r} but"
             f" the evaluation uses layer {layer!r}"
         )
+    where = f"direction run {run_id}"
     with tempfile.TemporaryDirectory() as tmp:
-        local = client.download_artifacts(run_id, "", tmp)
-        dirs = read_directions(Path(local), layer, source=f"direction run {run_id}")
+        try:
+            local = Path(client.download_artifacts(run_id, "", tmp))
+        except Exception as exc:  # the artifact folder deleted or unreachable
+            raise UserError(
+                f"{where}: its artifacts cannot be read ({type(exc).__name__}: {exc});"
+                f" {_REFIT_HINT.format(run_id=run_id)}"
+            ) from None
+        if not any(local.iterdir()):
+            raise UserError(
+                f"{where} has no files in its artifacts (deleted?);"
+                f" {_REFIT_HINT.format(run_id=run_id)}"
+            )
+        dirs = read_directions(local, layer, source=where)
     dirs.run_id = run_id
     method = run.data.tags.get("method", "?")
     dirs.source = (

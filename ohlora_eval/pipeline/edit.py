@@ -7,7 +7,8 @@ directions, the grid, the layer): built once per run and passed down whole.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,16 +26,36 @@ def grid_points(weights: Mapping[str, Sequence[float]]) -> np.ndarray:
     Row i is the edit of image ``pm_idx = i``. The weights come from the config
     (``sampling.grid``; Oh-LoRA v3.1's 2 x 5 x 5 grid by default).
     """
+    checked = {}
     for prop in CORE_PROPERTIES:
-        values = list(weights.get(prop, ()))
+        values = _weights(prop, weights.get(prop, ()))
         if len(set(values)) < 2:
             raise ValueError(
                 f"sampling.grid.{prop} needs at least 2 distinct weights to define a correlation;"
                 f" got {values}"
             )
+        checked[prop] = values
     return np.array(
-        list(itertools.product(*(weights[p] for p in CORE_PROPERTIES))), dtype=np.float64
+        list(itertools.product(*(checked[p] for p in CORE_PROPERTIES))), dtype=np.float64
     )
+
+
+def _weights(prop: str, values: object) -> list[float]:
+    """``sampling.grid.<prop>`` as finite floats, or a ValueError naming the entry."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise ValueError(f"sampling.grid.{prop}={values!r} must be a list of numbers, e.g. [-1, 1]")
+    out = []
+    for i, v in enumerate(values):
+        try:
+            if isinstance(v, bool) or v is None:
+                raise TypeError
+            w = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"sampling.grid.{prop}[{i}]={v!r} is not a number") from None
+        if not math.isfinite(w):
+            raise ValueError(f"sampling.grid.{prop}[{i}]={v!r} must be a finite number")
+        out.append(w)
+    return out
 
 
 def edited_mids(

@@ -300,12 +300,27 @@ def load_selection(client: MlflowClient, spec: str, tmp: Path) -> tuple[dict, np
             mv = client.get_model_version(name, spec.rsplit("/", 1)[1])
     except Exception:
         raise UserError(f"model={spec}: no such registered model version") from None
-    local = Path(
-        mlflow.artifacts.download_artifacts(f"models:/{name}/{mv.version}", dst_path=str(tmp))
-    )
+    what = f"model={spec} (version {mv.version}, run {mv.run_id}, files at {mv.source})"
+    try:
+        local = Path(
+            mlflow.artifacts.download_artifacts(f"models:/{name}/{mv.version}", dst_path=str(tmp))
+        )
+    except Exception as exc:  # the version's files deleted or unreachable
+        raise UserError(
+            f"{what}: its files cannot be read ({type(exc).__name__}: {exc}); were they"
+            " deleted? record the selection again with python -m ohlora_eval.select"
+        ) from None
+    if not any(local.rglob("*")):
+        raise UserError(
+            f"{what}: its files are gone (deleted?); record the selection again with"
+            " python -m ohlora_eval.select"
+        )
     found = list(local.rglob(MANIFEST))
     if not found:
-        raise UserError(f"model={spec} holds no {MANIFEST}: not an ohlora_eval selection")
+        raise UserError(f"{what} holds no {MANIFEST}: not an ohlora_eval selection")
     folder = found[0].parent
-    manifest = json.loads((folder / MANIFEST).read_text())
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except ValueError as exc:
+        raise UserError(f"{what}: {MANIFEST} is not valid JSON ({exc})") from None
     return manifest, read_z_csv(folder / Z_FILE), f"{name}/{mv.version}"

@@ -84,12 +84,13 @@ def tracked_run(
     """The active (fluent) MLflow run of a command: it ends FINISHED, or FAILED with the
     reason in a tag, or KILLED on Ctrl-C. Sweep jobs are tagged and nested under their
     sweep's parent run."""
-    run = store.retry(
-        mlflow.start_run,
-        run_name=run_name,
-        tags={**tags, **_sweep_tags()},
-        experiment_id=experiment_id,
-    )
+    with store.usable(mlflow.get_tracking_uri()):
+        run = store.retry(
+            mlflow.start_run,
+            run_name=run_name,
+            tags={**tags, **_sweep_tags()},
+            experiment_id=experiment_id,
+        )
     try:
         yield run.info.run_id
     except BaseException as exc:
@@ -104,7 +105,8 @@ def tracked_run(
 def side_run(client: MlflowClient, experiment_id: str, tags: Mapping[str, str]) -> Iterator[str]:
     """A run made through the client, beside whatever run is active (a direction fit
     started by an evaluation): the same endings as ``tracked_run``."""
-    run = store.retry(client.create_run, experiment_id, tags=dict(tags))
+    with store.usable(client.tracking_uri):
+        run = store.retry(client.create_run, experiment_id, tags=dict(tags))
     run_id = run.info.run_id
     try:
         yield run_id

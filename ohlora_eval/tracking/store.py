@@ -8,7 +8,7 @@ import logging
 import os
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from ohlora_eval.errors import UserError
 from ohlora_eval.pipeline.cache import file_lock
 
 T = TypeVar("T")
@@ -23,7 +24,12 @@ T = TypeVar("T")
 # Artifact downloads are small and many; MLflow's per-download progress bars are noise, and
 # so are its notes about creating the SQLite tables of a new store.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-for _name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+# And its note that a folder it was asked to download is empty: we say what that means.
+for _name in (
+    "mlflow.store.db.utils",
+    "alembic.runtime.migration",
+    "mlflow.store.artifact.artifact_repo",
+):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 SQLITE_BUSY_TIMEOUT_S = 60
@@ -77,6 +83,54 @@ def retry(fn: Callable[..., T], *args: Any, attempts: int = 8, **kwargs: Any) ->
     raise AssertionError("unreachable")
 
 
+# What the store says when it cannot be used at all (as opposed to a bug of ours).
+_UNUSABLE = (
+    "readonly database",
+    "read-only",
+    "unable to open database",
+    "file is not a database",
+    "permission denied",
+    "disk i/o error",
+    "no space left",
+    "connection refused",
+    "max retries exceeded",
+    "failed to resolve",
+    "could not connect",
+)
+
+
+@contextlib.contextmanager
+def usable(uri: str) -> Iterator[None]:
+    """Errors of a store that cannot be opened or written become one ``UserError`` line
+    naming the store and what to change; any other error passes unchanged (with its
+    traceback: MLflow's own log of the database error is held back meanwhile, so the user
+    does not read it twice)."""
+    db_log = logging.getLogger("mlflow.store.db.utils")
+    level = db_log.level
+    db_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as exc:
+        text = str(exc)
+        if not (isinstance(exc, OSError) or any(s in text.lower() for s in _UNUSABLE)):
+            raise
+        if "connection refused" in text.lower():
+            why = "nothing answers there (connection refused)"
+        else:
+            lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+            why = next((ln for ln in lines if any(s in ln.lower() for s in _UNUSABLE)), None)
+            why = (why or (lines[0] if lines else type(exc).__name__))[:200]
+        raise UserError(
+            f"the MLflow store {display_uri(uri)} cannot be used: {why}; point"
+            " tracking.uri (or MLFLOW_TRACKING_URI) at a store you can write, or set"
+            " tracking.root=<a writable folder> for the embedded one"
+        ) from None
+    finally:
+        db_log.setLevel(level)
+
+
 def ensure_experiment(experiment: str, uri: str, root: str | os.PathLike = "mlruns") -> str:
     """Create/migrate the store and the experiment once, under a file lock; return its id.
 
@@ -86,7 +140,7 @@ def ensure_experiment(experiment: str, uri: str, root: str | os.PathLike = "mlru
     root_path = store_root(root)
     lock = root_path / ".setup.lock" if uri.startswith("sqlite:") else None
     ctx = file_lock(lock) if lock else contextlib.nullcontext()
-    with ctx:
+    with usable(uri), ctx:
         client = MlflowClient(uri, registry_uri=uri)
         exp = retry(client.get_experiment_by_name, experiment)
         if exp is not None:

@@ -117,23 +117,36 @@ def test_batch_composition_does_not_change_results(make_cfg):
 
 
 @pytest.mark.parametrize(
-    "override, message",
+    "override, message, opens_run",
     [
-        ("cutoff.eyes=1.5", r"cutoff\.eyes=1\.5 is outside \[0, 1\]"),
-        ("sampling.n_vectors=0", r"sampling\.n_vectors=0 must be an integer >= 1"),
-        ("sampling.grid.eyes=[1.2]", r"sampling\.grid\.eyes needs at least 2 distinct weights"),
-        ("layer=w9", r"layer='w9' is not offered .* allowed: w, mapping_split1, mapping_split2"),
+        ("cutoff.eyes=1.5", r"cutoff\.eyes=1\.5 is outside \[0, 1\]", False),
+        ("sampling.n_vectors=0", r"sampling\.n_vectors=0 must be an integer in \[1, ", False),
+        ("sampling.grid.eyes=[1.2]", r"sampling\.grid\.eyes needs at least 2 distinct", False),
+        (
+            "layer=w9",
+            r"layer='w9' is not offered .* allowed: w, mapping_split1, mapping_split2",
+            True,
+        ),
     ],
 )
-def test_bad_input_fails_the_run_with_the_reason(make_cfg, store, override, message):
+def test_bad_input_is_refused_before_or_fails_the_run(
+    make_cfg, store, override, message, opens_run
+):
+    """Cheap checks refuse a typo before any run opens; what needs the models (the layer a
+    generator offers) fails the run it opened, with the reason."""
     cfg = make_cfg(override)
+    client = MlflowClient(tracking.resolve_uri(None, store))
+    tracking.setup("ohlora-eval", None, store)
+    exp = client.get_experiment_by_name("ohlora-eval")
+    before = {r.info.run_id for r in client.search_runs([exp.experiment_id])}
     with pytest.raises(ConfigError, match=message):
         evaluate(cfg)
-    client = MlflowClient(tracking.resolve_uri(None, store))
-    exp = client.get_experiment_by_name("ohlora-eval")
-    run = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])[0]
-    assert run.info.status == "FAILED"
-    assert "ConfigError" in run.data.tags["ohlora.failure_reason"]
+    new = [r for r in client.search_runs([exp.experiment_id]) if r.info.run_id not in before]
+    if not opens_run:
+        assert new == []
+        return
+    assert len(new) == 1 and new[0].info.status == "FAILED"
+    assert "ConfigError" in new[0].data.tags["ohlora.failure_reason"]
 
 
 def test_cli_bad_input_is_one_line_and_nonzero(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -130,6 +131,21 @@ def test_failed_case_is_refused_with_its_reason_and_versions_count_up(screened, 
     client = MlflowClient(uri, registry_uri=uri)
     assert str(client.get_model_version_by_alias("sel-two", "final").version) == "2"
     assert client.get_model_version("sel-two", "2").tags["allow_failed"] == "true"
+
+
+def test_a_selection_whose_files_were_deleted_says_so(screened, store):
+    res, passed, _ = screened
+    sel = select(
+        _cfg("select", store, f"run_id={res.run_id}", f"cases=[{passed[0]}]", "name=sel-gone")
+    )
+    uri = tracking.resolve_uri(None, store)
+    client = MlflowClient(uri, registry_uri=uri)
+    model_id = client.get_model_version("sel-gone", sel.version).source.split("/")[-1]
+    files = store / "artifacts" / "ohlora-selections" / "models" / model_id
+    assert (files / "artifacts").is_dir()
+    shutil.rmtree(files)  # what a cleanup script or a full disk does
+    with pytest.raises(UserError, match=r"model=sel-gone@final \(version 1, run .*: its files"):
+        verify(_cfg("verify", store, "model=sel-gone@final"))
 
 
 def test_oh_lora_z_vectors_load_intact_through_z_csv(store):

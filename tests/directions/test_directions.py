@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,6 +17,7 @@ from ohlora_eval.apps.screen import evaluate
 from ohlora_eval.directions.spec import resolve_methods
 from ohlora_eval.directions.stage import load_run
 from ohlora_eval.directions.store import read_directions, read_vector_csv
+from ohlora_eval.errors import UserError
 from ohlora_eval.pipeline.groups import all_group_names
 from ohlora_eval.tracking import store as tracking
 
@@ -162,3 +166,12 @@ def test_fitting_measures_with_the_measure_switches(store):
     va = load_run(client, clean, "mapping_split1").vectors["eyes"]["all"]
     vb = load_run(client, noisy, "mapping_split1").vectors["eyes"]["all"]
     assert not np.array_equal(va, vb)  # noisier scores, another direction
+
+
+def test_a_direction_run_whose_files_were_deleted_names_the_run(fresh_store):
+    run_id = find_directions(_stage_cfg(fresh_store, "directions.method=svm"))
+    client = _client(fresh_store)
+    folder = Path(client.get_run(run_id).info.artifact_uri.removeprefix("file://"))
+    shutil.rmtree(folder)
+    with pytest.raises(UserError, match=rf"direction run {run_id} has no files .*deleted"):
+        load_run(client, run_id, "mapping_split1")

@@ -10,12 +10,14 @@ wrong file can never silently produce a half-initialised network.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ohlora_eval.errors import UserError
 from ohlora_eval.pipeline.fingerprint import file_digest
 
 OHLORA_V3_1_RELEASE_URL = "https://huggingface.co/daebakgazua/250607_OhLoRA_StyleGAN_all"
@@ -27,8 +29,41 @@ RANDOM_INIT_ID = "random-init"
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "generator", "net")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint is missing, unreadable, or does not fit the network."""
+
+
+_BLOCKED_GLOBAL = re.compile(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL)\s+([\w.]+)")
+
+
+def _why_unreadable(exc: Exception) -> str:
+    """What is wrong with a file ``torch.load(weights_only=True)`` refused, in a few words.
+
+    Never torch's own advice to load with ``weights_only=False``: for a file that holds code
+    that advice is exactly wrong, and for a file that is not a checkpoint it does not help."""
+    text = str(exc)
+    blocked = _BLOCKED_GLOBAL.search(text)
+    if blocked:
+        return (
+            f"it holds Python objects ({blocked.group(1)}), not only tensors; such code is"
+            " never run: use a file of tensors (a state dict)"
+        )
+    if "weights only load failed" in text.lower():
+        return "it holds Python objects, not only tensors: use a file of tensors (a state dict)"
+    first = text.strip().splitlines()[0] if text.strip() else "unreadable"
+    return f"not a PyTorch checkpoint ({type(exc).__name__}: {first})"
+
+
+def read_state_file(path: str | Path, *, config_key: str) -> object:
+    """``torch.load(path, weights_only=True)`` on the CPU; any failure is one
+    ``CheckpointError`` line naming the file and the config key that set it."""
+    path = Path(path).expanduser()
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling refusals, truncated files, non-torch files
+        raise CheckpointError(
+            f"cannot read checkpoint {path} ({config_key}): {_why_unreadable(exc)}"
+        ) from None
 
 
 def _hint(config_key: str, published_name: str) -> str:
@@ -104,13 +139,9 @@ def load_checkpoint(
         raise CheckpointError(
             f"checkpoint file not found: {path}; {_hint(config_key, published_name)}"
         )
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling refusals, truncated files, non-torch files
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: {first_line}") from exc
-    state = _unwrap(obj, str(path))
-    check_state_dict(module, state, str(path))
+    obj = read_state_file(path, config_key=config_key)
+    state = _unwrap(obj, f"{path} ({config_key})")
+    check_state_dict(module, state, f"{path} ({config_key})")
     module.load_state_dict(state, strict=True)
     return file_weights_id(path)
 

@@ -13,6 +13,8 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
+from ohlora_eval.errors import ConfigError
+
 PROPERTIES: tuple[str, ...] = (
     "eyes",
     "mouth",
@@ -136,13 +138,19 @@ class SyntheticScorer:
 
     def __init__(
         self,
-        resolution: int = 64,
+        resolution: int | None = 64,
         calibration_n: int = 2000,
         calibration_seed: int = 20_250_607,
         device: str = "cpu",
         batch_size: int = 512,
         train_dropout: float = 0.05,
     ) -> None:
+        if resolution is None:
+            raise ConfigError(
+                "scorer=synthetic measures only the synthetic generator's faces and takes its"
+                " generator.resolution; with another generator (generator=stylegan_v9) set"
+                " scorer=ohlora_cnn"
+            )
         mean, std = _calibration(int(resolution), int(calibration_n), int(calibration_seed))
         self.resolution = int(resolution)
         # Measured a few hundred images at a time: they stay in the CPU caches (4x faster
@@ -152,7 +160,7 @@ class SyntheticScorer:
         self._std = dict(zip(PROPERTIES, std))
         self.weights_id = f"synthetic-scorer-r{resolution}-n{calibration_n}-s{calibration_seed}"
         if not 0.0 <= float(train_dropout) < 1.0:
-            raise ValueError(f"scorer.train_dropout={train_dropout} must be in [0, 1)")
+            raise ConfigError(f"scorer.train_dropout={train_dropout} must be in [0, 1)")
         self.train_dropout = float(train_dropout)
         self._train = False
 
