@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from ohlora_eval.apps.config import measure_settings
 from ohlora_eval.errors import ConfigError, UserError
 from ohlora_eval.pipeline import judge
-from ohlora_eval.pipeline.edit import grid_points
+from ohlora_eval.pipeline.edit import EditSetup, grid_points
 from ohlora_eval.pipeline.fidelity import MeasureSettings
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES, Generator, PropertyScorer
 from ohlora_eval.review import ReviewSettings
@@ -109,6 +111,21 @@ def build_models(cfg: DictConfig) -> tuple[Generator, PropertyScorer]:
     if missing:
         raise ConfigError(f"scorer {type(scorer).__name__} does not measure {missing}")
     return generator, scorer
+
+
+def edit_setup(cfg: DictConfig, checked: Checked, where: Any) -> EditSetup:
+    """The models, their directions (found, or fitted now) and the grid of a checked
+    config: what measuring and contact sheets need. ``where``: the store (StoreRef)."""
+    torch.manual_seed(0)
+    generator, scorer = build_models(cfg)
+    apply_noise_seed(generator, cfg.get("noise_seed"))
+    layer = cfg.layer
+    progress = bool(cfg.tracking.progress) and sys.stderr.isatty()
+    directions = instantiate(cfg.directions).resolve(
+        generator, scorer, layer, where, progress=progress, measure=checked.measure
+    )
+    directions.check_compatible(layer, mid_dim(generator, layer))
+    return EditSetup(generator, scorer, directions, checked.grid, layer, checked.measure)
 
 
 def apply_noise_seed(generator: Generator, seed: int | None) -> None:

@@ -8,7 +8,6 @@ a run that died resumes where it stopped. The flow: docs/architecture.md.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,23 +15,19 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ohlora_eval import review
 from ohlora_eval.apps.build import (
     Checked,
     ConfigError,
-    apply_noise_seed,
-    build_models,
-    mid_dim,
+    edit_setup,
     model_tags,
     preflight,
 )
 from ohlora_eval.apps.cli import hydra_app
 from ohlora_eval.pipeline import judge
 from ohlora_eval.pipeline.cache import MeasurementCache
-from ohlora_eval.pipeline.edit import EditSetup
 from ohlora_eval.pipeline.fidelity import rounded
 from ohlora_eval.pipeline.measure import group_fn, measure, measurement_key
 from ohlora_eval.pipeline.protocols import Generator
@@ -121,16 +116,8 @@ def _evaluate_in_run(
         checked.review,
         checked.measure,
     )
-    torch.manual_seed(0)
-    generator, scorer = build_models(cfg)
-    apply_noise_seed(generator, cfg.get("noise_seed"))
-    layer = cfg.layer
-    progress = bool(cfg.tracking.progress) and sys.stderr.isatty()
-    directions = instantiate(cfg.directions).resolve(
-        generator, scorer, layer, where, progress=progress, measure=fidelity
-    )
-    directions.check_compatible(layer, mid_dim(generator, layer))
-    setup = EditSetup(generator, scorer, directions, grid, layer, fidelity)
+    setup = edit_setup(cfg, checked, where)
+    generator, scorer, directions = setup.generator, setup.scorer, setup.directions
     latents = _latents(cfg, generator, given)
     model_configs = {
         f"{k}_config": {

@@ -14,9 +14,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from ohlora_eval.apps.build import int_list
 from ohlora_eval.apps.cli import UserError, hydra_app
-from ohlora_eval.formats.z_vectors import read_z_csv
+from ohlora_eval.formats.z_vectors import read_z_table
 from ohlora_eval.tracking import store
-from ohlora_eval.tracking.registry import SELECTIONS_EXPERIMENT, Selection, SelectionRequest, record
+from ohlora_eval.tracking.registry import (
+    SELECTIONS_EXPERIMENT,
+    Selection,
+    SelectionRequest,
+    choose_run,
+    record,
+)
 
 
 @hydra_app("select")
@@ -36,26 +42,35 @@ def select(cfg: DictConfig) -> Selection:
         source_run_id = str(cfg.run_id)
         cases = int_list("cases", cfg.cases)
     request = SelectionRequest(
-        source_run_id, cases, cfg.name, cfg.alias, cfg.note, bool(cfg.allow_failed)
+        source_run_id, cases, cfg.name, cfg.alias or None, cfg.note, bool(cfg.allow_failed)
     )
-    return record(store.StoreRef(uri, cfg.tracking.root), request)
+    where = store.StoreRef(uri, cfg.tracking.root)
+    selection = record(where, request)
+    if cfg.choose:
+        print(f"  {choose_run(where.client(), source_run_id)}")
+    return selection
 
 
 def _evaluate_z_csv(cfg: DictConfig) -> tuple[str, list[int]]:
+    """Evaluate the vectors of a z-vector file first; its ``case`` column (if any) numbers
+    them, else they are cases 0..k-1 of the new run."""
     from ohlora_eval.apps.screen import evaluate
 
     eval_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in _SELECT_KEYS])
-    z = read_z_csv(cfg.z_csv)
+    try:
+        z, cases = read_z_table(cfg.z_csv)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     res = evaluate(
         eval_cfg,
         latents=z,
-        cases=np.arange(len(z)),
+        cases=np.arange(len(z)) if cases is None else cases,
         tags={"latents.source": str(Path(cfg.z_csv).resolve())},
     )
     return res.run_id, [int(c) for c in res.per_vector["case"]]
 
 
-_SELECT_KEYS = ("run_id", "cases", "z_csv", "name", "alias", "note", "allow_failed")
+_SELECT_KEYS = ("run_id", "cases", "z_csv", "name", "alias", "note", "allow_failed", "choose")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,9 +59,11 @@ def fit_directions(
     layer: str,
     spec: FitSpec,
     medians: Mapping[str, float] | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> Fitted:
     """Fit every property's direction(s). SVM: per group (or one for all) on the top vs.
-    bottom ``spec.ratio``; gradient: one regressor per property on all samples."""
+    bottom ``spec.ratio``; gradient: one regressor per property on all samples.
+    ``say`` gets a line per property when its fit is done (with its time)."""
     method, grouped, ratio = spec.method, spec.grouped, spec.ratio
     val_fraction, seed, svm_c = spec.val_fraction, spec.seed, spec.svm_c
     methods = resolve_methods(method)
@@ -77,11 +80,15 @@ def fit_directions(
     fields = {}
     for k, p in enumerate(CORE_PROPERTIES):
         y = np.asarray(scores[p])
+        start = time.perf_counter()
         if methods[p] == "gradient":
             model, mse = fit_regressor(mid, y, spec.gradient, val_fraction, seed + k)
             regressors[p] = model
             fields[p] = gradient_field(model)
             report.gradient_val_mse[p] = mse
+            if say:
+                took = time.perf_counter() - start
+                say(f"  {p}: gradient regressor, validation MSE {mse:.4g}, {took:.1f} s")
             continue
         table: dict[str, np.ndarray] = {}
         fallback = None
@@ -100,6 +107,9 @@ def fit_directions(
             if acc is not None:
                 report.svm_val_acc[(p, g)] = acc
         vectors[p] = table
+        if say:
+            took = time.perf_counter() - start
+            say(f"  {p}: SVM directions for {len(names)} group(s), {took:.1f} s")
     if report.fallbacks:
         warnings.warn(
             f"{len(report.fallbacks)} property/group pairs had too few samples and use the"

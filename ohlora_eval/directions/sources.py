@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ohlora_eval.directions.spec import FitSpec, spec_hash
+from ohlora_eval.directions.spec import FitSpec, method_label, spec_hash
 from ohlora_eval.directions.stage import find_latest, load_run, run_stage
 from ohlora_eval.directions.store import read_directions
 from ohlora_eval.pipeline.cache import file_lock
 from ohlora_eval.pipeline.directions import Directions
 from ohlora_eval.pipeline.fidelity import MeasureSettings
 from ohlora_eval.pipeline.protocols import Generator, PropertyScorer
+from ohlora_eval.progress import say
 from ohlora_eval.tracking.store import StoreRef, store_root
 
 
@@ -47,13 +48,20 @@ class TrackedDirections(FitSpec):
         with file_lock(store_root(where.root) / "locks" / f"directions-{spec_hash(ident)}.lock"):
             found = find_latest(client, ident)
             if found:
-                return load_run(client, found, layer)
+                dirs = load_run(client, found, layer)
+                say(f"directions from {dirs.source}")
+                return dirs
+            why = (
+                f"no finished direction run for layer {layer} with spec {spec_hash(ident)}"
+                f" ({method_label(spec.method)}, n={spec.n:,}, seed {spec.seed}) on"
+                f" {type(generator).__name__} and {type(scorer).__name__}"
+            )
             if not self.fit_if_missing:
                 raise ValueError(
-                    "no finished direction run matches this generator, layer and spec;"
-                    " run python -m ohlora_eval.find_directions first or set"
+                    f"{why}; run python -m ohlora_eval.find_directions first or set"
                     " directions.fit_if_missing=true"
                 )
+            say(f"{why}: fitting one now (directions.run_id=<run> picks an existing one)")
             dirs, _ = run_stage(
                 generator,
                 scorer,

@@ -25,6 +25,7 @@ from ohlora_eval.pipeline.fidelity import MeasureSettings
 from ohlora_eval.pipeline.groups import medians as sample_medians
 from ohlora_eval.pipeline.protocols import GROUP_PROPERTIES, Generator, PropertyScorer
 from ohlora_eval.pipeline.sample import sample_and_score
+from ohlora_eval.progress import phase, say
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.runs import side_run
 
@@ -65,10 +66,15 @@ def run_stage(
         **(extra_tags or {}),
     }
     with side_run(client, exp_id, tags) as run_id:
-        t0 = time.perf_counter()
-        _, mid, scores = sample_and_score(
-            generator, scorer, spec.n, spec.seed, layer, progress=progress, measure=measure
+        say(
+            f"direction run {run_id}: {tags['method']} directions for layer {layer}"
+            f" from n={spec.n:,} faces"
         )
+        t0 = time.perf_counter()
+        with phase(f"  sampling, generating and scoring {spec.n:,} faces"):
+            _, mid, scores = sample_and_score(
+                generator, scorer, spec.n, spec.seed, layer, progress=progress, measure=measure
+            )
         t_sample = time.perf_counter() - t0
         fixed = getattr(scorer, "group_medians", None)
         has_group_props = all(p in scores for p in GROUP_PROPERTIES)
@@ -79,7 +85,8 @@ def run_stage(
             )
         med = dict(fixed) if fixed else (sample_medians(scores) if has_group_props else None)
         t1 = time.perf_counter()
-        fitted = fit_directions(mid.cpu().numpy(), scores, layer, spec, med)
+        with phase("  fitting"):
+            fitted = fit_directions(mid.cpu().numpy(), scores, layer, spec, med, say=say)
         t_fit = time.perf_counter() - t1
         all_params = {
             **{
@@ -89,7 +96,8 @@ def run_stage(
             **(params or {}),
         }
         timings = {"sample_seconds": t_sample, "fit_seconds": t_fit}
-        dirs = _log(client, run_id, fitted, ident, all_params, timings)
+        with phase("  logging the directions"):
+            dirs = _log(client, run_id, fitted, ident, all_params, timings)
     dirs.run_id = run_id
     dirs.source = f"direction run {run_id} ({tags['method']}, n={spec.n}, layer {layer})"
     return dirs, run_id

@@ -69,6 +69,25 @@ def check_cutoffs(cutoffs: Mapping[str, float]) -> dict[str, float]:
     return out
 
 
+def shortfall(corrs: pd.DataFrame, cutoffs: Mapping[str, float]) -> pd.Series:
+    """How far each vector is from passing: the largest ``cutoff - |r|`` over the three
+    properties (0 for a vector that passes; inf when an r is undefined). A near-miss is a
+    vector with ``0 < shortfall <= margin``."""
+    cut = check_cutoffs(cutoffs)
+    gaps = [
+        (cut[p] - np.abs(corrs[f"{p}_corr"].to_numpy(dtype=np.float64))) for p in CORE_PROPERTIES
+    ]
+    worst = np.max(np.stack(gaps, axis=1), axis=1)
+    worst = np.where(np.isnan(worst), np.inf, np.maximum(worst, 0.0))
+    return pd.Series(worst, index=corrs.index, name="shortfall")
+
+
+def near_misses(corrs: pd.DataFrame, cutoffs: Mapping[str, float], margin: float) -> pd.Series:
+    """The vectors that failed by at most ``margin`` (see ``shortfall``), as a boolean mask."""
+    gap = shortfall(corrs, cutoffs)
+    return (gap > 0) & (gap <= float(margin))
+
+
 def judge(corrs: pd.DataFrame, cutoffs: Mapping[str, float]) -> pd.DataFrame:
     """Pass when |r| >= cutoff for all three properties; say why otherwise.
 

@@ -38,14 +38,78 @@ SELECTIONS_EXPERIMENT = "ohlora-selections"
 _MODEL_CODE = Path(__file__).with_name("selection_model.py")
 
 
+DEFAULT_ALIAS = "final"
+CHOSEN_TAG = "chosen"
+
+
 @dataclass
 class Selection:
     name: str
     version: str
-    alias: str
+    alias: str | None  # the alias now on this version (None: it got none)
     run_id: str  # the selection run that logged the model
     source_run_id: str
     cases: list[int]
+    alias_note: str = ""  # what happened to the alias, as printed
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    """The version ``alias`` points to, or None."""
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except Exception:  # noqa: BLE001 - no such alias (or model)
+        return None
+
+
+def move_alias(client: MlflowClient, name: str, version: str, alias: str) -> str:
+    """Point ``alias`` of registered model ``name`` at ``version``; say what changed."""
+    try:
+        client.get_model_version(name, str(version))
+    except Exception:
+        raise UserError(f"model={name}/{version}: no such registered model version") from None
+    before = alias_version(client, name, alias)
+    if before == str(version):
+        return f"alias {alias!r} already on version {version}"
+    store.retry(client.set_registered_model_alias, name, alias, str(version))
+    was = f" (was on version {before})" if before else ""
+    return f"alias {alias!r} moved to version {version}{was}"
+
+
+def _place_alias(
+    client: MlflowClient, name: str, version: str, alias: str | None
+) -> tuple[str | None, str]:
+    """``select``'s rule: an alias given is moved to the new version; with none given, the
+    first version gets ``final`` and later ones leave it where it is."""
+    if alias:
+        return alias, move_alias(client, name, version, alias)
+    current = alias_version(client, name, DEFAULT_ALIAS)
+    if current is None:
+        move_alias(client, name, version, DEFAULT_ALIAS)
+        return DEFAULT_ALIAS, f"alias {DEFAULT_ALIAS!r} set on version {version} (the first)"
+    return None, (
+        f"alias {DEFAULT_ALIAS!r} stays on version {current}; to move it: python -m"
+        f" ohlora_eval.alias model={name}/{version} alias={DEFAULT_ALIAS}"
+        f" (or select with alias={DEFAULT_ALIAS})"
+    )
+
+
+def choose_run(client: MlflowClient, run_id: str) -> str:
+    """Tag ``run_id`` as the chosen run of its experiment (tag ``chosen`` = ``true``); the
+    tag is taken off the run that had it. Returns what happened, as printed."""
+    run = _source_run(client, run_id)
+    exp = run.info.experiment_id
+    before = [
+        r.info.run_id
+        for r in store.retry(
+            client.search_runs, [exp], filter_string=f"tags.`{CHOSEN_TAG}` = 'true'"
+        )
+        if r.info.run_id != run_id
+    ]
+    for other in before:
+        store.retry(client.delete_tag, other, CHOSEN_TAG)
+    store.retry(client.set_tag, run_id, CHOSEN_TAG, "true")
+    was = f" (was run {', '.join(before)})" if before else ""
+    return f"run {run_id} is now the chosen run of its experiment{was}"
 
 
 def _source_run(client: MlflowClient, run_id: str):
@@ -68,7 +132,7 @@ class SelectionRequest:
     source_run_id: str
     cases: list[int]
     name: str = "ohlora-final-latents"
-    alias: str = "final"
+    alias: str | None = None  # None: "final" on a model's first version, else left alone
     note: str = ""
     allow_failed: bool = False  # record cases that failed the cutoffs too
 
@@ -265,18 +329,20 @@ def _register(
         store.retry(client.set_model_version_tag, name, version, k, v)
     if note:
         store.retry(client.update_model_version, name, version, description=note)
-    store.retry(client.set_registered_model_alias, name, alias, version)
+    alias, alias_note = _place_alias(client, name, version, alias)
     src = manifest["source_run_id"]
     store.retry(client.set_tag, src, "ohlora.selected", "true")
     store.retry(client.set_tag, src, "ohlora.selection", f"{name}/{version}")
+    ref = f"{name}@{alias}" if alias else f"{name}/{version}"
     print(
         f"\nohlora_eval.select: recorded {len(cases)} vector(s) from run {src} as {name} version"
-        f" {version} (alias {alias!r})\n"
-        f"  load: mlflow.pyfunc.load_model('models:/{name}@{alias}').predict(None)\n"
-        f"  re-check: python -m ohlora_eval.verify model={name}@{alias}\n"
+        f" {version}\n"
+        f"  {alias_note}\n"
+        f"  load: mlflow.pyfunc.load_model('models:/{ref}').predict(None)\n"
+        f"  re-check: python -m ohlora_eval.verify model={ref}\n"
         f"  look at it: {store.ui_hint(uri)}"
     )
-    return Selection(name, version, alias, sel_run.info.run_id, src, cases)
+    return Selection(name, version, alias, sel_run.info.run_id, src, cases, alias_note)
 
 
 def _model_uri(spec: str) -> str:

@@ -129,8 +129,50 @@ def test_failed_case_is_refused_with_its_reason_and_versions_count_up(screened, 
     assert (first.version, second.version) == ("1", "2")
     uri = tracking.resolve_uri(None, store)
     client = MlflowClient(uri, registry_uri=uri)
-    assert str(client.get_model_version_by_alias("sel-two", "final").version) == "2"
     assert client.get_model_version("sel-two", "2").tags["allow_failed"] == "true"
+    # No alias given: the first version got "final", the second left it there and said so.
+    assert first.alias == "final" and "set on version 1" in first.alias_note
+    assert second.alias is None and "'final' stays on version 1" in second.alias_note
+    assert str(client.get_model_version_by_alias("sel-two", "final").version) == "1"
+    third = select(
+        _cfg(
+            "select",
+            store,
+            f"run_id={res.run_id}",
+            f"cases=[{passed[2]}]",
+            "name=sel-two",
+            "alias=final",
+            "choose=true",
+        )
+    )
+    assert third.alias_note == "alias 'final' moved to version 3 (was on version 1)"
+    assert str(client.get_model_version_by_alias("sel-two", "final").version) == "3"
+    assert client.get_run(res.run_id).data.tags["chosen"] == "true"
+
+
+def test_alias_and_choose_commands_say_what_they_moved(screened, store, make_cfg):
+    from ohlora_eval.apps.alias import set_alias
+    from ohlora_eval.apps.choose import choose
+
+    res, passed, _ = screened
+    for case in passed[:2]:
+        select(_cfg("select", store, f"run_id={res.run_id}", f"cases=[{case}]", "name=sel-mv"))
+    assert set_alias(_cfg("alias", store, "model=sel-mv/2")) == (
+        "alias 'final' moved to version 2 (was on version 1)"
+    )
+    assert set_alias(_cfg("alias", store, "model=sel-mv/2")) == "alias 'final' already on version 2"
+    with pytest.raises(UserError, match=r"model=sel-mv/9: no such registered model version"):
+        set_alias(_cfg("alias", store, "model=sel-mv/9"))
+    other = evaluate(make_cfg(*LOOSE, "sampling.seed=5"))
+    assert choose(_cfg("choose", store, f"run_id={other.run_id}")).startswith(
+        f"run {other.run_id} is now the chosen run"
+    )
+    said = choose(_cfg("choose", store, f"run_id={res.run_id}"))
+    assert said.endswith(f"(was run {other.run_id})")
+    uri = tracking.resolve_uri(None, store)
+    client = MlflowClient(uri)
+    assert "chosen" not in client.get_run(other.run_id).data.tags
+    assert client.get_run(res.run_id).data.tags["chosen"] == "true"
 
 
 def test_a_selection_whose_files_were_deleted_says_so(screened, store):
@@ -160,3 +202,27 @@ def test_oh_lora_z_vectors_load_intact_through_z_csv(store):
     assert np.array_equal(got.to_numpy(np.float32), want.to_numpy(np.float64).astype(np.float32))
     # Written back at full precision: the 4-decimal values come back as written.
     assert np.allclose(got.to_numpy(np.float64), want.to_numpy(), atol=5e-8)
+
+
+def test_z_csv_with_a_case_column_keeps_the_case_numbers(screened, store, tmp_path):
+    res, passed, _ = screened
+    chosen = passed[:3]
+    index = {int(c): i for i, c in enumerate(res.per_vector["case"])}
+    z = res.latents[[index[c] for c in chosen]]
+    table = pd.DataFrame(z, columns=[str(i) for i in range(z.shape[1])])
+    table.insert(0, "case", chosen)
+    path = tmp_path / "picked.csv"
+    table.to_csv(path, index=False)
+    sel = select(
+        _cfg("select", store, *LOOSE, f"z_csv={path}", "name=sel-zcase", "allow_failed=true")
+    )
+    assert sel.cases == chosen
+    uri = tracking.resolve_uri(None, store)
+    client = MlflowClient(uri, registry_uri=uri)
+    check = verify(_cfg("verify", store, "model=sel-zcase@final"))
+    recorded = check.table.set_index("case")
+    original = res.per_vector.set_index("case").loc[chosen]
+    assert check.max_abs_diff == 0.0
+    for p in ("eyes", "mouth", "pose"):  # the same vectors measured alone: the same r
+        assert np.array_equal(recorded.loc[chosen, f"{p}_recorded"], original[f"{p}_corr"])
+    assert client.get_model_version("sel-zcase", sel.version).tags["cases"] == str(chosen)

@@ -1,0 +1,32 @@
+"""``python -m ohlora_eval.alias model=<name>/<version> alias=final``: point an alias of a
+recorded selection at another version (``select`` moves one only when told)."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from ohlora_eval.apps.cli import UserError, hydra_app
+from ohlora_eval.tracking import store
+from ohlora_eval.tracking.registry import SELECTIONS_EXPERIMENT, move_alias
+
+
+@hydra_app("alias")
+def main(cfg: DictConfig) -> None:
+    print(f"ohlora_eval.alias: {set_alias(cfg)}")
+
+
+def set_alias(cfg: DictConfig) -> str:
+    """Move ``cfg.alias`` of the registered model to the version in ``cfg.model``."""
+    model = str(cfg.model)
+    name, _, version = model.rpartition("/")
+    if not name or not version.isdigit():
+        raise UserError(f"model={model}: use <name>/<version>, e.g. model=ohlora-final-latents/3")
+    alias = str(cfg.alias or "").strip()
+    if not alias or alias.isdigit() or "/" in alias or "@" in alias:
+        raise UserError(f"alias={cfg.alias!r}: give a name such as alias=final")
+    uri, _ = store.setup(SELECTIONS_EXPERIMENT, cfg.tracking.uri, cfg.tracking.root)
+    return move_alias(store.StoreRef(uri, cfg.tracking.root).client(), name, version, alias)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""``python -m ohlora_eval.choose run_id=<screening run>``: tag the run a person chose
+(tag ``chosen`` = ``true``, shown in the MLflow UI); the run that had the tag loses it."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from ohlora_eval.apps.cli import hydra_app
+from ohlora_eval.tracking import store
+from ohlora_eval.tracking.registry import choose_run
+
+
+@hydra_app("choose")
+def main(cfg: DictConfig) -> None:
+    print(f"ohlora_eval.choose: {choose(cfg)}")
+
+
+def choose(cfg: DictConfig) -> str:
+    uri = store.resolve_uri(cfg.tracking.uri, cfg.tracking.root)
+    with store.usable(uri):
+        return choose_run(store.StoreRef(uri, cfg.tracking.root).client(), str(cfg.run_id))
+
+
+if __name__ == "__main__":
+    main()

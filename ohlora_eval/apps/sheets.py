@@ -1,0 +1,126 @@
+"""``python -m ohlora_eval.sheets run_id=<run> cases=[...]`` (or ``near_miss=0.05``):
+contact sheets of any vectors of a screening run, failed ones included, generated again
+from the run's latents, config and directions, and logged into that run."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from ohlora_eval.apps.build import (
+    edit_setup,
+    int_in,
+    int_list,
+    preflight,
+    replay_config,
+)
+from ohlora_eval.apps.cli import UserError, hydra_app
+from ohlora_eval.pipeline import judge
+from ohlora_eval.progress import phase
+from ohlora_eval.tracking import store
+from ohlora_eval.tracking.artifacts import SheetMaker
+
+ARTIFACT_DIR = "sheets/requested"
+
+
+@dataclass
+class Sheets:
+    run_id: str
+    cases: list[int]
+    files: list[Path]  # local copies, one per case
+    artifact_dir: str  # where they are in the run's artifacts
+
+
+@hydra_app("sheets")
+def main(cfg: DictConfig) -> None:
+    render_sheets(cfg)
+
+
+def render_sheets(cfg: DictConfig) -> Sheets:
+    run_id = str(cfg.run_id)
+    uri = store.resolve_uri(cfg.tracking.uri, cfg.tracking.root)
+    where = store.StoreRef(uri, cfg.tracking.root)
+    client = where.client()
+    with store.usable(uri):
+        try:
+            run = client.get_run(run_id)
+        except Exception:
+            raise UserError(f"run_id={run_id}: no such run in {store.display_uri(uri)}") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            config = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", tmp))
+            per_vector = pd.read_csv(
+                client.download_artifacts(run_id, "per_vector.csv", tmp),
+                keep_default_na=False,
+                na_values=[""],
+            )
+            latents = np.load(client.download_artifacts(run_id, "latents.npy", tmp))
+        except Exception:
+            raise UserError(
+                f"run_id={run_id} has no config.yaml, per_vector.csv and latents.npy: only"
+                " screening runs carry their vectors (imported results do not)"
+            ) from None
+    cases = _which_cases(cfg, per_vector, config)
+    rec = replay_config(
+        config,
+        cfg.tracking,
+        run.data.tags.get("mlflow.experimentName", "-"),
+        run.data.tags.get("directions.run_id"),
+    )
+    if cfg.get("device"):
+        rec.device = cfg.device
+    checked = preflight(rec, OmegaConf.to_container(rec, resolve=True))
+    setup = edit_setup(rec, checked, where)
+    folder = store.store_root(cfg.tracking.root) / "sheets" / run_id
+    maker = SheetMaker(setup, per_vector, latents, folder)
+    files = []
+    with phase(f"rendering {len(cases)} contact sheet(s) of run {run_id}"):
+        for case in cases:
+            files.append(maker.path(case))
+    for path in files:
+        store.retry(client.log_artifact, run_id, str(path), ARTIFACT_DIR)
+    table = per_vector.set_index("case")
+    print(f"\nohlora_eval.sheets: {len(files)} contact sheet(s) of run {run_id}")
+    for case, path in zip(cases, files, strict=True):
+        verdict = "passed" if table.loc[case, "passed"] == "O" else table.loc[case, "fail_reason"]
+        print(f"  case {case}: {path}  ({verdict})")
+    print(f"  logged in the run under {ARTIFACT_DIR}/; look at it: {store.ui_hint(uri)}")
+    return Sheets(run_id, cases, files, ARTIFACT_DIR)
+
+
+def _which_cases(cfg: DictConfig, per_vector: pd.DataFrame, config: DictConfig) -> list[int]:
+    known = set(per_vector["case"].astype(int))
+    if cfg.cases is not None:
+        if cfg.near_miss is not None:
+            raise UserError("give cases=[...] or near_miss=<margin>, not both")
+        cases = int_list("cases", cfg.cases)
+        missing = [c for c in cases if c not in known]
+        if missing:
+            raise UserError(
+                f"cases {missing} are not in run {cfg.run_id} (it has {min(known)}...{max(known)})"
+            )
+        return cases
+    if cfg.near_miss is None:
+        raise UserError("give cases=[...] or near_miss=<margin>, e.g. near_miss=0.05")
+    margin = cfg.near_miss
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 < margin <= 1:
+        raise UserError(f"near_miss={margin!r} must be a number in (0, 1], e.g. near_miss=0.05")
+    limit = int_in("max_cases", cfg.max_cases, 1)
+    cutoffs = {p: float(v) for p, v in config.cutoff.items()}
+    gap = judge.shortfall(per_vector, cutoffs)
+    near = per_vector.assign(shortfall=gap)[judge.near_misses(per_vector, cutoffs, margin)]
+    if near.empty:
+        raise UserError(
+            f"no failed vector of run {cfg.run_id} missed its cutoffs {cutoffs} by at most"
+            f" {margin}; try a larger near_miss"
+        )
+    return [int(c) for c in near.sort_values(["shortfall", "case"])["case"].head(limit)]
+
+
+if __name__ == "__main__":
+    main()
