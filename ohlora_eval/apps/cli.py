@@ -4,11 +4,13 @@ one-line errors for bad input, non-zero exits, signals."""
 from __future__ import annotations
 
 import functools
+import io
 import os
 import signal
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -30,7 +32,7 @@ def hydra_app(config_name: str) -> Callable[[Callable[[Any], Any]], Callable[...
 
     def decorate(task: Callable[[Any], Any]) -> Callable[..., Any]:
         composed = hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)(
-            friendly_errors(task)
+            _logged(friendly_errors(task))
         )
 
         @functools.wraps(task)
@@ -44,12 +46,91 @@ def hydra_app(config_name: str) -> Callable[[Callable[[Any], Any]], Callable[...
             except (OmegaConfBaseException, HydraException) as exc:
                 print(f"ohlora_eval: error: {config_error_line(exc)}", file=sys.stderr)
                 sys.exit(2)
+            except BrokenPipeError:  # `... --help | head`: the reader left; so do we
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                sys.exit(0)
             finally:
                 os.environ.pop("HYDRA_FULL_ERROR", None)
 
         return entry
 
     return decorate
+
+
+def job_folder() -> Path | None:
+    """The Hydra output folder of the running command (a multirun point's own), if any."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir)
+    except Exception:  # not under Hydra (tests, the Python API)
+        return None
+
+
+RUN_FILE = "mlflow_run.txt"
+
+
+def note_run(run_id: str, uri: str) -> None:
+    """Name the run in the command's Hydra folder (``mlflow_run.txt``), so each multirun
+    sub-folder says which run it holds."""
+    folder = job_folder()
+    if folder is not None and folder.is_dir():
+        (folder / RUN_FILE).write_text(f"{run_id}\n{uri}\n")
+
+
+class _Tee(io.TextIOBase):
+    """Writes to the terminal stream and, line by line, to the job's log file. A progress
+    bar's redraws (``\\r``) reach the log as the line they end on."""
+
+    def __init__(self, stream: Any, log: Any) -> None:
+        self.stream, self.log, self._line = stream, log, ""
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        self._line += text
+        *done, self._line = self._line.split("\n")
+        for line in done:
+            line = line.rsplit("\r", 1)[-1].rstrip()
+            if line:
+                self.log.write(line + "\n")
+        self.log.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.stream, "encoding", "utf-8")
+
+
+def _logged(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """While the command runs, what it prints also goes to Hydra's job log
+    (``<output folder>/<command>.log``), next to the log records Hydra writes there."""
+
+    @functools.wraps(task)
+    def run(cfg: Any) -> Any:
+        folder = job_folder()
+        if folder is None:
+            return task(cfg)
+        from hydra.core.hydra_config import HydraConfig
+
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"{HydraConfig.get().job.name}.log", "a", encoding="utf-8") as log:
+            saved = sys.stdout, sys.stderr
+            sys.stdout, sys.stderr = _Tee(saved[0], log), _Tee(saved[1], log)
+            try:
+                return task(cfg)
+            finally:
+                sys.stdout, sys.stderr = saved
+
+    return run
 
 
 def config_error_line(exc: BaseException) -> str:

@@ -12,7 +12,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from ohlora_eval.apps.build import ConfigError, build_models
-from ohlora_eval.apps.cli import hydra_app
+from ohlora_eval.apps.cli import hydra_app, note_run
 from ohlora_eval.apps.config import measure_settings
 from ohlora_eval.directions.stage import run_stage
 from ohlora_eval.tracking import store
@@ -52,6 +52,7 @@ def find_directions(cfg: DictConfig) -> str:
         params=params,
         measure=fidelity,
     )
+    note_run(run_id, store.display_uri(where.uri))
     print(
         f"\nohlora_eval.find_directions: {dirs.source}\n"
         f"  a default evaluation with these settings uses it; or pin it:"

@@ -25,7 +25,7 @@ from ohlora_eval.apps.build import (
     model_tags,
     preflight,
 )
-from ohlora_eval.apps.cli import hydra_app
+from ohlora_eval.apps.cli import hydra_app, note_run
 from ohlora_eval.pipeline import judge
 from ohlora_eval.pipeline.cache import MeasurementCache
 from ohlora_eval.pipeline.fidelity import rounded
@@ -81,6 +81,7 @@ def evaluate(
         **process_tags(),
     }
     with tracked_run({**base_tags, **(tags or {})}) as run_id:
+        note_run(run_id, store.display_uri(uri))
         store.log_params(store.flatten(resolved))
         result = _evaluate_in_run(
             cfg, resolved, checked, run_id, store.StoreRef(uri, cfg.tracking.root), latents, cases
