@@ -1,3 +1,30 @@
-"""ohlora_eval: screen a face generator's latent vectors for editable expressions."""
+"""ohlora_eval: screen a face generator's latent vectors for editable expressions.
+
+The results in Python (README "Results in Python"): ``runs()``, ``per_vector(run_id)``
+and ``selection(model)``, from ``ohlora_eval.tracking.results``. They are loaded on first
+use, so ``import ohlora_eval`` stays cheap (no MLflow, no torch).
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
+
+_RESULTS = ("runs", "per_vector", "selection", "RecordedSelection")
+
+__all__ = ["__version__", *_RESULTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _RESULTS:
+        from ohlora_eval.tracking import results
+
+        value = getattr(results, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ohlora_eval' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_RESULTS})

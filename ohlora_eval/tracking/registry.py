@@ -368,8 +368,14 @@ def load_selection(client: MlflowClient, spec: str, tmp: Path) -> tuple[dict, np
         raise UserError(f"model={spec}: no such registered model version") from None
     what = f"model={spec} (version {mv.version}, run {mv.run_id}, files at {mv.source})"
     try:
+        # The version's files are those of its logged model; found through this client's
+        # store (never MLflow's process-wide URIs, which may point elsewhere).
+        model_id = mv.model_id or str(mv.source).rsplit("/", 1)[-1]
+        location = client.get_logged_model(model_id).artifact_location
         local = Path(
-            mlflow.artifacts.download_artifacts(f"models:/{name}/{mv.version}", dst_path=str(tmp))
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=location, dst_path=str(tmp), tracking_uri=client.tracking_uri
+            )
         )
     except Exception as exc:  # the version's files deleted or unreachable
         raise UserError(

@@ -1,0 +1,302 @@
+"""The results in Python: runs as a table, one run's ``per_vector.csv``, a recorded selection.
+
+``import ohlora_eval`` gives these lazily (``ohlora_eval.runs``, ``ohlora_eval.per_vector``,
+``ohlora_eval.selection``), so importing the package stays cheap. They only read: a store
+that does not exist is an error, never created. Where they look, first match wins: an
+explicit ``uri=``, an explicit ``root=`` (the embedded store ``<root>/mlflow.db``),
+``MLFLOW_TRACKING_URI``, then ``mlruns/mlflow.db`` under the current directory (the
+commands' default ``tracking.root``). See README "Results in Python" and
+docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from ohlora_eval.errors import UserError
+from ohlora_eval.tracking import store
+from ohlora_eval.tracking.registry import load_selection
+
+PER_VECTOR = "per_vector.csv"
+DEFAULT_EXPERIMENT = "ohlora-eval"
+DEFAULT_SELECTION = "ohlora-final-latents@final"
+# The run attributes that come first in ``runs()``, before params.*, metrics.*, tags.*.
+RUN_COLUMNS = ("run_id", "run_name", "status", "start_time", "end_time")
+_PASSED = {"O": True, "X": False}
+_PAGE = 1000
+
+
+def _uri(uri: str | None, root: str | os.PathLike | None) -> str:
+    """Explicit ``uri``, explicit ``root``, ``MLFLOW_TRACKING_URI``, then ``./mlruns``."""
+    if uri:
+        return uri
+    if root is not None:
+        return store.default_uri(root)
+    return store.resolve_uri(None, "mlruns")
+
+
+def _client(uri: str | None, root: str | os.PathLike | None) -> tuple[MlflowClient, str]:
+    """A client of an existing store (an embedded store that is not there is an error: a
+    reader must not create an empty one)."""
+    resolved = _uri(uri, root)
+    if resolved.startswith("sqlite:///"):
+        db = Path(resolved[len("sqlite:///") :].split("?", 1)[0])
+        if not db.is_file():
+            raise UserError(
+                f"no MLflow store at {db}: nothing has been tracked there; screen first"
+                " (`python -m ohlora_eval` writes ./mlruns), or pass root=<the folder"
+                " holding mlflow.db> or uri=<tracking URI> (or set MLFLOW_TRACKING_URI)"
+            )
+    return MlflowClient(resolved, registry_uri=resolved), resolved
+
+
+# --- runs -------------------------------------------------------------------------------
+
+
+def runs(
+    experiment: str = DEFAULT_EXPERIMENT,
+    filter: str | None = None,
+    *,
+    uri: str | None = None,
+    root: str | os.PathLike | None = None,
+) -> pd.DataFrame:
+    """The experiment's runs, one row each, newest first (ties by run id).
+
+    Columns: ``run_id``, ``run_name``, ``status``, ``start_time``, ``end_time`` (UTC
+    timestamps), then ``params.<key>`` (strings, as MLflow stores them: the flattened
+    config, e.g. ``params.cutoff.eyes``), ``metrics.<key>`` (floats, the latest value, e.g.
+    ``metrics.passed``) and ``tags.<key>`` (strings, e.g. ``tags.layer``), each group sorted
+    by key; a run without a key has NaN there. ``filter`` is an MLflow search filter, e.g.
+    ``"metrics.passed > 10"`` or ``"params.`cutoff.eyes` = '0.92'"``. Deleted runs are left
+    out."""
+    client, resolved = _client(uri, root)
+    with store.usable(resolved):
+        exp = store.retry(client.get_experiment_by_name, experiment)
+        if exp is None:
+            known = sorted(e.name for e in store.retry(client.search_experiments))
+            raise UserError(
+                f"experiment={experiment!r} is not in the store {store.display_uri(resolved)}"
+                f" (it has: {', '.join(known) or 'no experiments'}); pass one of those, or"
+                " point uri=/root= (or MLFLOW_TRACKING_URI) at the store that has it"
+            )
+        found = _search(client, exp.experiment_id, filter or "")
+    rows = [_row(r) for r in found]
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        frame = pd.DataFrame(
+            {c: pd.Series(dtype="int64" if "time" in c else str) for c in RUN_COLUMNS}
+        )
+    group = {"params": 0, "metrics": 1, "tags": 2}
+    data = sorted(
+        (c for c in frame.columns if c not in RUN_COLUMNS),
+        key=lambda c: (group[c.split(".", 1)[0]], c),
+    )
+    frame = frame[[*RUN_COLUMNS, *data]].assign(
+        start_time=pd.to_datetime(frame["start_time"], unit="ms", utc=True),
+        end_time=pd.to_datetime(frame["end_time"], unit="ms", utc=True),
+    )
+    frame = frame.sort_values(["start_time", "run_id"], ascending=[False, True], kind="stable")
+    return frame.reset_index(drop=True)
+
+
+def _search(client: MlflowClient, experiment_id: str, filter_string: str) -> list:
+    out: list = []
+    token = None
+    while True:
+        try:
+            page = store.retry(
+                client.search_runs,
+                [experiment_id],
+                filter_string=filter_string,
+                max_results=_PAGE,
+                order_by=["attributes.start_time DESC", "attributes.run_id ASC"],
+                page_token=token,
+            )
+        except MlflowException as exc:
+            if exc.error_code != "INVALID_PARAMETER_VALUE":
+                raise
+            why = exc.message.splitlines()[0][:300]
+            raise UserError(
+                f"filter={filter_string!r} is not an MLflow search filter ({why}); write"
+                ' e.g. "metrics.passed > 10" or "params.`cutoff.eyes` = \'0.92\'"'
+                " (keys with dots in backticks, param values quoted)"
+            ) from None
+        out.extend(page)
+        token = page.token
+        if not token:
+            return out
+
+
+def _row(run) -> dict[str, Any]:
+    info, data = run.info, run.data
+    row: dict[str, Any] = {
+        "run_id": info.run_id,
+        "run_name": info.run_name,
+        "status": info.status,
+        "start_time": info.start_time,
+        "end_time": info.end_time,
+    }
+    row.update({f"params.{k}": v for k, v in data.params.items()})
+    row.update({f"metrics.{k}": float(v) for k, v in data.metrics.items()})
+    row.update({f"tags.{k}": v for k, v in data.tags.items()})
+    return row
+
+
+# --- per_vector -------------------------------------------------------------------------
+
+
+def per_vector(
+    run_id: str, *, uri: str | None = None, root: str | os.PathLike | None = None
+) -> pd.DataFrame:
+    """Run ``run_id``'s ``per_vector.csv``, one row per vector, in the file's order.
+
+    ``case`` is an int; ``passed`` is a bool (the file's Oh-LoRA "O"/"X" is kept, as
+    written, in ``passed_ox`` right after it); empty cells are NaN (an undefined r), and
+    text such as ``fail_reason`` is read as written."""
+    client, resolved = _client(uri, root)
+    with store.usable(resolved), tempfile.TemporaryDirectory() as tmp:
+        run = _run(client, run_id, resolved)
+        if PER_VECTOR not in {a.path for a in store.retry(client.list_artifacts, run_id)}:
+            raise UserError(
+                f"run_id={run_id} ({run.info.run_name}) has no {PER_VECTOR}: only runs that"
+                " judged vectors (screening, import_results, rejudge, retest, verify) log one;"
+                " sweep parents, direction fits and selections do not. Pick a run from"
+                " ohlora_eval.runs() whose metrics.passed is set"
+            )
+        path = store.retry(client.download_artifacts, run_id, PER_VECTOR, tmp)
+        table = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    return as_booleans(table, f"{PER_VECTOR} of run {run_id}")
+
+
+def _run(client: MlflowClient, run_id: str, uri: str):
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+        run = None
+    if run is None or run.info.lifecycle_stage == "deleted":
+        state = "is deleted" if run is not None else "is not"
+        raise UserError(
+            f"run_id={run_id!r} {state} in the store {store.display_uri(uri)}; find run ids"
+            " in ohlora_eval.runs() (column run_id) or the MLflow UI (make ui), or point"
+            " uri=/root= (or MLFLOW_TRACKING_URI) at the store that has it"
+        )
+    return run
+
+
+def as_booleans(table: pd.DataFrame, what: str) -> pd.DataFrame:
+    """``passed`` "O"/"X" -> True/False (the original kept as ``passed_ox`` right after
+    it), ``case`` -> int."""
+    table = table.copy()
+    if "case" in table.columns:
+        table["case"] = table["case"].astype("int64")
+    if "passed" not in table.columns:
+        raise UserError(f"{what} has no 'passed' column: not an ohlora_eval result table")
+    ox = table["passed"].astype(str)
+    odd = sorted(set(ox) - set(_PASSED))
+    if odd:
+        raise UserError(f"{what}: 'passed' holds {odd[:5]}; only 'O' and 'X' are known")
+    at = table.columns.get_loc("passed")
+    table["passed"] = ox.map(_PASSED).astype(bool)
+    table.insert(at + 1, "passed_ox", ox)
+    return table
+
+
+# --- selection --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecordedSelection:
+    """A registered selection: the chosen vectors and what was recorded with them.
+
+    ``z[i]`` is the latent vector of ``cases[i]``; ``recorded`` holds the source run's
+    ``per_vector.csv`` rows of those cases as recorded (``passed`` a bool, ``passed_ox``
+    the "O"/"X"); ``manifest`` is the whole ``selection.json``."""
+
+    model: str  # "<name>/<version>"
+    cases: list[int]
+    z: np.ndarray = field(repr=False)  # (n, latent_dim) float32
+    recorded: pd.DataFrame = field(repr=False)
+    manifest: dict = field(repr=False)
+
+    @property
+    def source_run_id(self) -> str:
+        return str(self.manifest["source_run_id"])
+
+    @property
+    def cutoffs(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.manifest["cutoffs"].items()}
+
+    @property
+    def layer(self) -> str:
+        return str(self.manifest.get("layer"))
+
+    @property
+    def vectors(self) -> pd.DataFrame:
+        """``z`` as a table: index ``case``, columns "0".."d-1" (as the pyfunc returns it)."""
+        columns = [str(i) for i in range(self.z.shape[1])]
+        return pd.DataFrame(self.z, index=pd.Index(self.cases, name="case"), columns=columns)
+
+
+def selection(
+    model: str = DEFAULT_SELECTION,
+    *,
+    uri: str | None = None,
+    root: str | os.PathLike | None = None,
+) -> RecordedSelection:
+    """The selection registered as ``model`` (``<name>@<alias>`` or ``<name>/<version>``),
+    loaded as ``python -m ohlora_eval.verify`` loads it (``registry.load_selection``)."""
+    client, resolved = _client(uri, root)
+    with store.usable(resolved):
+        _check_model(client, model, resolved)
+        with tempfile.TemporaryDirectory() as tmp:
+            manifest, z, label = load_selection(client, model, Path(tmp))
+    cases = [int(c) for c in manifest["cases"]]
+    recorded = as_booleans(pd.DataFrame(manifest["recorded"]), f"model={model} (recorded rows)")
+    return RecordedSelection(label, cases, z, recorded, manifest)
+
+
+def _check_model(client: MlflowClient, spec: str, uri: str) -> None:
+    """Name the unknown model, alias or version, and what exists instead."""
+    alias = version = None
+    if "@" in spec:
+        name, alias = spec.split("@", 1)
+    elif "/" in spec:
+        name, version = spec.rsplit("/", 1)
+    else:
+        raise UserError(
+            f"model={spec!r}: write <name>@<alias> or <name>/<version>,"
+            f" e.g. {DEFAULT_SELECTION!r} or 'ohlora-final-latents/1'"
+        )
+    try:
+        registered = client.get_registered_model(name)
+    except MlflowException:
+        names = sorted(m.name for m in client.search_registered_models())
+        raise UserError(
+            f"model={spec}: no registered model {name!r} in the store"
+            f" {store.display_uri(uri)} (registered: {', '.join(names) or 'none'}); record"
+            " a selection with python -m ohlora_eval.select run_id=<run> cases=[...], or"
+            " point uri=/root= (or MLFLOW_TRACKING_URI) at the store that has it"
+        ) from None
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+    if alias is not None and alias not in registered.aliases:
+        aliases = ", ".join(f"{a} -> {v}" for a, v in sorted(registered.aliases.items()))
+        raise UserError(
+            f"model={spec}: {name!r} has no alias {alias!r} (aliases: {aliases or 'none'};"
+            f" versions: {versions}); use {name}@<alias> or {name}/<version>"
+        )
+    if version is not None and (not version.isdigit() or int(version) not in versions):
+        raise UserError(
+            f"model={spec}: {name!r} has no version {version!r} (versions: {versions});"
+            f" use {name}/<version> or {name}@<alias>"
+        )
