@@ -1,7 +1,7 @@
 """The command line: flags, the order of the sections, the JSON file and the printed report.
 
-Times nothing itself; it runs ``synthetic``, ``real`` and ``sweep`` (each skippable
-except the first), adds the machine (``timing.machine_info``) and the git commit,
+Times nothing itself; it runs ``synthetic``, ``real``, ``sweep`` and ``switches`` (each
+skippable), adds the machine (``timing.machine_info``) and the git commit,
 writes the JSON (schema ``SCHEMA``; NaN written as null) and prints ``report``.
 """
 
@@ -22,11 +22,18 @@ import torch
 from ohlora_eval.bench.real import real_section
 from ohlora_eval.bench.report import format_report
 from ohlora_eval.bench.sweep import SWEEP_CUTOFFS, sweep_section
+from ohlora_eval.bench.switches import (
+    DEFAULT_SWITCHES,
+    MODEL_SETS,
+    parse_model_sets,
+    parse_switches,
+    switches_section,
+)
 from ohlora_eval.bench.synthetic import synthetic_section
 from ohlora_eval.bench.timing import loadavg, machine_info
 from ohlora_eval.tracking import store
 
-SCHEMA = "ohlora_eval.bench/1"
+SCHEMA = "ohlora_eval.bench/2"
 
 
 def _int_list(text: str) -> list[int]:
@@ -87,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=3,
         help="synthetic section: interleaved repeats, medians reported (default 3)",
     )
+    p.add_argument(
+        "--skip-synthetic", action="store_true", help="skip the synthetic-pipeline section"
+    )
     p.add_argument("--skip-real", action="store_true", help="skip the real-network section")
     p.add_argument(
         "--real-images",
@@ -107,6 +117,58 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         default=2000,
         help="sampling.n_vectors of each sweep evaluation (default 2000)",
+    )
+    p.add_argument("--skip-switches", action="store_true", help="skip the speed-switch section")
+    p.add_argument(
+        "--switches",
+        type=parse_switches,
+        default=list(DEFAULT_SWITCHES),
+        help="speed switches compared with fp32, parts joined with + (default"
+        f" {','.join(DEFAULT_SWITCHES)}); CUDA-only ones and compile on a CPU are skipped"
+        " with the reason",
+    )
+    p.add_argument(
+        "--switch-models",
+        type=parse_model_sets,
+        default=list(MODEL_SETS),
+        help="switch section: model sets, synthetic and/or real (default synthetic,real)",
+    )
+    p.add_argument(
+        "--switch-vectors",
+        type=_positive,
+        default=100,
+        help="switch section, synthetic models: latent vectors (x 50 edits) (default 100)",
+    )
+    p.add_argument(
+        "--switch-real-vectors",
+        type=_positive,
+        default=1,
+        help="switch section, real networks: latent vectors (default 1; 200+ on a GPU)",
+    )
+    p.add_argument(
+        "--switch-images",
+        type=_positive,
+        default=50,
+        help="switch section, real networks: edits per vector, 2..50, evenly spread over"
+        " the grid (default 50)",
+    )
+    p.add_argument(
+        "--compile-on-cpu",
+        action="store_true",
+        help="switch section: run the compile switch on a CPU too (slow to compile)",
+    )
+    p.add_argument(
+        "--fp16-on-cpu",
+        action="store_true",
+        help="switch section: run the fp16 switch on a CPU too (slow fallback kernels)",
+    )
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="switch section: a config override for its models, e.g."
+        " generator.batch_size=64 (repeatable)",
     )
     p.add_argument("--device", default="cpu", help="device for every section (default cpu)")
     p.add_argument(
@@ -137,8 +199,11 @@ def run(args: argparse.Namespace, now: dt.datetime) -> dict[str, Any]:
         "device": args.device,
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
     }
-    _progress("synthetic pipeline ...")
-    result["synthetic"] = synthetic_section(args)
+    if args.skip_synthetic:
+        result["synthetic"] = {"skipped": True, "reason": "--skip-synthetic"}
+    else:
+        _progress("synthetic pipeline ...")
+        result["synthetic"] = synthetic_section(args)
     if args.skip_real:
         result["real"] = {"skipped": True, "reason": "--skip-real"}
     else:
@@ -152,6 +217,11 @@ def run(args: argparse.Namespace, now: dt.datetime) -> dict[str, Any]:
             f" of {args.sweep_vectors} vectors ..."
         )
         result["sweep"] = sweep_section(args.sweep_vectors, SWEEP_CUTOFFS, args.device)
+    if args.skip_switches:
+        result["switches"] = {"skipped": True, "reason": "--skip-switches"}
+    else:
+        _progress(f"speed switches {','.join(args.switches)} on {','.join(args.switch_models)} ...")
+        result["switches"] = switches_section(args)
     end = loadavg()
     if end is not None:
         result["machine"]["loadavg_end"] = end

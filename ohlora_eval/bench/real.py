@@ -25,7 +25,7 @@ from ohlora_eval.bench.original import JPEG_NOTE, original_style_scores
 from ohlora_eval.bench.timing import Runs, ratio, timed
 from ohlora_eval.pipeline.directions import ALL_GROUPS, Directions
 from ohlora_eval.pipeline.edit import EditSetup
-from ohlora_eval.pipeline.measure import joint_pad_multiple
+from ohlora_eval.pipeline.measure import pad_multiple, padded_rows
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES, Generator, PropertyScorer
 
 
@@ -93,7 +93,6 @@ def real_section(args: argparse.Namespace) -> dict[str, Any]:
     rate_a = ceiling[best] if best else float("nan")
     cpu_a = ceiling_cpu[best_cpu] if best_cpu else None
     cpu_p, cpu_b = runs.cpu_rate("pipeline", m), runs.cpu_rate("loop", m)
-    pad = joint_pad_multiple(generator, scorer)
     gap = np.abs(b_scores - p_scores)
     return {
         "settings": {
@@ -108,7 +107,10 @@ def real_section(args: argparse.Namespace) -> dict[str, Any]:
             "layer": layer,
             "vectors": 1,
             "images": m,
-            "pipeline_rows_after_padding": -(-m // pad) * pad,
+            "pipeline_rows_after_padding": {
+                "generator": padded_rows(m, pad_multiple(generator)),
+                "scorer": padded_rows(m, pad_multiple(scorer)),
+            },
             "vectors_per_batch": chunk,
             "directions": directions.source,
             "latent_seed": args.seed,

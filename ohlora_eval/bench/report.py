@@ -63,6 +63,7 @@ def format_report(result: dict[str, Any]) -> str:
     out += synthetic_report(result["synthetic"])
     out += real_report(result["real"])
     out += sweep_report(result["sweep"])
+    out += switches_report(result.get("switches", {"skipped": True, "reason": "not run"}))
     out.append(f"\nJSON: {result['json_path']}")
     return "\n".join(out)
 
@@ -189,4 +190,38 @@ def sweep_report(sw: dict[str, Any]) -> list[str]:
         f" is <= {TARGET_SWEEP_WITH_CACHE}:"
         f" {verdict(sw['sweep_over_one'], TARGET_SWEEP_WITH_CACHE, higher=False)})"
     )
+    return out
+
+
+def switches_report(sw: dict[str, Any]) -> list[str]:
+    out = ["\n[4] Speed switches: the shipped measuring step vs float32 on the same vectors"]
+    if sw.get("skipped"):
+        return [*out, f"  skipped ({sw['reason']})"]
+    for which, ms in sw["model_sets"].items():
+        out.append(f"  {which}:")
+        out.append(_settings_lines(ms["settings"]))
+        rows = [
+            ["switch", "images/s", "x fp32", "warm-up s", "max|dr| eyes", "mouth", "pose"]
+            + ["same verdict", "passed"]
+        ]
+        notes = []
+        for name, run in ms["runs"].items():
+            if run.get("skipped") or run.get("failed"):
+                why = run.get("reason") or run.get("error")
+                notes.append(f"    {name}: {'skipped' if run.get('skipped') else 'FAILED'}: {why}")
+                continue
+            d = run["max_abs_delta_r"]
+            rows.append(
+                [
+                    name,
+                    num(run["images_per_sec"]),
+                    num(run["speed_vs_fp32"], 2),
+                    num(run["warmup_seconds"], 1),
+                    *("n/a" if d[p] is None else f"{d[p]:.1e}" for p in ("eyes", "mouth", "pose")),
+                    f"{100 * run['same_verdict_share']:.1f}%",
+                    str(run["passed"]),
+                ]
+            )
+        out.append(table(rows, indent="    "))
+        out += notes
     return out

@@ -17,6 +17,12 @@ here (defaults: the clean measurement):
 - ``score_decimals``: ``null`` | ``4``. The original rounded each float32 score before
   r (applied when judging: the stored scores stay as measured).
 
+Speed switches (``pipeline/device.py`` applies them; all off by default, so results
+are unchanged unless asked): ``precision`` (``fp32`` | ``bf16`` | ``fp16`` autocast of
+synthesis and scoring), ``channels_last``, ``compile`` (``torch.compile``), and on
+CUDA ``tf32`` and ``deterministic`` (null: on for fp32). Each one that is not at its
+default enters the measurement key, so a float32 result is never re-used for a bf16 run.
+
 Pure computation (no MLflow, Hydra or OmegaConf); docs/architecture.md.
 """
 
@@ -34,6 +40,8 @@ from torch import Tensor
 SCORER_MODES = ("eval", "train")
 ROUND_TRIPS = ("none", "png", "jpeg")
 EDIT_DTYPES = ("float32", "float64")
+PRECISIONS = ("fp32", "bf16", "fp16")  # as pipeline.device.PRECISIONS
+SPEED_SWITCHES = ("precision", "channels_last", "compile", "tf32", "deterministic")
 
 
 @dataclass
@@ -46,6 +54,12 @@ class MeasureSettings:
     jpeg_quality: int = 95  # the original's OpenCV default
     edit_dtype: str = "float32"  # float32 | float64 (the original's float64 edit, then cast)
     score_decimals: int | None = None  # null | 4 (the original rounded scores before r)
+    # Speed switches (pipeline/device.py); off by default: the numbers stay float32's.
+    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast of synthesis and scoring
+    channels_last: bool = False  # convolution networks and their inputs in NHWC layout
+    compile: bool = False  # torch.compile the networks (the first call pays the compile)
+    tf32: bool = False  # CUDA: TF32 matrix products and convolutions (faster, other bits)
+    deterministic: bool | None = None  # CUDA: deterministic kernels (null: on for fp32)
 
     def checked(self) -> MeasureSettings:
         def one_of(key: str, allowed: tuple[str, ...]) -> None:
@@ -56,6 +70,15 @@ class MeasureSettings:
         one_of("scorer_mode", SCORER_MODES)
         one_of("round_trip", ROUND_TRIPS)
         one_of("edit_dtype", EDIT_DTYPES)
+        one_of("precision", PRECISIONS)
+        for key in ("channels_last", "compile", "tf32"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"measure.{key}={getattr(self, key)!r} must be true or false")
+        if self.deterministic is not None and not isinstance(self.deterministic, bool):
+            raise ValueError(
+                f"measure.deterministic={self.deterministic!r} must be null (on for fp32),"
+                " true or false"
+            )
         if not 1 <= int(self.jpeg_quality) <= 100:
             raise ValueError(f"measure.jpeg_quality={self.jpeg_quality} must be in 1..100")
         if self.score_decimals is not None and not 0 <= int(self.score_decimals) <= 12:
@@ -78,18 +101,27 @@ class MeasureSettings:
         """What decides the measured scores beyond the clean default (None when clean).
 
         ``score_decimals`` is left out: it is applied when judging, not when measuring.
+        The speed switches are left out too: they are ``speed_identity`` (the measurement
+        key holds both; a direction fit, which runs in float32, only this one).
         """
         clean = MeasureSettings()
         out = {
             k: v
             for k, v in asdict(self).items()
-            if k not in ("score_decimals", "dropout_seed", "jpeg_quality")
+            if k not in ("score_decimals", "dropout_seed", "jpeg_quality", *SPEED_SWITCHES)
             and v != getattr(clean, k)
         }
         if self.train:
             out["dropout_seed"] = int(self.dropout_seed)
         if self.round_trip == "jpeg":
             out["jpeg_quality"] = int(self.jpeg_quality)
+        return out or None
+
+    def speed_identity(self) -> dict | None:
+        """The speed switches that are not at their defaults (None when all are): each can
+        change the last bits of the scores, so each is part of the measurement key."""
+        clean = MeasureSettings()
+        out = {k: getattr(self, k) for k in SPEED_SWITCHES if getattr(self, k) != getattr(clean, k)}
         return out or None
 
 

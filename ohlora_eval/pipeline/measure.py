@@ -3,13 +3,26 @@
 ``measure`` is the one measuring step every command uses (screening, selection
 of given vectors, verification, the benchmark): chunk by chunk through the
 measurement cache when one is given, so a run that died resumes where it stopped.
+
+How the work is cut (``measure_chunk``): each step holds about as many images as the
+device wants at once (``step_vectors``): the generator's ``batch_size`` on a CPU (a few
+hundred images stay in its caches), ``CUDA_STEP_IMAGES`` or more on a GPU (the models
+then run full batches back to back). Each model's call is padded to its own
+``pad_multiple`` only. Scores stay on the device until the chunk is done and are
+copied to the host once; edited mid vectors go to a GPU through pinned memory. The
+optional file round trip (CPU work) runs on one worker thread while the next step is
+generated, and ``measure`` writes each finished chunk to the cache on one worker
+thread while the next chunk is measured. The speed switches of ``setup.measure``
+(precision, channels_last, compile; on CUDA tf32 and deterministic) are applied by
+``pipeline/device.py``.
 """
 
 from __future__ import annotations
 
-import math
+import contextlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +32,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ohlora_eval.pipeline import device as dev
 from ohlora_eval.pipeline.batching import ROW_MULTIPLE, pad_rows, padded_call
 from ohlora_eval.pipeline.cache import MEASURE_VERSION, MeasurementCache
 from ohlora_eval.pipeline.edit import EditSetup, edited_mids
@@ -43,6 +57,11 @@ ImageStats = Callable[[Tensor, int], dict[str, np.ndarray]]
 # unedited mid vectors of a chunk -> each vector's look-alike group name
 GroupFn = Callable[[Tensor], list[str]]
 
+# Images per step on a GPU at least (and at least 4 of the larger model batch): enough
+# that the models run full batches back to back and the per-step costs (launches, the
+# edit, the copies) are small next to the forwards.
+CUDA_STEP_IMAGES = 2048
+
 
 def to_mid(generator: Generator, latents: Tensor, layer: str) -> Tensor:
     return padded_call(lambda z: generator.to_mid(z, layer), latents)
@@ -53,9 +72,33 @@ def pad_multiple(model: object) -> int:
     return max(1, int(getattr(model, "pad_multiple", ROW_MULTIPLE)))
 
 
-def joint_pad_multiple(generator: Generator, scorer: PropertyScorer) -> int:
-    """Rows that suit both models, so generated images go to the scorer without re-padding."""
-    return math.lcm(pad_multiple(generator), pad_multiple(scorer))
+def padded_rows(rows: int, multiple: int) -> int:
+    """The rows a call of ``rows`` rows computes once padded to ``multiple``."""
+    return max(multiple, -(-rows // multiple) * multiple)
+
+
+def step_vectors(
+    v: int, m: int, generator: Generator, scorer: PropertyScorer, device: torch.device
+) -> int:
+    """Vectors edited, generated and scored per step of a chunk of ``v`` vectors.
+
+    A step holds about ``target`` images: the generator's ``batch_size`` on a CPU, on a
+    GPU ``CUDA_STEP_IMAGES`` or 4 of the larger model batch. Between half that and all
+    of it, the step with the least padding wins (each model pads to its own multiple;
+    ties go to the larger step). A function of the config only, never of timings.
+    """
+    g_batch = int(getattr(generator, "batch_size", 512))
+    s_batch = int(getattr(scorer, "batch_size", 512))
+    target = g_batch
+    if device.type == "cuda":
+        target = max(CUDA_STEP_IMAGES, 4 * max(g_batch, s_batch))
+    most = max(1, min(v, target // max(m, 1)))
+    multiples = (pad_multiple(generator), pad_multiple(scorer))
+
+    def waste(k: int) -> float:
+        return sum(padded_rows(k * m, q) for q in multiples) / (k * m)
+
+    return min(range(max(1, -(-most // 2)), most + 1), key=lambda k: (waste(k), -k))
 
 
 def synthesize(generator: Generator, mid: Tensor, layer: str) -> Tensor:
@@ -64,6 +107,49 @@ def synthesize(generator: Generator, mid: Tensor, layer: str) -> Tensor:
 
 def score(scorer: PropertyScorer, images: Tensor) -> dict[str, Tensor]:
     return padded_call(scorer.score, images, pad_multiple(scorer))
+
+
+def score_on_device(scorer: PropertyScorer, images: Tensor) -> dict[str, Tensor]:
+    """``score``, leaving the scores where they were computed when the scorer can
+    (optional ``score_on_device`` method; else its ``score``)."""
+    fn = getattr(scorer, "score_on_device", scorer.score)
+    return padded_call(fn, images, pad_multiple(scorer))
+
+
+@contextlib.contextmanager
+def computing(setup: EditSetup) -> Iterator[torch.device]:
+    """The speed switches of ``setup.measure`` in force for a block; yields the device.
+
+    Checks the precision against the device, sets the models' memory layout and
+    compilation (restored afterwards) and, on CUDA, the exactness flags.
+    """
+    settings = setup.measure
+    device = dev.model_device(setup.generator, setup.scorer)
+    dev.check_precision(settings.precision, device)
+    if settings.precision != "fp32":
+        for role, model in (("generator", setup.generator), ("scorer", setup.scorer)):
+            if getattr(model, "autocast", None):
+                raise ValueError(
+                    f"measure.precision={settings.precision} and {role}.autocast="
+                    f"{model.autocast} both set a precision: keep measure.precision and set"
+                    f" {role}.autocast=null"
+                )
+    models = (setup.generator, setup.scorer)
+    before = [getattr(mdl, "speed", None) for mdl in models]
+    try:
+        for mdl in models:
+            dev.apply_speed(mdl, channels_last=settings.channels_last, compile=settings.compile)
+        with dev.exact_cuda(
+            device,
+            deterministic=settings.deterministic,
+            precision=settings.precision,
+            tf32=settings.tf32,
+        ):
+            yield device
+    finally:
+        for mdl, was in zip(models, before):
+            if was is not None:
+                dev.apply_speed(mdl, **was)
 
 
 def group_fn(setup: EditSetup) -> GroupFn | None:
@@ -88,6 +174,11 @@ def group_fn(setup: EditSetup) -> GroupFn | None:
     return groups
 
 
+def _round_trip_job(images: Tensor, settings: MeasureSettings) -> Tensor:
+    with torch.inference_mode():
+        return round_trip(images, settings)
+
+
 def measure_chunk(
     setup: EditSetup,
     latents: Tensor,
@@ -99,43 +190,81 @@ def measure_chunk(
 
     Groups (when ``groups_of`` is given) come from the unedited images, as in the
     original, and pick each vector's grouped directions. The edits are generated
-    and scored a few vectors at a time (about ``generator.batch_size`` images), so
-    images never pile up beyond what the CPU caches or GPU memory hold. The
-    ``setup.measure`` switches apply: the edit's precision, the file round trip
-    before scoring, and the scorer's train mode, whose dropout draws are seeded per
-    vector from ``cases`` (the vectors' case numbers; default 0..v-1).
+    and scored ``step_vectors`` vectors at a time, so images never pile up beyond
+    what the CPU caches or GPU memory hold. The ``setup.measure`` switches apply: the
+    edit's precision, the file round trip before scoring (on a worker thread, while
+    the next step is generated), the scorer's train mode, whose dropout draws are
+    seeded per vector from ``cases`` (the vectors' case numbers; default 0..v-1), and
+    the speed switches. Scores stay on the device until the chunk is done.
     """
     generator, scorer, layer, grid = setup.generator, setup.scorer, setup.layer, setup.grid
     settings = setup.measure
     v, m = latents.shape[0], setup.m
     cases = list(range(v)) if cases is None else [int(c) for c in cases]
-    step = max(1, int(getattr(generator, "batch_size", 512)) // m)
-    scores = np.zeros((v, m, len(CORE_PROPERTIES)), np.float32)
+    parts: list[Tensor] = []
     extras: dict[str, list[np.ndarray]] = {}
-    with torch.inference_mode(), scorer_mode(scorer, settings):
+    worker = (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="ohlora-round-trip")
+        if settings.round_trip != "none"
+        else None
+    )
+
+    def finish(lo: int, hi: int, images: Tensor, seen: Future[Tensor] | None) -> None:
+        """Score one generated step (what the scorer sees: the file, if any). ``images``
+        may hold the generator's padding rows after the step's ``n`` images."""
+        n = (hi - lo) * m
+        shown = images if seen is None else seen.result()
+        with dev.forward_precision(settings.precision, device):
+            if settings.train:
+                s = _score_per_vector(scorer, shown[:n], m, cases[lo:hi], settings)
+            else:
+                s = _score_rows(scorer, shown, n)
+        parts.append(torch.stack([s[p].detach().float() for p in CORE_PROPERTIES], -1))
+        for k, a in (image_stats(images[:n], m) if image_stats is not None else {}).items():
+            extras.setdefault(k, []).append(np.asarray(a))
+
+    with (
+        computing(setup) as device,
+        torch.inference_mode(),
+        scorer_mode(scorer, settings),
+        worker or nullcontext(),
+    ):
+        step = step_vectors(v, m, generator, scorer, device)
         mid = to_mid(generator, latents, layer)
-        groups = _groups(groups_of, mid, cases, settings)
+        with dev.forward_precision(settings.precision, device):
+            groups = _groups(groups_of, mid, cases, settings)
         dirs = setup.directions.for_vectors(
             mid, groups if setup.directions.grouped else None, settings.edit_torch_dtype
         )
+        pending: tuple[int, int, Tensor, Future[Tensor] | None] | None = None
         for lo in range(0, v, step):
             hi = min(v, lo + step)
             part = {p: d[lo:hi] for p, d in dirs.items()}
             edited = edited_mids(mid[lo:hi], part, grid, settings.edit_torch_dtype)
-            padded, n = pad_rows(edited, joint_pad_multiple(generator, scorer))
-            images = generator.synthesize(padded, layer)
-            seen = round_trip(images, settings)  # what the scorer sees (the file, if any)
-            if settings.train:
-                s = _score_per_vector(scorer, seen[:n], m, cases[lo:hi], settings)
-            else:
-                s = {p: x[:n] for p, x in scorer.score(seen).items()}
-            images = images[:n]
-            scores[lo:hi] = np.stack(
-                [s[p].detach().float().cpu().numpy() for p in CORE_PROPERTIES], -1
-            ).reshape(hi - lo, m, len(CORE_PROPERTIES))
-            for k, a in (image_stats(images, m) if image_stats is not None else {}).items():
-                extras.setdefault(k, []).append(np.asarray(a))
+            padded, _ = pad_rows(dev.to_device(edited, device), pad_multiple(generator))
+            with dev.forward_precision(settings.precision, device):
+                images = generator.synthesize(padded, layer)  # n images, then the padding
+            seen = worker.submit(_round_trip_job, images, settings) if worker else None
+            if pending is not None:
+                finish(*pending)  # the previous step, while this one's file is written
+            pending = (lo, hi, images, seen)
+        if pending is not None:
+            finish(*pending)
+        host = dev.to_host(torch.cat(parts)) if parts else torch.zeros(0, len(CORE_PROPERTIES))
+    scores = host.numpy().astype(np.float32, copy=False).reshape(v, m, len(CORE_PROPERTIES))
     return scores, {k: np.concatenate(a) for k, a in extras.items()}, groups
+
+
+def _score_rows(scorer: PropertyScorer, images: Tensor, n: int) -> dict[str, Tensor]:
+    """Scores of the first ``n`` of ``images``. When the generator's padding already makes a
+    whole number of the scorer's multiple, the padded images are scored as they are (the
+    padding rows are copies of the first image, as the scorer's own padding would be);
+    else the ``n`` images are padded to the scorer's multiple."""
+    multiple = pad_multiple(scorer)
+    if images.shape[0] != n and images.shape[0] % multiple == 0:
+        fn = getattr(scorer, "score_on_device", scorer.score)
+        return {p: x[:n] for p, x in fn(images).items()}
+    return score_on_device(scorer, images[:n])
 
 
 def _groups(
@@ -166,7 +295,7 @@ def _score_per_vector(
     parts = []
     for i, case in enumerate(cases):
         with seeded(vector_seed(settings.dropout_seed, case)):
-            parts.append(score(scorer, images[i * m : (i + 1) * m]))
+            parts.append(score_on_device(scorer, images[i * m : (i + 1) * m]))
     return {p: torch.cat([s[p] for s in parts]) for p in CORE_PROPERTIES}
 
 
@@ -203,17 +332,22 @@ def measure(
     cases: Sequence[int] | None = None,
 ) -> Measured:
     """Every vector's scores, ``chunk`` vectors at a time: from the cache where a trustworthy
-    chunk exists, else computed (and stored at once, so a run killed at any point loses at
-    most one chunk). Chunks start at multiples of ``chunk``: a resumed run computes exactly
-    the batches an uninterrupted one would. ``cases`` numbers the vectors (default
-    0..n-1): with ``setup.measure.scorer_mode=train`` they seed each vector's dropout."""
+    chunk exists, else computed (and stored at once, on a worker thread while the next
+    chunk is measured; a run killed at any point loses at most the chunk being measured
+    and the one being written). Chunks start at multiples of ``chunk``: a resumed run
+    computes exactly the batches an uninterrupted one would. ``cases`` numbers the
+    vectors (default 0..n-1): with ``setup.measure.scorer_mode=train`` they seed each
+    vector's dropout."""
     n, m = latents.shape[0], setup.m
     scores = np.zeros((n, m, len(CORE_PROPERTIES)), np.float32)
     extras: dict[str, np.ndarray] = {}
     groups = [""] * n
     seconds, reused, computed = 0.0, 0, 0
+    writing: Future[None] | None = None
     with (
         cache.lock() if cache else nullcontext(),
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="ohlora-cache") as writer,
+        computing(setup),
         tqdm(
             total=n, desc="screening", unit="vec", disable=not progress, dynamic_ncols=True
         ) as bar,
@@ -233,7 +367,9 @@ def measure(
                     **{f"x_{k}": v for k, v in extra.items()},
                 }
                 if cache:
-                    cache.save(lo, hi, got)
+                    if writing is not None:
+                        writing.result()  # one write at a time; its error surfaces here
+                    writing = writer.submit(cache.save, lo, hi, got)
                 computed += 1
             else:
                 reused += 1
@@ -246,6 +382,8 @@ def measure(
             bar.update(hi - lo)
             rate = hi * m / max(time.perf_counter() - t0, 1e-9)
             bar.set_postfix_str(f"{rate:,.0f} images/s" + (f", {reused} cached" if reused else ""))
+        if writing is not None:
+            writing.result()
     return Measured(scores, extras, groups, seconds, reused, computed)
 
 
@@ -275,6 +413,8 @@ def measurement_key(
     }
     if setup.measure.identity() is not None:  # only when not the clean default
         meta["measure"] = setup.measure.identity()
+    if setup.measure.speed_identity() is not None:  # bf16, channels_last, compile, ...
+        meta["speed"] = setup.measure.speed_identity()
     key = digest(
         {**meta, "directions": setup.directions.identity(), "latents": latents.cpu().numpy()}
     )

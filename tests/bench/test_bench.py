@@ -34,6 +34,7 @@ def test_bench_smoke_writes_json(tmp_path, capsys):
             "100",
             "--skip-real",
             "--skip-sweep",
+            "--skip-switches",
             "--out",
             str(out),
         ]
@@ -41,10 +42,21 @@ def test_bench_smoke_writes_json(tmp_path, capsys):
     assert rc == 0
     text = out.read_text()
     result = json.loads(text, parse_constant=lambda c: pytest_fail(f"non-JSON constant {c}"))
-    for key in ("schema", "date", "git_commit", "machine", "device", "synthetic", "real", "sweep"):
+    for key in (
+        "schema",
+        "date",
+        "git_commit",
+        "machine",
+        "device",
+        "synthetic",
+        "real",
+        "sweep",
+        "switches",
+    ):
         assert key in result, key
     assert result["real"] == {"skipped": True, "reason": "--skip-real"}
     assert result["sweep"] == {"skipped": True, "reason": "--skip-sweep"}
+    assert result["switches"] == {"skipped": True, "reason": "--skip-switches"}
     for key in ("cpu", "cores", "torch", "torch_threads"):
         assert key in result["machine"], key
 
@@ -83,7 +95,15 @@ def test_bench_runs_as_a_module():
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    for flag in ("--vectors", "--real-images", "--sweep-vectors", "--skip-sweep", "--out"):
+    for flag in (
+        "--vectors",
+        "--real-images",
+        "--sweep-vectors",
+        "--skip-sweep",
+        "--out",
+        "--switches",
+        "--skip-switches",
+    ):
         assert flag in done.stdout
 
 

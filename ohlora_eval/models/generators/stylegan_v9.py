@@ -19,6 +19,8 @@ and ``common_vectorfind_v9.py`` of WannaBeSuperteur/AI_Projects,
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -117,6 +119,28 @@ class StyleGANV9Generator:
         self.network = network.eval().requires_grad_(False).to(self.device)
         self._stored_noise = [m.noise.clone() for m in self.network.synthesis.noise_layers()]
         self.noise_seed: int | None = None
+        self._channels_last = False
+        self._compile = False
+        self._compiled: Callable[..., Tensor] | None = None
+
+    @property
+    def speed(self) -> dict[str, bool]:
+        """The memory layout and compilation in use (``set_speed``)."""
+        return {"channels_last": self._channels_last, "compile": self._compile}
+
+    def set_speed(self, *, channels_last: bool = False, compile: bool = False) -> list[str]:
+        """``measure.channels_last``: the synthesis network's weights (and so its feature
+        maps) in NHWC layout; ``measure.compile``: ``torch.compile`` of the synthesis
+        (built once, on first use; the mapping is never compiled). Both off: the plain
+        network. Returns the switches now on."""
+        if bool(channels_last) != self._channels_last:
+            fmt = torch.channels_last if channels_last else torch.contiguous_format
+            self.network.synthesis.to(memory_format=fmt)
+            self._channels_last = bool(channels_last)
+        if compile and self._compiled is None:
+            self._compiled = torch.compile(self.network.synthesize_w, dynamic=False)
+        self._compile = bool(compile)
+        return [k for k, on in self.speed.items() if on]
 
     def sample_latents(self, n: int, seed: int) -> Tensor:
         """(n, 519) float32 on CPU: per row ``randn(512)`` then ``randn(7)`` from one seeded stream.
@@ -170,14 +194,15 @@ class StyleGANV9Generator:
                 f"got {tuple(mid.shape)}"
             )
         parts = []
+        synthesize_w = (
+            self._compiled if self._compile and self._compiled else self.network.synthesize_w
+        )
         with torch.inference_mode():
             for part in chunks(mid.shape[0], self.batch_size):
                 m = mid[part].to(self.device, torch.float32)
                 w = self.network.w_from_mid(m, layer)
                 with autocast_context(self.device, self.autocast):
-                    image = self.network.synthesize_w(
-                        w, self.truncation_psi, self.truncation_layers
-                    )
+                    image = synthesize_w(w, self.truncation_psi, self.truncation_layers)
                 parts.append(self._postprocess(image.float()))
         if not parts:
             return torch.empty(0, 3, self.image_size, self.image_size, device=self.device)

@@ -9,7 +9,7 @@ original read from ``v9_property_scores/property_scores_mean_and_median.csv``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor
@@ -92,27 +92,55 @@ class OhLoRACNNScorer:
             allow_random_init=allow_random_init,
         )
         self.network = network.eval().requires_grad_(False).to(self.device)
+        self._channels_last = False
+        self._compile = False
+        self._compiled: Callable[[Tensor], Tensor] | None = None
 
-    def score_matrix(self, images: Tensor) -> Tensor:
-        """(n, 3, 256, 256) -> (n, 8) float32 on CPU, columns ``properties``.
+    def score_matrix(self, images: Tensor, *, on_device: bool = False) -> Tensor:
+        """(n, 3, 256, 256) -> (n, 8) float32 on CPU (``on_device``: where computed), columns
+        ``properties``.
 
         Float images are taken as [-1, 1]; uint8 images are normalised the way
         the original read its saved JPEGs (``q / 255`` then ``(v - 0.5) / 0.5``).
+        The batches' scores stay on the device until all are done: one copy to the host.
         """
         if images.ndim != 4 or tuple(images.shape[1:]) != (3, IMAGE_SIZE, IMAGE_SIZE):
             raise ValueError(
                 f"expected images (n, 3, {IMAGE_SIZE}, {IMAGE_SIZE}), got {tuple(images.shape)}"
             )
+        forward = self._compiled if self._compile and self._compiled else self.network
         parts = []
         with torch.inference_mode():
             for part in chunks(images.shape[0], self.batch_size):
                 x = images[part].to(self.device)
                 x = (x.float() / 255.0 - 0.5) / 0.5 if x.dtype == torch.uint8 else x.float()
+                if self._channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
                 with autocast_context(self.device, self.autocast):
-                    parts.append(self.network(x).float().cpu())
+                    parts.append(forward(x).float())
         if not parts:
-            return torch.empty(0, len(self.properties))
-        return torch.cat(parts)
+            out = torch.empty(0, len(self.properties), device=self.device)
+        else:
+            out = torch.cat(parts)
+        return out if on_device else out.cpu()
+
+    @property
+    def speed(self) -> dict[str, bool]:
+        """The memory layout and compilation in use (``set_speed``)."""
+        return {"channels_last": self._channels_last, "compile": self._compile}
+
+    def set_speed(self, *, channels_last: bool = False, compile: bool = False) -> list[str]:
+        """``measure.channels_last``: the network's weights and its inputs in NHWC layout;
+        ``measure.compile``: ``torch.compile`` of the network (built once, on first use).
+        Both off: the plain network. Returns the switches now on."""
+        if bool(channels_last) != self._channels_last:
+            fmt = torch.channels_last if channels_last else torch.contiguous_format
+            self.network.to(memory_format=fmt)
+            self._channels_last = bool(channels_last)
+        if compile and self._compiled is None:
+            self._compiled = torch.compile(self.network, dynamic=False)
+        self._compile = bool(compile)
+        return [k for k, on in self.speed.items() if on]
 
     def set_train_mode(self, on: bool) -> None:
         """Train mode (``measure.scorer_mode=train``): the network's dropout layers are
@@ -124,6 +152,12 @@ class OhLoRACNNScorer:
         """Each property -> (n,) float32 on CPU."""
         scores = self.score_matrix(images)
         return {name: scores[:, i].contiguous() for i, name in enumerate(self.properties)}
+
+    def score_on_device(self, images: Tensor) -> dict[str, Tensor]:
+        """``score``, the scores left on the network's device (the measuring step copies a
+        whole chunk's scores to the host at once)."""
+        scores = self.score_matrix(images, on_device=True)
+        return {name: scores[:, i] for i, name in enumerate(self.properties)}
 
     def __repr__(self) -> str:
         return f"OhLoRACNNScorer(weights_id={self.weights_id!r}, device={str(self.device)!r})"
