@@ -126,14 +126,6 @@ def computing(setup: EditSetup) -> Iterator[torch.device]:
     settings = setup.measure
     device = dev.model_device(setup.generator, setup.scorer)
     dev.check_precision(settings.precision, device)
-    if settings.precision != "fp32":
-        for role, model in (("generator", setup.generator), ("scorer", setup.scorer)):
-            if getattr(model, "autocast", None):
-                raise ValueError(
-                    f"measure.precision={settings.precision} and {role}.autocast="
-                    f"{model.autocast} both set a precision: keep measure.precision and set"
-                    f" {role}.autocast=null"
-                )
     models = (setup.generator, setup.scorer)
     before = [getattr(mdl, "speed", None) for mdl in models]
     try:

@@ -226,16 +226,6 @@ def test_precision_errors_name_the_setting():
     dev.check_precision("bf16", torch.device("cpu"))  # supported by every recent torch
 
 
-def test_model_autocast_and_measure_precision_cannot_both_be_set(synthetic_setup):
-    setup = dataclasses.replace(synthetic_setup, measure=MeasureSettings(precision="bf16"))
-    setup.generator.autocast = "bf16"
-    try:
-        with pytest.raises(ValueError, match=r"generator\.autocast=null"):
-            measure_chunk(setup, setup.generator.sample_latents(1, 0))
-    finally:
-        del setup.generator.autocast
-
-
 def test_exactness_flags_are_a_no_op_on_cpu():
     before = dev.cuda_flags()
     with dev.exact_cuda(

@@ -25,8 +25,6 @@ import torch
 from torch import Tensor
 
 from ohlora_eval.models.networks.checkpoints import (
-    autocast_context,
-    check_autocast,
     chunks,
     load_checkpoint,
     resolve_device,
@@ -54,9 +52,9 @@ class StyleGANV9Generator:
 
     ``checkpoint`` is the published ``stylegan_gen_fine_tuned_v9.pth`` (a bare
     state dict); ``None`` is refused unless ``allow_random_init`` (tests and
-    benchmarks), which builds deterministic random weights. ``autocast``
-    ("bf16"/"fp16") applies to synthesis on CUDA only; the mapping always runs
-    in float32 because edits are done on its outputs. ``truncation_psi < 1``
+    benchmarks), which builds deterministic random weights. Mixed precision is a
+    measuring setting (``measure.precision``, synthesis only: the mapping always runs
+    in float32 because edits are done on its outputs). ``truncation_psi < 1``
     truncates the first ``truncation_layers`` synthesis layers (all 14 when
     None); the original used psi 1.0 (no truncation).
     """
@@ -80,7 +78,6 @@ class StyleGANV9Generator:
         checkpoint: str | None,
         device: str = "auto",
         batch_size: int | None = None,
-        autocast: str | None = None,
         truncation_psi: float = 1.0,
         truncation_layers: int | None = None,
         postprocess: str = "uint8",
@@ -95,7 +92,6 @@ class StyleGANV9Generator:
         if batch_size is None:
             batch_size = 16 if self.device.type == "cuda" else 1
         self.batch_size = max(1, int(batch_size))
-        self.autocast = check_autocast(autocast)
         self.truncation_psi = float(truncation_psi)
         self.truncation_layers = truncation_layers
         self.postprocess = postprocess
@@ -201,8 +197,7 @@ class StyleGANV9Generator:
             for part in chunks(mid.shape[0], self.batch_size):
                 m = mid[part].to(self.device, torch.float32)
                 w = self.network.w_from_mid(m, layer)
-                with autocast_context(self.device, self.autocast):
-                    image = synthesize_w(w, self.truncation_psi, self.truncation_layers)
+                image = synthesize_w(w, self.truncation_psi, self.truncation_layers)
                 parts.append(self._postprocess(image.float()))
         if not parts:
             return torch.empty(0, 3, self.image_size, self.image_size, device=self.device)

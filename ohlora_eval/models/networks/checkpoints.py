@@ -9,7 +9,6 @@ wrong file can never silently produce a half-initialised network.
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -151,25 +150,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def check_autocast(autocast: str | None) -> str | None:
-    """Validate the ``autocast`` option (None, "bf16" or "fp16")."""
-    if autocast is None or autocast in _AUTOCAST_DTYPES:
-        return autocast
-    raise ValueError(f"autocast must be null, 'bf16' or 'fp16', got {autocast!r}")
-
-
-def autocast_context(
-    device: torch.device, autocast: str | None
-) -> contextlib.AbstractContextManager:
-    """Mixed precision on CUDA only; on CPU the option is ignored (full float32)."""
-    if autocast is None or device.type != "cuda":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=_AUTOCAST_DTYPES[autocast])
 
 
 def chunks(n: int, size: int) -> Iterator[slice]:

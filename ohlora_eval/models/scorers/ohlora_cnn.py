@@ -15,8 +15,6 @@ import torch
 from torch import Tensor
 
 from ohlora_eval.models.networks.checkpoints import (
-    autocast_context,
-    check_autocast,
     chunks,
     load_checkpoint,
     resolve_device,
@@ -54,7 +52,7 @@ class OhLoRACNNScorer:
 
     ``checkpoint`` is the published ``ohlora_v3_merged_property_cnn.pth`` (a
     bare state dict); ``None`` is refused unless ``allow_random_init``.
-    ``autocast`` ("bf16"/"fp16") is used on CUDA only.
+    Mixed precision is a measuring setting (``measure.precision``), not the scorer's.
     """
 
     properties: tuple[str, ...] = PROPERTY_COLUMNS
@@ -69,7 +67,6 @@ class OhLoRACNNScorer:
         checkpoint: str | None,
         device: str = "auto",
         batch_size: int | None = None,
-        autocast: str | None = None,
         group_medians: Mapping[str, float] | str | None = None,
         allow_random_init: bool = False,
     ) -> None:
@@ -79,7 +76,6 @@ class OhLoRACNNScorer:
         if batch_size is None:
             batch_size = 64 if self.device.type == "cuda" else 1
         self.batch_size = max(1, int(batch_size))
-        self.autocast = check_autocast(autocast)
         self.group_medians = _medians(group_medians)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # random-init builds are reproducible
@@ -116,8 +112,7 @@ class OhLoRACNNScorer:
                 x = (x.float() / 255.0 - 0.5) / 0.5 if x.dtype == torch.uint8 else x.float()
                 if self._channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                with autocast_context(self.device, self.autocast):
-                    parts.append(forward(x).float())
+                parts.append(forward(x).float())
         if not parts:
             out = torch.empty(0, len(self.properties), device=self.device)
         else:
