@@ -26,7 +26,9 @@ class Generator(Protocol):
     ``set_noise_seed(seed: int | None)`` (generators with per-layer noise),
     ``batch_size`` (images per forward; the hot loop sizes its calls to it),
     ``pad_multiple: int`` (calls are padded to a multiple of this many rows so an
-    image's numbers never depend on its batch-mates; default 64).
+    image's numbers never depend on its batch-mates; default 64),
+    ``set_speed(channels_last: bool, compile: bool)`` and ``speed`` (the current pair;
+    ``measure.channels_last`` / ``measure.compile``, see ``pipeline/device.py``).
     """
 
     latent_dim: int
@@ -47,7 +49,10 @@ class PropertyScorer(Protocol):
     (hair_color, hair_length, background_mean, hairstyle) are needed for
     grouped directions. Optional: ``group_medians: dict[str, float] | None``
     (fixed thresholds for grouping; None means "use the sample's medians"),
-    ``weights_id: str``, ``pad_multiple: int`` (as for generators).
+    ``weights_id: str``, ``pad_multiple: int``, ``set_speed`` / ``speed`` (as for
+    generators), ``score_on_device(images) -> dict[str, Tensor]`` (scores left on the
+    device, copied to the host once per chunk by the hot loop),
+    ``set_train_mode(on: bool)`` (``measure.scorer_mode=train``).
     """
 
     properties: tuple[str, ...]
