@@ -39,9 +39,13 @@ test: setup browser
 test-all: setup browser
 	$(BIN)/python -m pytest -q -m "" $(PYTEST_ARGS)
 
+# One web worker and no job runner (MLflow's GenAI jobs): 2 processes, not 17, on a small
+# machine. The links printed open each experiment's runs in the Model-training view.
+UI_STORE = $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlruns/mlflow.db}
 ui: setup
-	$(BIN)/mlflow ui --host 127.0.0.1 --port $(PORT) \
-		--backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlruns/mlflow.db}"
+	@$(BIN)/python -m ohlora_eval.tracking.runs "$(UI_STORE)" $(PORT)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --host 127.0.0.1 --port $(PORT) \
+		--workers 1 --backend-store-uri "$(UI_STORE)"
 
 bench: setup
 	$(BIN)/python -m ohlora_eval.bench $(ARGS)

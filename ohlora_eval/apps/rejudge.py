@@ -3,7 +3,8 @@
 Measuring is expensive and judging is cheap: a cutoff sweep over correlations already
 measured (or imported from Oh-LoRA) must not generate an image. Nothing here builds a
 generator or a scorer. Sweepable (``-m cutoff.eyes=0.88,0.90``). ``log_judged`` is
-shared with the import app.
+shared with the import app. The run's review page links to the contact sheets the
+source run shows (stored by the run that measured them): it stores no image.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from ohlora_eval import review
 from ohlora_eval.apps.cli import hydra_app
 from ohlora_eval.formats.ohlora_results import read_ohlora_results
 from ohlora_eval.formats.pictures import summary_plot
 from ohlora_eval.pipeline import judge
 from ohlora_eval.tracking import store
-from ohlora_eval.tracking.runs import log_hydra_files, print_summary, tracked_run
+from ohlora_eval.tracking.artifacts import LinkedPage, Linker, linked_sheets, local_dir
+from ohlora_eval.tracking.runs import log_hydra_files, print_summary, timed, tracked_run
 
 PER_VECTOR = "per_vector.csv"
 
@@ -64,9 +67,23 @@ def rejudge(cfg: DictConfig) -> Rejudged:
         "rejudge.source_kind": source.data.tags.get("ohlora.kind", "unknown"),
         "git_commit": store.git_commit(),
     }
-    with tracked_run(tags, run_name=f"rejudge {source_name}") as run_id:
+    sheets = linked_sheets(client, source_id)
+    cut = " ".join(f"{p}{cutoffs[p]:g}" for p in ("eyes", "mouth", "pose"))
+    with tracked_run(tags, run_name=f"rejudge {cut} | {source_name}") as run_id:
         store.log_params(params)
-        metrics = log_judged(per_vector, cutoffs, OmegaConf.to_yaml(own))
+        page = None
+        if sheets:  # a screening's table (an import has no pictures and no review columns)
+            settings = review.ReviewSettings(local_dir=str(Path(cfg.tracking.root) / "review"))
+            if "review_rank" not in per_vector.columns:
+                settings.rank_by = "sum_abs_corr"
+            page = LinkedPage(
+                run_id,
+                per_vector,
+                cutoffs,
+                settings,
+                note=f"re-judged from run {source_id}; contact sheets as that run shows them",
+            )
+        metrics = log_judged(per_vector, cutoffs, OmegaConf.to_yaml(own), page, sheets)
     print_summary(
         run_id,
         per_vector,
@@ -121,20 +138,34 @@ def _read_source_table(
 
 
 def log_judged(
-    per_vector: pd.DataFrame, cutoffs: Mapping[str, float], config_yaml: str
+    per_vector: pd.DataFrame,
+    cutoffs: Mapping[str, float],
+    config_yaml: str,
+    page: LinkedPage | None = None,
+    sheets: Mapping[int, object] | None = None,
 ) -> dict[str, float]:
     """Into the active run: a native run's metrics (no images_per_sec: nothing was generated),
-    per_vector.csv, statistics.csv, summary.png, the config and Hydra's files."""
+    per_vector.csv, statistics.csv, summary.png, the config and Hydra's files; with ``page``,
+    a review page linking to ``sheets`` (case -> ``artifacts.Logged``), stored elsewhere."""
     metrics = judge.run_metrics(per_vector)
     store.retry(mlflow.log_metrics, metrics)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, timed("writing the run's artifacts"):
         out = Path(tmp)
         per_vector.to_csv(out / PER_VECTOR, index=False)
         judge.statistics(per_vector).to_csv(out / "statistics.csv")
         summary_plot(per_vector, dict(cutoffs), out / "summary.png")
         (out / "config.yaml").write_text(config_yaml)
+        if page is not None:
+            client = MlflowClient(mlflow.get_tracking_uri())
+            run_dir = local_dir(mlflow.get_artifact_uri())
+            linker = Linker(client, page.run_id, run_dir)
+            shown = set(review.page_cases(per_vector, cutoffs, page.settings))
+            where = {c: w for c, w in (sheets or {}).items() if c in shown}
+            page.write(out, where, linker, run_dir)
         store.retry(mlflow.log_artifacts, str(out))
     log_hydra_files()
+    if page is not None:
+        page.write_local(where, linker)
     return metrics
 
 

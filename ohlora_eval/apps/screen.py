@@ -33,7 +33,13 @@ from ohlora_eval.pipeline.measure import group_fn, measure, measurement_key
 from ohlora_eval.pipeline.protocols import Generator
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.artifacts import RunOutputs, SheetMaker, log_artifacts
-from ohlora_eval.tracking.runs import close_dead_runs, print_summary, process_tags, tracked_run
+from ohlora_eval.tracking.runs import (
+    close_dead_runs,
+    print_summary,
+    process_tags,
+    run_name,
+    tracked_run,
+)
 
 __all__ = ["ConfigError", "Evaluation", "evaluate", "main"]
 
@@ -80,7 +86,8 @@ def evaluate(
         "ohlora.kind": "evaluation",
         **process_tags(),
     }
-    with tracked_run({**base_tags, **(tags or {})}) as run_id:
+    name = run_name(resolved, int(cfg.sampling.n_vectors), tags)
+    with tracked_run({**base_tags, **(tags or {})}, run_name=name) as run_id:
         note_run(run_id, store.display_uri(uri))
         store.log_params(store.flatten(resolved))
         result = _evaluate_in_run(

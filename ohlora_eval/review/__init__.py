@@ -8,8 +8,9 @@ the face shape stay) and a page to pick from:
 - ``metrics``: bootstrap intervals of r, Spearman's rho, cross-property leakage,
   background drift and face-shape stability (pixels and scores only, so any
   generator), the per-vector review columns, run metrics and the ranking;
-- ``page``: ``review/index.html``, one card per passed vector in rank order,
-  whose checkboxes build the ``python -m ohlora_eval.select`` command.
+- ``page``: ``review/index.html``, one card per passed vector in rank order (then,
+  marked, the near misses), whose checkboxes build the ``python -m ohlora_eval.select``
+  command; it shows contact sheets from disk and inside MLflow's UI.
 
 The helpers below are the whole integration with an evaluation run: a
 ``ReviewSettings`` from the ``review`` config group, ``image_stats`` for the
@@ -49,25 +50,37 @@ from ohlora_eval.review.metrics import (
     spearman_max,
     spearman_rows,
 )
-from ohlora_eval.review.page import write_review_page
+from ohlora_eval.review.page import (
+    SheetLink,
+    near_misses,
+    shown_rows,
+    write_review_page,
+    write_sheet_gallery,
+)
 
 __all__ = [
     "DEFAULT_RANK_BY",
     "REVIEW_COLUMNS",
     "ReviewSettings",
+    "SheetLink",
     "add_review_columns",
     "bootstrap_ci",
     "build_review_page",
     "image_stats",
     "leakage",
     "locality_stats",
+    "near_misses",
+    "page_cases",
     "rank_by",
     "rank_scores",
     "review_metrics",
     "review_order",
     "review_table",
+    "shown_rows",
+    "spearman_ceilings",
     "spearman_rows",
     "write_review_page",
+    "write_sheet_gallery",
 ]
 
 
@@ -92,7 +105,10 @@ class ReviewSettings:
     face_box: list[float] = field(default_factory=lambda: list(DEFAULT_FACE_BOX))
     analysis_size: int = 32  # images are area-averaged to this size for drift and face IoU
     page: bool = True  # write review/index.html with the run's artifacts
-    max_cards: int | None = 300  # at most this many cards (passed vectors, best first)
+    max_cards: int | None = 300  # at most this many cards (passed first, then near misses)
+    # near misses: failed vectors whose every |r| is within this of its cutoff, shown after the
+    # passed ones with their contact sheets (0 = none)
+    near_miss_margin: float = 0.05
     local_dir: str | None = None  # a local copy of the page: <local_dir>/<run_id>/index.html
 
     @classmethod
@@ -130,6 +146,13 @@ class ReviewSettings:
             )
         if not isinstance(self.page, bool):
             raise ValueError(f"review.page={self.page!r} must be true or false")
+        margin = self.near_miss_margin
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin <= 1:
+            raise ValueError(
+                f"review.near_miss_margin={margin!r} must be a number in [0, 1] (0 = no near"
+                " misses), e.g. 0.05"
+            )
+        self.near_miss_margin = float(margin)
         if self.max_cards is not None and (
             not isinstance(self.max_cards, int) or self.max_cards < 0
         ):
@@ -180,6 +203,31 @@ def add_review_columns(
     return out, review_metrics(out)
 
 
+def page_cases(
+    per_vector: pd.DataFrame, cutoffs: Mapping[str, float], settings: ReviewSettings
+) -> list[int]:
+    """The cases whose cards the page shows (passed, then near misses): the sheets it needs."""
+    if not settings.page:
+        return []
+    passed, near, _, _ = shown_rows(
+        per_vector,
+        cutoffs,
+        rank_spec=settings.rank_by,
+        max_cards=settings.max_cards,
+        near_miss_margin=settings.near_miss_margin,
+    )
+    return [int(c) for c in [*passed["case"], *near["case"]]]
+
+
+def spearman_ceilings(grid: np.ndarray | None) -> dict[str, float] | None:
+    """Property -> the largest Spearman rho the grid's repeated weights allow (when below 1)."""
+    if grid is None:
+        return None
+    g = np.asarray(grid)
+    ceilings = {p: spearman_max(g[:, k]) for k, p in enumerate(CORE_PROPERTIES)}
+    return {p: v for p, v in ceilings.items() if math.isfinite(v) and v < 1 - 1e-9}
+
+
 def build_review_page(
     out_dir: Path,
     run_id: str,
@@ -188,38 +236,32 @@ def build_review_page(
     settings: ReviewSettings | None = None,
     *,
     render: Callable[[int], Any] | None = None,
-    sheets: Mapping[int, Path] | None = None,
+    sheets: Mapping[int, Path | SheetLink] | None = None,
     grid: np.ndarray | None = None,
     local_dir: Path | str | None = None,
+    note: str = "",
 ) -> Path | None:
     """Write the review page for a run into ``out_dir`` (and a copy in ``local_dir/run_id``).
 
-    Every card shown (passed vectors in ``review_rank`` order, up to
-    ``settings.max_cards``) needs a contact sheet: taken from ``sheets`` (case ->
-    PNG) when there, else made with ``render(case)`` (a PIL image, e.g.
-    ``artifacts.SheetMaker.render``) and saved under ``out_dir/sheets/``. Returns the
-    page's path, or None when ``settings.page`` is false.
+    Every card shown (passed vectors in ``review_rank`` order, then near misses, up to
+    ``settings.max_cards``) needs a contact sheet: taken from ``sheets`` (case -> PNG, or
+    a ``SheetLink`` to one stored elsewhere) when there, else made with ``render(case)``
+    (a PIL image, e.g. ``artifacts.SheetMaker.render``) and saved under
+    ``out_dir/sheets/``. Returns the page's path, or None when ``settings.page`` is false.
     """
     s = settings or ReviewSettings()
     if not s.page:
         return None
     out_dir = Path(out_dir)
     sheet_dir = out_dir / "sheets"
-    passed = review_order(per_vector[per_vector["passed"] == "O"], s.rank_by)
-    shown = passed if s.max_cards is None else passed.head(s.max_cards)
-    paths: dict[int, Path] = {int(k): Path(v) for k, v in (sheets or {}).items()}
-    for case in shown["case"].astype(int):
+    paths: dict[int, Path | SheetLink] = {int(k): v for k, v in (sheets or {}).items()}
+    for case in page_cases(per_vector, cutoffs, s):
         if case in paths or render is None:
             continue
         sheet_dir.mkdir(parents=True, exist_ok=True)
         path = sheet_dir / f"case_{case:05d}.png"
         render(case).save(path)
         paths[case] = path
-    ceilings = None
-    if grid is not None:
-        g = np.asarray(grid)
-        ceilings = {p: spearman_max(g[:, k]) for k, p in enumerate(CORE_PROPERTIES)}
-        ceilings = {p: v for p, v in ceilings.items() if math.isfinite(v) and v < 1 - 1e-9}
     page = write_review_page(
         out_dir,
         run_id,
@@ -229,7 +271,9 @@ def build_review_page(
         rank_spec=s.rank_by,
         ci_level=s.ci_level,
         max_cards=s.max_cards,
-        spearman_max=ceilings,
+        spearman_max=spearman_ceilings(grid),
+        near_miss_margin=s.near_miss_margin,
+        note=note,
     )
     target = local_dir if local_dir is not None else s.local_dir
     if target is not None:

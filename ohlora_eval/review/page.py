@@ -1,12 +1,19 @@
-"""The offline review page: one card per passed vector, checkboxes that build the select command.
+"""The offline review page: one card per passed vector (and, marked, per near miss),
+checkboxes that build the select command.
 
 A person makes the final pick by looking at contact sheets; the page puts the
 measured review aids beside each sheet and turns the ticked cards into the
 exact ``python -m ohlora_eval.select`` command to paste. It is one static HTML
-file with inline CSS and a few lines of vanilla JavaScript, and the PNGs beside
-it under ``sheets/`` with relative links, so the folder works opened from disk
-(file://), downloaded from MLflow, or served by anything. It loads nothing from
+file with inline CSS and a few lines of vanilla JavaScript. It loads nothing from
 the network: no CDN, no web fonts, no external URLs.
+
+Where the contact sheets come from (``SheetLink``): each image has a relative
+``src`` for the page opened from disk (sheets beside it, or a sheet another run of
+the same measurement logged, by a relative path in the same store) and names the
+run and artifact path that hold the sheet. MLflow's UI shows an .html artifact in a
+sandboxed iframe made from a ``blob:`` URL, where relative links cannot resolve; there
+the page asks the serving MLflow for each sheet (``get-artifact?path=..&run_uuid=..``),
+so a re-judged run shows the measuring run's sheets without storing them again.
 """
 
 from __future__ import annotations
@@ -14,12 +21,14 @@ from __future__ import annotations
 import html
 import math
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ohlora_eval.pipeline import judge
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 from ohlora_eval.review.metrics import DEFAULT_RANK_BY, OFF_DIAGONAL, review_order
 
@@ -30,6 +39,18 @@ FLAG_FACE_IOU = 0.8  # silhouette overlap across the grid
 FLAG_RE_PASS = 0.5  # share of noisy re-measurements in which the vector passed again
 
 SELECT_COMMAND = "python -m ohlora_eval.select"
+ALLOW_FAILED = "allow_failed=true"  # what select needs to record a vector that failed
+
+
+@dataclass(frozen=True)
+class SheetLink:
+    """Where one contact sheet is, for a page: ``src`` relative to the page on disk (None:
+    not reachable from disk), and the run and artifact path that hold it in MLflow."""
+
+    src: str | None
+    run_id: str | None = None
+    path: str | None = None
+
 
 _CSS = """
 :root { --ok: #1b7f3b; --warn: #b35c00; --muted: #666; --line: #ddd; --bg: #fafafa; }
@@ -77,6 +98,14 @@ dl.loc dt { color: var(--muted); }
 dl.loc dd { margin: 0; font-variant-numeric: tabular-nums; }
 .warn { color: var(--warn); font-weight: 600; }
 .note { color: var(--muted); }
+h2.section { font-size: 17px; margin: 18px 0 0; }
+.card.near { border-style: dashed; border-color: var(--warn); background: #fffaf3; }
+.card .nearbadge { color: #fff; background: var(--warn); border-radius: 3px; padding: 1px 7px;
+  font-weight: 600; }
+.gallery { display: grid; gap: 14px; padding: 12px 20px 40px; }
+.gallery figure { margin: 0; background: #fff; border: 1px solid var(--line); border-radius: 6px;
+  padding: 10px 12px; }
+.gallery figcaption { margin: 0 0 6px; font-weight: 600; }
 """
 
 _JS = """
@@ -84,6 +113,7 @@ _JS = """
   "use strict";
   var runId = document.body.getAttribute("data-run-id");
   var prefix = document.body.getAttribute("data-command");
+  var allowFailed = document.body.getAttribute("data-allow-failed");
   var boxes = Array.prototype.slice.call(document.querySelectorAll("input.pick-box"));
   var cmd = document.getElementById("command");
   var hint = document.getElementById("hint");
@@ -99,8 +129,10 @@ _JS = """
   }
   function update() {
     var cases = picked();
+    var failed = boxes.some(function (b) { return b.checked && b.hasAttribute("data-failed"); });
     cmd.textContent = cases.length
-      ? prefix + " run_id=" + runId + " cases=[" + cases.join(",") + "]" : "";
+      ? prefix + " run_id=" + runId + " cases=[" + cases.join(",") + "]"
+        + (failed ? " " + allowFailed : "") : "";
     hint.hidden = cases.length > 0;
     count.textContent = String(cases.length);
     copy.disabled = cases.length === 0;
@@ -144,6 +176,30 @@ _JS = """
 """
 
 
+# Inside MLflow's UI the page is a blob: document (relative links cannot resolve) and opened
+# through get-artifact its base is the endpoint: then ask that MLflow for each sheet by run
+# and path. The MLflow page's own address (the referrer) keeps a --static-prefix.
+_IMG_JS = """
+(function () {
+  "use strict";
+  var base = null;
+  if (location.protocol === "blob:") {
+    var ref = document.referrer;
+    base = /^https?:/.test(ref) ? ref : new URL(location.href).origin + "/";
+  } else if (/^https?:$/.test(location.protocol) && /get-artifact$/.test(location.pathname)) {
+    base = location.href;
+  }
+  if (!base) { return; }
+  Array.prototype.forEach.call(document.querySelectorAll("img[data-run][data-path]"),
+    function (img) {
+      img.removeAttribute("loading");
+      img.src = new URL("get-artifact?path=" + encodeURIComponent(img.getAttribute("data-path"))
+        + "&run_uuid=" + encodeURIComponent(img.getAttribute("data-run")), base).href;
+    });
+})();
+"""
+
+
 def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
@@ -172,28 +228,74 @@ def _ranked_passed(per_vector: pd.DataFrame, rank_spec: str | Mapping[str, float
     return review_order(per_vector[per_vector["passed"] == "O"], rank_spec)
 
 
+def near_misses(
+    per_vector: pd.DataFrame,
+    cutoffs: Mapping[str, float],
+    margin: float,
+    rank_spec: str | Mapping[str, float] = DEFAULT_RANK_BY,
+) -> pd.DataFrame:
+    """Failed vectors that missed by at most ``margin`` (``pipeline.judge.near_misses``; 0 =
+    none), closest first (then in review order), with ``near_short`` (the largest
+    ``cutoff - |r|``) and ``near_prop`` (the property that falls shortest)."""
+    if margin <= 0 or per_vector.empty:
+        return per_vector.iloc[:0].assign(near_short=pd.Series(dtype=float), near_prop="")
+    mask = judge.near_misses(per_vector, cutoffs, margin) & (per_vector["passed"] != "O")
+    near = review_order(per_vector[mask], rank_spec)
+    gaps = pd.DataFrame(
+        {p: float(cutoffs[p]) - near[f"{p}_corr"].astype(float).abs() for p in CORE_PROPERTIES},
+        index=near.index,
+    )
+    near = near.assign(near_short=gaps.max(axis=1), near_prop=gaps.idxmax(axis=1))
+    return near.sort_values("near_short", kind="mergesort")
+
+
+def _picture(case: int, sheet: SheetLink | None, alt: str | None = None) -> str:
+    if sheet is None or (sheet.src is None and sheet.run_id is None):
+        return '<div class="nosheet">no contact sheet for this vector</div>'
+    src = f' src="{_e(sheet.src)}"' if sheet.src else ""
+    where = (
+        f' data-run="{_e(sheet.run_id)}" data-path="{_e(sheet.path)}"'
+        if sheet.run_id and sheet.path
+        else ""
+    )
+    return (
+        f'<img{src}{where} loading="lazy"'
+        f' alt="{_e(alt or f"contact sheet of the 50 edits of case {case}")}">'
+    )
+
+
 def _card(
-    row: pd.Series, position: int, total: int, sheet: str | None, cutoffs: Mapping[str, float]
+    row: pd.Series,
+    position: int,
+    total: int,
+    sheet: SheetLink | None,
+    cutoffs: Mapping[str, float],
+    near: bool = False,
 ) -> str:
     case = int(row["case"])
     group = str(row.get("svm_group_name", "") or "")
     if group.lower() == "nan":
         group = ""
-    head = [f"<h2>#{position} of {total} &middot; case {case}</h2>"]
+    if near:
+        prop = str(row["near_prop"])
+        r = abs(_get(row, f"{prop}_corr"))
+        head = [
+            f"<h2>near miss {position} of {total} &middot; case {case}</h2>",
+            f'<span class="nearbadge" title="{_e(row.get("fail_reason", ""))}">failed:'
+            f" {_e(prop)} |r| {_num(r)} &lt; {_e(cutoffs[prop])}"
+            f" (short by {_num(row['near_short'])})</span>",
+        ]
+    else:
+        head = [f"<h2>#{position} of {total} &middot; case {case}</h2>"]
     if group:
         head.append(f'<span class="note">group {_e(group)}</span>')
     head.append(f'<span class="score">review score {_num(row.get("review_score"))}</span>')
+    failed = " data-failed" if near else ""
     head.append(
         f'<label class="pick"><input type="checkbox" class="pick-box" value="{case}"'
-        f' id="pick-{case}" aria-label="pick case {case}">pick</label>'
+        f' id="pick-{case}"{failed} aria-label="pick case {case}">pick</label>'
     )
-    if sheet is None:
-        picture = '<div class="nosheet">no contact sheet for this vector</div>'
-    else:
-        picture = (
-            f'<img src="{_e(sheet)}" loading="lazy" alt="contact sheet of the 50 edits of'
-            f' case {case}">'
-        )
+    picture = _picture(case, sheet)
 
     rows = []
     for p in CORE_PROPERTIES:
@@ -233,7 +335,7 @@ def _card(
         why = f"passed again in fewer than half of the re-tests (below {FLAG_RE_PASS})"
         loc += f"<dt>re-pass probability</dt><dd>{_flag(again, p_again < FLAG_RE_PASS, why)}</dd>"
     return (
-        f'<article class="card" id="card-{case}" data-case="{case}">'
+        f'<article class="card{" near" if near else ""}" id="card-{case}" data-case="{case}">'
         f"<header>{''.join(head)}</header>"
         f'<div class="sheet">{picture}</div>'
         '<div class="figures"><table class="r"><thead><tr><th>property</th><th>r</th>'
@@ -262,16 +364,56 @@ def _legend(ci_level: float, spearman_max: Mapping[str, float] | None) -> str:
         "<li><b>face-shape IoU</b>: mean soft IoU of each image's head silhouette (pixels"
         " unlike the border colour of their row) with the vector's mean silhouette; 1 = the"
         f" shape never changes; amber at {FLAG_FACE_IOU} or below.</li>"
+        "<li><b>near miss</b> (dashed amber cards after the passed ones): failed, but every"
+        " |r| is within <code>review.near_miss_margin</code> of its cutoff.</li>"
         "<li>Tick the vectors to keep; the bar at the top builds the select command"
-        " (cases in ascending order).</li></ul></details>"
+        f" (cases in ascending order; <code>{ALLOW_FAILED}</code> when a near miss is"
+        " ticked).</li></ul></details>"
     )
+
+
+def shown_rows(
+    per_vector: pd.DataFrame,
+    cutoffs: Mapping[str, float],
+    *,
+    rank_spec: str | Mapping[str, float] = DEFAULT_RANK_BY,
+    max_cards: int | None = None,
+    near_miss_margin: float = 0.0,
+) -> tuple[pd.DataFrame, pd.DataFrame, int, int]:
+    """The cards a page shows: (passed, near misses, all passed, all near misses).
+
+    Passed vectors in review order come first; near misses (``near_misses``) fill what is
+    left of ``max_cards`` (None: no limit)."""
+    ranked = _ranked_passed(per_vector, rank_spec)
+    near = near_misses(per_vector, cutoffs, near_miss_margin, rank_spec)
+    if max_cards is None:
+        return ranked, near, len(ranked), len(near)
+    budget = max(0, int(max_cards))
+    shown = ranked.head(budget)
+    return shown, near.head(budget - len(shown)), len(ranked), len(near)
+
+
+def _link(
+    case: int, src: Path | SheetLink | None, out_dir: Path, run_id: str, artifact_dir: str
+) -> SheetLink | None:
+    """A sheet given as a file is copied beside the page (``sheets/``); a link is used as is."""
+    if src is None or isinstance(src, SheetLink):
+        return src
+    if not Path(src).is_file():
+        return None
+    sheet_dir = out_dir / "sheets"
+    sheet_dir.mkdir(exist_ok=True)
+    name = f"case_{case:05d}{Path(src).suffix.lower() or '.png'}"
+    if Path(src).resolve() != (sheet_dir / name).resolve():
+        shutil.copyfile(src, sheet_dir / name)
+    return SheetLink(f"sheets/{name}", run_id, f"{artifact_dir}/sheets/{name}")
 
 
 def write_review_page(
     out_dir: Path,
     run_id: str,
     per_vector: pd.DataFrame,
-    sheets: Mapping[int, Path],
+    sheets: Mapping[int, Path | SheetLink],
     cutoffs: Mapping[str, float],
     *,
     rank_spec: str | Mapping[str, float] = DEFAULT_RANK_BY,
@@ -279,35 +421,39 @@ def write_review_page(
     max_cards: int | None = None,
     spearman_max: Mapping[str, float] | None = None,
     title: str = "ohlora_eval review",
+    near_miss_margin: float = 0.0,
+    artifact_dir: str = "review",
+    note: str = "",
 ) -> Path:
-    """Write ``out_dir/index.html`` and copy each shown card's sheet to ``out_dir/sheets/``.
+    """Write ``out_dir/index.html``; each shown card's sheet given as a file is copied to
+    ``out_dir/sheets/``, one given as a ``SheetLink`` is linked where it is.
 
     ``per_vector`` is the run's table with the review columns (``review_table``);
-    cards are its passed rows in ``review_rank`` order (or ranked by
-    ``rank_spec`` when the column is missing), at most ``max_cards`` of them.
-    ``sheets`` maps case -> contact sheet PNG; a passed case without one gets a
-    placeholder. ``spearman_max`` (property -> the largest rho the grid allows)
-    is explained in the legend. The command lists cases in ascending order, so
-    the same pick always gives the same command. Returns the page's path.
+    cards are its passed rows in ``review_rank`` order (or ranked by ``rank_spec``
+    when the column is missing), then its near misses (failed by at most
+    ``near_miss_margin`` in every property, closest first), clearly marked, at most
+    ``max_cards`` cards in all. ``sheets`` maps case -> contact sheet; a shown case
+    without one gets a placeholder. ``artifact_dir`` is where the page lies in its
+    run's artifacts (copied sheets are named by it). ``spearman_max`` (property ->
+    the largest rho the grid allows) is explained in the legend; ``note`` is one
+    line of plain text under the title. The command lists cases in ascending
+    order, so the same pick always gives the same command, with
+    ``allow_failed=true`` when a near miss is ticked. Returns the page's path.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ranked = _ranked_passed(per_vector, rank_spec)
-    total = len(ranked)
-    shown = ranked if max_cards is None else ranked.head(max(0, int(max_cards)))
-    sheet_dir = out_dir / "sheets"
+    shown, near, total, n_near = shown_rows(
+        per_vector,
+        cutoffs,
+        rank_spec=rank_spec,
+        max_cards=max_cards,
+        near_miss_margin=near_miss_margin,
+    )
     cards = []
     for position, (_, row) in enumerate(shown.iterrows(), start=1):
         case = int(row["case"])
-        src = sheets.get(case)
-        rel = None
-        if src is not None and Path(src).is_file():
-            sheet_dir.mkdir(exist_ok=True)
-            name = f"case_{case:05d}{Path(src).suffix.lower() or '.png'}"
-            if Path(src).resolve() != (sheet_dir / name).resolve():
-                shutil.copyfile(src, sheet_dir / name)
-            rel = f"sheets/{name}"
-        cards.append(_card(row, position, total, rel, cutoffs))
+        link = _link(case, sheets.get(case), out_dir, run_id, artifact_dir)
+        cards.append(_card(row, position, total, link, cutoffs))
     if not cards:
         body = (
             '<p class="empty">No vector passed the cutoffs in this run, so there is nothing to'
@@ -321,18 +467,38 @@ def write_review_page(
                 f'<p class="note">{total - len(shown)} more passed vectors are not shown'
                 f" (review.max_cards={int(max_cards or 0)}).</p>"
             )
+    if near_miss_margin > 0:
+        body += (
+            f'<h2 class="section" id="near-misses">Near misses: failed by at most'
+            f" {near_miss_margin:g} in |r| ({n_near})</h2>"
+        )
+        for position, (_, row) in enumerate(near.iterrows(), start=1):
+            case = int(row["case"])
+            link = _link(case, sheets.get(case), out_dir, run_id, artifact_dir)
+            cards.append(_card(row, position, n_near, link, cutoffs, near=True))
+            body += cards[-1]
+        if len(near) < n_near:
+            body += (
+                f'<p class="note">{n_near - len(near)} more near misses are not shown'
+                f" (review.max_cards={int(max_cards or 0)} cards in all).</p>"
+            )
+        elif not n_near:
+            body += '<p class="note">None.</p>'
     cut = ", ".join(f"{_e(p)} {_e(cutoffs[p])}" for p in CORE_PROPERTIES if p in cutoffs)
     spec = rank_spec if isinstance(rank_spec, str) else dict(rank_spec)
     n_all = len(per_vector)
+    near_txt = f" &middot; {n_near} near misses (within {near_miss_margin:g})" if n_near else ""
     page = (
         "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
         '<meta name=viewport content="width=device-width, initial-scale=1">'
         f"<title>{_e(title)}: run {_e(run_id)}</title><style>{_CSS}</style></head>"
-        f'<body data-run-id="{_e(run_id)}" data-command="{_e(SELECT_COMMAND)}">'
+        f'<body data-run-id="{_e(run_id)}" data-command="{_e(SELECT_COMMAND)}"'
+        f' data-allow-failed="{_e(ALLOW_FAILED)}">'
         f'<header class="top"><h1>{_e(title)}</h1>'
         f'<p class="meta">run <code>{_e(run_id)}</code> &middot; {total} of {n_all} vectors'
-        f" passed (cutoffs |r| &ge; {cut}) &middot; ranked by <code>{_e(spec)}</code></p>"
-        f"{_legend(ci_level, spearman_max)}</header>"
+        f" passed (cutoffs |r| &ge; {cut}){near_txt} &middot; ranked by <code>{_e(spec)}</code></p>"
+        + (f'<p class="meta">{_e(note)}</p>' if note else "")
+        + f"{_legend(ci_level, spearman_max)}</header>"
         '<div class="bar" role="region" aria-label="selection">'
         '<span><b id="count">0</b> picked</span>'
         '<code class="cmd" id="command" aria-live="polite"></code>'
@@ -340,7 +506,30 @@ def write_review_page(
         '<button type="button" id="copy" disabled>Copy command</button>'
         '<button type="button" id="clear" disabled>Clear</button>'
         '<span class="status" id="status" aria-live="polite"></span></div>'
-        f"<main>{body}</main><script>{_JS}</script></body></html>\n"
+        f"<main>{body}</main><script>{_IMG_JS}</script><script>{_JS}</script></body></html>\n"
+    )
+    path = out_dir / "index.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def write_sheet_gallery(
+    out_dir: Path, title: str, items: Sequence[tuple[str, SheetLink | None]]
+) -> Path:
+    """``out_dir/index.html``: captioned contact sheets by link (a run's grids), no copies."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = "".join(
+        f"<figure><figcaption>{_e(caption)}</figcaption>"
+        f'<div class="sheet">{_picture(0, link, caption)}</div></figure>'
+        for caption, link in items
+    )
+    page = (
+        "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
+        f'<header class="top"><h1>{_e(title)}</h1></header>'
+        f'<div class="gallery">{figures or "<p class=empty>none</p>"}</div>'
+        f"<script>{_IMG_JS}</script></body></html>\n"
     )
     path = out_dir / "index.html"
     path.write_text(page, encoding="utf-8")

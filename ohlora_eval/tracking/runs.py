@@ -1,12 +1,20 @@
 """The life cycle every tracked run shares: tags for sweeps, FINISHED/FAILED/KILLED endings
 with the reason, resuming the work of runs whose process died, Hydra's files, and the
-closing summary printed to the terminal. One place for all of it (docs/architecture.md)."""
+closing summary printed to the terminal. One place for all of it (docs/architecture.md).
+
+What a person sees of a run in MLflow's UI is decided here too: its name says what makes
+it differ (``run_name``; a sweep point: its swept values), its description
+(``mlflow.note.content``, shown on the run page and as the runs table's Description) is
+the closing summary in markdown, and the links printed open the runs view
+(``ui_url``)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import socket
+import sys
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -77,18 +85,65 @@ def _sweep_tags() -> dict[str, str]:
     return tags
 
 
+NOTE_TAG = "mlflow.note.content"  # a run's description in MLflow's UI (markdown)
+SLOW_S = 2.0  # steps that take longer say how long they took
+
+
+@contextlib.contextmanager
+def timed(what: str, slow_s: float = SLOW_S) -> Iterator[None]:
+    """One line on stderr with the elapsed time when the block takes over ``slow_s``."""
+    t0 = time.perf_counter()
+    yield
+    took = time.perf_counter() - t0
+    if took > slow_s:
+        print(f"ohlora_eval: {what}: {took:.1f} s", file=sys.stderr, flush=True)
+
+
+def run_name(cfg: Mapping, n_vectors: int, tags: Mapping[str, str] | None = None) -> str:
+    """A screening run's name, from what makes it differ: its cutoffs and vector count, e.g.
+    ``eyes0.92 mouth0.88 pose0.88 | 2000 vectors`` (a verification or re-test repetition
+    says so first)."""
+    tags = tags or {}
+    cut = " ".join(f"{p}{cfg['cutoff'][p]:g}" for p in CORE_PROPERTIES)
+    name = f"{cut} | {n_vectors} vectors"
+    layer = cfg.get("layer")
+    if layer and layer != "mapping_split1":
+        name += f" | {layer}"
+    if "retest.repetition" in tags:
+        return f"retest repetition {int(tags['retest.repetition']) + 1} | {name}"
+    if "verify.model" in tags:
+        seed = tags.get("verify.noise_seed")
+        return f"verify {tags['verify.model']}" + (f" noise seed {seed}" if seed else "")
+    return name
+
+
+def _side_name(tags: Mapping[str, str]) -> str | None:
+    """A name for a run made beside the active one, from its tags (a direction fit)."""
+    if tags.get("mlflow.runName"):
+        return tags["mlflow.runName"]
+    if tags.get("ohlora.kind") == "directions":
+        grouped = " grouped" if tags.get("grouped") == "True" else ""
+        return f"directions {tags.get('method', '?')}{grouped} | {tags.get('layer', '?')}"
+    return None
+
+
 @contextlib.contextmanager
 def tracked_run(
     tags: Mapping[str, str], run_name: str | None = None, experiment_id: str | None = None
 ) -> Iterator[str]:
     """The active (fluent) MLflow run of a command: it ends FINISHED, or FAILED with the
     reason in a tag, or KILLED on Ctrl-C. Sweep jobs are tagged and nested under their
-    sweep's parent run."""
+    sweep's parent run, and named by their swept values."""
+    sweep_tags = _sweep_tags()
+    from ohlora_eval.tracking.sweep import point_name
+
+    point = point_name() if sweep_tags else None
+    name = tags.get("mlflow.runName") or point or run_name
     with store.usable(mlflow.get_tracking_uri()):
         run = store.retry(
             mlflow.start_run,
-            run_name=run_name,
-            tags={**tags, **_sweep_tags()},
+            run_name=name,
+            tags={**tags, **sweep_tags},
             experiment_id=experiment_id,
         )
     try:
@@ -106,7 +161,9 @@ def side_run(client: MlflowClient, experiment_id: str, tags: Mapping[str, str]) 
     """A run made through the client, beside whatever run is active (a direction fit
     started by an evaluation): the same endings as ``tracked_run``."""
     with store.usable(client.tracking_uri):
-        run = store.retry(client.create_run, experiment_id, tags=dict(tags))
+        run = store.retry(
+            client.create_run, experiment_id, tags=dict(tags), run_name=_side_name(tags)
+        )
     run_id = run.info.run_id
     try:
         yield run_id
@@ -163,6 +220,74 @@ def _alive(pid: int) -> bool:
     return pid != os.getpid()
 
 
+def describe(
+    per_vector: pd.DataFrame,
+    metrics: Mapping[str, float],
+    cutoffs: Mapping[str, float],
+    notes: list[str],
+    tags: Mapping[str, str] | None = None,
+    review_page: bool = False,
+) -> str:
+    """A judging run's description (markdown): passed x of N, mean |r|, directions, notes."""
+    tags = tags or {}
+    n = len(per_vector)
+    lines = [
+        f"passed {int(metrics['passed'])} of {n} ({metrics['pass_rate']:.1%}) at cutoffs"
+        f" |r| >= {', '.join(f'{p} {cutoffs[p]:g}' for p in CORE_PROPERTIES)}",
+        "",
+        "| | " + " | ".join(CORE_PROPERTIES) + " |",
+        "|---|" + "---|" * len(CORE_PROPERTIES),
+        "| mean abs r | "
+        + " | ".join(f"{metrics[f'{p}_abs_corr_mean']:.3f}" for p in CORE_PROPERTIES)
+        + " |",
+    ]
+    if all(f"{p}_pass_rate" in metrics for p in CORE_PROPERTIES):
+        lines.append(
+            "| pass rate | "
+            + " | ".join(f"{metrics[f'{p}_pass_rate']:.1%}" for p in CORE_PROPERTIES)
+            + " |"
+        )
+    lines.append("")
+    source = tags.get("directions.source")
+    if source:
+        run = tags.get("directions.run_id", "none")
+        lines.append(
+            f"- directions: {source}" + (f" (direction run `{run}`)" if run != "none" else "")
+        )
+    if tags.get("layer"):
+        lines.append(f"- layer: {tags['layer']}")
+    lines += [f"- {note}" for note in notes]
+    if review_page:
+        lines.append("- review page: artifact `review/index.html` (tick vectors to pick)")
+    return "\n".join(lines)
+
+
+def ui_url(uri: str, experiment_id: str, run_id: str | None = None, port: int = 5000) -> str:
+    """Where ``make ui`` shows an experiment's runs (or one run), in the Model-training view
+    (MLflow 3.17's UI otherwise opens every experiment on its GenAI overview)."""
+    if not uri.startswith("sqlite:"):
+        base = uri.rstrip("/") if uri.startswith("http") else f"http://127.0.0.1:{port}"
+    else:
+        base = f"http://127.0.0.1:{port}"
+    where = f"/#/experiments/{experiment_id}/runs"
+    if run_id:
+        return f"{base}{where}/{run_id}?workflowType=machine_learning"
+    return f"{base}{where}?workflowType=machine_learning&viewStateShareKey={store.UI_VIEW_KEY}"
+
+
+def ui_links(uri: str, port: int = 5000) -> list[str]:
+    """One line per experiment of the store: its name and the link to its runs view."""
+    client = MlflowClient(uri)
+    lines = []
+    for exp in store.retry(client.search_experiments):
+        if exp.name == "Default" and not store.retry(
+            client.search_runs, [exp.experiment_id], max_results=1
+        ):
+            continue
+        lines.append(f"  {exp.name:<22} {ui_url(uri, exp.experiment_id, port=port)}")
+    return lines
+
+
 def print_summary(
     run_id: str,
     per_vector: pd.DataFrame,
@@ -173,16 +298,40 @@ def print_summary(
     uri: str,
     notes: list[str],
 ) -> None:
-    """The closing lines of every judging run, with ``notes`` on where the numbers came from."""
+    """The closing lines of every judging run, with ``notes`` on where the numbers came from;
+    the same summary, in markdown, becomes the run's description in MLflow."""
     cut = ", ".join(f"{p} {cutoffs[p]}" for p in CORE_PROPERTIES)
     means = ", ".join(f"{p} {metrics[f'{p}_abs_corr_mean']:.4f}" for p in CORE_PROPERTIES)
     signed = ", ".join(f"{metrics[f'{p}_corr_mean']:+.4f}" for p in CORE_PROPERTIES)
+    client = MlflowClient(uri)
+    run = store.retry(client.get_run, run_id)
+    page = "review" in {a.path for a in store.retry(client.list_artifacts, run_id)}
+    note = describe(per_vector, metrics, cutoffs, notes, run.data.tags, review_page=page)
+    store.retry(client.set_tag, run_id, NOTE_TAG, note)
     lines = [
         f"\nohlora_eval: passed {int(metrics['passed'])} of {len(per_vector)}"
         f" ({metrics['pass_rate']:.2%}) at cutoffs {cut}",
         f"  mean |r|: {means} (signed r: {signed}); mean sum|r| {metrics['sum_abs_corr_mean']:.4f}",
         *(f"  {n}" for n in notes),
-        f"  run {run_id} in experiment {experiment!r} ({store.display_uri(uri)})",
-        f"  look at it: {store.ui_hint(uri)}",
+        f"  run {run_id} ({run.info.run_name}) in experiment {experiment!r}"
+        f" ({store.display_uri(uri)})",
+        f"  look at it: {store.ui_hint(uri)}, then {ui_url(uri, run.info.experiment_id, run_id)}",
     ]
     print("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m ohlora_eval.tracking.runs <tracking uri> [port]``: the UI links (make ui)."""
+    args = sys.argv[1:] if argv is None else argv
+    uri, port = args[0], int(args[1]) if len(args) > 1 else 5000
+    try:
+        lines = ui_links(uri, port)
+    except Exception as exc:  # noqa: BLE001 - a store that cannot be read yet: no links
+        print(f"ohlora_eval: no experiments to link yet ({type(exc).__name__})")
+        return
+    print("ohlora_eval: open an experiment's runs (Model training view, columns chosen):")
+    print("\n".join(lines) if lines else "  (no experiments yet: run python -m ohlora_eval)")
+
+
+if __name__ == "__main__":
+    main()

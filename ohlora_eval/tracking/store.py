@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
 import subprocess
@@ -34,6 +35,37 @@ for _name in (
 
 SQLITE_BUSY_TIMEOUT_S = 60
 DIRECTIONS_EXPERIMENT = "ohlora-directions"
+
+# What MLflow's UI shows of our experiments. The kind says "machine learning, compare runs"
+# (not a GenAI app); MLflow 3.17's UI itself picks its mode from a global toggle (GenAI /
+# Model training) or the link's ``workflowType=machine_learning``, which our links carry.
+# The view is a shared view state (the UI's own "share" format, an experiment tag) that
+# the printed links name (``viewStateShareKey``): the columns a person compares.
+UI_VIEW_KEY = "ohlora"
+_UI_COLUMNS = [  # metrics, then params (the UI groups them so), then the description
+    "metrics.`passed`",
+    "metrics.`pass_rate`",
+    "metrics.`sum_abs_corr_mean`",
+    "params.`cutoff.eyes`",
+    "params.`cutoff.mouth`",
+    "params.`cutoff.pose`",
+    "params.`sampling.n_vectors`",
+    "attributes.`Description`",
+]
+_RUN_NAME = "attributes.`Run Name`"
+UI_TAGS = {
+    "mlflow.experimentKind": "custom_model_development",
+    f"mlflow.sharedViewState.{UI_VIEW_KEY}": json.dumps(
+        {
+            "orderByKey": "attributes.start_time",
+            "orderByAsc": False,
+            "selectedColumns": _UI_COLUMNS,
+            "columnOrder": [_RUN_NAME, *_UI_COLUMNS],
+            "columnWidths": {_RUN_NAME: 300, "attributes.`Description`": 360},
+        },
+        separators=(",", ":"),
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -144,9 +176,13 @@ def ensure_experiment(experiment: str, uri: str, root: str | os.PathLike = "mlru
         client = MlflowClient(uri, registry_uri=uri)
         exp = retry(client.get_experiment_by_name, experiment)
         if exp is not None:
+            for key, value in UI_TAGS.items():  # experiments made before these tags
+                kind = key == "mlflow.experimentKind"  # a person's own choice stays
+                if (key not in exp.tags) if kind else exp.tags.get(key) != value:
+                    retry(client.set_experiment_tag, exp.experiment_id, key, value)
             return exp.experiment_id
         location = (root_path / "artifacts" / experiment).as_uri() if lock else None
-        return retry(client.create_experiment, experiment, artifact_location=location)
+        return retry(client.create_experiment, experiment, artifact_location=location, tags=UI_TAGS)
 
 
 def setup(

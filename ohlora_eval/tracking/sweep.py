@@ -1,11 +1,13 @@
 """Sweeps in MLflow: a parent run per ``-m`` sweep that compares its points.
 
 A Hydra callback (registered in conf/config.yaml) opens the parent run before
-the jobs start and, when they are done, logs a table and a plot of passed and
-pass rate against the swept values. Each job's run is nested under it (tag
-``mlflow.parentRunId``), so the MLflow UI shows the sweep as one expandable row.
-Works with the joblib launcher too: jobs find the parent through a file in the
-sweep folder.
+the jobs start (named by the sweep, e.g. ``sweep cutoff.eyes=0.86,0.88``) and,
+when they are done, logs a table and a plot of passed and pass rate against the
+swept values, sets the table (markdown) as the parent's description and prints it.
+Each job's run is nested under it (tag ``mlflow.parentRunId``) and named by its
+swept values (``point_name``, e.g. ``cutoff.eyes=0.9``), so the MLflow UI shows
+the sweep as one expandable row. Works with the joblib launcher too: jobs find
+the parent and the swept keys through files in the sweep folder.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from omegaconf import DictConfig
 from ohlora_eval.tracking import store
 
 PARENT_FILE = ".mlflow_parent_run"
+SWEPT_FILE = ".ohlora_swept_keys"
+NOTE_TAG = "mlflow.note.content"
+PROPS = ("eyes", "mouth", "pose")
 COMPARED = [
     "passed",
     "pass_rate",
@@ -34,6 +39,9 @@ COMPARED = [
     "eyes_corr_mean",
     "mouth_corr_mean",
     "pose_corr_mean",
+    "eyes_abs_corr_mean",
+    "mouth_abs_corr_mean",
+    "pose_abs_corr_mean",
     "sum_abs_corr_mean",
     "images_per_sec",
     "reused_chunks",
@@ -48,6 +56,34 @@ def parent_run_id() -> str | None:
         return None
     path = folder / PARENT_FILE
     return path.read_text().strip() if path.is_file() else None
+
+
+def swept_overrides(overrides: list[str]) -> list[str]:
+    """The overrides of a ``-m`` command line that sweep (``key=a,b``, ``range(..)``...)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # noqa: BLE001 - Hydra reports a bad override itself
+        return []
+    return [o.input_line for o in parsed if o.is_sweep_override() and o.input_line]
+
+
+def point_name() -> str | None:
+    """Inside a sweep job: its swept values, e.g. ``cutoff.eyes=0.9`` (the run's name)."""
+    try:
+        hc = HydraConfig.get()
+        folder = Path(hc.sweep.dir)
+        mine = [str(o) for o in hc.overrides.task]
+    except Exception:
+        return None
+    try:
+        keys = json.loads((folder / SWEPT_FILE).read_text())
+    except (OSError, ValueError):
+        keys = []
+    values = {o.partition("=")[0].lstrip("+~"): o.partition("=")[2] for o in mine}
+    shown = [f"{k}={values[k]}" for k in keys if k in values]
+    return " ".join(shown) if shown else f"sweep job {hc.job.num}"
 
 
 class SweepParent(Callback):
@@ -65,10 +101,14 @@ class SweepParent(Callback):
         exp_id = store.ensure_experiment(config.tracking.experiment, uri, config.tracking.root)
         client = MlflowClient(uri)
         overrides = list(config.hydra.overrides.task)
+        swept = swept_overrides(overrides)
+        keys = [o.partition("=")[0].lstrip("+~") for o in swept]
+        (folder / SWEPT_FILE).write_text(json.dumps(keys))
+        name = "sweep " + (" ".join(swept) or folder.name)
         run = store.retry(
             client.create_run,
             exp_id,
-            run_name=f"sweep {folder.name}",
+            run_name=name if len(name) <= 250 else name[:247] + "...",
             tags={
                 "ohlora.kind": "sweep",
                 "sweep_id": folder.name,
@@ -96,14 +136,20 @@ class SweepParent(Callback):
             plot_sweep(table, out / "sweep_comparison.png")
             store.retry(client.log_artifacts, parent, str(out))
         finished = table["status"].eq("FINISHED") if len(table) else pd.Series([], dtype=bool)
+        text = sweep_note(table)
+        store.retry(client.set_tag, parent, NOTE_TAG, text)
         if len(table):
             store.retry(client.log_metric, parent, "points", float(len(table)))
             store.retry(client.log_metric, parent, "points_finished", float(finished.sum()))
         status = "FINISHED" if len(table) and finished.all() else "FAILED"
         store.retry(client.set_terminated, parent, status)
+        from ohlora_eval.tracking.runs import ui_url
+
+        exp_id = client.get_run(parent).info.experiment_id
         print(
             f"\nohlora_eval: sweep {folder.name}: {int(finished.sum())} of {len(table)} points"
-            f" finished; comparison in parent run {parent}"
+            f" finished\n\n{text}\n\n  parent run {parent}: {ui_url(uri, exp_id, parent)}"
+            f"\n  all runs (after make ui): {ui_url(uri, exp_id)}"
         )
 
 
@@ -153,11 +199,48 @@ def _number(text: str) -> Any:
 
 
 def swept_keys(table: pd.DataFrame) -> list[str]:
-    fixed = {"job", "run_id", "status", *COMPARED}
+    fixed = {"job", "run_id", "run_name", "status", *COMPARED}
     return [c for c in table.columns if c not in fixed and table[c].nunique(dropna=False) > 1]
 
 
+def _fmt(value: Any, spec: str) -> str:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    return "n/a" if v != v else format(v, spec)
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """The sweep's points as a markdown table: swept values -> passed, pass rate, mean |r|."""
+    if table.empty:
+        return "_no points_"
+    keys = swept_keys(table) or ["job"]
+    head = [*keys, "passed", "pass rate", "mean abs r (eyes / mouth / pose)", "status"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in table.sort_values(list(dict.fromkeys([*keys, "job"]))).iterrows():
+        passed = _fmt(r.get("passed"), ".0f")
+        means = " / ".join(
+            _fmt(r.get(f"{p}_abs_corr_mean"), ".3f") for p in ("eyes", "mouth", "pose")
+        )
+        cells = [*(str(r[k]) for k in keys), passed, _fmt(r.get("pass_rate"), ".1%"), means]
+        rows.append("| " + " | ".join([*cells, str(r["status"])]) + " |")
+    return "\n".join(rows)
+
+
+def sweep_note(table: pd.DataFrame) -> str:
+    """The parent run's description: one line (what the runs table shows), then the table."""
+    keys = swept_keys(table)
+    done = table[table["status"] == "FINISHED"] if len(table) else table
+    passed = ", ".join(_fmt(v, ".0f") for v in done.sort_values(keys or ["job"])["passed"])
+    over = " x ".join(keys) or "jobs"
+    head = f"{len(table)} points over {over}: passed {passed or 'none'}"
+    return f"{head}\n\n{markdown_table(table)}"
+
+
 def plot_sweep(table: pd.DataFrame, path: Path) -> None:
+    """Two panels over the swept value: passed (with its pass rate written at each point),
+    and the pass rate of each property and of all three."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -168,17 +251,34 @@ def plot_sweep(table: pd.DataFrame, path: Path) -> None:
     x = table[keys[0]] if numeric else table["job"]
     label = keys[0] if numeric else "job (" + ", ".join(keys) + ")"
     order = x.argsort()
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    ax.plot(x.iloc[order], table["passed"].iloc[order], "o-", color="#4c72b0", label="passed")
-    ax.set_xlabel(label)
-    ax.set_ylabel("passed")
-    ax2 = ax.twinx()
-    ax2.plot(
-        x.iloc[order], table["pass_rate"].iloc[order], "s--", color="#c44e52", label="pass rate"
-    )
-    ax2.set_ylabel("pass rate")
-    ax.set_title("sweep: passed and pass rate")
-    fig.legend(loc="upper right")
+    xs = x.iloc[order]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    passed = table["passed"].iloc[order]
+    left.plot(xs, passed, "o-", color="#4c72b0")
+    for xv, n, rate in zip(xs, passed, table["pass_rate"].iloc[order], strict=False):
+        if n == n:
+            left.annotate(
+                f"{n:.0f} ({rate:.1%})",
+                (xv, n),
+                textcoords="offset points",
+                xytext=(0, 6),
+                ha="center",
+                fontsize=8,
+            )
+    left.set_xlabel(label)
+    left.set_ylabel("passed vectors (count)", color="#4c72b0")
+    left.set_title("passed")
+    left.margins(y=0.2)
+    colours = {"eyes": "#55a868", "mouth": "#c44e52", "pose": "#8172b2"}
+    for p, colour in colours.items():
+        if f"{p}_pass_rate" in table:
+            right.plot(xs, table[f"{p}_pass_rate"].iloc[order], "s--", color=colour, label=p)
+    right.plot(xs, table["pass_rate"].iloc[order], "o-", color="black", label="all three")
+    right.set_xlabel(label)
+    right.set_ylabel("pass rate (share of vectors)")
+    right.set_ylim(0, 1.02)
+    right.set_title("pass rate per property")
+    right.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

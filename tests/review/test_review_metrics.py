@@ -296,6 +296,11 @@ def test_settings_from_the_config_group_and_its_checks():
         ReviewSettings.from_cfg({"n_boot": 1})
     with pytest.raises(ValueError, match=r"review.max_cards=-1"):
         ReviewSettings.from_cfg({"max_cards": -1})
+    assert s.near_miss_margin == 0.05
+    for bad in (-0.1, 1.5, "x", True):
+        with pytest.raises(ValueError, match=r"review.near_miss_margin=.* in \[0, 1\]"):
+            ReviewSettings.from_cfg({"near_miss_margin": bad})
+    assert ReviewSettings.from_cfg({"near_miss_margin": 0}).near_miss_margin == 0.0
 
 
 # --- constructed generators through the real pipeline -------------------------------------------

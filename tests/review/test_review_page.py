@@ -20,7 +20,7 @@ from ohlora_eval.pipeline.edit import grid_points
 from ohlora_eval.pipeline.measure import edited_mids
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 from ohlora_eval.review import ReviewSettings, add_review_columns, build_review_page
-from ohlora_eval.review.page import write_review_page
+from ohlora_eval.review.page import SheetLink, near_misses, write_review_page
 
 CHROMIUM = Path(os.environ.get("OHLORA_CHROMIUM", "/usr/bin/chromium"))
 GRID = grid_points(conf_grid())
@@ -131,7 +131,7 @@ def test_build_review_page_renders_missing_sheets_and_copies_locally(tmp_path, r
         "runid42",
         run_table,
         CUTOFFS,
-        ReviewSettings(),
+        ReviewSettings(near_miss_margin=0),
         render=render,
         sheets=given,
         grid=GRID,
@@ -149,6 +149,85 @@ def test_build_review_page_renders_missing_sheets_and_copies_locally(tmp_path, r
         build_review_page(tmp_path / "x", "r", run_table, CUTOFFS, ReviewSettings(page=False))
         is None
     )
+
+
+def _near_table(run_table: pd.DataFrame) -> tuple[pd.DataFrame, float]:
+    """The run's table and a margin that makes its closest failures near misses."""
+    failed = run_table[run_table["passed"] == "X"]
+    gap = judge.shortfall(failed, CUTOFFS)
+    gap = gap[np.isfinite(gap)].sort_values()
+    assert len(gap) >= 2
+    return run_table, float(gap.iloc[1]) + 1e-9  # the two closest failures
+
+
+def test_near_misses_are_the_failures_within_the_margin_closest_first(run_table):
+    table, margin = _near_table(run_table)
+    near = near_misses(table, CUTOFFS, margin)
+    gaps = judge.shortfall(table, CUTOFFS)
+    expected = gaps[(gaps > 0) & (gaps <= margin)].sort_values(kind="mergesort")
+    assert near["case"].tolist() == table.loc[expected.index, "case"].tolist()
+    assert (near["passed"] == "X").all() and len(near) >= 2
+    for _, row in near.iterrows():  # the property that falls shortest, and by how much
+        p = row["near_prop"]
+        assert row["near_short"] == pytest.approx(CUTOFFS[p] - abs(row[f"{p}_corr"]))
+        assert row["near_short"] == pytest.approx(gaps.loc[row.name])
+    assert near_misses(table, CUTOFFS, 0).empty
+
+
+def test_near_miss_cards_are_marked_and_get_sheets(tmp_path, run_table, sheets):
+    from PIL import Image
+
+    table, margin = _near_table(run_table)
+    near = near_misses(table, CUTOFFS, margin)["case"].tolist()
+    rendered = []
+
+    def render(case: int):
+        rendered.append(case)
+        return Image.new("RGB", (40, 20), "white")
+
+    page = build_review_page(
+        tmp_path / "review",
+        "run7",
+        table,
+        CUTOFFS,
+        ReviewSettings(near_miss_margin=margin),
+        render=render,
+        sheets=sheets,
+    )
+    text = page.read_text()
+    assert rendered == near  # passed cases had sheets; near misses were rendered
+    cards = re.findall(r'<article class="card( near)?" id="card-(\d+)"', text)
+    assert [int(c) for n, c in cards if n] == near
+    assert [int(c) for n, c in cards if not n] == _expected_order(table)
+    for case in near:
+        card = text.split(f'id="card-{case}"')[1].split("</article>")[0]
+        assert "near miss" in card and "failed:" in card and "data-failed" in card
+        assert f'src="sheets/case_{case:05d}.png"' in card
+    assert "Near misses: failed by at most" in text
+    # The card budget: passed first, then near misses fill what is left.
+    n_passed = len(_expected_order(table))
+    text = write_review_page(
+        tmp_path / "r2", "run7", table, {}, CUTOFFS, near_miss_margin=margin, max_cards=n_passed + 1
+    ).read_text()
+    assert len(re.findall(r'class="card near"', text)) == 1
+    assert f"{len(near) - 1} more near misses are not shown" in text
+
+
+def test_linked_sheets_name_their_run_and_path_for_mlflow(tmp_path, run_table):
+    order = _expected_order(run_table)
+    links = {
+        order[0]: SheetLink("../../other/artifacts/review/sheets/a.png", "other", "review/x.png"),
+        order[1]: SheetLink(None, "other", "review/sheets/b.png"),
+    }
+    path = write_review_page(tmp_path / "review", RUN_ID, run_table, links, CUTOFFS)
+    text = path.read_text()
+    assert not (tmp_path / "review" / "sheets").exists()  # links are not copied
+    first = text.split(f'id="card-{order[0]}"')[1].split("</article>")[0]
+    assert 'src="../../other/artifacts/review/sheets/a.png"' in first
+    assert 'data-run="other" data-path="review/x.png"' in first
+    second = text.split(f'id="card-{order[1]}"')[1].split("</article>")[0]
+    assert "src=" not in second and 'data-path="review/sheets/b.png"' in second
+    assert "get-artifact?path=" in text  # how the page asks MLflow for them
 
 
 # --- the browser test ----------------------------------------------------------------------------
@@ -169,7 +248,9 @@ def _browser_or_skip():
 
 def test_page_in_headless_chromium_builds_the_select_command(tmp_path, run_table, sheets):
     sync_playwright = _browser_or_skip()
-    page_path, _ = _page(tmp_path, run_table, sheets)
+    _, margin = _near_table(run_table)
+    near = near_misses(run_table, CUTOFFS, margin)["case"].tolist()
+    page_path, _ = _page(tmp_path, run_table, sheets, near_miss_margin=margin)
     order = _expected_order(run_table)
     first, second = order[1], order[0]  # tick out of order: the command sorts them
     expected = (
@@ -223,6 +304,11 @@ def test_page_in_headless_chromium_builds_the_select_command(tmp_path, run_table
             page.uncheck(f"#pick-{second}")
             assert page.locator("#command").inner_text() == (
                 f"python -m ohlora_eval.select run_id={RUN_ID} cases=[{first}]"
+            )
+            page.check(f"#pick-{near[0]}")  # a near miss failed: select must be told
+            assert page.locator("#command").inner_text() == (
+                f"python -m ohlora_eval.select run_id={RUN_ID}"
+                f" cases=[{','.join(map(str, sorted([first, near[0]])))}] allow_failed=true"
             )
             page.locator("#clear").click()
             assert page.locator("#command").inner_text() == ""

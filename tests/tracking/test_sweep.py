@@ -1,11 +1,14 @@
-"""Sweeps: one run per point under a parent run that compares them; parallel jobs lose nothing."""
+"""Sweeps: one run per point under a parent run that compares them; parallel jobs lose nothing;
+points named by their swept values; a contact sheet is stored once per measurement."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import pandas as pd
+import pytest
 from conftest import ROOT, clean_env
 from mlflow.tracking import MlflowClient
 
@@ -41,9 +44,15 @@ def _runs(store):
     return client, client.search_runs([exp.experiment_id])
 
 
-def test_four_parallel_jobs_on_a_fresh_store_lose_nothing(tmp_path):
-    store = tmp_path / "mlruns"
+@pytest.fixture(scope="module")
+def parallel_sweep(tmp_path_factory):
+    store = tmp_path_factory.mktemp("sweep") / "mlruns"
     proc = _sweep(store, "hydra/launcher=local_parallel", "cutoff.eyes=0.88,0.90,0.92,0.94")
+    return store, proc
+
+
+def test_four_parallel_jobs_on_a_fresh_store_lose_nothing(parallel_sweep):
+    store, proc = parallel_sweep
     assert proc.returncode == 0, proc.stderr[-3000:]
     client, runs = _runs(store)
     parents = [r for r in runs if r.data.tags.get("ohlora.kind") == "sweep"]
@@ -64,3 +73,67 @@ def test_four_parallel_jobs_on_a_fresh_store_lose_nothing(tmp_path):
     assert by_cut.is_monotonic_decreasing  # a stricter cutoff never passes more
     names = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"sweep_comparison.csv", "sweep_comparison.png"} <= names
+    # Named by what differs; the parent's description (and the terminal) has the table.
+    assert parent.info.run_name == "sweep cutoff.eyes=0.88,0.90,0.92,0.94"
+    assert {r.info.run_name for r in children} == {
+        f"cutoff.eyes={r.data.params['cutoff.eyes']}" for r in children
+    }
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith("4 points over cutoff.eyes: passed ")
+    for r in children:
+        row = f"| {r.data.params['cutoff.eyes']} | {int(r.data.metrics['passed'])} |"
+        assert row in note, (row, note)
+        assert r.data.tags["mlflow.note.content"].startswith(
+            f"passed {int(r.data.metrics['passed'])} of 24 "
+        )
+    assert note.split("\n", 2)[2] in proc.stdout  # the table, printed at the end
+    # Each sheet is stored by one run; the others link to it (review/sheets.json).
+    stored: list[str] = []
+    for r in children:
+        rid = r.info.run_id
+        stored += [a.path.rsplit("/", 1)[1] for a in client.list_artifacts(rid, "review/sheets")]
+        index = json.loads(open(client.download_artifacts(rid, "review/sheets.json")).read())
+        for entry in index.values():
+            held = {a.path for a in client.list_artifacts(entry["run_id"], "review/sheets")}
+            assert entry["path"] in held
+    assert stored and len(stored) == len(set(stored))
+
+
+def test_a_rejudge_links_the_measuring_runs_sheets_and_stores_none(parallel_sweep):
+    store, proc = parallel_sweep
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client, runs = _runs(store)
+    point = next(r for r in runs if r.data.params.get("cutoff.eyes") == "0.88")
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ohlora_eval.rejudge",
+            f"run_id={point.info.run_id}",
+            f"tracking.root={store}",
+            "cutoff.eyes=0.95",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=clean_env(),
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    client, runs = _runs(store)
+    rejudged = next(r for r in runs if r.data.tags.get("ohlora.kind") == "rejudge")
+    rid = rejudged.info.run_id
+    assert rejudged.info.run_name.startswith("rejudge eyes0.95 ")
+    assert client.list_artifacts(rid, "review/sheets") == []  # no image stored
+    index = json.loads(open(client.download_artifacts(rid, "review/sheets.json")).read())
+    shown = json.loads(
+        open(client.download_artifacts(point.info.run_id, "review/sheets.json")).read()
+    )
+    assert index and set(index) <= set(shown)  # a stricter cutoff shows a subset
+    assert all(index[c] == shown[c] for c in index)
+    page = open(client.download_artifacts(rid, "review/index.html")).read()
+    for entry in index.values():
+        assert f'data-run="{entry["run_id"]}" data-path="{entry["path"]}"' in page
+    # The local copy links to the files in the store: it holds no image either.
+    local = store / "review" / rid
+    assert [p.name for p in local.iterdir()] == ["index.html"]
