@@ -33,6 +33,7 @@ from ohlora_eval.apps.cli import hydra_app
 from ohlora_eval.errors import UserError
 from ohlora_eval.pipeline.judge import CORR_COLUMNS
 from ohlora_eval.tracking import store
+from ohlora_eval.tracking.artifacts import run_file
 from ohlora_eval.tracking.runs import side_run
 
 RETEST_EXPERIMENT = "ohlora-retest"
@@ -135,7 +136,7 @@ def _source(client, run_id: str):
             keep_default_na=False,
             na_values=[""],
         )
-        latents = np.load(client.download_artifacts(run_id, "latents.npy", tmp))
+        latents = np.load(run_file(client, run_id, "latents.npy", tmp))
         config = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", tmp))
     return run, table, latents, config
 

@@ -23,7 +23,7 @@ from ohlora_eval.apps.cli import UserError, hydra_app
 from ohlora_eval.pipeline import judge
 from ohlora_eval.progress import phase
 from ohlora_eval.tracking import store
-from ohlora_eval.tracking.artifacts import SheetMaker
+from ohlora_eval.tracking.artifacts import SheetMaker, run_file
 
 ARTIFACT_DIR = "sheets/requested"
 
@@ -59,7 +59,7 @@ def render_sheets(cfg: DictConfig) -> Sheets:
                 keep_default_na=False,
                 na_values=[""],
             )
-            latents = np.load(client.download_artifacts(run_id, "latents.npy", tmp))
+            latents = np.load(run_file(client, run_id, "latents.npy", tmp))
         except Exception:
             raise UserError(
                 f"run_id={run_id} has no config.yaml, per_vector.csv and latents.npy: only"

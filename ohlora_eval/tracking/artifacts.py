@@ -35,7 +35,7 @@ from PIL import Image
 
 from ohlora_eval import review
 from ohlora_eval.formats.pictures import contact_sheet, summary_plot
-from ohlora_eval.pipeline import judge
+from ohlora_eval.pipeline import fingerprint, judge
 from ohlora_eval.pipeline.cache import atomic_write, file_lock
 from ohlora_eval.pipeline.edit import EditSetup, edited_mids
 from ohlora_eval.pipeline.measure import synthesize, to_mid
@@ -264,6 +264,46 @@ def _unique(*groups: Iterable[int]) -> list[int]:
     return list(seen)
 
 
+MEASURED_FILES = ("latents.npy", "per_image.csv")  # decided by the measurement and the cases
+FILES_TAG = "ohlora.measurement_files"  # the run that stores them, when not this one
+FILES_LEDGER = "files.json"  # beside the cache's sheet folder: who stored them
+
+
+def _shared_files_run(
+    client: MlflowClient, ledger: Path, cases: np.ndarray, names: Iterable[str]
+) -> str | None:
+    """A live run of this store that holds ``names`` for exactly these cases of this
+    measurement (recorded in ``ledger``), or None."""
+    try:
+        entry = json.loads(ledger.read_text())
+    except (OSError, ValueError):
+        return None
+    if entry.get("uri") != store.display_uri(client.tracking_uri):
+        return None
+    if entry.get("cases") != fingerprint.digest(np.asarray(cases, dtype=np.int64).tolist()):
+        return None
+    try:
+        run = store.retry(client.get_run, entry["run_id"])
+        held = {a.path for a in store.retry(client.list_artifacts, entry["run_id"])}
+    except Exception:  # noqa: BLE001 - gone: this run stores them itself
+        return None
+    if run.info.lifecycle_stage != "active" or not set(names) <= held:
+        return None
+    return str(entry["run_id"])
+
+
+def run_file(client: MlflowClient, run_id: str, name: str, dst: str | Path) -> str:
+    """Download ``name`` of ``run_id``; a run that re-used another run's measurement points
+    to the run that stores its latents and per-image scores (tag ``ohlora.measurement_files``)."""
+    try:
+        return client.download_artifacts(run_id, name, str(dst))
+    except Exception:
+        source = store.retry(client.get_run, run_id).data.tags.get(FILES_TAG)
+        if not source or name not in MEASURED_FILES:
+            raise
+        return client.download_artifacts(source, name, str(dst))
+
+
 def log_artifacts(out: RunOutputs) -> None:
     """Tables, latents, config, plot, contact sheets and the review page into the active run."""
     with timed("writing the run's artifacts"):
@@ -280,11 +320,27 @@ def _log_artifacts(out: RunOutputs) -> None:
         per_vector = out.per_vector
         per_vector.to_csv(folder / "per_vector.csv", index=False)
         judge.statistics(per_vector).to_csv(folder / "statistics.csv")
-        if settings["per_image"]:
-            per_image_table(out.scores, out.grid, per_vector["case"].to_numpy()).to_csv(
-                folder / "per_image.csv", index=False
-            )
-        np.save(folder / "latents.npy", out.latents)
+        # Latents and per-image scores are the measurement's: a run that re-uses it (a sweep
+        # point, a re-judge) points to the run that stores them instead of storing them again.
+        cases = per_vector["case"].to_numpy()
+        names = ["latents.npy", *(["per_image.csv"] if settings["per_image"] else [])]
+        files_ledger = out.sheets.folder.parent / FILES_LEDGER
+        with file_lock(out.sheets.folder.parent / ".files.lock"):
+            shared = _shared_files_run(client, files_ledger, cases, names)
+            if shared is None:
+                if settings["per_image"]:
+                    per_image_table(out.scores, out.grid, cases).to_csv(
+                        folder / "per_image.csv", index=False
+                    )
+                np.save(folder / "latents.npy", out.latents)
+                entry = {
+                    "uri": store.display_uri(client.tracking_uri),
+                    "run_id": out.run_id,
+                    "cases": fingerprint.digest(np.asarray(cases, dtype=np.int64).tolist()),
+                }
+                atomic_write(files_ledger, json.dumps(entry).encode())
+            else:
+                store.retry(mlflow.set_tag, FILES_TAG, shared)
         (folder / "config.yaml").write_text(OmegaConf.to_yaml(out.config))
         summary_plot(per_vector, out.cutoffs, folder / "summary.png")
         (folder / "run_summary.json").write_text(json.dumps(out.metrics, indent=2, sort_keys=True))

@@ -33,6 +33,7 @@ from ohlora_eval.formats.z_vectors import (
 from ohlora_eval.pipeline import judge
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 from ohlora_eval.tracking import store
+from ohlora_eval.tracking.artifacts import linked_sheets, run_file
 
 SELECTIONS_EXPERIMENT = "ohlora-selections"
 _MODEL_CODE = Path(__file__).with_name("selection_model.py")
@@ -155,7 +156,7 @@ def record(where: store.StoreRef, request: SelectionRequest) -> Selection:
                 keep_default_na=False,
                 na_values=[""],
             )
-            latents = np.load(client.download_artifacts(source_run_id, "latents.npy", str(src)))
+            latents = np.load(run_file(client, source_run_id, "latents.npy", src))
         except Exception:
             raise UserError(
                 f"run_id={source_run_id} has no per_vector.csv and latents.npy (only"
@@ -264,20 +265,27 @@ def _run_config(client: MlflowClient, run_id: str, tmp: Path) -> dict:
 def _collect_sheets(
     client: MlflowClient, run_id: str, cases: list[int], out: Path, tmp: Path
 ) -> None:
-    """Copy the contact sheets the source run logged for the chosen cases."""
-    logged: dict[int, str] = {}
-    for folder in ("review/sheets", "grids/passed", "grids/best"):
+    """Copy the contact sheets the source run shows for the chosen cases: its own, or those
+    of the run it links to (a sweep point or re-judge that re-used a measurement); also the
+    sheets requested later with ``python -m ohlora_eval.sheets``."""
+    shown = linked_sheets(client, run_id)
+    logged = {case: (where.run_id, where.path) for case, where in shown.items()}
+    for folder in ("sheets/requested", "grids/passed", "grids/best"):
         try:
             items = client.list_artifacts(run_id, folder)
         except Exception:
             continue
         for a in items:
             stem = Path(a.path).stem
-            if stem.startswith("case_") and stem[5:].isdigit():
-                logged.setdefault(int(stem[5:]), a.path)
+            if a.path.endswith(".png") and stem.startswith("case_") and stem[5:].isdigit():
+                logged.setdefault(int(stem[5:]), (run_id, a.path))
     for c in cases:
         if c in logged:
-            local = client.download_artifacts(run_id, logged[c], str(tmp))
+            holder, path = logged[c]
+            try:
+                local = client.download_artifacts(holder, path, str(tmp))
+            except Exception:  # noqa: BLE001 - a sheet whose run was deleted: none recorded
+                continue
             shutil.copy(local, out / f"case_{c:05d}.png")
 
 

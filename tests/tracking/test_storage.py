@@ -1,0 +1,50 @@
+"""A run that re-uses a measurement stores no second copy of its latents and per-image
+scores (nor its sheets): it points to the run that stores them, and every reader follows."""
+
+from __future__ import annotations
+
+from conftest import CONF_DIR
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+
+from ohlora_eval.apps.screen import evaluate
+from ohlora_eval.apps.select import select
+from ohlora_eval.tracking import store as tracking
+from ohlora_eval.tracking.artifacts import FILES_TAG
+
+
+def _artifact_bytes(client: MlflowClient, run_id: str, path: str = "") -> int:
+    total = 0
+    for a in client.list_artifacts(run_id, path):
+        total += _artifact_bytes(client, run_id, a.path) if a.is_dir else int(a.file_size or 0)
+    return total
+
+
+def test_a_rejudging_point_links_the_measurement_files(fresh_store):
+    from conftest import composer
+
+    make = composer(fresh_store)
+    first = evaluate(make("cutoff.eyes=0.5", "cutoff.mouth=0.5", "cutoff.pose=0.3"))
+    second = evaluate(make("cutoff.eyes=0.6", "cutoff.mouth=0.5", "cutoff.pose=0.3"))
+    client = MlflowClient(tracking.resolve_uri(None, fresh_store))
+    assert second.metrics["reused_chunks"] > 0
+    names = {a.path for a in client.list_artifacts(second.run_id)}
+    assert "latents.npy" not in names and "per_image.csv" not in names
+    assert "per_vector.csv" in names
+    assert client.get_run(second.run_id).data.tags[FILES_TAG] == first.run_id
+    assert "latents.npy" in {a.path for a in client.list_artifacts(first.run_id)}
+    # The second point adds a small part of the first's bytes.
+    assert _artifact_bytes(client, second.run_id) < 0.25 * _artifact_bytes(client, first.run_id)
+    # Readers follow the link: select records the vectors of the re-using run.
+    passed = second.per_vector.loc[second.per_vector["passed"] == "O", "case"].tolist()[:2]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "select",
+            overrides=[
+                f"tracking.root={fresh_store}",
+                f"run_id={second.run_id}",
+                f"cases={passed}",
+            ],
+        )
+    sel = select(cfg)
+    assert sel.cases == passed
