@@ -74,6 +74,7 @@ VALID: dict[str, st.SearchStrategy[str]] = {
     "review.analysis_size": st.integers(8, 40).map(str),
     "review.page": st.booleans().map(lambda b: str(b).lower()),
     "review.max_cards": st.sampled_from(["null", "0", "3"]),
+    "review.near_miss_margin": _num(0, 0.2),
     "layer": st.just("mapping_split1"),
 }
 
