@@ -33,7 +33,13 @@ from ohlora_eval.apps.cli import hydra_app
 from ohlora_eval.errors import UserError
 from ohlora_eval.pipeline.judge import CORR_COLUMNS
 from ohlora_eval.tracking import store
-from ohlora_eval.tracking.artifacts import run_file
+from ohlora_eval.tracking.artifacts import (
+    LinkedPage,
+    Linker,
+    linked_sheets,
+    local_dir,
+    run_file,
+)
 from ohlora_eval.tracking.runs import side_run
 
 RETEST_EXPERIMENT = "ohlora-retest"
@@ -174,29 +180,22 @@ def _base_config(recorded: DictConfig, source, cfg: DictConfig) -> DictConfig:
     return rec
 
 
-def _review_page(client, parent, source_id, joined, recorded, cfg, out: Path, tmp: Path) -> None:
-    """The source run's review page again, each re-tested card with its re-pass probability
-    (the contact sheets are the source run's)."""
+def _review_page(client, parent, source_id, joined, recorded, cfg, out: Path) -> None:
+    """The source run's review page again, each re-tested card with its re-pass probability.
+    Its contact sheets are linked where the source run's page finds them (never copied)."""
     node = OmegaConf.to_container(recorded.get("review") or {}, resolve=True)
     node["local_dir"] = str(Path(cfg.tracking.root) / "review")
     settings = review.ReviewSettings.from_cfg(node)
     if not settings.page:
         return
-    tmp.mkdir(parents=True, exist_ok=True)
-    try:
-        logged = {
-            Path(a.path).stem: a.path for a in client.list_artifacts(source_id, "review/sheets")
-        }
-    except Exception:  # noqa: BLE001 - a run without sheets gets cards without pictures
-        logged = {}
-    shown = joined.loc[joined["passed"] == "O", "case"].astype(int)
-    sheets = {}
-    for case in shown.head(settings.max_cards) if settings.max_cards is not None else shown:
-        name = f"case_{case:05d}"
-        if name in logged:
-            sheets[case] = Path(client.download_artifacts(source_id, logged[name], str(tmp)))
+    where = linked_sheets(client, source_id)
     cutoffs = {p: float(recorded.cutoff[p]) for p in ("eyes", "mouth", "pose")}
-    review.build_review_page(out / "review", parent, joined, cutoffs, settings, sheets=sheets)
+    run_dir = local_dir(store.retry(client.get_run, parent).info.artifact_uri)
+    linker = Linker(client, parent, run_dir)
+    note = f"contact sheets of screening run {source_id}"
+    page = LinkedPage(parent, joined, cutoffs, settings, note=note)
+    page.write(out, where, linker, run_dir)
+    page.write_local(where, linker)
 
 
 def _noise_text(cfg: DictConfig) -> str:
@@ -245,7 +244,7 @@ def _log(client, parent: str, source_id: str, per_vector, result, k: int, cfg, r
         result.to_csv(out / "retest.csv", index=False)
         joined.to_csv(out / "per_vector.csv", index=False)
         (out / "retest.yaml").write_text(OmegaConf.to_yaml(cfg))
-        _review_page(client, parent, source_id, joined, recorded, cfg, out, Path(tmp) / "src")
+        _review_page(client, parent, source_id, joined, recorded, cfg, out)
         store.retry(client.log_artifacts, parent, str(out))
     store.retry(client.set_tag, parent, "retest.k", str(k))
     store.retry(client.set_tag, parent, "retest.ci_level", str(cfg.ci_level))
