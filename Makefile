@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.ohlora-installed
 
-.PHONY: setup browser run test test-all ui bench lint format clean-store
+.PHONY: setup browser run test test-all ui bench lint format clean-store server server-stop bench-scale
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	@$(BIN)/python -m pip install -q -e ".[browser]" || \
 		echo "note: playwright could not be installed; the review-page browser test will be skipped"
+	@$(BIN)/python -m pip install -q -e ".[scale]" || \
+		echo "note: ray/psycopg2 could not be installed; execution=ray and the tests/scale tests will be skipped"
 	@touch $(STAMP)
 
 setup: $(STAMP)
@@ -47,8 +49,53 @@ ui: setup
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --host 127.0.0.1 --port $(PORT) \
 		--workers 1 --backend-store-uri "$(UI_STORE)"
 
+# A team server: PostgreSQL (data in .server/pg, owned by $(PG_USER) when run as root: it
+# refuses to run as root) and `mlflow server` on it, artifacts proxied into .server/artifacts,
+# both on 127.0.0.1. Point every command at it: MLFLOW_TRACKING_URI=http://127.0.0.1:$(PORT)
+SERVER_DIR ?= $(CURDIR)/.server
+PG_BIN     ?= /usr/lib/postgresql/15/bin
+PG_PORT    ?= 5433
+PG_USER    ?= ohlora-pg
+SERVER_DB   = postgresql+psycopg2://ohlora@127.0.0.1:$(PG_PORT)/mlflow
+PG_AS      = $$( [ "$$(id -u)" = 0 ] && echo "runuser -u $(PG_USER) --" )
+PSQL       = psql -h 127.0.0.1 -p $(PG_PORT) -U ohlora -d postgres -qtA
+
+server: setup
+	@test -x $(PG_BIN)/initdb || { echo "no PostgreSQL in $(PG_BIN) (apt-get install postgresql, or PG_BIN=...)"; exit 2; }
+	@$(BIN)/python -c "import psycopg2" 2>/dev/null || { echo "psycopg2 missing: $(BIN)/pip install -e '.[scale]'"; exit 2; }
+	@mkdir -p $(SERVER_DIR)/pg $(SERVER_DIR)/artifacts
+	@if [ "$$(id -u)" = 0 ]; then id -u $(PG_USER) >/dev/null 2>&1 || useradd -r -m $(PG_USER); \
+		chown $(PG_USER) $(SERVER_DIR)/pg; fi; chmod 700 $(SERVER_DIR)/pg
+	@test -f $(SERVER_DIR)/pg/PG_VERSION || (cd / && $(PG_AS) $(PG_BIN)/initdb -D $(SERVER_DIR)/pg \
+		-U ohlora --auth=trust -E UTF8 >/dev/null)
+	@(cd / && $(PG_AS) $(PG_BIN)/pg_ctl -D $(SERVER_DIR)/pg status >/dev/null) || \
+		(cd / && $(PG_AS) $(PG_BIN)/pg_ctl -D $(SERVER_DIR)/pg -l $(SERVER_DIR)/pg/server.log \
+		-o "-h 127.0.0.1 -p $(PG_PORT) -k $(SERVER_DIR)/pg" -w start >/dev/null)
+	@$(PSQL) -c "SELECT 1 FROM pg_database WHERE datname = 'mlflow'" | grep -q 1 || \
+		$(PSQL) -c "CREATE DATABASE mlflow"
+	@if [ -f $(SERVER_DIR)/mlflow.pid ] && kill -0 $$(cat $(SERVER_DIR)/mlflow.pid) 2>/dev/null; then \
+		echo "mlflow server already running (pid $$(cat $(SERVER_DIR)/mlflow.pid))"; else \
+		MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false setsid $(BIN)/mlflow server --host 127.0.0.1 \
+		--port $(PORT) --workers 2 --backend-store-uri $(SERVER_DB) \
+		--artifacts-destination $(SERVER_DIR)/artifacts > $(SERVER_DIR)/mlflow.log 2>&1 & \
+		echo $$! > $(SERVER_DIR)/mlflow.pid; fi
+	@for i in $$(seq 120); do curl -sf http://127.0.0.1:$(PORT)/health >/dev/null && break; sleep 0.5; done; \
+		curl -sf http://127.0.0.1:$(PORT)/health >/dev/null || { tail -20 $(SERVER_DIR)/mlflow.log; exit 1; }
+	@echo "team server: http://127.0.0.1:$(PORT) (PostgreSQL $(SERVER_DB), artifacts $(SERVER_DIR)/artifacts)"
+	@echo "use it:      export MLFLOW_TRACKING_URI=http://127.0.0.1:$(PORT)"
+
+server-stop:
+	@if [ -f $(SERVER_DIR)/mlflow.pid ]; then kill -- -$$(cat $(SERVER_DIR)/mlflow.pid) 2>/dev/null; \
+		rm -f $(SERVER_DIR)/mlflow.pid; echo "mlflow server stopped"; fi
+	@if [ -f $(SERVER_DIR)/pg/postmaster.pid ]; then (cd / && $(PG_AS) $(PG_BIN)/pg_ctl \
+		-D $(SERVER_DIR)/pg -m fast stop >/dev/null) && echo "PostgreSQL stopped"; fi
+
 bench: setup
 	$(BIN)/python -m ohlora_eval.bench $(ARGS)
+
+# Local vs Ray with 1 and 2 workers, per-worker rates, the driver's per-chunk cost (docs/scaling.md).
+bench-scale: setup
+	$(BIN)/python -m ohlora_eval.bench.scale $(ARGS)
 
 # Style, and the layers of docs/architecture.md (import-linter contracts in pyproject.toml).
 lint: setup

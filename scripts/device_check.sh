@@ -155,7 +155,7 @@ screen() {
 
 select_cases() {
   local run_id
-  run_id=$(grep -oE 'run [0-9a-f]{32} in experiment' "$STEPS/screen.log" | head -1 | cut -d' ' -f2)
+  run_id=$(grep -oE 'run [0-9a-f]{32}( \([^)]*\))? in experiment' "$STEPS/screen.log" | head -1 | cut -d' ' -f2)
   if [ -z "$run_id" ]; then echo "no screening run id in the screen step's log"; return 5; fi
   # shellcheck disable=SC2086
   "$PY" -m ohlora_eval.select $COMMON run_id="$run_id" "cases=$SELECT" allow_failed=true \

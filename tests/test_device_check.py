@@ -90,7 +90,9 @@ def test_report_reads_steps_logs_and_the_verify_line(tmp_path):
     (steps / "screen.rc").write_text("0\n")
     (steps / "screen.seconds").write_text("12.5\n")
     run = "ab" * 16
-    (steps / "screen.log").write_text(f"... run {run} in experiment 'ohlora-eval' ...\n")
+    (steps / "screen.log").write_text(
+        f"... run {run} (eyes0.92 mouth0.88 pose0.88 | 4 vectors) in experiment 'ohlora-eval'\n"
+    )
     (steps / "verify.rc").write_text("1\n")
     (steps / "verify.seconds").write_text("3\n")
     (steps / "verify.log").write_text(

@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ohlora_eval import review
+from ohlora_eval.apps import execution
 from ohlora_eval.apps.build import (
     Checked,
     ConfigError,
@@ -78,6 +79,7 @@ def evaluate(
         cfg.sampling.n_vectors = int(len(latents))
     resolved = OmegaConf.to_container(cfg, resolve=True)
     checked = preflight(cfg, resolved)
+    execution.check(cfg.get("execution"))
     uri, _ = store.setup(cfg.tracking.experiment, cfg.tracking.uri, cfg.tracking.root)
     base_tags = {
         **model_tags(cfg),
@@ -152,16 +154,18 @@ def _evaluate_in_run(
         groups_of = group_fn(setup)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    measured = measure(
-        setup,
-        latents,
-        cfg.sampling.vectors_per_batch,
-        groups_of=groups_of,
-        image_stats=review.image_stats(settings),
-        cache=cache,
-        progress=bool(cfg.tracking.progress),
-        cases=None if cases is None else [int(c) for c in cases],
-    )
+    with execution.executor(cfg.get("execution"), resolved, setup, settings) as executor:
+        measured = measure(
+            setup,
+            latents,
+            cfg.sampling.vectors_per_batch,
+            groups_of=groups_of,
+            image_stats=review.image_stats(settings),
+            cache=cache,
+            progress=bool(cfg.tracking.progress),
+            cases=None if cases is None else [int(c) for c in cases],
+            executor=executor,
+        )
     judged = rounded(measured.scores, fidelity.score_decimals)
     corr = np.stack([judge.pearson_rows(grid[:, k], judged[:, :, k]) for k in range(3)], 1)
     per_vector = judge.per_vector_table(corr, cutoffs, measured.groups, cases)

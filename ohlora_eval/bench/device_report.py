@@ -20,7 +20,7 @@ SCHEMA = "ohlora_eval.device_check/1"
 VERIFY_LINE = re.compile(
     r"(\d+) of (\d+) still pass .*?max \|recorded r - re-measured r\| = ([0-9.eE+-]+|nan)"
 )
-RUN_LINE = re.compile(r"run ([0-9a-f]{32}) in experiment")
+RUN_LINE = re.compile(r"run ([0-9a-f]{32})(?: \([^)]*\))? in experiment")  # "(name)" optional
 TAIL_CHARS = 3000
 
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -291,6 +291,76 @@ def _score_per_vector(
     return {p: torch.cat([s[p] for s in parts]) for p in CORE_PROPERTIES}
 
 
+def chunk_arrays(
+    setup: EditSetup,
+    latents: Tensor,
+    groups_of: GroupFn | None,
+    image_stats: ImageStats | None,
+    cases: Sequence[int],
+) -> dict[str, np.ndarray]:
+    """One chunk measured, as the cache stores it: scores, groups, compute seconds and the
+    image statistics (``x_<name>``). Every executor (this process, a Ray worker) calls it."""
+    t = time.perf_counter()
+    s, extra, g = measure_chunk(setup, latents, groups_of, image_stats, list(cases))
+    return {
+        "scores": s,
+        "groups": np.array(g, dtype="<U16"),
+        "seconds": np.array(time.perf_counter() - t),
+        **{f"x_{k}": v for k, v in extra.items()},
+    }
+
+
+class ChunkExecutor(Protocol):
+    """Measures chunks elsewhere (``pipeline/executor.py``): ``run`` yields each job's
+    ``(lo, hi, arrays, worker name)`` in the order they finish."""
+
+    stats: Any
+
+    def run(self, jobs: Sequence[Any]) -> Iterator[tuple[int, int, dict[str, np.ndarray], str]]: ...
+
+
+def _measure_remote(
+    executor: ChunkExecutor,
+    latents: Tensor,
+    chunk: int,
+    cache: MeasurementCache | None,
+    cases: Sequence[int] | None,
+    bar: Any,
+    writer: ThreadPoolExecutor,
+    place: Callable[[int, int, Mapping[str, np.ndarray]], None],
+) -> tuple[int, int]:
+    """Cached chunks are read here; the others go to ``executor`` and are written to the
+    cache (here, on ``writer``, one at a time) as they come back. (reused, computed)."""
+    from ohlora_eval.pipeline.executor import ChunkJob
+
+    n = latents.shape[0]
+    z = latents.detach().cpu().numpy()
+    jobs, reused, computed = [], 0, 0
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        got = cache.load(lo, hi) if cache else None
+        if got is None:
+            ids = range(lo, hi) if cases is None else cases[lo:hi]
+            jobs.append(ChunkJob(lo, hi, z[lo:hi], tuple(int(c) for c in ids)))
+            continue
+        place(lo, hi, got)
+        reused += 1
+        bar.update(hi - lo)
+    writing: Future[None] | None = None
+    for lo, hi, got, _ in executor.run(jobs):
+        if cache:
+            if writing is not None:
+                writing.result()
+            writing = writer.submit(cache.save, lo, hi, got)
+        place(lo, hi, got)
+        computed += 1
+        bar.update(hi - lo)
+        bar.set_postfix_str(executor.stats.line() + (f", {reused} cached" if reused else ""))
+    if writing is not None:
+        writing.result()
+    return reused, computed
+
+
 @dataclass
 class Measured:
     """Every vector's per-image scores, with where they came from."""
@@ -322,6 +392,7 @@ def measure(
     cache: MeasurementCache | None = None,
     progress: bool = True,
     cases: Sequence[int] | None = None,
+    executor: ChunkExecutor | None = None,
 ) -> Measured:
     """Every vector's scores, ``chunk`` vectors at a time: from the cache where a trustworthy
     chunk exists, else computed (and stored at once, on a worker thread while the next
@@ -329,13 +400,28 @@ def measure(
     and the one being written). Chunks start at multiples of ``chunk``: a resumed run
     computes exactly the batches an uninterrupted one would. ``cases`` numbers the
     vectors (default 0..n-1): with ``setup.measure.scorer_mode=train`` they seed each
-    vector's dropout."""
+    vector's dropout.
+
+    ``executor`` (e.g. ``pipeline.executor.RayExecutor``) measures the chunks that are not
+    cached elsewhere, with the same ``chunk_arrays``; this process still reads and writes
+    the cache, so a run resumes the same way whichever measured its chunks."""
     n, m = latents.shape[0], setup.m
     scores = np.zeros((n, m, len(CORE_PROPERTIES)), np.float32)
     extras: dict[str, np.ndarray] = {}
     groups = [""] * n
     seconds, reused, computed = 0.0, 0, 0
     writing: Future[None] | None = None
+
+    def place(lo: int, hi: int, got: Mapping[str, np.ndarray]) -> None:
+        """A chunk's arrays into the run's (any order: each chunk has its own rows)."""
+        nonlocal seconds
+        scores[lo:hi] = got["scores"]
+        groups[lo:hi] = [str(x) for x in got["groups"]]
+        seconds += float(got["seconds"])
+        for k, v in got.items():
+            if k.startswith("x_"):
+                extras.setdefault(k[2:], np.full(n, np.nan))[lo:hi] = v
+
     with (
         cache.lock() if cache else nullcontext(),
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="ohlora-cache") as writer,
@@ -345,19 +431,16 @@ def measure(
         ) as bar,
     ):
         t0 = time.perf_counter()
-        for lo in range(0, n, chunk):
+        if executor is not None:  # every chunk placed there; the local loop is skipped
+            reused, computed = _measure_remote(
+                executor, latents, chunk, cache, cases, bar, writer, place
+            )
+        for lo in range(0, n, chunk) if executor is None else ():
             hi = min(n, lo + chunk)
             got = cache.load(lo, hi) if cache else None
             if got is None:
-                t = time.perf_counter()
                 ids = list(range(lo, hi)) if cases is None else list(cases[lo:hi])
-                s, extra, g = measure_chunk(setup, latents[lo:hi], groups_of, image_stats, ids)
-                got = {
-                    "scores": s,
-                    "groups": np.array(g, dtype="<U16"),
-                    "seconds": np.array(time.perf_counter() - t),
-                    **{f"x_{k}": v for k, v in extra.items()},
-                }
+                got = chunk_arrays(setup, latents[lo:hi], groups_of, image_stats, ids)
                 if cache:
                     if writing is not None:
                         writing.result()  # one write at a time; its error surfaces here
@@ -365,12 +448,7 @@ def measure(
                 computed += 1
             else:
                 reused += 1
-            scores[lo:hi] = got["scores"]
-            groups[lo:hi] = [str(x) for x in got["groups"]]
-            seconds += float(got["seconds"])
-            for k, v in got.items():
-                if k.startswith("x_"):
-                    extras.setdefault(k[2:], np.full(n, np.nan))[lo:hi] = v
+            place(lo, hi, got)
             bar.update(hi - lo)
             rate = hi * m / max(time.perf_counter() - t0, 1e-9)
             bar.set_postfix_str(f"{rate:,.0f} images/s" + (f", {reused} cached" if reused else ""))

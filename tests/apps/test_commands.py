@@ -77,7 +77,7 @@ def test_the_job_folder_holds_the_log_and_names_the_run(tmp_path):
     (folder,) = [p.parent for p in (tmp_path / "hydra").rglob("mlflow_run.txt")]
     run_id = (folder / "mlflow_run.txt").read_text().split()[0]
     log = (folder / "ohlora-eval.log").read_text()
-    assert f"run {run_id} in experiment 'ohlora-eval'" in log
+    assert f"run {run_id} (" in log and "in experiment 'ohlora-eval'" in log
     assert "ohlora_eval: passed" in log and "fitting one now" in log
     assert "\r" not in log
 

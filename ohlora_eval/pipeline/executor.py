@@ -1,0 +1,238 @@
+"""Measuring chunks beyond one process: a pool of stateful Ray actors (``execution=ray``).
+
+The work unit is the measurement cache's chunk (``measure``'s ``chunk`` vectors, starting
+at multiples of ``chunk``). Each actor builds the generator, the scorer and the hooks ONCE
+from a picklable ``build`` callable (the driver's directions travel inside it, so every
+worker edits along the very directions the driver resolved), then measures the chunks it
+is sent with ``measure.chunk_arrays``, the same function the local path uses: a chunk's
+arrays do not depend on which process measured it. The driver alone writes the cache and
+talks to MLflow; chunks already cached are never sent out.
+
+Faults: when an actor dies (its process killed, its node lost), the chunks it held go back
+to the queue and are measured by the others; a replacement actor is started while
+``restarts`` allow. An error raised by the measuring code itself is re-raised on the driver.
+
+Ray is imported lazily (``pip install -e '.[scale]'``): importing ``ohlora_eval`` never
+needs it. Like every ``pipeline`` module this knows nothing of MLflow, Hydra or OmegaConf;
+``apps/execution.py`` turns ``cfg.execution`` into a ``RayExecutor``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ohlora_eval.errors import ConfigError
+
+# A measured chunk as it comes back: (lo, hi, arrays, worker name).
+Done = tuple[int, int, dict[str, np.ndarray], str]
+# What a worker builds once: (EditSetup, groups hook or None, image-stats hook or None).
+WorkerBuild = Callable[[], tuple[Any, Any, Any]]
+
+
+@dataclass(frozen=True)
+class ChunkJob:
+    """One chunk to measure: vectors ``[lo, hi)`` of the run, their latents and case numbers."""
+
+    lo: int
+    hi: int
+    latents: np.ndarray
+    cases: tuple[int, ...]
+
+
+@dataclass
+class WorkerStats:
+    """What each worker did (for the progress bar, the bench and docs/scaling.md)."""
+
+    chunks: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # compute seconds per worker
+    retried: int = 0  # chunks sent again after their worker died
+    replaced: int = 0  # workers started to replace dead ones
+
+    def line(self) -> str:
+        done = " ".join(f"{w}:{n}" for w, n in sorted(self.chunks.items()))
+        extra = f", {self.retried} retried" if self.retried else ""
+        return f"chunks per worker {done}{extra}"
+
+
+class ChunkWorker:
+    """The actor: builds the models once, then measures chunk after chunk."""
+
+    def __init__(self, build: WorkerBuild, name: str, threads: int = 0) -> None:
+        if threads > 0:
+            torch.set_num_threads(threads)
+        self.name = name
+        self.setup, self.groups_of, self.image_stats = build()
+
+    def ready(self) -> tuple[str, int, str]:
+        """(name, process id, Ray node id): answered once the models are built."""
+        import ray
+
+        return self.name, os.getpid(), ray.get_runtime_context().get_node_id()
+
+    def measure(self, job: ChunkJob) -> tuple[int, int, dict[str, np.ndarray], str]:
+        from ohlora_eval.pipeline.measure import chunk_arrays
+
+        got = chunk_arrays(
+            self.setup,
+            torch.from_numpy(np.array(job.latents)),  # writable: the store's are read-only
+            self.groups_of,
+            self.image_stats,
+            list(job.cases),
+        )
+        return job.lo, job.hi, got, self.name
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(
+            "execution=ray needs Ray: pip install -e '.[scale]' (or pip install 'ray[default]')"
+        ) from None
+    return ray
+
+
+class RayExecutor:
+    """A pool of ``workers`` ChunkWorker actors; ``run(jobs)`` yields each measured chunk.
+
+    ``address``: None starts a local Ray (stopped again on exit), ``"auto"`` or
+    ``"ray://host:port"`` joins a running cluster. A Ray already initialised in this
+    process is used as it is (and left running).
+    """
+
+    def __init__(
+        self,
+        build: WorkerBuild,
+        *,
+        address: str | None = None,
+        workers: int = 2,
+        cpus_per_worker: float = 1.0,
+        gpus_per_worker: float = 0.0,
+        restarts: int = 4,
+        in_flight: int = 2,
+    ) -> None:
+        self.build = build
+        self.address = address
+        self.workers = int(workers)
+        self.cpus = float(cpus_per_worker)
+        self.gpus = float(gpus_per_worker)
+        self.restarts = int(restarts)
+        self.in_flight = max(1, int(in_flight))
+        self.stats = WorkerStats()
+        self._started_ray = False
+        self._actors: dict[str, Any] = {}
+        self._count = 0
+        self.startup_seconds = 0.0
+        self.places: dict[str, tuple[int, str]] = {}  # worker -> (pid, Ray node id) at start
+
+    # -- life cycle -------------------------------------------------------------------
+    def __enter__(self) -> RayExecutor:
+        return self
+
+    def start(self) -> None:
+        """Join or start Ray and build the pool (``run`` does it when it has work: a run
+        whose chunks are all cached starts no Ray at all)."""
+        if self._actors:
+            return
+        ray = _ray()
+        t0 = time.perf_counter()
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+            if self.address is None:
+                need = max(self.workers * self.cpus, 1.0)
+                kwargs["num_cpus"] = max(int(np.ceil(need)), os.cpu_count() or 1)
+            ray.init(address=self.address, **kwargs)
+            self._started_ray = True
+        self._remote = ray.remote(ChunkWorker)
+        self._build_ref = ray.put(self.build)
+        for _ in range(self.workers):
+            self._spawn()
+        try:
+            for name, pid, node in ray.get([a.ready.remote() for a in self._actors.values()]):
+                self.places[name] = (pid, node)
+        except Exception as exc:
+            self.__exit__(None, None, None)
+            raise RuntimeError(f"Ray workers could not build the models: {_cause(exc)}") from exc
+        self.startup_seconds = time.perf_counter() - t0
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._actors and not self._started_ray:
+            return
+        ray = _ray()
+        for actor in self._actors.values():
+            ray.kill(actor, no_restart=True)
+        self._actors.clear()
+        if self._started_ray:
+            ray.shutdown()
+            self._started_ray = False
+
+    def _spawn(self) -> str:
+        name = f"w{self._count}"
+        self._count += 1
+        options: dict[str, Any] = {"num_cpus": self.cpus, "max_restarts": 0}
+        if self.gpus > 0:
+            options["num_gpus"] = self.gpus
+        threads = int(self.cpus) if self.cpus >= 1 else 1
+        self._actors[name] = self._remote.options(**options).remote(self._build_ref, name, threads)
+        return name
+
+    # -- work -------------------------------------------------------------------------
+    def run(self, jobs: Sequence[ChunkJob]) -> Iterator[Done]:
+        """Each job's ``(lo, hi, arrays, worker)``, in the order they finish. A job whose
+        worker died is sent to another; the run fails only when no worker is left."""
+        if not jobs:
+            return
+        ray = _ray()
+        from ray.exceptions import ActorUnavailableError, RayActorError, WorkerCrashedError
+
+        lost = (RayActorError, ActorUnavailableError, WorkerCrashedError)
+        self.start()
+        queue = deque(jobs)
+        flying: dict[Any, tuple[ChunkJob, str]] = {}
+        load = dict.fromkeys(self._actors, 0)
+        last_death = ""
+        while queue or flying:
+            for name in list(self._actors):
+                while queue and load.get(name, 0) < self.in_flight:
+                    job = queue.popleft()
+                    flying[self._actors[name].measure.remote(job)] = (job, name)
+                    load[name] = load.get(name, 0) + 1
+            if not flying:
+                raise RuntimeError(
+                    "every Ray worker died and no restarts are left"
+                    + (f" (last: {last_death})" if last_death else "")
+                )
+            (ref,), _ = ray.wait(list(flying), num_returns=1)
+            job, name = flying.pop(ref)
+            load[name] = load.get(name, 1) - 1
+            try:
+                lo, hi, got, worker = ray.get(ref)
+            except lost as exc:
+                last_death = _cause(exc)
+                queue.appendleft(job)
+                self.stats.retried += 1
+                if name in self._actors:  # first of its failed chunks: replace it
+                    ray.kill(self._actors.pop(name), no_restart=True)
+                    load.pop(name, None)
+                    if self.stats.replaced < self.restarts:
+                        self.stats.replaced += 1
+                        load[self._spawn()] = 0
+                continue
+            except ray.exceptions.RayTaskError as exc:
+                raise exc.as_instanceof_cause() from None
+            self.stats.chunks[worker] = self.stats.chunks.get(worker, 0) + 1
+            self.stats.seconds[worker] = self.stats.seconds.get(worker, 0.0) + float(got["seconds"])
+            yield lo, hi, got, worker
+
+
+def _cause(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:500] + ("..." if len(text) > 500 else "")
