@@ -57,11 +57,12 @@ def test_retest_reports_each_passed_vector_and_is_reproducible(make_cfg, store, 
     assert joined["re_pass_prob"].notna().sum() == len(table)
     page = Path(client.download_artifacts(again.run_id, "review/index.html")).read_text()
     assert page.count("re-pass probability") == len(table)
-    # Its cards link the screening run's sheets; the re-test stores no copy of them.
+    # Its cards link the sheets where the screening run's page finds them (its own, or a
+    # run of the same measurement); the re-test stores no copy of them.
     shown = json.loads(
         Path(client.download_artifacts(again.run_id, "review/sheets.json")).read_text()
     )
-    assert shown and {v["run_id"] for v in shown.values()} == {source.run_id}
+    assert shown and again.run_id not in {v["run_id"] for v in shown.values()}
     assert "review/sheets" not in {a.path for a in client.list_artifacts(again.run_id, "review")}
 
     # select records the chosen vectors' stability from the run's latest re-test
