@@ -14,6 +14,7 @@ within the store) and in MLflow's UI (``review.page``); the local copy of the pa
 from __future__ import annotations
 
 import contextlib
+import html
 import io
 import json
 import os
@@ -453,11 +454,27 @@ class LinkedPage:
         if dest.exists():
             shutil.rmtree(dest)
         dest.mkdir(parents=True)
+        home = linker.run_dir(self.run_id)
+        logged_page = home / "review" / "index.html" if home is not None else None
+        if logged_page is not None and logged_page.is_file():
+            # The logged page is on this disk and links into the store relatively: the local
+            # copy only forwards to it (a few hundred bytes instead of a second page).
+            target = Path(os.path.relpath(logged_page, dest.resolve())).as_posix()
+            (dest / "index.html").write_text(_FORWARD.format(target=html.escape(target)))
+            return
         sheets: dict[int, Path | review.SheetLink] = {}
         for case, logged in where.items():
             link = linker.link(logged, dest.resolve())
             sheets[case] = link if link.src or fallback is None else fallback(case)
         self._write(dest, sheets)
+
+
+_FORWARD = """<!doctype html>
+<meta charset="utf-8">
+<meta http-equiv="refresh" content="0; url={target}">
+<title>ohlora_eval review</title>
+<p>The review page is <a href="{target}">{target}</a> (in the run's artifacts).</p>
+"""
 
 
 def linked_sheets(client: MlflowClient, run_id: str) -> dict[int, Logged]:

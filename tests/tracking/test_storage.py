@@ -48,3 +48,15 @@ def test_a_rejudging_point_links_the_measurement_files(fresh_store):
         )
     sel = select(cfg)
     assert sel.cases == passed
+
+
+def test_the_local_review_copy_forwards_to_the_logged_page(fresh_store):
+    from conftest import composer
+
+    res = evaluate(composer(fresh_store)())
+    local = fresh_store / "review" / res.run_id / "index.html"
+    text = local.read_text()
+    target = text.split("url=", 1)[1].split('"', 1)[0]
+    page = (local.parent / target).resolve()
+    assert page.name == "index.html" and page.parent.name == "review" and page.is_file()
+    assert res.run_id in str(page) and len(text) < 1000
