@@ -38,7 +38,7 @@ from ohlora_eval.tracking.artifacts import (
     Linker,
     linked_sheets,
     local_dir,
-    run_file,
+    read_run_vectors,
 )
 from ohlora_eval.tracking.runs import side_run
 
@@ -136,15 +136,8 @@ def _source(client, run_id: str):
             f" {run.data.tags.get('ohlora.kind', '?')}, status {run.info.status});"
             " re-tests re-measure vectors, so they need the run that measured them"
         )
-    with tempfile.TemporaryDirectory() as tmp:
-        table = pd.read_csv(
-            client.download_artifacts(run_id, "per_vector.csv", tmp),
-            keep_default_na=False,
-            na_values=[""],
-        )
-        latents = np.load(run_file(client, run_id, "latents.npy", tmp))
-        config = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", tmp))
-    return run, table, latents, config
+    found = read_run_vectors(client, run_id)
+    return run, found.per_vector, found.latents, OmegaConf.create(found.config)
 
 
 def _cases(per_vector: pd.DataFrame, cfg: DictConfig) -> list[int]:

@@ -4,11 +4,9 @@ from the run's latents, config and directions, and logged into that run."""
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
@@ -23,7 +21,7 @@ from ohlora_eval.apps.cli import UserError, hydra_app
 from ohlora_eval.pipeline import judge
 from ohlora_eval.progress import phase
 from ohlora_eval.tracking import store
-from ohlora_eval.tracking.artifacts import SheetMaker, run_file
+from ohlora_eval.tracking.artifacts import SheetMaker, read_run_vectors
 
 ARTIFACT_DIR = "sheets/requested"
 
@@ -51,20 +49,8 @@ def render_sheets(cfg: DictConfig) -> Sheets:
             run = client.get_run(run_id)
         except Exception:
             raise UserError(f"run_id={run_id}: no such run in {store.display_uri(uri)}") from None
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            config = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", tmp))
-            per_vector = pd.read_csv(
-                client.download_artifacts(run_id, "per_vector.csv", tmp),
-                keep_default_na=False,
-                na_values=[""],
-            )
-            latents = np.load(run_file(client, run_id, "latents.npy", tmp))
-        except Exception:
-            raise UserError(
-                f"run_id={run_id} has no config.yaml, per_vector.csv and latents.npy: only"
-                " screening runs carry their vectors (imported results do not)"
-            ) from None
+    found = read_run_vectors(client, run_id)
+    per_vector, latents, config = found.per_vector, found.latents, OmegaConf.create(found.config)
     cases = _which_cases(cfg, per_vector, config)
     rec = replay_config(
         config,

@@ -35,6 +35,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from ohlora_eval import review
+from ohlora_eval.errors import UserError
 from ohlora_eval.formats.pictures import contact_sheet, summary_plot
 from ohlora_eval.pipeline import fingerprint, judge
 from ohlora_eval.pipeline.cache import atomic_write, file_lock
@@ -303,6 +304,37 @@ def run_file(client: MlflowClient, run_id: str, name: str, dst: str | Path) -> s
         if not source or name not in MEASURED_FILES:
             raise
         return client.download_artifacts(source, name, str(dst))
+
+
+@dataclass
+class RunVectors:
+    """What a screening run measured, read back: its table, its vectors and its config."""
+
+    per_vector: pd.DataFrame
+    latents: np.ndarray  # row i is the vector of per_vector row i
+    config: dict
+
+
+def read_run_vectors(client: MlflowClient, run_id: str) -> RunVectors:
+    """``per_vector.csv``, ``latents.npy`` (followed to the run that stores them) and
+    ``config.yaml`` of a screening run; a run without them is one ``UserError`` line."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            per_vector = pd.read_csv(
+                client.download_artifacts(run_id, "per_vector.csv", tmp),
+                keep_default_na=False,
+                na_values=[""],
+            )
+            latents = np.load(run_file(client, run_id, "latents.npy", tmp))
+            config = OmegaConf.to_container(
+                OmegaConf.load(client.download_artifacts(run_id, "config.yaml", tmp))
+            )
+        except Exception:
+            raise UserError(
+                f"run_id={run_id} has no per_vector.csv, latents.npy and config.yaml: only"
+                " screening runs carry their vectors (imported results and re-judges do not)"
+            ) from None
+    return RunVectors(per_vector, latents, config)
 
 
 def log_artifacts(out: RunOutputs) -> None:

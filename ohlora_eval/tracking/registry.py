@@ -19,7 +19,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
-from omegaconf import OmegaConf
 
 from ohlora_eval.errors import UserError
 from ohlora_eval.formats.z_vectors import (
@@ -33,7 +32,7 @@ from ohlora_eval.formats.z_vectors import (
 from ohlora_eval.pipeline import judge
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 from ohlora_eval.tracking import store
-from ohlora_eval.tracking.artifacts import linked_sheets, run_file
+from ohlora_eval.tracking.artifacts import linked_sheets, read_run_vectors
 
 SELECTIONS_EXPERIMENT = "ohlora-selections"
 _MODEL_CODE = Path(__file__).with_name("selection_model.py")
@@ -150,23 +149,13 @@ def record(where: store.StoreRef, request: SelectionRequest) -> Selection:
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "source"
         src.mkdir()
-        try:
-            per_vector = pd.read_csv(
-                client.download_artifacts(source_run_id, "per_vector.csv", str(src)),
-                keep_default_na=False,
-                na_values=[""],
-            )
-            latents = np.load(run_file(client, source_run_id, "latents.npy", src))
-        except Exception:
-            raise UserError(
-                f"run_id={source_run_id} has no per_vector.csv and latents.npy (only"
-                " evaluation runs carry vectors; imported results do not)"
-            ) from None
+        found = read_run_vectors(client, source_run_id)
+        per_vector, latents = found.per_vector, found.latents
         cases = _check_cases(per_vector, cases, allow_failed)
         rows = per_vector.set_index("case").loc[cases].reset_index()
         index = {int(c): i for i, c in enumerate(per_vector["case"])}
         chosen = latents[[index[c] for c in cases]]
-        config = _run_config(client, source_run_id, src)
+        config = found.config
         out = Path(tmp) / "selection"
         (out / GRID_DIR).mkdir(parents=True)
         layer = run.data.params.get("layer", "mid")
@@ -252,14 +241,6 @@ def _check_cases(per_vector: pd.DataFrame, cases: list[int], allow_failed: bool)
             " (allow_failed=true records them anyway)"
         )
     return cases
-
-
-def _run_config(client: MlflowClient, run_id: str, tmp: Path) -> dict:
-    try:
-        path = client.download_artifacts(run_id, "config.yaml", str(tmp))
-    except Exception:
-        return {}
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
 
 
 def _collect_sheets(
