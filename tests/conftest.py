@@ -96,3 +96,34 @@ def reference_file(name: str) -> Path:
 
 
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+
+# Debian's Chromium for the browser tests (tests/review, tests/ui); never a browser
+# downloaded by playwright.
+CHROMIUM = Path(os.environ.get("OHLORA_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def playwright_or_skip(what: str):
+    """Playwright's ``sync_playwright``, or a skip saying what ``what`` needs."""
+    how = (
+        "install them with `apt-get install -y chromium` (Debian) and"
+        " `.venv/bin/pip install playwright` (or `pip install -e '.[browser]'`);"
+        " never `playwright install`, which downloads its own browser"
+    )
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip(f"{what} needs the playwright package: {how}")
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{what} needs Chromium at {CHROMIUM}: {how}")
+    return sync_playwright

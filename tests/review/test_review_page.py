@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import conf_grid
+from conftest import CHROMIUM, CHROMIUM_ARGS, conf_grid, playwright_or_skip
 
 from ohlora_eval.formats.pictures import contact_sheet
 from ohlora_eval.models.generators.synthetic import SyntheticFaceGenerator
@@ -22,7 +22,6 @@ from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 from ohlora_eval.review import ReviewSettings, add_review_columns, build_review_page
 from ohlora_eval.review.page import SheetLink, near_misses, write_review_page
 
-CHROMIUM = Path(os.environ.get("OHLORA_CHROMIUM", "/usr/bin/chromium"))
 GRID = grid_points(conf_grid())
 CUTOFFS = {"eyes": 0.9, "mouth": 0.85, "pose": 0.85}
 RUN_ID = "0123abcd<run>&id"  # odd characters on purpose: they must be escaped, not injected
@@ -231,23 +230,10 @@ def test_linked_sheets_name_their_run_and_path_for_mlflow(tmp_path, run_table):
 
 
 # --- the browser test ----------------------------------------------------------------------------
-def _browser_or_skip():
-    how = (
-        "install them with `apt-get install -y chromium` (Debian) and"
-        " `.venv/bin/pip install playwright` (or `pip install -e '.[browser]'`);"
-        " never `playwright install`, which downloads its own browser"
-    )
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip(f"browser test needs the playwright package: {how}")
-    if not CHROMIUM.is_file():
-        pytest.skip(f"browser test needs Chromium at {CHROMIUM}: {how}")
-    return sync_playwright
 
 
 def test_page_in_headless_chromium_builds_the_select_command(tmp_path, run_table, sheets):
-    sync_playwright = _browser_or_skip()
+    sync_playwright = playwright_or_skip("the review-page browser test")
     _, margin = _near_table(run_table)
     near = near_misses(run_table, CUTOFFS, margin)["case"].tolist()
     page_path, _ = _page(tmp_path, run_table, sheets, near_miss_margin=margin)
@@ -264,16 +250,7 @@ def test_page_in_headless_chromium_builds_the_select_command(tmp_path, run_table
             str(tmp_path / "profile"),  # a fresh user-data dir
             executable_path=str(CHROMIUM),
             headless=True,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
+            args=CHROMIUM_ARGS,
             viewport={"width": 1400, "height": 1000},
         )
         try:

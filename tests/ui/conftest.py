@@ -20,21 +20,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import CHROMIUM, CHROMIUM_ARGS, playwright_or_skip
 
 ROOT = Path(__file__).resolve().parents[2]
 MLFLOW = Path(sys.executable).with_name("mlflow")
-CHROMIUM = Path(os.environ.get("OHLORA_CHROMIUM", "/usr/bin/chromium"))
 SHOTS = Path(os.environ.get("OHLORA_UI_SHOTS", "/tmp/ui_shots"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 CUTOFFS = ("0.88", "0.9", "0.92")  # the sweep's points (cutoff.eyes)
 # Small but real: the sweep measures once (its first point), the others re-use it.
 SWEEP = [
@@ -62,17 +52,7 @@ def _env() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def browser_or_skip():
     """Playwright's ``sync_playwright``, or a skip saying what is missing."""
-    how = (
-        "install them with `apt-get install -y chromium` (Debian) and"
-        " `.venv/bin/pip install playwright`; never `playwright install`"
-    )
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip(f"UI tests need the playwright package: {how}")
-    if not CHROMIUM.is_file():
-        pytest.skip(f"UI tests need Chromium at {CHROMIUM}: {how}")
-    return sync_playwright
+    return playwright_or_skip("the MLflow UI tests")
 
 
 class Sweep:
