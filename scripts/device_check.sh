@@ -142,7 +142,7 @@ setup() {
 bench() {  # bench OUTNAME VECTORS SWITCHES [EXTRA FLAG]
   local sizes=(--switch-real-vectors "$2" --switch-images "$IMAGES")
   if [ "$MODELS" = synthetic ]; then sizes=(--switch-vectors "$2" --fit-n "$FIT_N"); fi
-  "$PY" -m ohlora_eval.bench --device "$DEVICE" --skip-synthetic --skip-real --skip-sweep \
+  "$PY" -m ohlora_eval.bench --device "$DEVICE" --skip-synthetic --skip-real --skip-sweep --skip-scale \
     --switch-models "$MODELS" --switches "$3" "${sizes[@]}" ${4:+"$4"} --out "$WORK/$1.json"
 }
 

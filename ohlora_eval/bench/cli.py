@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import sys
 import time
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ohlora_eval.bench import scale
 from ohlora_eval.bench.real import real_section
 from ohlora_eval.bench.report import format_report
 from ohlora_eval.bench.sweep import SWEEP_CUTOFFS, sweep_section
@@ -119,6 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="sampling.n_vectors of each sweep evaluation (default 2000)",
     )
     p.add_argument("--skip-switches", action="store_true", help="skip the speed-switch section")
+    p.add_argument(
+        "--skip-scale", action="store_true", help="skip the scale section (local vs Ray workers)"
+    )
+    p.add_argument(
+        "--scale-vectors",
+        type=int,
+        default=400,
+        help="scale section: latent vectors (x 50 edits), local vs Ray 1 and 2 workers",
+    )
     p.add_argument(
         "--switches",
         type=parse_switches,
@@ -222,6 +233,16 @@ def run(args: argparse.Namespace, now: dt.datetime) -> dict[str, Any]:
     else:
         _progress(f"speed switches {','.join(args.switches)} on {','.join(args.switch_models)} ...")
         result["switches"] = switches_section(args)
+    if args.skip_scale:
+        result["scale"] = {"skipped": True, "reason": "--skip-scale"}
+    elif importlib.util.find_spec("ray") is None:
+        why = "ray is not installed (pip install -e '.[scale]')"
+        result["scale"] = {"skipped": True, "reason": why}
+    else:
+        _progress(f"scale: local vs Ray with 1 and 2 workers, {args.scale_vectors} vectors ...")
+        result["scale"] = scale.measure_scale(
+            scale.parse(["--vectors", str(args.scale_vectors), "--repeats", "1"])
+        )
     end = loadavg()
     if end is not None:
         result["machine"]["loadavg_end"] = end

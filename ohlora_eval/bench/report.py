@@ -64,6 +64,7 @@ def format_report(result: dict[str, Any]) -> str:
     out += real_report(result["real"])
     out += sweep_report(result["sweep"])
     out += switches_report(result.get("switches", {"skipped": True, "reason": "not run"}))
+    out += scale_report(result.get("scale", {"skipped": True, "reason": "not run"}))
     out.append(f"\nJSON: {result['json_path']}")
     return "\n".join(out)
 
@@ -225,3 +226,12 @@ def switches_report(sw: dict[str, Any]) -> list[str]:
         out.append(table(rows, indent="    "))
         out += notes
     return out
+
+
+def scale_report(sc: dict[str, Any]) -> list[str]:
+    out = ["\n[5] Scale: one process vs Ray workers (python -m ohlora_eval.bench.scale)"]
+    if sc.get("skipped"):
+        return [*out, f"  skipped ({sc['reason']})"]
+    from ohlora_eval.bench.scale import report
+
+    return [*out, *("  " + line for line in report(sc).splitlines())]

@@ -58,7 +58,17 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """``python -m ohlora_eval.bench.scale``: measure, print the report, write the JSON."""
     args = parse(argv)
+    out = measure_scale(args)
+    print(report(out))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2, default=str))
+    return out
+
+
+def measure_scale(args: argparse.Namespace) -> dict[str, Any]:
+    """The scale figures (also section [5] of ``python -m ohlora_eval.bench``)."""
     import ray
 
     cfg = compose(["device=cpu"])
@@ -162,9 +172,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         out["driver_cache_write_ms_per_chunk"] = 1000 * (time.perf_counter() - t0) / 20
     r1 = out["ray_1"]["images_per_sec"] / out["local"]["images_per_sec"]
     out["ray1_over_local"] = r1
-    print(report(out))
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=2, default=str))
     return out
 
 

@@ -35,6 +35,7 @@ def test_bench_smoke_writes_json(tmp_path, capsys):
             "--skip-real",
             "--skip-sweep",
             "--skip-switches",
+            "--skip-scale",
             "--out",
             str(out),
         ]
@@ -103,6 +104,7 @@ def test_bench_runs_as_a_module():
         "--out",
         "--switches",
         "--skip-switches",
+        "--skip-scale",
     ):
         assert flag in done.stdout
 
