@@ -1,10 +1,14 @@
 """The errors that mean "the input is wrong": any package may raise them; the commands
 (``apps/cli.friendly_errors``) print their message as one line and exit 2.
 
-Imports nothing, so every layer can use it (docs/architecture.md).
+Imports nothing of the package, so every layer can use it (docs/architecture.md); so can
+the range checks below, which say what is wrong in the same words everywhere.
 """
 
 from __future__ import annotations
+
+import math
+from typing import Any
 
 
 class UserError(ValueError):
@@ -23,3 +27,36 @@ class Stopped(KeyboardInterrupt):
         super().__init__(name)
         self.signum = signum
         self.name = name
+
+
+def int_in(key: str, value: Any, low: int, high: int | None = None) -> int:
+    """``value`` if it is an int in [low, high] (no upper bound when None), else a
+    ConfigError naming ``key``: "<key>=<value> must be an integer in [low, high]"."""
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or value < low
+        or (high is not None and value > high)
+    ):
+        span = f"in [{low:,}, {high:,}]" if high is not None else f">= {low:,}"
+        raise ConfigError(f"{key}={value!r} must be an integer {span}")
+    return value
+
+
+def number_in(
+    key: str,
+    value: Any,
+    low: float,
+    high: float,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """``value`` if it is a finite number in the interval, else a ConfigError naming ``key``."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low)
+    ok = ok and (value < high if high_open else value <= high)
+    if not ok:
+        span = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ConfigError(f"{key}={value!r} must be a number in {span}")
+    return float(value)

@@ -69,6 +69,12 @@ def make_cfg_module(store):
     return composer(store)
 
 
+def compose_app(name: str, store: Path, *overrides: str):
+    """Any command's config (``conf/<name>.yaml``) with the given store, as its app composes it."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(name, overrides=[f"tracking.root={store}", *overrides])
+
+
 def conf_grid() -> dict[str, list[float]]:
     """The default edit grid, from its one definition (conf/sampling/default.yaml)."""
     grid = OmegaConf.load(CONF_DIR / "sampling" / "default.yaml").grid

@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from ohlora_eval.apps.config import measure_settings
-from ohlora_eval.errors import ConfigError, UserError
+from ohlora_eval.errors import ConfigError, UserError, int_in
 from ohlora_eval.pipeline import judge
 from ohlora_eval.pipeline.edit import EditSetup, grid_points
 from ohlora_eval.pipeline.fidelity import MeasureSettings
@@ -51,19 +51,6 @@ def int_list(key: str, value: Any) -> list[int]:
             raise ConfigError(f"{key}[{i}]={v!r} is not a case number (an integer)")
         out.append(int(v))
     return out
-
-
-def int_in(key: str, value: Any, low: int, high: int | None = None) -> int:
-    """``value`` as an int in [low, high], or a ConfigError naming ``key``."""
-    if (
-        not isinstance(value, int)
-        or isinstance(value, bool)
-        or value < low
-        or (high is not None and value > high)
-    ):
-        span = f"in [{low:,}, {high:,}]" if high is not None else f">= {low:,}"
-        raise ConfigError(f"{key}={value!r} must be an integer {span}")
-    return value
 
 
 @dataclass

@@ -28,9 +28,9 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from ohlora_eval import review
-from ohlora_eval.apps.build import has_noise, int_in, int_list, replay_config
+from ohlora_eval.apps.build import has_noise, int_list, replay_config
 from ohlora_eval.apps.cli import hydra_app
-from ohlora_eval.errors import UserError
+from ohlora_eval.errors import UserError, int_in
 from ohlora_eval.pipeline.judge import CORR_COLUMNS
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.artifacts import (

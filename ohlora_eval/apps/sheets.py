@@ -12,12 +12,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from ohlora_eval.apps.build import (
     edit_setup,
-    int_in,
     int_list,
     preflight,
     replay_config,
 )
 from ohlora_eval.apps.cli import UserError, hydra_app
+from ohlora_eval.errors import int_in, number_in
 from ohlora_eval.pipeline import judge
 from ohlora_eval.progress import phase
 from ohlora_eval.tracking import store
@@ -93,9 +93,7 @@ def _which_cases(cfg: DictConfig, per_vector: pd.DataFrame, config: DictConfig) 
         return cases
     if cfg.near_miss is None:
         raise UserError("give cases=[...] or near_miss=<margin>, e.g. near_miss=0.05")
-    margin = cfg.near_miss
-    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 < margin <= 1:
-        raise UserError(f"near_miss={margin!r} must be a number in (0, 1], e.g. near_miss=0.05")
+    margin = number_in("near_miss", cfg.near_miss, 0.0, 1.0, low_open=True)
     limit = int_in("max_cases", cfg.max_cases, 1)
     cutoffs = {p: float(v) for p, v in config.cutoff.items()}
     gap = judge.shortfall(per_vector, cutoffs)

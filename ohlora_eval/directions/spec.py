@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ohlora_eval.errors import int_in, number_in
 from ohlora_eval.pipeline.fidelity import MeasureSettings
 from ohlora_eval.pipeline.fingerprint import digest, model_identity
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES, Generator, PropertyScorer
@@ -40,27 +41,6 @@ def resolve_methods(method: Any) -> dict[str, str]:
 
 MAX_FIT_N = 10_000_000
 """More faces than a direction fit can hold in memory here (Oh-LoRA fitted with 160,000)."""
-
-
-def _int_in(key: str, value: Any, low: int, high: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise ValueError(f"{key}={value!r} must be an integer in [{low:,}, {high:,}]")
-
-
-def _number_in(
-    key: str,
-    value: Any,
-    low: float,
-    high: float,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low)
-    ok = ok and (value < high if high_open else value <= high)
-    if not ok:
-        span = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        raise ValueError(f"{key}={value!r} must be a number in {span}")
 
 
 def method_label(method: Any) -> str:
@@ -117,11 +97,11 @@ class FitSpec:
 
     def check(self) -> None:
         """Every field, with a message naming it (``directions.<field>``)."""
-        _int_in("directions.n", self.n, 20, MAX_FIT_N)
-        _number_in("directions.ratio", self.ratio, 0.0, 0.5, low_open=True)
-        _number_in("directions.val_fraction", self.val_fraction, 0.0, 1.0, high_open=True)
-        _int_in("directions.seed", self.seed, 0, 2**32 - 1)
-        _number_in("directions.svm_c", self.svm_c, 0.0, math.inf, low_open=True)
+        int_in("directions.n", self.n, 20, MAX_FIT_N)
+        number_in("directions.ratio", self.ratio, 0.0, 0.5, low_open=True)
+        number_in("directions.val_fraction", self.val_fraction, 0.0, 1.0, high_open=True)
+        int_in("directions.seed", self.seed, 0, 2**32 - 1)
+        number_in("directions.svm_c", self.svm_c, 0.0, math.inf, low_open=True)
         if not isinstance(self.grouped, bool):
             raise ValueError(f"directions.grouped={self.grouped!r} must be true or false")
         resolve_methods(self.method)
@@ -134,10 +114,10 @@ class FitSpec:
                 f"directions.gradient.hidden={g.hidden!r} must be a list of layer widths in"
                 " [1, 4096], e.g. [256, 64]"
             )
-        _int_in("directions.gradient.epochs", g.epochs, 1, 10_000)
-        _int_in("directions.gradient.batch_size", g.batch_size, 1, 1_000_000)
-        _number_in("directions.gradient.lr", g.lr, 0.0, 10.0, low_open=True)
-        _number_in("directions.gradient.weight_decay", g.weight_decay, 0.0, 10.0)
+        int_in("directions.gradient.epochs", g.epochs, 1, 10_000)
+        int_in("directions.gradient.batch_size", g.batch_size, 1, 1_000_000)
+        number_in("directions.gradient.lr", g.lr, 0.0, 10.0, low_open=True)
+        number_in("directions.gradient.weight_decay", g.weight_decay, 0.0, 10.0)
 
     def identity(
         self,

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ohlora_eval.errors import int_in
 from ohlora_eval.pipeline.judge import PER_VECTOR_COLUMNS
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 from ohlora_eval.review.metrics import (
@@ -133,17 +134,12 @@ class ReviewSettings:
         if isinstance(self.rank_by, Mapping):
             self.rank_by = {str(k): v for k, v in self.rank_by.items()}
         _check_rank_spec(self.rank_by)
-        if not _int_in(self.n_boot, 2, 100_000):
-            raise ValueError(f"review.n_boot={self.n_boot} must be an integer in [2, 100000]")
-        if not _int_in(self.seed, 0, 2**32 - 1):
-            raise ValueError(f"review.seed={self.seed} must be an integer in [0, 2**32 - 1]")
+        int_in("review.n_boot", self.n_boot, 2, 100_000)
+        int_in("review.seed", self.seed, 0, 2**32 - 1)
         if not 0.0 < float(self.ci_level) < 1.0:
             raise ValueError(f"review.ci_level={self.ci_level} must be in (0, 1), e.g. 0.95")
         self.face_box = check_face_box(self.face_box)
-        if not _int_in(self.analysis_size, 8, 1024):
-            raise ValueError(
-                f"review.analysis_size={self.analysis_size} must be an integer in [8, 1024]"
-            )
+        int_in("review.analysis_size", self.analysis_size, 8, 1024)
         if not isinstance(self.page, bool):
             raise ValueError(f"review.page={self.page!r} must be true or false")
         margin = self.near_miss_margin
@@ -158,10 +154,6 @@ class ReviewSettings:
         ):
             raise ValueError(f"review.max_cards={self.max_cards} must be null or an integer >= 0")
         return self
-
-
-def _int_in(value: object, low: int, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
 def _check_rank_spec(spec: object) -> None:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import CONF_DIR
-from hydra import compose, initialize_config_dir
+from conftest import compose_app
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
@@ -16,8 +15,7 @@ from ohlora_eval.tracking import store as tracking
 
 
 def _sheets_cfg(store, *overrides):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("sheets", overrides=[f"tracking.root={store}", *overrides])
+    return compose_app("sheets", store, *overrides)
 
 
 def test_near_miss_sheets_of_failed_cases_are_rendered_and_logged(make_cfg, store):

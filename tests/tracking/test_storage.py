@@ -3,8 +3,7 @@ scores (nor its sheets): it points to the run that stores them, and every reader
 
 from __future__ import annotations
 
-from conftest import CONF_DIR
-from hydra import compose, initialize_config_dir
+from conftest import compose_app
 from mlflow.tracking import MlflowClient
 
 from ohlora_eval.apps.screen import evaluate
@@ -37,15 +36,7 @@ def test_a_rejudging_point_links_the_measurement_files(fresh_store):
     assert _artifact_bytes(client, second.run_id) < 0.25 * _artifact_bytes(client, first.run_id)
     # Readers follow the link: select records the vectors of the re-using run.
     passed = second.per_vector.loc[second.per_vector["passed"] == "O", "case"].tolist()[:2]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            "select",
-            overrides=[
-                f"tracking.root={fresh_store}",
-                f"run_id={second.run_id}",
-                f"cases={passed}",
-            ],
-        )
+    cfg = compose_app("select", fresh_store, f"run_id={second.run_id}", f"cases={passed}")
     sel = select(cfg)
     assert sel.cases == passed
 
