@@ -100,16 +100,18 @@ def build_models(cfg: DictConfig) -> tuple[Generator, PropertyScorer]:
     return generator, scorer
 
 
-def edit_setup(cfg: DictConfig, checked: Checked, where: Any) -> EditSetup:
+def edit_setup(cfg: DictConfig, checked: Checked, where: Any, faces: Any = None) -> EditSetup:
     """The models, their directions (found, or fitted now) and the grid of a checked
-    config: what measuring and contact sheets need. ``where``: the store (StoreRef)."""
+    config: what measuring and contact sheets need. ``where``: the store (StoreRef);
+    ``faces``: where a fit scores its sampled faces (``execution.face_executor``; None: here)."""
     torch.manual_seed(0)
     generator, scorer = build_models(cfg)
     apply_noise_seed(generator, cfg.get("noise_seed"))
     layer = cfg.layer
     progress = bool(cfg.tracking.progress) and sys.stderr.isatty()
+    extra = {"executor": faces} if faces is not None else {}  # sources of others need not take it
     directions = instantiate(cfg.directions).resolve(
-        generator, scorer, layer, where, progress=progress, measure=checked.measure
+        generator, scorer, layer, where, progress=progress, measure=checked.measure, **extra
     )
     directions.check_compatible(layer, mid_dim(generator, layer))
     return EditSetup(generator, scorer, directions, checked.grid, layer, checked.measure)

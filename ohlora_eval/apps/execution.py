@@ -1,9 +1,10 @@
-"""``execution=local|ray``: where the chunks of a measurement are measured.
+"""``execution=local|ray``: where a screening's chunks and a direction fit's faces are measured.
 
 ``execution=local`` (the default) measures in this process. ``execution=ray`` builds a
 ``pipeline.executor.RayExecutor``: each actor rebuilds the generator and scorer from this
-run's resolved config (the same ``build_models`` and seed as ``edit_setup``) and gets the
-Directions this process resolved, so every worker edits along the very same vectors.
+run's resolved config (the same ``build_models`` and seed as ``edit_setup``). A screening's
+actors also get the Directions this process resolved (``executor``), so every worker edits
+along the very same vectors; a direction fit's actors score sampled faces (``face_executor``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ohlora_eval import review
 from ohlora_eval.apps.build import apply_noise_seed, build_models
 from ohlora_eval.errors import ConfigError
 from ohlora_eval.pipeline.edit import EditSetup
+from ohlora_eval.pipeline.executor import FaceState, ScreenState
 from ohlora_eval.pipeline.measure import group_fn
 
 KINDS = ("local", "ray")
@@ -65,22 +67,35 @@ def check(node: Any) -> dict[str, Any]:
     return conf
 
 
+def models(resolved: Mapping[str, Any]) -> tuple[Any, Any, DictConfig]:
+    """This run's generator and scorer as ``edit_setup`` builds them (the same seed and
+    noise), in any process: (generator, scorer, the config)."""
+    cfg = OmegaConf.create(dict(resolved))
+    torch.manual_seed(0)
+    generator, scorer = build_models(cfg)
+    apply_noise_seed(generator, cfg.get("noise_seed"))
+    return generator, scorer, cfg
+
+
 def worker_build(
     resolved: Mapping[str, Any],
     directions: Any,
     grid: np.ndarray,
     measure: Any,
     review_settings: Any,
-) -> tuple[EditSetup, Any, Any]:
-    """What a Ray worker builds once: this run's models (as ``edit_setup`` builds them), the
-    driver's directions, and the hooks a screening passes to ``measure``."""
-    cfg = OmegaConf.create(dict(resolved))
-    torch.manual_seed(0)
-    generator, scorer = build_models(cfg)
-    apply_noise_seed(generator, cfg.get("noise_seed"))
+) -> ScreenState:
+    """What a screening's Ray worker builds once: this run's models, the driver's
+    directions, and the hooks a screening passes to ``measure``."""
+    generator, scorer, cfg = models(resolved)
     setup = EditSetup(generator, scorer, directions, grid, str(cfg.layer), measure)
     stats = review.image_stats(review_settings) if review_settings is not None else None
-    return setup, group_fn(setup), stats
+    return ScreenState(setup, group_fn(setup), stats)
+
+
+def face_build(resolved: Mapping[str, Any], measure: Any) -> FaceState:
+    """What a direction fit's Ray worker builds once: this run's models."""
+    generator, scorer, cfg = models(resolved)
+    return FaceState(generator, scorer, str(cfg.layer), measure)
 
 
 @contextlib.contextmanager
@@ -90,16 +105,30 @@ def executor(
     setup: EditSetup,
     review_settings: Any = None,
 ) -> Iterator[Any]:
-    """The executor of ``cfg.execution`` for a ``with`` block: None for ``local``."""
+    """The executor of a screening's chunks for a ``with`` block: None for ``local``."""
+    build = partial(
+        worker_build, dict(resolved), setup.directions, setup.grid, setup.measure, review_settings
+    )
+    with _pool(node, build) as ex:
+        yield ex
+
+
+@contextlib.contextmanager
+def face_executor(node: Any, resolved: Mapping[str, Any], measure: Any) -> Iterator[Any]:
+    """The executor of a direction fit's sampled faces for a ``with`` block: None for
+    ``local``. Ray starts only if faces are really sampled (``RayExecutor.run``)."""
+    with _pool(node, partial(face_build, dict(resolved), measure)) as ex:
+        yield ex
+
+
+@contextlib.contextmanager
+def _pool(node: Any, build: Any) -> Iterator[Any]:
     conf = check(node)
     if conf["kind"] == "local":
         yield None
         return
     from ohlora_eval.pipeline.executor import RayExecutor
 
-    build = partial(
-        worker_build, dict(resolved), setup.directions, setup.grid, setup.measure, review_settings
-    )
     with RayExecutor(
         build,
         address=conf.get("address"),

@@ -11,7 +11,8 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from ohlora_eval.apps.build import ConfigError, build_models
+from ohlora_eval.apps import execution
+from ohlora_eval.apps.build import ConfigError
 from ohlora_eval.apps.cli import hydra_app, note_run
 from ohlora_eval.apps.config import measure_settings
 from ohlora_eval.directions.stage import run_stage
@@ -40,18 +41,23 @@ def find_directions(cfg: DictConfig) -> str:
         fidelity = measure_settings(resolved)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    generator, scorer = build_models(cfg)
+    execution.check(cfg.get("execution"))
+    generator, scorer, _ = execution.models(resolved)  # as an evaluation (and a worker) builds them
     params = store.flatten(resolved)
-    dirs, run_id = run_stage(
-        generator,
-        scorer,
-        cfg.layer,
-        spec,
-        where,
-        progress=sys.stderr.isatty(),
-        params=params,
-        measure=fidelity,
-    )
+    with execution.face_executor(cfg.get("execution"), resolved, fidelity) as faces:
+        if faces is not None:
+            faces.start()  # join Ray and build the workers before a run is opened
+        dirs, run_id = run_stage(
+            generator,
+            scorer,
+            cfg.layer,
+            spec,
+            where,
+            progress=sys.stderr.isatty(),
+            params=params,
+            measure=fidelity,
+            executor=faces,
+        )
     note_run(run_id, store.display_uri(where.uri))
     print(
         f"\nohlora_eval.find_directions: {dirs.source}\n"

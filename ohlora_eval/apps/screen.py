@@ -126,7 +126,8 @@ def _evaluate_in_run(
         checked.review,
         checked.measure,
     )
-    setup = edit_setup(cfg, checked, where)
+    with execution.face_executor(cfg.get("execution"), resolved, fidelity) as faces:
+        setup = edit_setup(cfg, checked, where, faces)  # faces: only if directions are fitted
     generator, scorer, directions = setup.generator, setup.scorer, setup.directions
     latents = _latents(cfg, generator, given)
     model_configs = {

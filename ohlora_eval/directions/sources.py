@@ -1,7 +1,9 @@
 """Where an evaluation's directions come from (the ``directions`` config group).
 
 Every source has ``resolve(generator, scorer, layer, where, progress) -> Directions``
-(``where``: the store, a ``tracking.store.StoreRef``).
+(``where``: the store, a ``tracking.store.StoreRef``); it is also passed ``measure`` (how
+faces are measured) and, under ``execution=ray``, ``executor`` (where sampled faces are
+scored; ``pipeline.sample.FaceExecutor``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from ohlora_eval.pipeline.cache import file_lock
 from ohlora_eval.pipeline.directions import Directions
 from ohlora_eval.pipeline.fidelity import MeasureSettings
 from ohlora_eval.pipeline.protocols import Generator, PropertyScorer
+from ohlora_eval.pipeline.sample import FaceExecutor
 from ohlora_eval.progress import say
 from ohlora_eval.tracking.store import StoreRef, store_root
 
@@ -36,6 +39,7 @@ class TrackedDirections(FitSpec):
         where: StoreRef,
         progress: bool = False,
         measure: MeasureSettings | None = None,
+        executor: FaceExecutor | None = None,
     ) -> Directions:
         client = where.client()
         if self.run_id:
@@ -71,6 +75,7 @@ class TrackedDirections(FitSpec):
                 progress=progress,
                 extra_tags={"fitted_for": "evaluation"},
                 measure=measure,
+                executor=executor,
             )
         return dirs
 
@@ -89,6 +94,7 @@ class FileDirections:
         where: StoreRef,
         progress: bool = False,
         measure: MeasureSettings | None = None,
+        executor: FaceExecutor | None = None,
     ) -> Directions:
         if self.path in ("???", "", None):
             raise ValueError(

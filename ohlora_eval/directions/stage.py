@@ -24,7 +24,7 @@ from ohlora_eval.pipeline.directions import Directions
 from ohlora_eval.pipeline.fidelity import MeasureSettings
 from ohlora_eval.pipeline.groups import medians as sample_medians
 from ohlora_eval.pipeline.protocols import GROUP_PROPERTIES, Generator, PropertyScorer
-from ohlora_eval.pipeline.sample import sample_and_score
+from ohlora_eval.pipeline.sample import FaceExecutor, sample_and_score
 from ohlora_eval.progress import phase, say
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.runs import side_run
@@ -44,10 +44,13 @@ def run_stage(
     extra_tags: Mapping[str, str] | None = None,
     params: Mapping[str, str] | None = None,
     measure: MeasureSettings | None = None,
+    executor: FaceExecutor | None = None,
 ) -> tuple[Directions, str]:
     """Sample, score, fit and log a finished run in ``ohlora-directions``; return the directions.
 
-    ``measure``: how the sampled faces are scored (the screening's ``measure`` settings)."""
+    ``measure``: how the sampled faces are scored (the screening's ``measure`` settings).
+    ``executor``: where they are scored (``execution=ray``'s workers; None: here); the
+    numbers, and so the directions, are the same either way."""
     spec = spec.spec()
     spec.check()
     ident = spec.identity(generator, scorer, layer, measure)
@@ -71,11 +74,21 @@ def run_stage(
             f" from n={spec.n:,} faces"
         )
         t0 = time.perf_counter()
-        with phase(f"  sampling, generating and scoring {spec.n:,} faces"):
+        where_faces = " on Ray workers" if executor is not None else ""
+        with phase(f"  sampling, generating and scoring {spec.n:,} faces{where_faces}"):
             _, mid, scores = sample_and_score(
-                generator, scorer, spec.n, spec.seed, layer, progress=progress, measure=measure
+                generator,
+                scorer,
+                spec.n,
+                spec.seed,
+                layer,
+                progress=progress,
+                measure=measure,
+                executor=executor,
             )
         t_sample = time.perf_counter() - t0
+        if executor is not None:
+            say(f"  {executor.stats.line('face batches')}")
         fixed = getattr(scorer, "group_medians", None)
         has_group_props = all(p in scores for p in GROUP_PROPERTIES)
         if spec.grouped and not has_group_props:
@@ -97,7 +110,8 @@ def run_stage(
         }
         timings = {"sample_seconds": t_sample, "fit_seconds": t_fit}
         with phase("  logging the directions"):
-            dirs = _log(client, run_id, fitted, ident, all_params, timings)
+            on = executor.stats.line("face batches") if executor is not None else "this process"
+            dirs = _log(client, run_id, fitted, ident, all_params, timings, {"faces_scored_on": on})
     dirs.run_id = run_id
     dirs.source = f"direction run {run_id} ({tags['method']}, n={spec.n}, layer {layer})"
     return dirs, run_id
@@ -110,6 +124,7 @@ def _log(
     ident: dict,
     params: Mapping[str, str],
     timings: dict[str, float],
+    tags: Mapping[str, str],
 ) -> Directions:
     """Log the fit into its run; return the directions read back from the logged files, so an
     evaluation that fitted them uses exactly what a later one loads from the run."""
@@ -123,7 +138,10 @@ def _log(
         run_id,
         metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
         params=[Param(k, str(v)[:6000]) for k, v in params.items()],
-        tags=[RunTag("fallback_groups", ",".join(report.fallbacks) or "none")],
+        tags=[
+            RunTag("fallback_groups", ",".join(report.fallbacks) or "none"),
+            *(RunTag(k, v) for k, v in tags.items()),
+        ],
     )
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)

@@ -1,12 +1,17 @@
-"""Measuring chunks beyond one process: a pool of stateful Ray actors (``execution=ray``).
+"""Measuring beyond one process: a pool of stateful Ray actors (``execution=ray``).
 
-The work unit is the measurement cache's chunk (``measure``'s ``chunk`` vectors, starting
-at multiples of ``chunk``). Each actor builds the generator, the scorer and the hooks ONCE
-from a picklable ``build`` callable (the driver's directions travel inside it, so every
-worker edits along the very directions the driver resolved), then measures the chunks it
-is sent with ``measure.chunk_arrays``, the same function the local path uses: a chunk's
-arrays do not depend on which process measured it. The driver alone writes the cache and
-talks to MLflow; chunks already cached are never sent out.
+Each actor builds what it measures with ONCE, from a picklable ``build`` callable, then runs
+the jobs it is sent with the very function the local path uses, so a job's arrays do not
+depend on which process ran it. Two kinds of job:
+
+- ``ChunkJob``: a chunk of a screening (the measurement cache's unit: ``measure``'s
+  ``chunk`` vectors, starting at multiples of ``chunk``), measured by
+  ``measure.chunk_arrays``. Its ``build`` gives an ``EditSetup`` and the screening's hooks;
+  the driver's directions travel inside it, so every worker edits along the very
+  directions the driver resolved. The driver alone writes the cache and talks to MLflow;
+  chunks already cached are never sent out.
+- ``FaceJob``: a batch of the faces a direction fit samples, measured by
+  ``sample.face_batch``. Its ``build`` gives the models only (there are no directions yet).
 
 Faults: when an actor dies (its process killed, its node lost), the chunks it held go back
 to the queue and are measured by the others; a replacement actor is started while
@@ -29,12 +34,32 @@ from typing import Any
 import numpy as np
 import torch
 
-from ohlora_eval.errors import ConfigError
+from ohlora_eval.errors import ConfigError, UserError
 
 # A measured chunk as it comes back: (lo, hi, arrays, worker name).
 Done = tuple[int, int, dict[str, np.ndarray], str]
-# What a worker builds once: (EditSetup, groups hook or None, image-stats hook or None).
-WorkerBuild = Callable[[], tuple[Any, Any, Any]]
+# What a worker builds once; its jobs' ``run`` gets it (ScreenState or FaceState).
+WorkerBuild = Callable[[], Any]
+
+
+@dataclass(frozen=True)
+class ScreenState:
+    """What a screening's worker holds: the run's EditSetup and the hooks it passes to
+    ``measure`` (the groups hook and the image statistics, each None when unused)."""
+
+    setup: Any
+    groups_of: Any = None
+    image_stats: Any = None
+
+
+@dataclass(frozen=True)
+class FaceState:
+    """What a direction fit's worker holds: the two models, the layer and how to measure."""
+
+    generator: Any
+    scorer: Any
+    layer: str
+    measure: Any = None
 
 
 @dataclass(frozen=True)
@@ -46,30 +71,65 @@ class ChunkJob:
     latents: np.ndarray
     cases: tuple[int, ...]
 
+    def run(self, state: ScreenState) -> dict[str, np.ndarray]:
+        from ohlora_eval.pipeline.measure import chunk_arrays
+
+        return chunk_arrays(
+            state.setup,
+            torch.from_numpy(np.array(self.latents)),  # writable: the store's are read-only
+            state.groups_of,
+            state.image_stats,
+            list(self.cases),
+        )
+
+
+@dataclass(frozen=True)
+class FaceJob:
+    """One batch of a direction fit's sample: faces ``[lo, hi)``, their latents."""
+
+    lo: int
+    hi: int
+    latents: np.ndarray
+
+    def run(self, state: FaceState) -> dict[str, np.ndarray]:
+        from ohlora_eval.pipeline.sample import face_batch
+
+        t = time.perf_counter()
+        z = torch.from_numpy(np.array(self.latents))  # the generator moves it to its device
+        mid, scores = face_batch(
+            state.generator, state.scorer, z, state.layer, self.lo, state.measure
+        )
+        return {
+            "mid": mid.cpu().numpy(),
+            **scores,
+            "seconds": np.array(time.perf_counter() - t),
+        }
+
 
 @dataclass
 class WorkerStats:
     """What each worker did (for the progress bar, the bench and docs/scaling.md)."""
 
-    chunks: dict[str, int] = field(default_factory=dict)
+    chunks: dict[str, int] = field(default_factory=dict)  # jobs (chunks, face batches) done
     seconds: dict[str, float] = field(default_factory=dict)  # compute seconds per worker
     retried: int = 0  # chunks sent again after their worker died
     replaced: int = 0  # workers started to replace dead ones
 
-    def line(self) -> str:
+    def line(self, unit: str = "chunks") -> str:
+        """e.g. ``chunks per worker w0:6 w1:6, 1 retried`` (``unit``: what the jobs are)."""
         done = " ".join(f"{w}:{n}" for w, n in sorted(self.chunks.items()))
         extra = f", {self.retried} retried" if self.retried else ""
-        return f"chunks per worker {done}{extra}"
+        return f"{unit} per worker {done}{extra}"
 
 
 class ChunkWorker:
-    """The actor: builds the models once, then measures chunk after chunk."""
+    """The actor: builds its state once, then runs job after job on it."""
 
     def __init__(self, build: WorkerBuild, name: str, threads: int = 0) -> None:
         if threads > 0:
             torch.set_num_threads(threads)
         self.name = name
-        self.setup, self.groups_of, self.image_stats = build()
+        self.state = build()
 
     def ready(self) -> tuple[str, int, str]:
         """(name, process id, Ray node id): answered once the models are built."""
@@ -77,17 +137,8 @@ class ChunkWorker:
 
         return self.name, os.getpid(), ray.get_runtime_context().get_node_id()
 
-    def measure(self, job: ChunkJob) -> tuple[int, int, dict[str, np.ndarray], str]:
-        from ohlora_eval.pipeline.measure import chunk_arrays
-
-        got = chunk_arrays(
-            self.setup,
-            torch.from_numpy(np.array(job.latents)),  # writable: the store's are read-only
-            self.groups_of,
-            self.image_stats,
-            list(job.cases),
-        )
-        return job.lo, job.hi, got, self.name
+    def measure(self, job: ChunkJob | FaceJob) -> tuple[int, int, dict[str, np.ndarray], str]:
+        return job.lo, job.hi, job.run(self.state), self.name
 
 
 def _ray() -> Any:
@@ -149,7 +200,10 @@ class RayExecutor:
             if self.address is None:
                 need = max(self.workers * self.cpus, 1.0)
                 kwargs["num_cpus"] = max(int(np.ceil(need)), os.cpu_count() or 1)
-            ray.init(address=self.address, **kwargs)
+            try:
+                ray.init(address=self.address, **kwargs)
+            except ConnectionError as exc:
+                raise UserError(_join_hint(self.address, exc)) from None
             self._started_ray = True
         self._remote = ray.remote(ChunkWorker)
         self._build_ref = ray.put(self.build)
@@ -185,7 +239,7 @@ class RayExecutor:
         return name
 
     # -- work -------------------------------------------------------------------------
-    def run(self, jobs: Sequence[ChunkJob]) -> Iterator[Done]:
+    def run(self, jobs: Sequence[ChunkJob | FaceJob]) -> Iterator[Done]:
         """Each job's ``(lo, hi, arrays, worker)``, in the order they finish. A job whose
         worker died is sent to another; the run fails only when no worker is left."""
         if not jobs:
@@ -196,7 +250,7 @@ class RayExecutor:
         lost = (RayActorError, ActorUnavailableError, WorkerCrashedError)
         self.start()
         queue = deque(jobs)
-        flying: dict[Any, tuple[ChunkJob, str]] = {}
+        flying: dict[Any, tuple[ChunkJob | FaceJob, str]] = {}
         load = dict.fromkeys(self._actors, 0)
         last_death = ""
         while queue or flying:
@@ -231,6 +285,21 @@ class RayExecutor:
             self.stats.chunks[worker] = self.stats.chunks.get(worker, 0) + 1
             self.stats.seconds[worker] = self.stats.seconds.get(worker, 0.0) + float(got["seconds"])
             yield lo, hi, got, worker
+
+
+def _join_hint(address: str | None, exc: BaseException) -> str:
+    """One line for a cluster that cannot be joined: what failed and what to try."""
+    head = f"execution.address={address}: cannot join Ray ({_cause(exc)})"
+    if str(address).startswith("ray://"):
+        return (
+            f"{head}; is its client server up (ray start --head --ray-client-server-port=PORT)?"
+            " Clusters of Ray >= 2.59 want token authentication: set RAY_AUTH_MODE=token here"
+            " (the token is read from RAY_AUTH_TOKEN or ~/.ray/auth_token, as on the cluster)"
+        )
+    return (
+        f"{head}; start one (ray start --head), give its address (execution.address=host:port),"
+        " or leave execution.address=null for a Ray of this command only"
+    )
 
 
 def _cause(exc: BaseException) -> str:

@@ -1,10 +1,17 @@
-"""Sampling faces and measuring them, batched: the common first step of fitting directions
-and of grouping evaluated vectors."""
+"""Sampling faces and measuring them, in batches: the common first step of fitting directions
+and of grouping evaluated vectors.
+
+The work unit is a batch of ``batch`` faces (2,000 by default) starting at a multiple of
+``batch``: its mid vectors and scores depend only on its latents and its position (the
+dropout draws of ``measure.scorer_mode=train`` are seeded by it), so a batch measured here
+and one measured by a Ray worker (``pipeline/executor.FaceJob``) are the same numbers.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -21,37 +28,38 @@ from ohlora_eval.pipeline.fidelity import (
 from ohlora_eval.pipeline.measure import score, synthesize, to_mid
 from ohlora_eval.pipeline.protocols import Generator, PropertyScorer
 
+BATCH = 2000
+"""Faces per batch (and per job sent to a worker)."""
 
-def score_mids(
+
+class FaceExecutor(Protocol):
+    """Measures batches of faces elsewhere (``pipeline.executor.RayExecutor``): ``run`` yields
+    each job's ``(lo, hi, arrays, worker name)`` in the order they finish."""
+
+    stats: Any
+
+    def run(self, jobs: Sequence[Any]) -> Iterator[tuple[int, int, dict[str, np.ndarray], str]]: ...
+
+
+def face_batch(
     generator: Generator,
     scorer: PropertyScorer,
-    mid: Tensor,
+    z: Tensor,
     layer: str,
-    *,
-    batch: int = 2000,
-    progress: bool = False,
-    desc: str = "scoring",
+    lo: int,
     measure: MeasureSettings | None = None,
-) -> dict[str, np.ndarray]:
-    """Generate from mid vectors and score, in batches: {property: (n,) float32}.
-
-    ``measure`` applies the file round trip and the scorer's train mode (its dropout
-    draws seeded per batch from ``dropout_seed`` and the batch's position)."""
+) -> tuple[Tensor, dict[str, np.ndarray]]:
+    """Faces ``lo .. lo + len(z)`` of a sample: (mid vectors as float32, {property: (n,)
+    float32 scores}). ``measure`` applies the file round trip and the scorer's train mode,
+    its dropout draws seeded from ``dropout_seed`` and ``lo``."""
     settings = measure or MeasureSettings()
-    parts: dict[str, list[np.ndarray]] = {p: [] for p in scorer.properties}
-    starts: Iterable[int] = range(0, mid.shape[0], batch)
-    if progress:
-        starts = tqdm(starts, desc=desc, unit="batch", leave=False)
-    for lo in starts:
-        draws = (
-            seeded(vector_seed(settings.dropout_seed, -1 - lo)) if settings.train else nullcontext()
-        )
-        with torch.inference_mode(), scorer_mode(scorer, settings), draws:
-            images = round_trip(synthesize(generator, mid[lo : lo + batch], layer), settings)
-            s = score(scorer, images)
-        for p in scorer.properties:
-            parts[p].append(s[p].detach().float().cpu().numpy())
-    return {p: np.concatenate(v) if v else np.zeros(0, np.float32) for p, v in parts.items()}
+    draws = seeded(vector_seed(settings.dropout_seed, -1 - lo)) if settings.train else nullcontext()
+    with torch.no_grad():  # not inference_mode: the mid vectors are used after this
+        mid = to_mid(generator, z, layer).float()
+    with torch.inference_mode(), scorer_mode(scorer, settings), draws:
+        images = round_trip(synthesize(generator, mid, layer), settings)
+        s = score(scorer, images)
+    return mid, {p: s[p].detach().float().cpu().numpy() for p in scorer.properties}
 
 
 def sample_and_score(
@@ -61,25 +69,66 @@ def sample_and_score(
     seed: int,
     layer: str,
     *,
-    batch: int = 2000,
+    batch: int = BATCH,
     progress: bool = False,
     measure: MeasureSettings | None = None,
+    executor: FaceExecutor | None = None,
 ) -> tuple[Tensor, Tensor, dict[str, np.ndarray]]:
-    """n latents from ``seed`` -> (latents, mid vectors, scores)."""
+    """n latents from ``seed`` -> (latents, mid vectors, scores), ``batch`` faces at a time.
+
+    ``executor`` (e.g. a ``RayExecutor`` whose workers hold these models) measures the
+    batches elsewhere; the numbers are the same as here (``face_batch`` on the same
+    batches), and the mid vectors come back on the CPU."""
     z = generator.sample_latents(n, seed)
-    mids = [to_mid(generator, z[i : i + batch], layer) for i in range(0, n, batch)]
-    mid = torch.cat(mids).float()
-    return (
-        z,
-        mid,
-        score_mids(
-            generator,
-            scorer,
-            mid,
-            layer,
-            batch=batch,
-            progress=progress,
-            desc="sampling faces",
-            measure=measure,
-        ),
-    )
+    starts = range(0, n, batch)
+    if executor is not None:
+        mid, scores = _remote(executor, z, starts, batch, progress, list(scorer.properties))
+        return z, mid, scores
+    mids: list[Tensor] = []
+    parts: dict[str, list[np.ndarray]] = {p: [] for p in scorer.properties}
+    bar = tqdm(total=n, desc="sampling faces", unit="face", leave=False, disable=not progress)
+    for lo in starts:
+        m, s = face_batch(generator, scorer, z[lo : lo + batch], layer, lo, measure)
+        mids.append(m)
+        for p in parts:
+            parts[p].append(s[p])
+        bar.update(m.shape[0])
+    bar.close()
+    return z, _cat(mids, z), {p: _cat_np(v) for p, v in parts.items()}
+
+
+def _remote(
+    executor: FaceExecutor,
+    z: Tensor,
+    starts: range,
+    batch: int,
+    progress: bool,
+    properties: list[str],
+) -> tuple[Tensor, dict[str, np.ndarray]]:
+    """Every batch measured by ``executor``, placed by its position."""
+    from ohlora_eval.pipeline.executor import FaceJob
+
+    n = z.shape[0]
+    zs = z.detach().cpu().numpy()
+    jobs = [FaceJob(lo, min(n, lo + batch), zs[lo : lo + batch]) for lo in starts]
+    mid: np.ndarray | None = None
+    scores = {p: np.zeros(n, np.float32) for p in properties}
+    bar = tqdm(total=n, desc="sampling faces", unit="face", leave=False, disable=not progress)
+    for lo, hi, got, _ in executor.run(jobs):
+        if mid is None:
+            mid = np.zeros((n, got["mid"].shape[1]), np.float32)
+        mid[lo:hi] = got["mid"]
+        for p in properties:
+            scores[p][lo:hi] = got[p]
+        bar.update(hi - lo)
+        bar.set_postfix_str(executor.stats.line("batches"))
+    bar.close()
+    return torch.from_numpy(mid if mid is not None else np.zeros((0, 0), np.float32)), scores
+
+
+def _cat(parts: list[Tensor], z: Tensor) -> Tensor:
+    return torch.cat(parts) if parts else torch.zeros(0, 0, device=z.device)
+
+
+def _cat_np(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)

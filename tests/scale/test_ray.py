@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
@@ -147,3 +148,81 @@ def test_ray_resumes_from_the_cache(make_scale_cfg, scale_store, local_run, tmp_
 def test_bad_execution_settings_name_the_key(make_scale_cfg, override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         evaluate(make_scale_cfg("execution=ray", override))
+
+
+# -- direction fitting: the sampled faces scored on the workers ----------------------------
+
+
+def test_fit_faces_on_ray_are_the_local_faces(make_scale_cfg):
+    """A fit's faces measured as Oh-LoRA did (dropout on, seeded by the batch's position; a
+    JPEG round trip), in 5 batches sent last first to 2 workers, one of them killed: the
+    mid vectors and scores are the ones measured in this process."""
+    from ohlora_eval.pipeline.fidelity import MeasureSettings
+    from ohlora_eval.pipeline.sample import sample_and_score
+
+    resolved = OmegaConf.to_container(make_scale_cfg(), resolve=True)
+    fidelity = MeasureSettings(scorer_mode="train", round_trip="jpeg")
+    generator, scorer, _ = execution.models(resolved)
+    args = (generator, scorer, 1500, 11, resolved["layer"])
+    z, mid, scores = sample_and_score(*args, batch=300, measure=fidelity)
+    build = partial(execution.face_build, resolved, fidelity)
+    with ReversedAndKilled(build, workers=2, restarts=1) as ex:
+        z2, mid2, scores2 = sample_and_score(*args, batch=300, measure=fidelity, executor=ex)
+    assert ex.order != sorted(ex.order) and ex.stats.retried >= 1
+    assert sum(ex.stats.chunks.values()) == 5
+    assert torch.equal(z2, z) and torch.equal(mid2, mid.cpu())
+    assert scores2.keys() == scores.keys()
+    for p in scores:
+        assert np.array_equal(scores2[p], scores[p]), p
+    # the dropout draws really depend on the batch's position (else the check above is weak)
+    _, _, shifted = sample_and_score(*args, batch=500, measure=fidelity)
+    assert not np.array_equal(shifted["eyes"], scores["eyes"])
+
+
+def _directions_json(store: Path, run_id: str) -> bytes:
+    client = MlflowClient(tracking.resolve_uri(None, store))
+    return Path(client.download_artifacts(run_id, "directions.json")).read_bytes()
+
+
+def test_find_directions_and_a_screening_fit_on_ray_as_here(tmp_path):
+    """find_directions with execution=ray logs the directions it logs in one process, and a
+    screening that must fit its directions first fits them on its workers too, the same."""
+    from hydra import compose, initialize_config_dir
+
+    from ohlora_eval.apps.find_directions import find_directions
+
+    from .scale_common import CONF, SMALL
+
+    fit = [o for o in SMALL if o.startswith(("directions.", "device="))]
+    fit = [o for o in fit if not o.startswith("directions.n=")] + ["directions.n=4500"]
+    runs = {}
+    for kind in ("local", "ray"):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose(
+                "find_directions",
+                overrides=[*fit, f"tracking.root={tmp_path / kind}", f"execution={kind}"],
+            )
+        runs[kind] = find_directions(cfg)
+    local = _directions_json(tmp_path / "local", runs["local"])
+    assert _directions_json(tmp_path / "ray", runs["ray"]) == local
+    on = MlflowClient(tracking.resolve_uri(None, tmp_path / "ray")).get_run(runs["ray"])
+    assert on.data.tags["faces_scored_on"].startswith("face batches per worker w")
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[
+                *SMALL,
+                "directions.n=4500",
+                "sampling.n_vectors=8",
+                f"tracking.root={tmp_path / 'screen'}",
+                f"cache.dir={tmp_path / 'cache'}",
+                "execution=ray",
+            ],
+        )
+    run = evaluate(cfg)
+    tags = MlflowClient(tracking.resolve_uri(None, tmp_path / "screen")).get_run(run.run_id)
+    fitted = tags.data.tags["directions.run_id"]
+    assert _directions_json(tmp_path / "screen", fitted) == local
+    on = MlflowClient(tracking.resolve_uri(None, tmp_path / "screen")).get_run(fitted)
+    assert on.data.tags["faces_scored_on"].startswith("face batches per worker w")
