@@ -131,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="scale section: latent vectors (x 50 edits), local vs Ray 1 and 2 workers",
     )
     p.add_argument(
+        "--scale-faces",
+        type=int,
+        default=8000,
+        help="scale section: faces a direction fit samples, local vs Ray (0 skips it)",
+    )
+    p.add_argument(
         "--switches",
         type=parse_switches,
         default=list(DEFAULT_SWITCHES),
@@ -241,7 +247,16 @@ def run(args: argparse.Namespace, now: dt.datetime) -> dict[str, Any]:
     else:
         _progress(f"scale: local vs Ray with 1 and 2 workers, {args.scale_vectors} vectors ...")
         result["scale"] = scale.measure_scale(
-            scale.parse(["--vectors", str(args.scale_vectors), "--repeats", "1"])
+            scale.parse(
+                [
+                    "--vectors",
+                    str(args.scale_vectors),
+                    "--faces",
+                    str(args.scale_faces),
+                    "--repeats",
+                    "1",
+                ]
+            )  # fmt: skip
         )
     end = loadavg()
     if end is not None:

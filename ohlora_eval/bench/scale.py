@@ -35,6 +35,7 @@ from ohlora_eval.pipeline.cache import MeasurementCache
 from ohlora_eval.pipeline.edit import EditSetup
 from ohlora_eval.pipeline.executor import RayExecutor
 from ohlora_eval.pipeline.measure import group_fn, measure
+from ohlora_eval.pipeline.sample import sample_and_score
 from ohlora_eval.review import ReviewSettings, image_stats
 
 TARGET_RAY1_OVER_LOCAL = 0.85
@@ -53,6 +54,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--repeats", type=int, default=2, help="timed repeats of each layout (best)")
     p.add_argument("--fit-n", type=int, default=2000, help="faces sampled to fit the directions")
+    p.add_argument(
+        "--faces",
+        type=int,
+        default=8000,
+        help="faces of the direction-fit timing (sampled, generated and scored in batches of"
+        " 2,000, as find_directions does; 0 skips it)",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     return p.parse_args(argv)
 
@@ -100,6 +108,9 @@ def measure_scale(args: argparse.Namespace) -> dict[str, Any]:
     t_default, _ = best(lambda: measure(setup, latents, chunk, progress=False, **hooks))
     torch.set_num_threads(args.threads)
     t_local, local = best(lambda: measure(setup, latents, chunk, progress=False, **hooks))
+    fit = partial(sample_and_score, generator, scorer, args.faces, 1, layer, measure=setup.measure)
+    if args.faces:
+        t_faces, faces_local = best(fit)
     torch.set_num_threads(default_threads)
     out: dict[str, Any] = {
         "machine": machine_info(),
@@ -145,6 +156,11 @@ def measure_scale(args: argparse.Namespace) -> dict[str, Any]:
                     wall = time.perf_counter() - t0
                     spent = {w: s - before.get(w, 0.0) for w, s in ex.stats.seconds.items()}
                     timed.append((wall, spent))
+            if args.faces:
+                out[f"faces_ray_{workers}"] = _time_faces(
+                    args, partial(execution.face_build, resolved, setup.measure), workers,
+                    fit, faces_local, best,
+                )  # fmt: skip
             wall, spent = min(timed, key=lambda r: r[0])
             share = chunks / workers  # chunks per worker, about
             out[f"ray_{workers}"] = {
@@ -172,7 +188,29 @@ def measure_scale(args: argparse.Namespace) -> dict[str, Any]:
         out["driver_cache_write_ms_per_chunk"] = 1000 * (time.perf_counter() - t0) / 20
     r1 = out["ray_1"]["images_per_sec"] / out["local"]["images_per_sec"]
     out["ray1_over_local"] = r1
+    if args.faces:
+        out["faces_local"] = {"faces": args.faces, "seconds": t_faces,
+                              "faces_per_sec": args.faces / t_faces}  # fmt: skip
     return out
+
+
+def _time_faces(
+    args: argparse.Namespace, build: Any, workers: int, fit: Any, local: Any, best: Any
+) -> dict[str, Any]:
+    """A direction fit's sampling on ``workers`` Ray workers (find_directions' FaceJobs)."""
+    with RayExecutor(build, workers=workers, cpus_per_worker=args.threads) as ex:
+        t0 = time.perf_counter()
+        ex.start()
+        startup = time.perf_counter() - t0
+        wall, got = best(lambda: fit(executor=ex))
+    same = all(np.array_equal(got[2][p], local[2][p]) for p in local[2])
+    return {
+        "workers": workers,
+        "startup_seconds": startup,
+        "seconds": wall,
+        "faces_per_sec": args.faces / wall,
+        "identical_to_local": bool(same and np.array_equal(got[1].numpy(), local[1].numpy())),
+    }
 
 
 def report(out: dict[str, Any]) -> str:
@@ -199,6 +237,17 @@ def report(out: dict[str, Any]) -> str:
         f"{out[k]['workers']} worker(s) {out[k]['driver_overhead_per_chunk_ms']:.1f} ms"
         for k in sorted(k for k in out if k.startswith("ray_"))
     )
+    if "faces_local" in out:
+        f = out["faces_local"]
+        rays = "; ".join(
+            f"Ray {out[k]['workers']} worker(s) {out[k]['faces_per_sec']:,.0f}"
+            f" (identical: {out[k]['identical_to_local']})"
+            for k in sorted(k for k in out if k.startswith("faces_ray_"))
+        )
+        lines.append(
+            f"  direction fit, {f['faces']:,} faces in batches of 2,000, faces/s:"
+            f" local {f['faces_per_sec']:,.0f}; {rays}"
+        )
     lines += [
         f"  Ray 1 worker / local: {out['ray1_over_local']:.2f} (target >="
         f" {TARGET_RAY1_OVER_LOCAL})",

@@ -21,6 +21,8 @@ def test_bench_has_a_scale_section(tmp_path, capsys):
             "--skip-switches",
             "--scale-vectors",
             "40",
+            "--scale-faces",
+            "2500",
             "--threads",
             "1",
             "--out",
@@ -34,6 +36,10 @@ def test_bench_has_a_scale_section(tmp_path, capsys):
         assert scale[key]["images_per_sec"] > 0
         assert scale[key]["driver_overhead_per_chunk_ms"] >= 0
     assert scale["local"]["images_per_sec"] > 0 and scale["ray1_over_local"] > 0
+    for key in ("faces_ray_1", "faces_ray_2"):  # a direction fit's sampling, 2 batches
+        assert scale[key]["identical_to_local"] is True and scale[key]["faces_per_sec"] > 0
+    assert scale["faces_local"]["faces"] == 2500
     printed = capsys.readouterr().out
     assert "[5] Scale: one process vs Ray workers" in printed
     assert "Ray 1 worker / local:" in printed
+    assert "direction fit, 2,500 faces" in printed
