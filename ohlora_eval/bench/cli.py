@@ -248,15 +248,9 @@ def run(args: argparse.Namespace, now: dt.datetime) -> dict[str, Any]:
         _progress(f"scale: local vs Ray with 1 and 2 workers, {args.scale_vectors} vectors ...")
         result["scale"] = scale.measure_scale(
             scale.parse(
-                [
-                    "--vectors",
-                    str(args.scale_vectors),
-                    "--faces",
-                    str(args.scale_faces),
-                    "--repeats",
-                    "1",
-                ]
-            )  # fmt: skip
+                ["--vectors", f"{args.scale_vectors}", "--faces", f"{args.scale_faces}"]
+                + ["--repeats", "1"]
+            )
         )
     end = loadavg()
     if end is not None:

@@ -157,10 +157,10 @@ def measure_scale(args: argparse.Namespace) -> dict[str, Any]:
                     spent = {w: s - before.get(w, 0.0) for w, s in ex.stats.seconds.items()}
                     timed.append((wall, spent))
             if args.faces:
+                faces_build = partial(execution.face_build, resolved, setup.measure)
                 out[f"faces_ray_{workers}"] = _time_faces(
-                    args, partial(execution.face_build, resolved, setup.measure), workers,
-                    fit, faces_local, best,
-                )  # fmt: skip
+                    args, faces_build, workers, fit, faces_local, best
+                )
             wall, spent = min(timed, key=lambda r: r[0])
             share = chunks / workers  # chunks per worker, about
             out[f"ray_{workers}"] = {
@@ -189,8 +189,8 @@ def measure_scale(args: argparse.Namespace) -> dict[str, Any]:
     r1 = out["ray_1"]["images_per_sec"] / out["local"]["images_per_sec"]
     out["ray1_over_local"] = r1
     if args.faces:
-        out["faces_local"] = {"faces": args.faces, "seconds": t_faces,
-                              "faces_per_sec": args.faces / t_faces}  # fmt: skip
+        rate = args.faces / t_faces
+        out["faces_local"] = {"faces": args.faces, "seconds": t_faces, "faces_per_sec": rate}
     return out
 
 

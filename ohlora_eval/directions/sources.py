@@ -3,7 +3,7 @@
 Every source has ``resolve(generator, scorer, layer, where, progress) -> Directions``
 (``where``: the store, a ``tracking.store.StoreRef``); it is also passed ``measure`` (how
 faces are measured) and, under ``execution=ray``, ``executor`` (where sampled faces are
-scored; ``pipeline.sample.FaceExecutor``).
+scored; ``pipeline.protocols.Executor``).
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from ohlora_eval.directions.store import read_directions
 from ohlora_eval.pipeline.cache import file_lock
 from ohlora_eval.pipeline.directions import Directions
 from ohlora_eval.pipeline.fidelity import MeasureSettings
-from ohlora_eval.pipeline.protocols import Generator, PropertyScorer
-from ohlora_eval.pipeline.sample import FaceExecutor
+from ohlora_eval.pipeline.protocols import Executor, Generator, PropertyScorer
 from ohlora_eval.progress import say
 from ohlora_eval.tracking.store import StoreRef, store_root
 
@@ -39,7 +38,7 @@ class TrackedDirections(FitSpec):
         where: StoreRef,
         progress: bool = False,
         measure: MeasureSettings | None = None,
-        executor: FaceExecutor | None = None,
+        executor: Executor | None = None,
     ) -> Directions:
         client = where.client()
         if self.run_id:
@@ -94,7 +93,7 @@ class FileDirections:
         where: StoreRef,
         progress: bool = False,
         measure: MeasureSettings | None = None,
-        executor: FaceExecutor | None = None,
+        executor: Executor | None = None,
     ) -> Directions:
         if self.path in ("???", "", None):
             raise ValueError(

@@ -23,8 +23,13 @@ from ohlora_eval.errors import UserError
 from ohlora_eval.pipeline.directions import Directions
 from ohlora_eval.pipeline.fidelity import MeasureSettings
 from ohlora_eval.pipeline.groups import medians as sample_medians
-from ohlora_eval.pipeline.protocols import GROUP_PROPERTIES, Generator, PropertyScorer
-from ohlora_eval.pipeline.sample import FaceExecutor, sample_and_score
+from ohlora_eval.pipeline.protocols import (
+    GROUP_PROPERTIES,
+    Executor,
+    Generator,
+    PropertyScorer,
+)
+from ohlora_eval.pipeline.sample import sample_and_score
 from ohlora_eval.progress import phase, say
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.runs import side_run
@@ -44,7 +49,7 @@ def run_stage(
     extra_tags: Mapping[str, str] | None = None,
     params: Mapping[str, str] | None = None,
     measure: MeasureSettings | None = None,
-    executor: FaceExecutor | None = None,
+    executor: Executor | None = None,
 ) -> tuple[Directions, str]:
     """Sample, score, fit and log a finished run in ``ohlora-directions``; return the directions.
 

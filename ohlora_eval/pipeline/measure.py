@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,6 +48,7 @@ from ohlora_eval.pipeline.groups import group_names
 from ohlora_eval.pipeline.protocols import (
     CORE_PROPERTIES,
     GROUP_PROPERTIES,
+    Executor,
     Generator,
     PropertyScorer,
 )
@@ -310,17 +311,8 @@ def chunk_arrays(
     }
 
 
-class ChunkExecutor(Protocol):
-    """Measures chunks elsewhere (``pipeline/executor.py``): ``run`` yields each job's
-    ``(lo, hi, arrays, worker name)`` in the order they finish."""
-
-    stats: Any
-
-    def run(self, jobs: Sequence[Any]) -> Iterator[tuple[int, int, dict[str, np.ndarray], str]]: ...
-
-
 def _measure_remote(
-    executor: ChunkExecutor,
+    executor: Executor,
     latents: Tensor,
     chunk: int,
     cache: MeasurementCache | None,
@@ -392,7 +384,7 @@ def measure(
     cache: MeasurementCache | None = None,
     progress: bool = True,
     cases: Sequence[int] | None = None,
-    executor: ChunkExecutor | None = None,
+    executor: Executor | None = None,
 ) -> Measured:
     """Every vector's scores, ``chunk`` vectors at a time: from the cache where a trustworthy
     chunk exists, else computed (and stored at once, on a worker thread while the next

@@ -1,4 +1,5 @@
-"""The two plug points every model implements (docs/architecture.md, "Plug points").
+"""The two plug points every model implements (docs/architecture.md, "Plug points"), and
+the shape of an executor that measures elsewhere.
 
 Kept tiny on purpose: anything that can produce images from latents and
 anything that can measure properties on images can be screened.
@@ -6,8 +7,10 @@ anything that can measure properties on images can be screened.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 from torch import Tensor
 
 CORE_PROPERTIES: tuple[str, ...] = ("eyes", "mouth", "pose")
@@ -58,3 +61,13 @@ class PropertyScorer(Protocol):
     properties: tuple[str, ...]
 
     def score(self, images: Tensor) -> dict[str, Tensor]: ...
+
+
+class Executor(Protocol):
+    """Measures jobs elsewhere (``pipeline.executor.RayExecutor``): a screening's chunks, a
+    direction fit's face batches. ``run`` yields each job's ``(lo, hi, arrays, worker name)``
+    in the order they finish; ``stats.line(unit)`` says how many each worker did."""
+
+    stats: Any
+
+    def run(self, jobs: Sequence[Any]) -> Iterator[tuple[int, int, dict[str, np.ndarray], str]]: ...

@@ -9,9 +9,7 @@ and one measured by a Ray worker (``pipeline/executor.FaceJob``) are the same nu
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
-from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -26,19 +24,10 @@ from ohlora_eval.pipeline.fidelity import (
     vector_seed,
 )
 from ohlora_eval.pipeline.measure import score, synthesize, to_mid
-from ohlora_eval.pipeline.protocols import Generator, PropertyScorer
+from ohlora_eval.pipeline.protocols import Executor, Generator, PropertyScorer
 
 BATCH = 2000
 """Faces per batch (and per job sent to a worker)."""
-
-
-class FaceExecutor(Protocol):
-    """Measures batches of faces elsewhere (``pipeline.executor.RayExecutor``): ``run`` yields
-    each job's ``(lo, hi, arrays, worker name)`` in the order they finish."""
-
-    stats: Any
-
-    def run(self, jobs: Sequence[Any]) -> Iterator[tuple[int, int, dict[str, np.ndarray], str]]: ...
 
 
 def face_batch(
@@ -72,7 +61,7 @@ def sample_and_score(
     batch: int = BATCH,
     progress: bool = False,
     measure: MeasureSettings | None = None,
-    executor: FaceExecutor | None = None,
+    executor: Executor | None = None,
 ) -> tuple[Tensor, Tensor, dict[str, np.ndarray]]:
     """n latents from ``seed`` -> (latents, mid vectors, scores), ``batch`` faces at a time.
 
@@ -98,7 +87,7 @@ def sample_and_score(
 
 
 def _remote(
-    executor: FaceExecutor,
+    executor: Executor,
     z: Tensor,
     starts: range,
     batch: int,

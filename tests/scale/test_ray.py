@@ -194,7 +194,7 @@ def test_find_directions_and_a_screening_fit_on_ray_as_here(tmp_path):
     from .scale_common import CONF, SMALL
 
     fit = [o for o in SMALL if o.startswith(("directions.", "device="))]
-    fit = [o for o in fit if not o.startswith("directions.n=")] + ["directions.n=4500"]
+    fit = [o for o in fit if not o.startswith("directions.n=")] + ["directions.n=2500"]
     runs = {}
     for kind in ("local", "ray"):
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -213,7 +213,7 @@ def test_find_directions_and_a_screening_fit_on_ray_as_here(tmp_path):
             "config",
             overrides=[
                 *SMALL,
-                "directions.n=4500",
+                "directions.n=2500",
                 "sampling.n_vectors=8",
                 f"tracking.root={tmp_path / 'screen'}",
                 f"cache.dir={tmp_path / 'cache'}",
