@@ -64,7 +64,7 @@ def head_node(tmp_path):
             pytest.fail(f"ray start failed: {(tmp_path / 'head.log').read_text()[-2000:]}")
         yield f"ray://127.0.0.1:{client}"
     finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
+        for sig in (signal.SIGINT, signal.SIGKILL):  # `ray start --block` stops on Ctrl-C
             try:
                 os.killpg(proc.pid, sig)  # the head node's processes, nothing else
             except ProcessLookupError:
@@ -80,11 +80,17 @@ def head_node(tmp_path):
 
 
 def _screen(store: Path, *extra: str) -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "ohlora_eval", *SMALL, "sampling.n_vectors=24",
-         f"tracking.root={store}", *extra],
-        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=400,
-    )  # fmt: skip
+    for _attempt in range(2):
+        out = subprocess.run(
+            [sys.executable, "-m", "ohlora_eval", *SMALL, "sampling.n_vectors=24",
+             f"tracking.root={store}", *extra],
+            cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=400,
+        )  # fmt: skip
+        # Ray's client proxy sometimes loses the per-client server it forks when the CPU
+        # is saturated ("Starting Ray client server failed", an empty log of its own): our
+        # one-line error says so, and the command is simply run again (it resumes).
+        if out.returncode == 0 or "Starting Ray client server failed" not in out.stderr:
+            break
     assert out.returncode == 0, out.stderr[-3000:]
 
 
