@@ -254,11 +254,12 @@ class RayExecutor:
         load = dict.fromkeys(self._actors, 0)
         last_death = ""
         while queue or flying:
-            for name in list(self._actors):
-                while queue and load.get(name, 0) < self.in_flight:
-                    job = queue.popleft()
-                    flying[self._actors[name].measure.remote(job)] = (job, name)
-                    load[name] = load.get(name, 0) + 1
+            for depth in range(1, self.in_flight + 1):  # one job each first, then the next
+                for name in list(self._actors):
+                    if queue and load.get(name, 0) < depth:
+                        job = queue.popleft()
+                        flying[self._actors[name].measure.remote(job)] = (job, name)
+                        load[name] = load.get(name, 0) + 1
             if not flying:
                 raise RuntimeError(
                     "every Ray worker died and no restarts are left"
