@@ -92,8 +92,9 @@ def run_stage(
                 executor=executor,
             )
         t_sample = time.perf_counter() - t0
+        faces_on = executor.stats.line("face batches") if executor is not None else "this process"
         if executor is not None:
-            say(f"  {executor.stats.line('face batches')}")
+            say(f"  {faces_on}")
         fixed = getattr(scorer, "group_medians", None)
         has_group_props = all(p in scores for p in GROUP_PROPERTIES)
         if spec.grouped and not has_group_props:
@@ -115,8 +116,8 @@ def run_stage(
         }
         timings = {"sample_seconds": t_sample, "fit_seconds": t_fit}
         with phase("  logging the directions"):
-            on = executor.stats.line("face batches") if executor is not None else "this process"
-            dirs = _log(client, run_id, fitted, ident, all_params, timings, {"faces_scored_on": on})
+            late_tags = {"faces_scored_on": faces_on}
+            dirs = _log(client, run_id, fitted, ident, all_params, timings, late_tags)
     dirs.run_id = run_id
     dirs.source = f"direction run {run_id} ({tags['method']}, n={spec.n}, layer {layer})"
     return dirs, run_id

@@ -13,7 +13,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -22,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 from hydra import compose, initialize_config_dir
 
 import ohlora_eval.apps  # noqa: F401 - registers the config schemas
@@ -61,12 +61,6 @@ def make_scale_cfg(scale_store):
 
 
 # -- the team server ----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _pg_user() -> tuple[str | None, int | None]:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 from mlflow.tracking import MlflowClient
 
 from ohlora_eval.tracking import store as tracking
@@ -22,12 +23,6 @@ from .scale_common import ROOT, SMALL
 
 ray = pytest.importorskip("ray", reason="Ray missing: pip install -e '.[scale]'")
 RAY = Path(sys.executable).with_name("ray")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env() -> dict[str, str]:
@@ -43,7 +38,7 @@ def _env() -> dict[str, str]:
 def head_node(tmp_path):
     if Path("/tmp/ray/ray_current_cluster").exists():
         pytest.skip("a Ray cluster already runs on this machine")
-    gcs, client = _free_port(), _free_port()
+    gcs, client = free_port(), free_port()
     log = (tmp_path / "head.log").open("w")
     proc = subprocess.Popen(
         [str(RAY), "start", "--head", "--block", "--num-cpus=2", f"--port={gcs}",

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import CHROMIUM, CHROMIUM_ARGS, playwright_or_skip
+from conftest import CHROMIUM, CHROMIUM_ARGS, free_port, playwright_or_skip
 
 ROOT = Path(__file__).resolve().parents[2]
 MLFLOW = Path(sys.executable).with_name("mlflow")
@@ -98,17 +97,11 @@ def ui_sweep(tmp_path_factory, browser_or_skip) -> Sweep:
     return Sweep(root, proc.stdout)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def mlflow_ui(ui_sweep, tmp_path_factory):
     """``http://127.0.0.1:<port>``: MLflow's server (one worker, no job runner, as ``make ui``)
     on the sweep's store."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("server") / "mlflow.log"
     env = {**_env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with open(log, "w") as out:
