@@ -3,6 +3,8 @@ PYTHON     ?= python3
 VENV       ?= .venv
 # The CPU build on this machine's disk; override e.g. TORCH_SPEC="torch==2.13.0+cu126".
 TORCH_SPEC ?= torch==2.13.0
+# experiment=real_faces: the DCGAN's weights ship in this wheel; its dependencies are not needed.
+FACES_GAN  ?= gan-face-generate==1.1.1
 PORT       ?= 5000
 ARGS       ?=
 PYTEST_ARGS ?=
@@ -21,6 +23,9 @@ $(STAMP): pyproject.toml
 		echo "note: playwright could not be installed; the review-page browser test will be skipped"
 	@$(BIN)/python -m pip install -q -e ".[scale]" || \
 		echo "note: ray/psycopg2 could not be installed; execution=ray and the tests/scale tests will be skipped"
+	@$(BIN)/python -m pip install -q -e ".[faces]" && \
+		$(BIN)/python -m pip install -q --no-deps "$(FACES_GAN)" || \
+		echo "note: the real-faces packages could not be installed; experiment=real_faces will say how"
 	@touch $(STAMP)
 
 setup: $(STAMP)

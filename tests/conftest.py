@@ -141,3 +141,30 @@ def playwright_or_skip(what: str):
     if not CHROMIUM.is_file():
         pytest.skip(f"{what} needs Chromium at {CHROMIUM}: {how}")
     return sync_playwright
+
+
+FACES_PACKAGES = ("gan-face-generate", "dlib-bin", "face-recognition-models")
+
+
+def real_faces_or_skip() -> None:
+    """The real-faces tests need the three PyPI packages (make setup installs them). CI sets
+    OHLORA_REQUIRE_FACES=1, where a missing one fails the test instead of skipping it."""
+    from importlib import metadata
+
+    missing = []
+    for name in FACES_PACKAGES:
+        try:
+            metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            missing.append(name)
+    if not missing:
+        return
+    why = f"real-faces packages not installed: {', '.join(missing)} (make setup installs them)"
+    if os.environ.get("OHLORA_REQUIRE_FACES"):
+        pytest.fail(why)
+    pytest.skip(why)
+
+
+@pytest.fixture
+def real_faces() -> None:
+    real_faces_or_skip()

@@ -37,6 +37,7 @@ def validate(cfg: DictConfig) -> tuple[dict[str, float], np.ndarray]:
         ("seed", 0, 2**32 - 1),
     ):
         int_in(f"sampling.{key}", cfg.sampling.get(key), low, high)
+    int_in("tracking.sheet_cell", cfg.tracking.get("sheet_cell", 64), 16, 1024)
     return cutoffs, grid
 
 
@@ -78,7 +79,26 @@ def preflight(cfg: DictConfig, resolved: Mapping[str, Any]) -> Checked:
         raise ConfigError(" ".join(str(exc).split())) from None
     if not isinstance(cfg.get("layer"), str):
         raise ConfigError(f"layer={cfg.get('layer')!r} must be the name of a layer, e.g. layer=w")
+    check_installed(resolved)
     return Checked(cutoffs, grid, settings, fidelity)
+
+
+def check_installed(resolved: Mapping[str, Any]) -> None:
+    """The models' packages and files are there (their optional ``check_installed``), before
+    a run opens: a model from a package that is not installed is one line with the command
+    that installs it."""
+    from hydra.utils import get_class
+
+    for key in ("generator", "scorer"):
+        node = dict(resolved.get(key) or {})
+        target = node.pop("_target_", None)
+        try:
+            cls = get_class(target) if target else None
+        except Exception:
+            continue  # instantiating it later names the problem
+        hook = getattr(cls, "check_installed", None)
+        if hook is not None:
+            hook(**node)
 
 
 def build_models(cfg: DictConfig) -> tuple[Generator, PropertyScorer]:
@@ -176,3 +196,11 @@ def has_noise(cfg: DictConfig) -> bool:
     from hydra.utils import get_class
 
     return hasattr(get_class(cfg.generator._target_), "set_noise_seed")
+
+
+def has_dropout(cfg: DictConfig) -> bool:
+    """Whether the configured scorer has a train mode whose dropout makes its scores random
+    (``set_train_mode``, used by ``measure.scorer_mode=train``)."""
+    from hydra.utils import get_class
+
+    return hasattr(get_class(cfg.scorer._target_), "set_train_mode")

@@ -28,7 +28,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from ohlora_eval import review
-from ohlora_eval.apps.build import has_noise, int_list, replay_config
+from ohlora_eval.apps.build import has_dropout, has_noise, int_list, replay_config
 from ohlora_eval.apps.cli import hydra_app
 from ohlora_eval.errors import UserError, int_in
 from ohlora_eval.pipeline.judge import CORR_COLUMNS
@@ -88,6 +88,7 @@ def retest(cfg: DictConfig) -> Retest:
     z = latents[[index[c] for c in cases]]
     base = _base_config(recorded, source, cfg)
     noisy_generator = has_noise(base)
+    _check_randomness(base, noisy_generator and bool(cfg.noise_seeds))
     tags = {
         "ohlora.kind": "retest",
         "retest.source_run_id": source.info.run_id,
@@ -171,6 +172,32 @@ def _base_config(recorded: DictConfig, source, cfg: DictConfig) -> DictConfig:
     rec.review.page = False
     rec.measure = OmegaConf.merge(rec.get("measure", {}), cfg.noise)
     return rec
+
+
+def _check_randomness(base: DictConfig, generator_noise: bool) -> None:
+    """Repetitions differ only through the scorer's dropout and the generator's noise. A
+    scorer without dropout measures clean (its train mode is dropped from the noise model);
+    when nothing random is left, every repetition would give the same r and each re-pass
+    probability would be a fake 1.0 (or 0.0): say so instead of measuring."""
+    if base.measure.scorer_mode == "train" and not has_dropout(base):
+        base.measure.scorer_mode = "eval"
+        print(
+            f"ohlora_eval.retest: {_class_name(base.scorer)} has no noise of its own (no"
+            " dropout); repetitions differ only where the generator's noise does",
+            file=sys.stderr,
+        )
+    if base.measure.scorer_mode != "train" and not generator_noise:
+        raise UserError(
+            f"nothing in this measurement is random: {_class_name(base.scorer)} has no noise"
+            f" of its own (no dropout) and {_class_name(base.generator)} has no per-layer"
+            " noise, so every repetition would measure the same r and each re-pass"
+            " probability would be a fake 1.0; the verdicts are exactly reproducible"
+            " (python -m ohlora_eval.verify re-measures a recorded selection)"
+        )
+
+
+def _class_name(node: DictConfig) -> str:
+    return str(node.get("_target_", "?")).rsplit(".", 1)[-1]
 
 
 def _review_page(client, parent, source_id, joined, recorded, cfg, out: Path) -> None:

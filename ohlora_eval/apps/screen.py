@@ -169,7 +169,10 @@ def _evaluate_in_run(
         )
     judged = rounded(measured.scores, fidelity.score_decimals)
     corr = np.stack([judge.pearson_rows(grid[:, k], judged[:, :, k]) for k in range(3)], 1)
-    per_vector = judge.per_vector_table(corr, cutoffs, measured.groups, cases)
+    no_face = np.isnan(measured.scores).any(axis=2).sum(axis=1)
+    per_vector = judge.per_vector_table(
+        corr, cutoffs, measured.groups, cases, no_face=no_face, images_per_vector=setup.m
+    )
     metrics = judge.run_metrics(per_vector)
     per_vector, review_metrics = review.add_review_columns(
         per_vector, grid, measured.scores, measured.extras, settings
@@ -179,7 +182,9 @@ def _evaluate_in_run(
     store.retry(mlflow.log_metrics, metrics)
 
     z = latents.cpu().numpy()
-    sheet_dir = (cache.dir if cache else Path(cfg.tracking.root) / "sheets" / run_id) / "sheets"
+    cell = int(cfg.tracking.get("sheet_cell", SheetMaker.min_tile))  # checked by preflight
+    sheets = "sheets" if cell == SheetMaker.min_tile else f"sheets_{cell}px"
+    sheet_dir = (cache.dir if cache else Path(cfg.tracking.root) / "sheets" / run_id) / sheets
     log_artifacts(
         RunOutputs(
             run_id=run_id,
@@ -190,7 +195,7 @@ def _evaluate_in_run(
             latents=z,
             metrics=metrics,
             cutoffs=cutoffs,
-            sheets=SheetMaker(setup, per_vector, z, sheet_dir),
+            sheets=SheetMaker(setup, per_vector, z, sheet_dir, min_tile=cell),
             review=settings,
         )
     )

@@ -63,7 +63,8 @@ def render_sheets(cfg: DictConfig) -> Sheets:
     checked = preflight(rec, OmegaConf.to_container(rec, resolve=True))
     setup = edit_setup(rec, checked, where)
     folder = store.store_root(cfg.tracking.root) / "sheets" / run_id
-    maker = SheetMaker(setup, per_vector, latents, folder)
+    cell = int(config.get("tracking", {}).get("sheet_cell", SheetMaker.min_tile))
+    maker = SheetMaker(setup, per_vector, latents, folder, min_tile=cell)
     files = []
     with phase(f"rendering {len(cases)} contact sheet(s) of run {run_id}"):
         for case in cases:

@@ -1,7 +1,7 @@
 """The command line: flags, the order of the sections, the JSON file and the printed report.
 
-Times nothing itself; it runs ``synthetic``, ``real``, ``sweep`` and ``switches`` (each
-skippable), adds the machine (``timing.machine_info``) and the git commit,
+Times nothing itself; it runs ``synthetic``, ``real``, ``sweep``, ``switches``, ``scale``
+and ``faces`` (each skippable), adds the machine (``timing.machine_info``) and the git commit,
 writes the JSON (schema ``SCHEMA``; NaN written as null) and prints ``report``.
 """
 
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ohlora_eval.bench import scale
+from ohlora_eval.bench.faces import faces_section
 from ohlora_eval.bench.real import real_section
 from ohlora_eval.bench.report import format_report
 from ohlora_eval.bench.sweep import SWEEP_CUTOFFS, sweep_section
@@ -123,6 +124,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-switches", action="store_true", help="skip the speed-switch section")
     p.add_argument(
         "--skip-scale", action="store_true", help="skip the scale section (local vs Ray workers)"
+    )
+    p.add_argument(
+        "--skip-faces",
+        action="store_true",
+        help="skip the real-faces section (the DCGAN and dlib's landmarks from PyPI)",
+    )
+    p.add_argument(
+        "--faces-vectors",
+        type=_positive,
+        default=40,
+        help="real-faces section: latent vectors (x 50 edits) (default 40)",
     )
     p.add_argument(
         "--scale-vectors",
@@ -252,6 +264,11 @@ def run(args: argparse.Namespace, now: dt.datetime) -> dict[str, Any]:
                 + ["--repeats", "1"]
             )
         )
+    if args.skip_faces:
+        result["faces"] = {"skipped": True, "reason": "--skip-faces"}
+    else:
+        _progress(f"real faces: generating, scoring, pipeline, {args.faces_vectors} vectors ...")
+        result["faces"] = faces_section(args)
     end = loadavg()
     if end is not None:
         result["machine"]["loadavg_end"] = end

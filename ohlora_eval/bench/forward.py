@@ -86,4 +86,4 @@ def all_edited_mids(setup: EditSetup, latents: Tensor) -> Tensor:
     """
     with torch.inference_mode():
         mid = to_mid(setup.generator, latents, setup.layer)
-        return edited_mids(mid, setup.directions.for_vectors(mid), setup.grid).clone()
+        return edited_mids(mid, setup.directions.for_vectors(mid), setup.steps).clone()

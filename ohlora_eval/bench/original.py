@@ -57,7 +57,7 @@ def original_style_scores(setup: EditSetup, latents: Tensor, workdir: Path) -> n
     decimals. The correlation and the per-case CSV are left out (cheap, and the
     batched path does not time them either). Ungrouped directions only.
     """
-    generator, scorer, layer, grid = setup.generator, setup.scorer, setup.layer, setup.grid
+    generator, scorer, layer, grid = setup.generator, setup.scorer, setup.layer, setup.steps
     out = np.zeros((latents.shape[0], setup.m, len(CORE_PROPERTIES)), np.float32)
     weights = torch.as_tensor(grid, dtype=torch.float32)
     with torch.inference_mode():

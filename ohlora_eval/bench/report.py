@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ohlora_eval.bench.faces import faces_report
 from ohlora_eval.bench.sweep import TARGET_SWEEP_WITH_CACHE
 from ohlora_eval.bench.synthetic import TARGET_P_OVER_A, TARGET_P_OVER_B
 from ohlora_eval.bench.timing import median, ratio
@@ -65,6 +66,7 @@ def format_report(result: dict[str, Any]) -> str:
     out += sweep_report(result["sweep"])
     out += switches_report(result.get("switches", {"skipped": True, "reason": "not run"}))
     out += scale_report(result.get("scale", {"skipped": True, "reason": "not run"}))
+    out += faces_report(result.get("faces", {"skipped": True, "reason": "not run"}))
     out.append(f"\nJSON: {result['json_path']}")
     return "\n".join(out)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,7 +15,7 @@ from ohlora_eval.directions.spec import FitSpec, resolve_methods
 from ohlora_eval.directions.svm import fit_svm_direction
 from ohlora_eval.pipeline.directions import ALL_GROUPS, Directions
 from ohlora_eval.pipeline.groups import all_group_names, group_names
-from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
+from ohlora_eval.pipeline.protocols import CORE_PROPERTIES, GROUP_PROPERTIES
 
 MIN_PER_SIDE = 5  # fewer top (or bottom) samples than this in a group: use the all-sample SVM
 
@@ -60,16 +60,19 @@ def fit_directions(
     spec: FitSpec,
     medians: Mapping[str, float] | None = None,
     say: Callable[[str], None] | None = None,
+    group_props: Sequence[str] = GROUP_PROPERTIES,
 ) -> Fitted:
     """Fit every property's direction(s). SVM: per group (or one for all) on the top vs.
-    bottom ``spec.ratio``; gradient: one regressor per property on all samples.
+    bottom ``spec.ratio``; gradient: one regressor per property on all samples. Groups are
+    ``group_props`` against ``medians`` (2^k groups of k properties). A face whose score of
+    a property is NaN (not measured: no face found) is left out of that property's fit.
     ``say`` gets a line per property when its fit is done (with its time)."""
     method, grouped, ratio = spec.method, spec.grouped, spec.ratio
     val_fraction, seed, svm_c = spec.val_fraction, spec.seed, spec.svm_c
     methods = resolve_methods(method)
     report = FitReport()
-    groups = np.array(group_names(scores, medians)) if grouped else None
-    names = all_group_names() if grouped else [ALL_GROUPS]
+    groups = np.array(group_names(scores, medians, group_props)) if grouped else None
+    names = all_group_names(len(group_props)) if grouped else [ALL_GROUPS]
     if groups is not None:
         report.group_sizes = {g: int((groups == g).sum()) for g in names}
     else:
@@ -80,9 +83,12 @@ def fit_directions(
     fields = {}
     for k, p in enumerate(CORE_PROPERTIES):
         y = np.asarray(scores[p])
+        measured = np.isfinite(y)
+        x_p, y_p = (mid, y) if measured.all() else (mid[measured], y[measured])
+        g_p = groups if groups is None or measured.all() else groups[measured]
         start = time.perf_counter()
         if methods[p] == "gradient":
-            model, mse = fit_regressor(mid, y, spec.gradient, val_fraction, seed + k)
+            model, mse = fit_regressor(x_p, y_p, spec.gradient, val_fraction, seed + k)
             regressors[p] = model
             fields[p] = gradient_field(model)
             report.gradient_val_mse[p] = mse
@@ -93,15 +99,15 @@ def fit_directions(
         table: dict[str, np.ndarray] = {}
         fallback = None
         for g in names:
-            idx = np.arange(len(y)) if groups is None else np.flatnonzero(groups == g)
+            idx = np.arange(len(y_p)) if g_p is None else np.flatnonzero(g_p == g)
             if int(len(idx) * ratio) < MIN_PER_SIDE:
                 if fallback is None:
-                    fallback, _ = fit_svm_direction(mid, y, ratio, seed=seed + k, c=svm_c)
+                    fallback, _ = fit_svm_direction(x_p, y_p, ratio, seed=seed + k, c=svm_c)
                 table[g] = fallback
                 report.fallbacks.append(f"{p}/{g}")
                 continue
             d, acc = fit_svm_direction(
-                mid[idx], y[idx], ratio, seed=seed + k, c=svm_c, val_fraction=val_fraction
+                x_p[idx], y_p[idx], ratio, seed=seed + k, c=svm_c, val_fraction=val_fraction
             )
             table[g] = d
             if acc is not None:

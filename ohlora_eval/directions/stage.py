@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
@@ -22,9 +23,10 @@ from ohlora_eval.directions.store import read_directions, write_directions
 from ohlora_eval.errors import UserError
 from ohlora_eval.pipeline.directions import Directions
 from ohlora_eval.pipeline.fidelity import MeasureSettings
+from ohlora_eval.pipeline.groups import can_group, group_properties
 from ohlora_eval.pipeline.groups import medians as sample_medians
 from ohlora_eval.pipeline.protocols import (
-    GROUP_PROPERTIES,
+    CORE_PROPERTIES,
     Executor,
     Generator,
     PropertyScorer,
@@ -96,16 +98,26 @@ def run_stage(
         if executor is not None:
             say(f"  {faces_on}")
         fixed = getattr(scorer, "group_medians", None)
-        has_group_props = all(p in scores for p in GROUP_PROPERTIES)
+        props = group_properties(scorer)
+        has_group_props = can_group(scorer) and all(p in scores for p in props)
         if spec.grouped and not has_group_props:
             raise ValueError(
-                f"grouped directions need a scorer measuring {list(GROUP_PROPERTIES)};"
+                f"grouped directions need a scorer measuring grouping properties"
+                f" ({type(scorer).__name__} offers {list(props)});"
                 " set directions.grouped=false"
             )
-        med = dict(fixed) if fixed else (sample_medians(scores) if has_group_props else None)
+        med = dict(fixed) if fixed else (sample_medians(scores, props) if has_group_props else None)
+        unmeasured = {p: int((~np.isfinite(scores[p])).sum()) for p in CORE_PROPERTIES}
+        if any(unmeasured.values()):
+            say(
+                "  left out of the fit (no face found): "
+                + ", ".join(f"{p} {k:,} of {spec.n:,}" for p, k in unmeasured.items())
+            )
         t1 = time.perf_counter()
         with phase("  fitting"):
-            fitted = fit_directions(mid.cpu().numpy(), scores, layer, spec, med, say=say)
+            fitted = fit_directions(
+                mid.cpu().numpy(), scores, layer, spec, med, say=say, group_props=props
+            )
         t_fit = time.perf_counter() - t1
         all_params = {
             **{

@@ -31,7 +31,7 @@ from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 VECTOR_DIR = "property_score_vectors"
 MODEL_DIR = "gradient_models"
 MANIFEST = "directions.json"
-_CSV = re.compile(r"^(eyes|mouth|pose)_change_(\w+?)_vector_([hl]{4}|all)\.csv$")
+_CSV = re.compile(r"^(eyes|mouth|pose)_change_(\w+?)_vector_([hl]{1,16}|all)\.csv$")
 
 
 def write_directions(

@@ -54,7 +54,7 @@ LAYOUTS: tuple[Layout, ...] = (
 )
 GROUP_COLUMNS = ("svm_group_name", "group_name")  # v3.1 name first, then the older one
 # File columns that the native table recomputes or renames; all others are kept as they are.
-_NOT_KEPT = {*judge.PER_VECTOR_COLUMNS, *GROUP_COLUMNS}
+_NOT_KEPT = {*judge.PER_VECTOR_COLUMNS, *GROUP_COLUMNS, judge.NO_FACE}
 
 
 def read_ohlora_results(
@@ -90,7 +90,10 @@ def read_ohlora_results(
     if raw.empty:
         raise ValueError(f"{path}: no rows under the header {','.join(raw.columns)}")
     groups = raw[group_col].str.strip().tolist() if group_col else None
-    table = judge.per_vector_table(corr, cutoffs, groups, cases)
+    no_face = None
+    if judge.NO_FACE in raw.columns:  # a native run whose scorer missed faces
+        no_face = pd.to_numeric(raw[judge.NO_FACE], errors="coerce").fillna(0).to_numpy(int)
+    table = judge.per_vector_table(corr, cutoffs, groups, cases, no_face=no_face)
     table[FILE_VERDICT] = verdict.to_numpy()
     for name, values in extras.items():
         table[name] = values

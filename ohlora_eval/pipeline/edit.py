@@ -90,3 +90,18 @@ class EditSetup:
     def m(self) -> int:
         """Images per vector (grid points)."""
         return int(self.grid.shape[0])
+
+    @property
+    def steps(self) -> np.ndarray:
+        """The grid as moves along the unit directions: each weight times the generator's
+        ``edit_unit`` for the layer (1 unless the generator says otherwise). The grid itself
+        stays the intended weights that r is taken against."""
+        unit = edit_unit(self.generator, self.layer)
+        return self.grid if unit == 1.0 else self.grid * unit
+
+
+def edit_unit(generator: object, layer: str) -> float:
+    """How far one grid unit moves a mid vector along a unit direction at ``layer`` (the
+    generator's optional ``edit_unit`` mapping; 1.0, Oh-LoRA's, when it has none)."""
+    units = getattr(generator, "edit_unit", None) or {}
+    return float(units.get(layer, 1.0))

@@ -88,17 +88,32 @@ def near_misses(corrs: pd.DataFrame, cutoffs: Mapping[str, float], margin: float
     return (gap > 0) & (gap <= float(margin))
 
 
-def judge(corrs: pd.DataFrame, cutoffs: Mapping[str, float]) -> pd.DataFrame:
+NO_FACE = "no_face"
+"""Column of images per vector whose face was not found (scores NaN); only in runs that had
+such images (a scorer that detects faces, ``scorer.detect=true``)."""
+
+
+def judge(
+    corrs: pd.DataFrame, cutoffs: Mapping[str, float], images_per_vector: int | None = None
+) -> pd.DataFrame:
     """Pass when |r| >= cutoff for all three properties; say why otherwise.
 
     ``corrs`` needs the ``*_corr`` columns; returns ``passed`` ("O"/"X") and
-    ``fail_reason`` ("" when passed). NaN (undefined r) always fails.
+    ``fail_reason`` ("" when passed). NaN (undefined r) always fails. A vector with images
+    whose face was not found (``no_face`` > 0, when the column is there) fails with the
+    reason "no face on k of m images" (its r would be NaN, never a silent number).
     """
     cut = check_cutoffs(cutoffs)
     reasons: list[list[str]] = [[] for _ in range(len(corrs))]
+    unmeasured = np.zeros(len(corrs), dtype=np.int64)
+    if NO_FACE in corrs.columns:
+        unmeasured = corrs[NO_FACE].fillna(0).to_numpy(dtype=np.int64)
+        of = f" of {images_per_vector}" if images_per_vector else ""
+        for i in np.flatnonzero(unmeasured > 0):
+            reasons[i].append(f"no face on {unmeasured[i]}{of} images")
     for p in CORE_PROPERTIES:
         r = corrs[f"{p}_corr"].to_numpy(dtype=np.float64)
-        for i in np.flatnonzero(np.isnan(r)):
+        for i in np.flatnonzero(np.isnan(r) & (unmeasured == 0)):
             reasons[i].append(f"{p}: correlation undefined (measured score constant)")
         for i in np.flatnonzero(~np.isnan(r) & (np.abs(r) < cut[p])):
             reasons[i].append(f"{p} |r|={abs(r[i]):.4f} < {cut[p]}")
@@ -113,17 +128,27 @@ def per_vector_table(
     cutoffs: Mapping[str, float],
     groups: list[str] | None = None,
     cases: np.ndarray | None = None,
+    no_face: np.ndarray | None = None,
+    images_per_vector: int | None = None,
 ) -> pd.DataFrame:
-    """The Oh-LoRA test-result table (plus ``fail_reason``) from an (n, 3) r array."""
+    """The Oh-LoRA test-result table (plus ``fail_reason``) from an (n, 3) r array.
+
+    ``no_face``: per vector, how many of its ``images_per_vector`` images had no face found
+    (their scores NaN). When any did, the table gets a ``no_face`` column after
+    ``fail_reason`` and those vectors fail with that reason."""
     n = corr.shape[0]
     df = pd.DataFrame(corr, columns=CORR_COLUMNS)
     df.insert(0, "case", np.arange(n) if cases is None else np.asarray(cases))
     df.insert(1, "svm_group_name", groups if groups is not None else [""] * n)
     df["sum_abs_corr"] = np.abs(corr).sum(axis=1)
-    j = judge(df, cutoffs)
+    columns = list(PER_VECTOR_COLUMNS)
+    if no_face is not None and np.asarray(no_face).any():
+        df[NO_FACE] = np.asarray(no_face, dtype=np.int64)
+        columns.append(NO_FACE)
+    j = judge(df, cutoffs, images_per_vector)
     df.insert(2, "passed", j["passed"])
     df["fail_reason"] = j["fail_reason"]
-    return df[PER_VECTOR_COLUMNS]
+    return df[columns]
 
 
 def statistics(per_vector: pd.DataFrame, decimals: int | None = 4) -> pd.DataFrame:

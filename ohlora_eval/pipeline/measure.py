@@ -44,10 +44,9 @@ from ohlora_eval.pipeline.fidelity import (
     vector_seed,
 )
 from ohlora_eval.pipeline.fingerprint import digest, model_identity
-from ohlora_eval.pipeline.groups import group_names
+from ohlora_eval.pipeline.groups import can_group, group_names, group_properties
 from ohlora_eval.pipeline.protocols import (
     CORE_PROPERTIES,
-    GROUP_PROPERTIES,
     Executor,
     Generator,
     PropertyScorer,
@@ -152,17 +151,18 @@ def group_fn(setup: EditSetup) -> GroupFn | None:
     """
     scorer, directions = setup.scorer, setup.directions
     med = getattr(scorer, "group_medians", None) or directions.medians
-    if med is None or any(p not in scorer.properties for p in GROUP_PROPERTIES):
+    props = group_properties(scorer)
+    if med is None or not can_group(scorer) or any(p not in med for p in props):
         if directions.grouped:
             raise ValueError(
                 "grouped directions need a scorer that measures the grouping properties"
-                f" {list(GROUP_PROPERTIES)} and grouping medians"
+                f" {list(props)} and grouping medians"
             )
         return None
 
     def groups(mid: Tensor) -> list[str]:
         s = score(scorer, synthesize(setup.generator, mid, setup.layer))
-        return group_names({p: s[p].float().cpu().numpy() for p in GROUP_PROPERTIES}, med)
+        return group_names({p: s[p].float().cpu().numpy() for p in props}, med, props)
 
     return groups
 
@@ -190,7 +190,7 @@ def measure_chunk(
     seeded per vector from ``cases`` (the vectors' case numbers; default 0..v-1), and
     the speed switches. Scores stay on the device until the chunk is done.
     """
-    generator, scorer, layer, grid = setup.generator, setup.scorer, setup.layer, setup.grid
+    generator, scorer, layer, steps = setup.generator, setup.scorer, setup.layer, setup.steps
     settings = setup.measure
     v, m = latents.shape[0], setup.m
     cases = list(range(v)) if cases is None else [int(c) for c in cases]
@@ -202,13 +202,21 @@ def measure_chunk(
         else None
     )
 
-    def finish(lo: int, hi: int, images: Tensor, seen: Future[Tensor] | None) -> None:
+    # A scorer that measures elsewhere (``score_async``: worker processes) is handed each
+    # step as soon as it is generated, so the next step is generated while it is measured.
+    overlap = hasattr(scorer, "score_async") and not settings.train and worker is None
+
+    def finish(
+        lo: int, hi: int, images: Tensor, seen: Future[Tensor] | None, started: Any = None
+    ) -> None:
         """Score one generated step (what the scorer sees: the file, if any). ``images``
         may hold the generator's padding rows after the step's ``n`` images."""
         n = (hi - lo) * m
         shown = images if seen is None else seen.result()
         with dev.forward_precision(settings.precision, device):
-            if settings.train:
+            if started is not None:
+                s = started.result()
+            elif settings.train:
                 s = _score_per_vector(scorer, shown[:n], m, cases[lo:hi], settings)
             else:
                 s = _score_rows(scorer, shown, n)
@@ -229,18 +237,19 @@ def measure_chunk(
         dirs = setup.directions.for_vectors(
             mid, groups if setup.directions.grouped else None, settings.edit_torch_dtype
         )
-        pending: tuple[int, int, Tensor, Future[Tensor] | None] | None = None
+        pending: tuple[int, int, Tensor, Future[Tensor] | None, Any] | None = None
         for lo in range(0, v, step):
             hi = min(v, lo + step)
             part = {p: d[lo:hi] for p, d in dirs.items()}
-            edited = edited_mids(mid[lo:hi], part, grid, settings.edit_torch_dtype)
+            edited = edited_mids(mid[lo:hi], part, steps, settings.edit_torch_dtype)
             padded, _ = pad_rows(dev.to_device(edited, device), pad_multiple(generator))
             with dev.forward_precision(settings.precision, device):
                 images = generator.synthesize(padded, layer)  # n images, then the padding
             seen = worker.submit(_round_trip_job, images, settings) if worker else None
+            started = scorer.score_async(images[: (hi - lo) * m]) if overlap else None
             if pending is not None:
                 finish(*pending)  # the previous step, while this one's file is written
-            pending = (lo, hi, images, seen)
+            pending = (lo, hi, images, seen, started)
         if pending is not None:
             finish(*pending)
         host = dev.to_host(torch.cat(parts)) if parts else torch.zeros(0, len(CORE_PROPERTIES))
@@ -249,12 +258,13 @@ def measure_chunk(
 
 
 def _score_rows(scorer: PropertyScorer, images: Tensor, n: int) -> dict[str, Tensor]:
-    """Scores of the first ``n`` of ``images``. When the generator's padding already makes a
-    whole number of the scorer's multiple, the padded images are scored as they are (the
-    padding rows are copies of the first image, as the scorer's own padding would be);
-    else the ``n`` images are padded to the scorer's multiple."""
+    """Scores of the first ``n`` of ``images``. When the generator's padding is exactly the
+    scorer's own (``n`` rounded up to its multiple), the padded images are scored as they are
+    (the padding rows are copies of the first image, as the scorer's own padding would be);
+    else the ``n`` images are padded to the scorer's multiple (a scorer of multiple 1 never
+    measures the generator's padding)."""
     multiple = pad_multiple(scorer)
-    if images.shape[0] != n and images.shape[0] % multiple == 0:
+    if images.shape[0] != n and images.shape[0] == padded_rows(n, multiple):
         fn = getattr(scorer, "score_on_device", scorer.score)
         return {p: x[:n] for p, x in fn(images).items()}
     return score_on_device(scorer, images[:n])

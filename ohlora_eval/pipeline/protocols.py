@@ -31,7 +31,11 @@ class Generator(Protocol):
     ``pad_multiple: int`` (calls are padded to a multiple of this many rows so an
     image's numbers never depend on its batch-mates; default 64),
     ``set_speed(channels_last: bool, compile: bool)`` and ``speed`` (the current pair;
-    ``measure.channels_last`` / ``measure.compile``, see ``pipeline/device.py``).
+    ``measure.channels_last`` / ``measure.compile``, see ``pipeline/device.py``),
+    ``edit_unit: dict[str, float]`` (per layer, how far one grid unit moves a mid vector
+    along a unit direction; 1.0, Oh-LoRA's, where absent: ``EditSetup.steps``),
+    ``check_installed(**config)`` (a static method: its packages and files are there,
+    checked before a run opens).
     """
 
     latent_dim: int
@@ -55,7 +59,11 @@ class PropertyScorer(Protocol):
     ``weights_id: str``, ``pad_multiple: int``, ``set_speed`` / ``speed`` (as for
     generators), ``score_on_device(images) -> dict[str, Tensor]`` (scores left on the
     device, copied to the host once per chunk by the hot loop),
-    ``set_train_mode(on: bool)`` (``measure.scorer_mode=train``).
+    ``set_train_mode(on: bool)`` (``measure.scorer_mode=train``),
+    ``group_properties: tuple[str, ...]`` (what groups its faces; ``GROUP_PROPERTIES`` where
+    absent: k of them give 2^k groups), ``score_async(images)`` (returns at once; its
+    ``.result()`` is ``score``'s: the hot loop generates the next faces meanwhile),
+    ``check_installed(**config)`` (as for generators).
     """
 
     properties: tuple[str, ...]

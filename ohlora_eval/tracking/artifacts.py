@@ -79,7 +79,7 @@ def render_sheet(
     with torch.inference_mode():
         mid = to_mid(generator, torch.as_tensor(latent, dtype=torch.float32), layer)
         dirs = setup.directions.for_vectors(mid, groups if setup.directions.grouped else None)
-        images = synthesize(generator, edited_mids(mid, dirs, setup.grid), layer)
+        images = synthesize(generator, edited_mids(mid, dirs, setup.steps), layer)
     return contact_sheet(images, setup.grid, title, min_tile=min_tile, max_tile=max_tile)
 
 
@@ -92,7 +92,7 @@ class SheetMaker:
     per_vector: pd.DataFrame
     latents: np.ndarray
     folder: Path
-    min_tile: int = 64  # small images stay at their size (a page holds hundreds of sheets)
+    min_tile: int = 64  # small faces enlarged to this (tracking.sheet_cell; a page holds hundreds)
     max_tile: int = 128  # large ones (StyleGAN's 256 px) are reduced
 
     def __post_init__(self) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ohlora_eval.errors import UserError
+from ohlora_eval.errors import ConfigError, UserError
 from ohlora_eval.pipeline.fingerprint import file_digest
 
 OHLORA_V3_1_RELEASE_URL = "https://huggingface.co/daebakgazua/250607_OhLoRA_StyleGAN_all"
@@ -143,6 +143,27 @@ def load_checkpoint(
     check_state_dict(module, state, f"{path} ({config_key})")
     module.load_state_dict(state, strict=True)
     return file_weights_id(path)
+
+
+def packaged_file(distribution: str, path_in_wheel: str, config_key: str, install: str) -> Path:
+    """A data file shipped inside an installed wheel, found through the distribution's
+    file list (the package is not imported). A ConfigError with the install command when
+    the distribution or the file is missing."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution(distribution)
+    except metadata.PackageNotFoundError:
+        raise ConfigError(
+            f"{config_key}=null needs the package {distribution}, which is not installed: {install}"
+        ) from None
+    listed = [f for f in (dist.files or []) if str(f).replace("\\", "/") == path_in_wheel]
+    path = Path(dist.locate_file(listed[0] if listed else path_in_wheel))
+    if not path.is_file():
+        raise ConfigError(
+            f"{distribution} is installed but has no {path_in_wheel}; reinstall it: {install}"
+        )
+    return path
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
