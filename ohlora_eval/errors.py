@@ -29,6 +29,22 @@ class Stopped(KeyboardInterrupt):
         self.name = name
 
 
+def succeeded() -> None:
+    """The command's work is done and reported: from now on SIGTERM or SIGHUP end the
+    process with status 0 (nothing is left to lose), not as a stop (``Stopped``)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def done(_signum: int, _frame: object) -> None:
+        raise SystemExit(0)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, done)
+
+
 def int_in(key: str, value: Any, low: int, high: int | None = None) -> int:
     """``value`` if it is an int in [low, high] (no upper bound when None), else a
     ConfigError naming ``key``: "<key>=<value> must be an integer in [low, high]"."""

@@ -7,7 +7,12 @@ from omegaconf import DictConfig
 
 from ohlora_eval.apps.cli import UserError, hydra_app
 from ohlora_eval.tracking import store
-from ohlora_eval.tracking.registry import SELECTIONS_EXPERIMENT, move_alias
+from ohlora_eval.tracking.registry import (
+    SELECTIONS_EXPERIMENT,
+    check_alias,
+    check_model_name,
+    move_alias,
+)
 
 
 @hydra_app("alias")
@@ -21,9 +26,8 @@ def set_alias(cfg: DictConfig) -> str:
     name, _, version = model.rpartition("/")
     if not name or not version.isdigit():
         raise UserError(f"model={model}: use <name>/<version>, e.g. model=ohlora-final-latents/3")
-    alias = str(cfg.alias or "").strip()
-    if not alias or alias.isdigit() or "/" in alias or "@" in alias:
-        raise UserError(f"alias={cfg.alias!r}: give a name such as alias=final")
+    check_model_name(name, "model")
+    alias = check_alias("" if cfg.alias is None else str(cfg.alias))
     uri, _ = store.setup(SELECTIONS_EXPERIMENT, cfg.tracking.uri, cfg.tracking.root)
     return move_alias(store.StoreRef(uri, cfg.tracking.root).client(), name, version, alias)
 

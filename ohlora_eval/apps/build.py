@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +17,7 @@ from omegaconf import DictConfig
 from ohlora_eval.apps.config import measure_settings
 from ohlora_eval.errors import ConfigError, UserError, int_in
 from ohlora_eval.pipeline import judge
+from ohlora_eval.pipeline.device import check_device
 from ohlora_eval.pipeline.edit import EditSetup, grid_points
 from ohlora_eval.pipeline.fidelity import MeasureSettings
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES, Generator, PropertyScorer
@@ -79,8 +82,54 @@ def preflight(cfg: DictConfig, resolved: Mapping[str, Any]) -> Checked:
         raise ConfigError(" ".join(str(exc).split())) from None
     if not isinstance(cfg.get("layer"), str):
         raise ConfigError(f"layer={cfg.get('layer')!r} must be the name of a layer, e.g. layer=w")
+    check_devices(resolved)
+    check_writable_cache(resolved)
     check_installed(resolved)
     return Checked(cutoffs, grid, settings, fidelity)
+
+
+def check_writable_cache(resolved: Mapping[str, Any]) -> None:
+    """The measurement cache's folder can be made and written (``cache.dir``), before a run
+    opens: a run that measured for an hour must not die at its first chunk."""
+    node = resolved.get("cache") or {}
+    if not node.get("enabled") or not node.get("dir"):
+        return
+    folder = Path(str(node["dir"])).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"cache.dir={folder}: cannot write there ({exc.strerror or exc}); give a folder"
+            " you can write, or cache.enabled=false"
+        ) from None
+
+
+def check_devices(resolved: Mapping[str, Any]) -> None:
+    """``device`` and the models' own ``device`` settings name a device this machine has."""
+    try:
+        if "device" in resolved:
+            check_device("device", resolved["device"])
+        for key in ("generator", "scorer"):
+            node = resolved.get(key) or {}
+            if "device" in node:
+                check_device(f"{key}.device", node["device"])
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def set_device(rec: DictConfig, device: Any) -> None:
+    """A replayed config (verify, sheets) on ``device``: the models' settings too (a recorded
+    config holds them as plain values, not as ``${device}``); checked here."""
+    try:
+        check_device("device", device)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    rec.device = str(device)
+    for key in ("generator", "scorer"):
+        if key in rec and "device" in rec[key]:
+            rec[key].device = str(device)
 
 
 def check_installed(resolved: Mapping[str, Any]) -> None:

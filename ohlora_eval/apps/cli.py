@@ -18,7 +18,7 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from ohlora_eval.apps.config import CONFIG_DIR
-from ohlora_eval.errors import Stopped, UserError
+from ohlora_eval.errors import Stopped, UserError, succeeded
 
 __all__ = ["CONFIG_DIR", "UserError", "config_error_line", "friendly_errors", "hydra_app"]
 
@@ -160,8 +160,11 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         _stop_on_signals()
+        _bound_store_waits(args)
         try:
-            return fn(*args, **kwargs)
+            out = fn(*args, **kwargs)
+            succeeded()  # a late SIGTERM (while the process winds down) is exit 0
+            return out
         except Stopped as stop:
             print(
                 f"\nohlora_eval: stopped by {stop.name}; what was measured is kept.",
@@ -178,8 +181,56 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             text = " ".join(str(exc).split()) or type(exc).__name__
             print(f"ohlora_eval: error: {text}", file=sys.stderr)
             sys.exit(2)
+        except Exception as exc:
+            gone = _store_gone(exc)
+            if gone is None:
+                raise
+            print(f"ohlora_eval: error: {gone}", file=sys.stderr)
+            sys.exit(2)
 
     return wrapper
+
+
+def _bound_store_waits(args: tuple) -> None:
+    """A tracking server that stops answering ends the command after about
+    ``tracking.store_wait_s`` seconds (``store.bound_waits``)."""
+    from ohlora_eval.tracking import store
+
+    cfg = args[0] if args else None
+    try:
+        seconds = float(cfg.tracking.get("store_wait_s", 60))
+    except Exception:  # noqa: BLE001 - a config without tracking settings
+        seconds = 60.0
+    store.bound_waits(seconds)
+
+
+def _store_gone(exc: BaseException) -> str | None:
+    """One line for a tracking store that stopped answering (MLflow's own report is pages of
+    retries), or None for any other error."""
+    from mlflow.exceptions import MlflowException
+    from requests.exceptions import RequestException
+
+    from ohlora_eval.tracking import store
+
+    if not isinstance(exc, (MlflowException, RequestException, ConnectionError, TimeoutError)):
+        return None
+    why = store.unavailable(exc)
+    if why is None:
+        return None
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or _active_uri()
+    return (
+        f"the MLflow store {uri} stopped answering ({why}); what was measured is kept in the"
+        " cache: start the store again and run the same command to resume (the unfinished"
+        " run is marked by the next one)"
+    )
+
+
+def _active_uri() -> str:
+    import mlflow
+
+    from ohlora_eval.tracking import store
+
+    return store.display_uri(mlflow.get_tracking_uri())
 
 
 def _stop_on_signals() -> None:

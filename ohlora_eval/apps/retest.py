@@ -31,7 +31,7 @@ from ohlora_eval import review
 from ohlora_eval.apps.build import has_dropout, has_noise, int_list, replay_config
 from ohlora_eval.apps.cli import hydra_app
 from ohlora_eval.errors import UserError, int_in
-from ohlora_eval.pipeline.judge import CORR_COLUMNS
+from ohlora_eval.pipeline.judge import CORR_COLUMNS, wilson_interval
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.artifacts import (
     LinkedPage,
@@ -60,13 +60,7 @@ def main(cfg: DictConfig) -> None:
 
 def wilson(passes: np.ndarray, k: int, level: float) -> tuple[np.ndarray, np.ndarray]:
     """Wilson score interval of a binomial proportion passes / k at confidence ``level``."""
-    from scipy.stats import norm
-
-    z = float(norm.ppf(0.5 + level / 2))
-    p = np.asarray(passes, dtype=np.float64) / k
-    centre = (p + z * z / (2 * k)) / (1 + z * z / k)
-    half = z * np.sqrt(p * (1 - p) / k + z * z / (4 * k * k)) / (1 + z * z / k)
-    return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+    return wilson_interval(passes, k, level)
 
 
 def retest(cfg: DictConfig) -> Retest:
@@ -144,6 +138,11 @@ def _source(client, run_id: str):
 def _cases(per_vector: pd.DataFrame, cfg: DictConfig) -> list[int]:
     if cfg.cases is not None:
         wanted = int_list("cases", cfg.cases)
+        if not wanted:
+            raise UserError("cases=[] is empty; list the cases to re-test, or leave cases unset")
+        dupes = sorted({c for c in wanted if wanted.count(c) > 1})
+        if dupes:
+            raise UserError(f"cases lists {dupes} more than once")
         known = set(per_vector["case"].astype(int))
         missing = [c for c in wanted if c not in known]
         if missing:

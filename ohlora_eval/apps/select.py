@@ -20,8 +20,12 @@ from ohlora_eval.tracking.registry import (
     SELECTIONS_EXPERIMENT,
     Selection,
     SelectionRequest,
+    check_alias,
+    check_model_name,
     choose_run,
     record,
+    repair,
+    source_run,
 )
 
 
@@ -31,20 +35,26 @@ def main(cfg: DictConfig) -> None:
 
 
 def select(cfg: DictConfig) -> Selection:
-    uri, _ = store.setup(SELECTIONS_EXPERIMENT, cfg.tracking.uri, cfg.tracking.root)
+    # Everything that can be checked is checked before anything is written.
+    name = check_model_name(cfg.name)
+    alias = check_alias(cfg.alias) if cfg.alias not in (None, "") else None
+    note = "" if cfg.note is None else str(cfg.note)
     if cfg.z_csv:
         if cfg.run_id or cfg.cases:
             raise UserError("give either z_csv=<file> or run_id=<run> cases=[...], not both")
+    elif not cfg.run_id or cfg.cases is None:
+        raise UserError("give run_id=<evaluation run> cases=[...] (or z_csv=<file>)")
+    uri, _ = store.setup(SELECTIONS_EXPERIMENT, cfg.tracking.uri, cfg.tracking.root)
+    where = store.StoreRef(uri, cfg.tracking.root)
+    for line in repair(where.client(), name):
+        print(f"ohlora_eval.select: {line}")
+    if cfg.z_csv:
         source_run_id, cases = _evaluate_z_csv(cfg)
     else:
-        if not cfg.run_id or cfg.cases is None:
-            raise UserError("give run_id=<evaluation run> cases=[...] (or z_csv=<file>)")
         source_run_id = str(cfg.run_id)
         cases = int_list("cases", cfg.cases)
-    request = SelectionRequest(
-        source_run_id, cases, cfg.name, cfg.alias or None, cfg.note, bool(cfg.allow_failed)
-    )
-    where = store.StoreRef(uri, cfg.tracking.root)
+        source_run(where.client(), source_run_id)  # exists, live, finished, a screening
+    request = SelectionRequest(source_run_id, cases, name, alias, note, bool(cfg.allow_failed))
     selection = record(where, request)
     if cfg.choose:
         print(f"  {choose_run(where.client(), source_run_id)}")

@@ -15,6 +15,7 @@ from ohlora_eval.apps.build import (
     int_list,
     preflight,
     replay_config,
+    set_device,
 )
 from ohlora_eval.apps.cli import UserError, hydra_app
 from ohlora_eval.errors import int_in, number_in
@@ -49,6 +50,8 @@ def render_sheets(cfg: DictConfig) -> Sheets:
             run = client.get_run(run_id)
         except Exception:
             raise UserError(f"run_id={run_id}: no such run in {store.display_uri(uri)}") from None
+    if run.info.lifecycle_stage == "deleted":
+        raise UserError(f"run_id={run_id}: the run is deleted; restore it in the UI first")
     found = read_run_vectors(client, run_id)
     per_vector, latents, config = found.per_vector, found.latents, OmegaConf.create(found.config)
     cases = _which_cases(cfg, per_vector, config)
@@ -59,7 +62,7 @@ def render_sheets(cfg: DictConfig) -> Sheets:
         run.data.tags.get("directions.run_id"),
     )
     if cfg.get("device"):
-        rec.device = cfg.device
+        set_device(rec, cfg.device)
     checked = preflight(rec, OmegaConf.to_container(rec, resolve=True))
     setup = edit_setup(rec, checked, where)
     folder = store.store_root(cfg.tracking.root) / "sheets" / run_id
@@ -85,7 +88,9 @@ def _which_cases(cfg: DictConfig, per_vector: pd.DataFrame, config: DictConfig) 
     if cfg.cases is not None:
         if cfg.near_miss is not None:
             raise UserError("give cases=[...] or near_miss=<margin>, not both")
-        cases = int_list("cases", cfg.cases)
+        cases = list(dict.fromkeys(int_list("cases", cfg.cases)))
+        if not cases:
+            raise UserError("cases=[] is empty; list the cases to draw, e.g. cases=[12,40]")
         missing = [c for c in cases if c not in known]
         if missing:
             raise UserError(

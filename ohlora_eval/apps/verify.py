@@ -16,10 +16,11 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from ohlora_eval.apps.build import has_noise, replay_config
+from ohlora_eval.apps.build import has_noise, replay_config, set_device
 from ohlora_eval.apps.cli import UserError, hydra_app
+from ohlora_eval.errors import int_in
 from ohlora_eval.tracking import store
-from ohlora_eval.tracking.registry import load_selection
+from ohlora_eval.tracking.registry import load_selection, repair
 
 VERIFY_EXPERIMENT = "ohlora-verify"
 
@@ -43,8 +44,12 @@ def main(cfg: DictConfig) -> None:
 def verify(cfg: DictConfig) -> Verification:
     from ohlora_eval.apps.screen import evaluate
 
+    int_in("noise_seeds", cfg.noise_seeds, 0, 10_000)
     uri, _ = store.setup(VERIFY_EXPERIMENT, cfg.tracking.uri, cfg.tracking.root)
     client = MlflowClient(uri, registry_uri=uri)
+    name = str(cfg.model).split("@", 1)[0].rsplit("/", 1)[0]
+    for line in repair(client, name):  # a version an interrupted select left incomplete
+        print(f"ohlora_eval.verify: {line}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         manifest, z, label = load_selection(client, str(cfg.model), Path(tmp))
     if not manifest.get("config"):
@@ -100,7 +105,7 @@ def recorded_config(manifest: dict, cfg: DictConfig) -> DictConfig:
         manifest["config"], cfg.tracking, VERIFY_EXPERIMENT, manifest.get("directions_run_id")
     )
     if cfg.get("device"):
-        rec.device = cfg.device
+        set_device(rec, cfg.device)
     return rec
 
 

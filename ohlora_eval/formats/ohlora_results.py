@@ -188,13 +188,32 @@ def _lines(mask: np.ndarray | pd.Series, raw: pd.DataFrame, column: str, limit: 
     return shown + more
 
 
-def _integers(raw: pd.DataFrame, column: str, problems: list[str]) -> np.ndarray:
-    text = raw[column].str.strip()
+def int64_cells(text: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Text cells -> (int64 values, mask of cells that are not an integer in the 64-bit
+    range). Never wraps around: 10^30 is refused, not read as -9223372036854775808."""
+    text = text.astype(str).str.strip()
     ok = text.str.fullmatch(r"[+-]?\d+").fillna(False).to_numpy(dtype=bool)
-    if not ok.all():
-        problems.append(f"{column} must be an integer: {_lines(~ok, raw, column)}")
+    values = np.zeros(len(text), dtype=np.int64)
+    for i in np.flatnonzero(ok):
+        v = int(text.iloc[i])
+        if INT64_MIN <= v <= INT64_MAX:
+            values[i] = v
+        else:
+            ok[i] = False
+    return values, ~ok
+
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _integers(raw: pd.DataFrame, column: str, problems: list[str]) -> np.ndarray:
+    values, bad = int64_cells(raw[column])
+    if bad.any():
+        problems.append(
+            f"{column} must be an integer in the 64-bit range: {_lines(bad, raw, column)}"
+        )
         return np.zeros(len(raw), dtype=np.int64)
-    return text.astype(np.int64).to_numpy()
+    return values
 
 
 def _correlations(

@@ -31,21 +31,35 @@ def read_z_table(path: str | Path, dim: int | None = None) -> tuple[np.ndarray, 
     """An Oh-LoRA z-vector file -> ((k, d) float32, the case numbers or None).
 
     A leading column named ``case`` gives each vector's case number (a file written from a
-    screening run's cases keeps them); any other leading non-numbered column is an index
-    and is dropped (then the cases are None: the caller numbers the vectors 0..k-1)."""
+    screening run's cases keeps them: integers in the 64-bit range, each once); any other
+    leading non-numbered column is an index and is dropped (then the cases are None: the
+    caller numbers the vectors 0..k-1). Every value must be a finite number. An empty,
+    header-only or non-UTF-8 file is refused naming the file; a bad cell naming its line."""
+    from ohlora_eval.formats.ohlora_results import int64_cells
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"z_csv={path} does not exist")
-    df = pd.read_csv(path)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"z_csv={path} is empty: no header, no vectors") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"z_csv={path} is not UTF-8 text (a CSV of numbers)") from None
+    except pd.errors.ParserError as exc:
+        raise ValueError(f"z_csv={path} is not a readable CSV file ({exc})".strip()) from None
+    if df.empty:
+        raise ValueError(f"z_csv={path} has a header but no vectors")
     cases = None
     if len(df.columns) and not str(df.columns[0]).strip().isdigit():
         if str(df.columns[0]).strip() == "case":
-            col = pd.to_numeric(df.iloc[:, 0], errors="coerce")
-            if col.isna().any() or (col % 1 != 0).any():
+            values, bad = int64_cells(df.iloc[:, 0])
+            if bad.any():
                 raise ValueError(
-                    f"z_csv={path}: the case column holds values that are not integers"
+                    f"z_csv={path}: line {_line(bad)}: the case {df.iloc[int(np.argmax(bad)), 0]!r}"
+                    " is not an integer in the 64-bit range"
                 )
-            cases = col.to_numpy(dtype=np.int64)
+            cases = values
             if len(set(cases.tolist())) != len(cases):
                 raise ValueError(f"z_csv={path}: the case column lists a case more than once")
         df = df.iloc[:, 1:]  # the case column or an unnamed index column
@@ -59,10 +73,24 @@ def read_z_table(path: str | Path, dim: int | None = None) -> tuple[np.ndarray, 
         raise ValueError(
             f"z_csv={path} has {len(cols)} values per vector; the generator needs {dim}"
         )
-    if df.isna().any().any():
-        raise ValueError(f"z_csv={path} has empty cells")
-    try:
-        z = df.to_numpy(dtype=np.float64).astype(np.float32)
-    except ValueError as exc:
-        raise ValueError(f"z_csv={path} holds a value that is not a number ({exc})") from None
-    return z, cases
+    text = df.apply(lambda c: c.str.strip())
+    empty = (text == "").to_numpy()
+    if empty.any():
+        raise ValueError(f"z_csv={path}: line {_line(empty.any(axis=1))} has empty cells")
+    values = text.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    junk = np.isnan(values) & ~text.apply(lambda c: c.str.lower() == "nan").to_numpy()
+    if junk.any():
+        row = _line(junk.any(axis=1))
+        raise ValueError(f"z_csv={path}: line {row} holds a value that is not a number")
+    if not np.isfinite(values).all():
+        row = _line(~np.isfinite(values).all(axis=1))
+        raise ValueError(f"z_csv={path}: line {row} holds inf or NaN; every value must be finite")
+    if (np.abs(values) > np.finfo(np.float32).max).any():
+        row = _line((np.abs(values) > np.finfo(np.float32).max).any(axis=1))
+        raise ValueError(f"z_csv={path}: line {row} holds a value too large for float32")
+    return values.astype(np.float32), cases
+
+
+def _line(mask: np.ndarray) -> int:
+    """The file line of the first row set in ``mask`` (the header is line 1)."""
+    return int(np.argmax(np.asarray(mask))) + 2

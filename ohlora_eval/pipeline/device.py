@@ -42,6 +42,29 @@ CUBLAS_WORKSPACES = (":4096:8", ":16:8")  # the two values cuBLAS documents as d
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
 
 
+def check_device(key: str, value: object) -> str:
+    """A device setting that this machine has: ``auto`` (CUDA when present, else the CPU),
+    ``cpu``, ``cuda`` or ``cuda:<n>``. Anything else, or a GPU that is not here, is a
+    ValueError naming ``key`` (an explicit device is never silently replaced)."""
+    text = str(value).strip()
+    if text in ("auto", "cpu"):
+        return text
+    if text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"{key}={text}: this machine has no CUDA device (torch sees none);"
+                f" use {key}=auto or {key}=cpu"
+            )
+        index = int(text[5:]) if ":" in text else 0
+        if index >= torch.cuda.device_count():
+            raise ValueError(
+                f"{key}={text}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+                f" (cuda:0 .. cuda:{torch.cuda.device_count() - 1})"
+            )
+        return text
+    raise ValueError(f"{key}={text!r} is not a device; use auto, cpu, cuda or cuda:<n>")
+
+
 def model_device(*models: object) -> torch.device:
     """The device the models compute on (their ``device`` attribute; CPU when they have none).
 

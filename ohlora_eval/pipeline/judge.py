@@ -165,16 +165,50 @@ def statistics(per_vector: pd.DataFrame, decimals: int | None = 4) -> pd.DataFra
     return out
 
 
+def wilson_interval(
+    successes: np.ndarray | float, n: int, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of a binomial proportion ``successes / n`` at ``level``
+    (good near 0 and 1, where the normal approximation is not: pass rates are small)."""
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    p = np.asarray(successes, dtype=np.float64) / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+
+
+def mean_interval(values: pd.Series, level: float = 0.95) -> tuple[float, float]:
+    """Normal-approximation interval of a mean (undefined values left out); NaN when fewer
+    than two values are defined."""
+    from statistics import NormalDist
+
+    v = values.dropna().to_numpy(dtype=np.float64)
+    if len(v) < 2:
+        return float("nan"), float("nan")
+    half = NormalDist().inv_cdf(0.5 + level / 2) * v.std(ddof=1) / np.sqrt(len(v))
+    return float(v.mean() - half), float(v.mean() + half)
+
+
 def run_metrics(per_vector: pd.DataFrame) -> dict[str, float]:
-    """The scalar metrics every evaluation run logs (full precision)."""
+    """The scalar metrics every evaluation run logs (full precision), with 95 % intervals of
+    the pass rate (Wilson, ``pass_rate_ci_lo``/``_hi``) and of each mean |r|
+    (``<p>_abs_corr_ci_lo``/``_hi``): over the vectors, as a sample of the generator's."""
     df = per_vector
     n = len(df)
     ok = df["passed"] == "O"
     m: dict[str, float] = {"passed": float(ok.sum()), "pass_rate": float(ok.mean()) if n else 0.0}
+    if n:
+        lo, hi = wilson_interval(float(ok.sum()), n)
+        m["pass_rate_ci_lo"], m["pass_rate_ci_hi"] = float(lo), float(hi)
     for p in CORE_PROPERTIES:
         r = df[f"{p}_corr"]
         m[f"{p}_corr_mean"] = float(r.mean())
         m[f"{p}_abs_corr_mean"] = float(r.abs().mean())
+        lo, hi = mean_interval(r.abs())
+        if lo == lo:
+            m[f"{p}_abs_corr_ci_lo"], m[f"{p}_abs_corr_ci_hi"] = lo, hi
         reason = df["fail_reason"].str.contains(rf"(?:^|; ){p}[ :]", regex=True)
         m[f"{p}_pass_rate"] = float((~reason).mean()) if n else 0.0
         m[f"{p}_undefined"] = float(r.isna().sum())

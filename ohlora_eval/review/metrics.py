@@ -403,6 +403,20 @@ def _bad_spec(spec: object, why: str, allowed: list[str]) -> ValueError:
     )
 
 
+MAX_RANK_CHARS = 500
+MAX_RANK_DEPTH = 100
+
+
+def _depth(tree: ast.AST) -> int:
+    """The nesting depth of an expression tree (counted without recursion)."""
+    deepest, todo = 0, [(tree, 1)]
+    while todo:
+        node, depth = todo.pop()
+        deepest = max(deepest, depth)
+        todo.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
+
+
 def rank_scores(table: pd.DataFrame, spec: str | Mapping[str, float]) -> np.ndarray:
     """The review score of each row under ``spec`` (higher is better), float64.
 
@@ -430,10 +444,17 @@ def rank_scores(table: pd.DataFrame, spec: str | Mapping[str, float]) -> np.ndar
         return total
     if not isinstance(spec, str) or not spec.strip():
         raise _bad_spec(spec, "expected an expression or a {column: weight} mapping", allowed)
+    if len(spec) > MAX_RANK_CHARS:
+        raise _bad_spec(
+            f"{spec[:40]}...", f"{len(spec)} characters; at most {MAX_RANK_CHARS}", allowed
+        )
     try:
         tree = ast.parse(spec.strip(), mode="eval")
-    except SyntaxError as exc:
-        raise _bad_spec(spec, f"not an expression ({exc.msg})", allowed) from None
+    except (SyntaxError, RecursionError, MemoryError) as exc:
+        why = exc.msg if isinstance(exc, SyntaxError) else "nested too deeply"
+        raise _bad_spec(spec, f"not an expression ({why})", allowed) from None
+    if _depth(tree) > MAX_RANK_DEPTH:
+        raise _bad_spec(spec, f"nested more than {MAX_RANK_DEPTH} levels deep", allowed)
 
     binops = {
         ast.Add: np.add,

@@ -9,6 +9,9 @@ be found (Model Registry, alias), loaded (pyfunc, ``selection_model.py``), audit
 from __future__ import annotations
 
 import json
+import posixpath
+import re
+import shlex
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -20,7 +23,7 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from ohlora_eval.errors import UserError
+from ohlora_eval.errors import UserError, succeeded
 from ohlora_eval.formats.z_vectors import (
     GRID_DIR,
     MANIFEST,
@@ -53,6 +56,59 @@ class Selection:
     alias_note: str = ""  # what happened to the alias, as printed
 
 
+def check_model_name(name: object, key: str = "name") -> str:
+    """A registered-model name MLflow accepts, checked before anything is written: not
+    empty, no ``/`` or ``:``, not a path that resolves elsewhere (``..``, ``a/./b``), printable,
+    at most 250 characters. Else a UserError naming ``key``."""
+    text = "" if name is None else str(name)
+    problem = None
+    if not text.strip():
+        problem = "is empty"
+    elif "/" in text or ":" in text:
+        problem = "holds / or :, which MLflow does not allow in a model name"
+    elif posixpath.normpath(text) != text or text in (".", "..") or text.startswith(".."):
+        problem = "would resolve to another name as a path"
+    elif not text.isprintable():
+        problem = "holds a control character"
+    elif len(text) > 250:
+        problem = f"is {len(text)} characters long (at most 250)"
+    if problem:
+        raise UserError(f"{key}={text!r} {problem}; e.g. {key}=ohlora-final-latents")
+    return text
+
+
+_ALIAS = re.compile(r"^[\w\-]+$")
+
+
+def check_alias(alias: object, key: str = "alias") -> str:
+    """An alias MLflow accepts and that cannot be mistaken for a version: letters, digits,
+    ``_`` and ``-`` only, at most 255 characters, not ``latest`` (reserved), not ``v<n>``
+    (a version's own alias) and not a bare number. Else a UserError naming ``key``."""
+    text = "" if alias is None else str(alias)
+    problem = None
+    if not text:
+        problem = "is empty"
+    elif len(text) > 255:
+        problem = f"is {len(text)} characters long (at most 255)"
+    elif not _ALIAS.match(text):
+        problem = "may hold only letters, digits, _ and -"
+    elif text.lower() == "latest":
+        problem = "is reserved by MLflow (it means the newest version)"
+    elif re.fullmatch(r"[vV]\d+", text) or text.isdigit():
+        problem = "reads as a version number"
+    if problem:
+        raise UserError(
+            f"{key}={text[:60]!r}{'...' if len(text) > 60 else ''} {problem}; e.g. {key}=final"
+        )
+    return text
+
+
+def model_ref(name: str, alias: str | None = None, version: str | None = None) -> str:
+    """``name@alias`` or ``name/version`` quoted for a shell command line (a name may hold
+    spaces): what printed commands show."""
+    return shlex.quote(f"{name}@{alias}" if alias else f"{name}/{version}")
+
+
 def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
     """The version ``alias`` points to, or None."""
     try:
@@ -71,32 +127,15 @@ def move_alias(client: MlflowClient, name: str, version: str, alias: str) -> str
     if before == str(version):
         return f"alias {alias!r} already on version {version}"
     store.retry(client.set_registered_model_alias, name, alias, str(version))
-    was = f" (was on version {before})" if before else ""
-    return f"alias {alias!r} moved to version {version}{was}"
-
-
-def _place_alias(
-    client: MlflowClient, name: str, version: str, alias: str | None
-) -> tuple[str | None, str]:
-    """``select``'s rule: an alias given is moved to the new version; with none given, the
-    first version gets ``final`` and later ones leave it where it is."""
-    if alias:
-        return alias, move_alias(client, name, version, alias)
-    current = alias_version(client, name, DEFAULT_ALIAS)
-    if current is None:
-        move_alias(client, name, version, DEFAULT_ALIAS)
-        return DEFAULT_ALIAS, f"alias {DEFAULT_ALIAS!r} set on version {version} (the first)"
-    return None, (
-        f"alias {DEFAULT_ALIAS!r} stays on version {current}; to move it: python -m"
-        f" ohlora_eval.alias model={name}/{version} alias={DEFAULT_ALIAS}"
-        f" (or select with alias={DEFAULT_ALIAS})"
-    )
+    if before is None:
+        return f"alias {alias!r} set on version {version}"
+    return f"alias {alias!r} moved to version {version} (was on version {before})"
 
 
 def choose_run(client: MlflowClient, run_id: str) -> str:
     """Tag ``run_id`` as the chosen run of its experiment (tag ``chosen`` = ``true``); the
     tag is taken off the run that had it. Returns what happened, as printed."""
-    run = _source_run(client, run_id)
+    run = source_run(client, run_id, "choose")
     exp = run.info.experiment_id
     before = [
         r.info.run_id
@@ -112,15 +151,28 @@ def choose_run(client: MlflowClient, run_id: str) -> str:
     return f"run {run_id} is now the chosen run of its experiment{was}"
 
 
-def _source_run(client: MlflowClient, run_id: str):
+SCREENING_KINDS = ("evaluation", "rejudge", "imported")
+"""Runs that judged vectors (a table of cases with r): what select and choose take."""
+
+
+def source_run(client: MlflowClient, run_id: str, verb: str = "select"):
+    """The run ``run_id`` if it is live, finished and judged vectors; else a UserError."""
     try:
         run = client.get_run(run_id)
     except Exception:
         raise UserError(f"run_id={run_id}: no such run in the store") from None
+    if run.info.lifecycle_stage == "deleted":
+        raise UserError(f"run_id={run_id}: the run is deleted; restore it in the UI first")
     if run.info.status != "FINISHED":
         raise UserError(
-            f"run_id={run_id} did not finish (status {run.info.status}); select from"
-            " a finished evaluation run"
+            f"run_id={run_id} did not finish (status {run.info.status}); {verb} from"
+            " a finished screening run"
+        )
+    kind = run.data.tags.get("ohlora.kind", "")
+    if kind and kind not in SCREENING_KINDS:
+        raise UserError(
+            f"run_id={run_id} is a {kind} run, not a screening; {verb} a screening run"
+            " (or a re-judge or import of one)"
         )
     return run
 
@@ -145,7 +197,7 @@ def record(where: store.StoreRef, request: SelectionRequest) -> Selection:
         list(request.cases),
         request.allow_failed,
     )
-    run = _source_run(client, source_run_id)
+    run = source_run(client, source_run_id)
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "source"
         src.mkdir()
@@ -270,11 +322,19 @@ def _collect_sheets(
             shutil.copy(local, out / f"case_{c:05d}.png")
 
 
+COMPLETE_TAG = "ohlora.complete"
+"""Version tag: "false" from the moment the version exists until every step of ``select``
+(alias, description, the source run's tags) is done, then "true". A version left "false"
+by an interruption is finished by the next ``select`` or ``verify`` (``repair``)."""
+
+
 def _register(
     where: store.StoreRef, folder: Path, manifest: dict, source, request: SelectionRequest
 ) -> Selection:
+    """Log the selection, then create its version with every tag at once (a cut-off
+    ``select`` leaves no version, or one tagged incomplete that ``repair`` finishes)."""
     client, uri = where.client(), where.uri
-    name, alias, note = request.name, request.alias, request.note
+    name, note = request.name, request.note
     cases = manifest["cases"]
     source_metrics = source.data.metrics
     tags = {
@@ -297,41 +357,104 @@ def _register(
             name="selection_model",
             python_model=str(_MODEL_CODE),
             artifacts=artifacts,
-            registered_model_name=name,
             pip_requirements=["mlflow", "pandas"],
         )
-    version = str(info.registered_model_version)
-    version_tags = {
-        "source_run_id": manifest["source_run_id"],
-        "cutoffs": json.dumps(manifest["cutoffs"]),
-        "n_selected": str(len(cases)),
-        "source_pass_rate": str(source_metrics.get("pass_rate", "unknown")),
-        "cases": json.dumps(cases),
-        "allow_failed": str(manifest["allow_failed"]).lower(),
-        "directions_run_id": str(manifest["directions_run_id"]),
-    }
-    if manifest.get("stability"):
-        probs = [v["re_pass_prob"] for v in manifest["stability"]["cases"].values()]
-        version_tags["retest_run_id"] = manifest["stability"]["retest_run_id"]
-        version_tags["re_pass_prob_min"] = f"{min(probs):.3f}" if probs else "none"
-    for k, v in version_tags.items():
-        store.retry(client.set_model_version_tag, name, version, k, v)
-    if note:
-        store.retry(client.update_model_version, name, version, description=note)
-    alias, alias_note = _place_alias(client, name, version, alias)
+        # The alias this version is to get, decided now (select's rule), recorded on it so a
+        # repair after an interruption sets what select would have set.
+        wanted = request.alias or (
+            DEFAULT_ALIAS if alias_version(client, name, DEFAULT_ALIAS) is None else ""
+        )
+        version_tags = {
+            "source_run_id": manifest["source_run_id"],
+            "cutoffs": json.dumps(manifest["cutoffs"]),
+            "n_selected": str(len(cases)),
+            "source_pass_rate": str(source_metrics.get("pass_rate", "unknown")),
+            "cases": json.dumps(cases),
+            "allow_failed": str(manifest["allow_failed"]).lower(),
+            "directions_run_id": str(manifest["directions_run_id"]),
+            "ohlora.alias_wanted": wanted,
+            "ohlora.note": note[:4000],
+            COMPLETE_TAG: "false",
+        }
+        if manifest.get("stability"):
+            probs = [v["re_pass_prob"] for v in manifest["stability"]["cases"].values()]
+            version_tags["retest_run_id"] = manifest["stability"]["retest_run_id"]
+            version_tags["re_pass_prob_min"] = f"{min(probs):.3f}" if probs else "none"
+        mv = store.retry(
+            mlflow.register_model, info.model_uri, name, tags=version_tags
+        )  # the version and all its tags in one call
+    version = str(mv.version)
+    alias, alias_note = _finish(client, name, version, version_tags)
     src = manifest["source_run_id"]
-    store.retry(client.set_tag, src, "ohlora.selected", "true")
-    store.retry(client.set_tag, src, "ohlora.selection", f"{name}/{version}")
-    ref = f"{name}@{alias}" if alias else f"{name}/{version}"
+    ref = model_ref(name, alias, version)
+    succeeded()
     print(
         f"\nohlora_eval.select: recorded {len(cases)} vector(s) from run {src} as {name} version"
         f" {version}\n"
         f"  {alias_note}\n"
-        f"  load: mlflow.pyfunc.load_model('models:/{ref}').predict(None)\n"
+        f"  load: mlflow.pyfunc.load_model({'models:/' + ref.strip(chr(39))!r}).predict(None)\n"
         f"  re-check: python -m ohlora_eval.verify model={ref}\n"
         f"  look at it: {store.ui_hint(uri)}"
     )
     return Selection(name, version, alias, sel_run.info.run_id, src, cases, alias_note)
+
+
+def _finish(
+    client: MlflowClient, name: str, version: str, tags: dict[str, str]
+) -> tuple[str | None, str]:
+    """Every step after the version exists, each safe to repeat: description, alias, the
+    source run's tags, then the version marked complete. (the alias now on it, a note)."""
+    note = tags.get("ohlora.note", "")
+    if note:
+        store.retry(client.update_model_version, name, version, description=note)
+    wanted = tags.get("ohlora.alias_wanted") or None
+    if wanted:
+        alias, alias_note = wanted, move_alias(client, name, version, wanted)
+    else:
+        current = alias_version(client, name, DEFAULT_ALIAS)
+        alias, alias_note = (
+            None,
+            (
+                f"alias {DEFAULT_ALIAS!r} stays on version {current}; to move it: python -m"
+                f" ohlora_eval.alias model={model_ref(name, version=version)}"
+                f" alias={DEFAULT_ALIAS} (or select with alias={DEFAULT_ALIAS})"
+            ),
+        )
+    src = tags.get("source_run_id")
+    if src:
+        try:
+            store.retry(client.set_tag, src, "ohlora.selected", "true")
+            store.retry(client.set_tag, src, "ohlora.selection", f"{name}/{version}")
+        except Exception:  # noqa: BLE001 - a source run deleted since: the version stands
+            pass
+    store.retry(client.set_model_version_tag, name, version, COMPLETE_TAG, "true")
+    return alias, alias_note
+
+
+def repair(client: MlflowClient, name: str) -> list[str]:
+    """Finish the versions of ``name`` that an interrupted ``select`` left incomplete (tag
+    ``ohlora.complete`` = "false"); what was done, one line each."""
+    try:
+        versions = store.retry(
+            client.search_model_versions, f"name = '{name.replace(chr(39), chr(39) * 2)}'"
+        )
+    except Exception:  # noqa: BLE001 - no such model yet
+        return []
+    done = []
+    for mv in versions:
+        if mv.tags.get(COMPLETE_TAG) != "false":
+            continue
+        # An alias another version holds by now is left there (moving it back would undo
+        # a later choice); one that points nowhere is set as select would have.
+        tags = dict(mv.tags)
+        wanted = tags.get("ohlora.alias_wanted")
+        if wanted and alias_version(client, name, wanted) not in (None, str(mv.version)):
+            tags["ohlora.alias_wanted"] = ""
+        _finish(client, name, str(mv.version), tags)
+        done.append(
+            f"finished version {mv.version} of {name}, which an interrupted select left incomplete"
+        )
+    return done
 
 
 def _model_uri(spec: str) -> str:

@@ -56,7 +56,16 @@ def _client(uri: str | None, root: str | os.PathLike | None) -> tuple[MlflowClie
                 " (`python -m ohlora_eval` writes ./mlruns), or pass root=<the folder"
                 " holding mlflow.db> or uri=<tracking URI> (or set MLFLOW_TRACKING_URI)"
             )
-    return MlflowClient(resolved, registry_uri=resolved), resolved
+    try:
+        client = MlflowClient(resolved, registry_uri=resolved)
+        client.search_experiments(max_results=1)  # the store answers (and is one)
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds for a bad URI
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(
+            f"uri={resolved}: not an MLflow store this can read ({first[:200]}); give a"
+            " tracking URI such as http://127.0.0.1:5000 or sqlite:///mlruns/mlflow.db"
+        ) from None
+    return client, resolved
 
 
 # --- runs -------------------------------------------------------------------------------

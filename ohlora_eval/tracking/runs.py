@@ -15,7 +15,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import mlflow
@@ -150,10 +150,21 @@ def tracked_run(
         yield run.info.run_id
     except BaseException as exc:
         status, why = _ending(exc)
-        store.retry(mlflow.set_tags, why)
-        store.retry(mlflow.end_run, status)
+        _best_effort(lambda: store.retry(mlflow.set_tags, why))
+        _best_effort(lambda: store.retry(mlflow.end_run, status))
         raise
     store.retry(mlflow.end_run, "FINISHED")
+
+
+def _best_effort(step: Callable[[], object]) -> None:
+    """Ending a run that already failed: if the store is gone too, the first error is the
+    one to report (the run stays RUNNING; the next run of its measurement marks it, as after
+    a kill)."""
+    try:
+        step()
+    except Exception as exc:  # noqa: BLE001 - reported only when it is not the store's
+        if store.unavailable(exc) is None:
+            raise
 
 
 @contextlib.contextmanager
@@ -170,8 +181,8 @@ def side_run(client: MlflowClient, experiment_id: str, tags: Mapping[str, str]) 
     except BaseException as exc:
         status, why = _ending(exc)
         for k, v in why.items():
-            store.retry(client.set_tag, run_id, k, v)
-        store.retry(client.set_terminated, run_id, status)
+            _best_effort(lambda k=k, v=v: store.retry(client.set_tag, run_id, k, v))
+        _best_effort(lambda: store.retry(client.set_terminated, run_id, status))
         raise
     store.retry(client.set_terminated, run_id, "FINISHED")
 

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from ohlora_eval.errors import UserError
+from ohlora_eval.errors import ConfigError, UserError
 from ohlora_eval.pipeline.cache import file_lock
 
 T = TypeVar("T")
@@ -115,6 +115,60 @@ def retry(fn: Callable[..., T], *args: Any, attempts: int = 8, **kwargs: Any) ->
     raise AssertionError("unreachable")
 
 
+_WAIT_VARS = (
+    "MLFLOW_HTTP_REQUEST_TIMEOUT",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+)
+_user_wait_vars = {k for k in _WAIT_VARS if k in os.environ}
+
+
+def bound_waits(seconds: float) -> None:
+    """How long a command waits for a tracking server that does not answer
+    (``tracking.store_wait_s``): each request times out after a quarter of it and is tried
+    4 times, 1 + 2 + 4 s apart (plus up to 1 s of jitter each), so a server that is down
+    ends the command after about ``seconds`` + 10 s, not MLflow's default ~12 minutes. A
+    user's own ``MLFLOW_HTTP_REQUEST_*`` settings are left as they are."""
+    values = {
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(2, int(seconds) // 4)),
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    }
+    for key, value in values.items():
+        if key not in _user_wait_vars:
+            os.environ[key] = value
+
+
+_GONE = (
+    "max retries exceeded",
+    "connection refused",
+    "connection reset",
+    "connection aborted",
+    "read timed out",
+    "timed out",
+    "remote end closed",
+    "error code 500",
+    "error code 502",
+    "error code 503",
+    "error code 504",
+    "too many 50",
+)
+
+
+def unavailable(exc: BaseException) -> str | None:
+    """Why the tracking store stopped answering, if that is what ``exc`` says (a server or
+    its database gone: connection errors, timeouts, 5xx answers); else None."""
+    text = " ".join(str(exc).split()).lower()
+    found = next((s for s in _GONE if s in text), None)
+    if found is None:
+        return None
+    return {
+        "max retries exceeded": "no answer after retries",
+        "error code 503": "the server answered 503 (its database is down?)",
+        "error code 500": "the server answered 500 (its database is down?)",
+    }.get(found, found)
+
+
 # What the store says when it cannot be used at all (as opposed to a bug of ours).
 _UNUSABLE = (
     "readonly database",
@@ -163,12 +217,32 @@ def usable(uri: str) -> Iterator[None]:
         db_log.setLevel(level)
 
 
+def check_experiment_name(name: object, key: str = "tracking.experiment") -> str:
+    """An experiment name MLflow takes and that is safe as a folder name of the embedded
+    store (``<root>/artifacts/<name>``): 1-200 printable characters, no path separator, not
+    ``.`` or ``..``. Else a ConfigError naming ``key``."""
+    text = "" if name is None else str(name)
+    problem = None
+    if not text.strip():
+        problem = "is empty"
+    elif len(text) > 200:
+        problem = f"is {len(text)} characters long (at most 200)"
+    elif any(c in text for c in "/\\") or text.strip() in (".", ".."):
+        problem = "would be a path (no / or \\, not . or ..)"
+    elif not text.isprintable():
+        problem = "holds a control character"
+    if problem:
+        raise ConfigError(f"{key}={text!r} {problem}; give a name such as {key}=my-screenings")
+    return text
+
+
 def ensure_experiment(experiment: str, uri: str, root: str | os.PathLike = "mlruns") -> str:
     """Create/migrate the store and the experiment once, under a file lock; return its id.
 
     Parallel jobs against a fresh SQLite store otherwise race on schema
     migration and experiment creation. Touches no fluent (active-run) state.
     """
+    check_experiment_name(experiment)
     root_path = store_root(root)
     lock = root_path / ".setup.lock" if uri.startswith("sqlite:") else None
     ctx = file_lock(lock) if lock else contextlib.nullcontext()

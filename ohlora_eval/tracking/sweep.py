@@ -45,6 +45,9 @@ COMPARED = [
     "sum_abs_corr_mean",
     "images_per_sec",
     "reused_chunks",
+    "pass_rate_ci_lo",
+    "pass_rate_ci_hi",
+    *(f"{p}_abs_corr_ci_{end}" for p in PROPS for end in ("lo", "hi")),
 ]
 
 
@@ -211,19 +214,33 @@ def _fmt(value: Any, spec: str) -> str:
     return "n/a" if v != v else format(v, spec)
 
 
+def _with_interval(r: pd.Series, key: str, lo: str, hi: str, spec: str) -> str:
+    """``value [lo, hi]`` where the run logged the interval, else the value."""
+    value = _fmt(r.get(key), spec)
+    if _fmt(r.get(lo), spec) == "n/a":
+        return value
+    return f"{value} [{_fmt(r.get(lo), spec)}, {_fmt(r.get(hi), spec)}]"
+
+
 def markdown_table(table: pd.DataFrame) -> str:
-    """The sweep's points as a markdown table: swept values -> passed, pass rate, mean |r|."""
+    """The sweep's points as a markdown table: swept values -> passed, pass rate and each
+    mean |r|, with their 95 % intervals where the runs logged them."""
     if table.empty:
         return "_no points_"
     keys = swept_keys(table) or ["job"]
-    head = [*keys, "passed", "pass rate", "mean abs r (eyes / mouth / pose)", "status"]
+    intervals = "pass_rate_ci_lo" in table and table["pass_rate_ci_lo"].notna().any()
+    ci = " (95 % CI)" if intervals else ""
+    head = [*keys, "passed", f"pass rate{ci}", *(f"mean abs r {p}{ci}" for p in PROPS), "status"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.sort_values(list(dict.fromkeys([*keys, "job"]))).iterrows():
-        passed = _fmt(r.get("passed"), ".0f")
-        means = " / ".join(
-            _fmt(r.get(f"{p}_abs_corr_mean"), ".3f") for p in ("eyes", "mouth", "pose")
-        )
-        cells = [*(str(r[k]) for k in keys), passed, _fmt(r.get("pass_rate"), ".1%"), means]
+        rate = _with_interval(r, "pass_rate", "pass_rate_ci_lo", "pass_rate_ci_hi", ".1%")
+        means = [
+            _with_interval(
+                r, f"{p}_abs_corr_mean", f"{p}_abs_corr_ci_lo", f"{p}_abs_corr_ci_hi", ".3f"
+            )
+            for p in PROPS
+        ]
+        cells = [*(str(r[k]) for k in keys), _fmt(r.get("passed"), ".0f"), rate, *means]
         rows.append("| " + " | ".join([*cells, str(r["status"])]) + " |")
     return "\n".join(rows)
 
