@@ -192,7 +192,7 @@ def int64_cells(text: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Text cells -> (int64 values, mask of cells that are not an integer in the 64-bit
     range). Never wraps around: 10^30 is refused, not read as -9223372036854775808."""
     text = text.astype(str).str.strip()
-    ok = text.str.fullmatch(r"[+-]?\d+").fillna(False).to_numpy(dtype=bool)
+    ok = np.array(text.str.fullmatch(r"[+-]?\d+").fillna(False), dtype=bool)  # writable
     values = np.zeros(len(text), dtype=np.int64)
     for i in np.flatnonzero(ok):
         v = int(text.iloc[i])

@@ -159,7 +159,9 @@ def source_run(client: MlflowClient, run_id: str, verb: str = "select"):
     """The run ``run_id`` if it is live, finished and judged vectors; else a UserError."""
     try:
         run = client.get_run(run_id)
-    except Exception:
+    except Exception as exc:
+        if store.unavailable(exc):
+            raise  # the store is down, not the run missing
         raise UserError(f"run_id={run_id}: no such run in the store") from None
     if run.info.lifecycle_stage == "deleted":
         raise UserError(f"run_id={run_id}: the run is deleted; restore it in the UI first")
