@@ -56,44 +56,19 @@ ui: setup
 
 # A team server: PostgreSQL (data in .server/pg, owned by $(PG_USER) when run as root: it
 # refuses to run as root) and `mlflow server` on it, artifacts proxied into .server/artifacts,
-# both on 127.0.0.1. Point every command at it: MLFLOW_TRACKING_URI=http://127.0.0.1:$(PORT)
+# both on 127.0.0.1, every database connection with a generated password (.server/secrets).
+# Point every command at it: MLFLOW_TRACKING_URI=http://127.0.0.1:$(PORT)
 SERVER_DIR ?= $(CURDIR)/.server
 PG_BIN     ?= /usr/lib/postgresql/15/bin
 PG_PORT    ?= 5433
 PG_USER    ?= ohlora-pg
-SERVER_DB   = postgresql+psycopg2://ohlora@127.0.0.1:$(PG_PORT)/mlflow
-PG_AS      = $$( [ "$$(id -u)" = 0 ] && echo "runuser -u $(PG_USER) --" )
-PSQL       = psql -h 127.0.0.1 -p $(PG_PORT) -U ohlora -d postgres -qtA
+SERVER_ARGS = --dir $(SERVER_DIR) --port $(PORT) --pg-port $(PG_PORT) --pg-bin $(PG_BIN) --pg-user $(PG_USER)
 
 server: setup
-	@test -x $(PG_BIN)/initdb || { echo "no PostgreSQL in $(PG_BIN) (apt-get install postgresql, or PG_BIN=...)"; exit 2; }
-	@$(BIN)/python -c "import psycopg2" 2>/dev/null || { echo "psycopg2 missing: $(BIN)/pip install -e '.[scale]'"; exit 2; }
-	@mkdir -p $(SERVER_DIR)/pg $(SERVER_DIR)/artifacts
-	@if [ "$$(id -u)" = 0 ]; then id -u $(PG_USER) >/dev/null 2>&1 || useradd -r -m $(PG_USER); \
-		chown $(PG_USER) $(SERVER_DIR)/pg; fi; chmod 700 $(SERVER_DIR)/pg
-	@test -f $(SERVER_DIR)/pg/PG_VERSION || (cd / && $(PG_AS) $(PG_BIN)/initdb -D $(SERVER_DIR)/pg \
-		-U ohlora --auth=trust -E UTF8 >/dev/null)
-	@(cd / && $(PG_AS) $(PG_BIN)/pg_ctl -D $(SERVER_DIR)/pg status >/dev/null) || \
-		(cd / && $(PG_AS) $(PG_BIN)/pg_ctl -D $(SERVER_DIR)/pg -l $(SERVER_DIR)/pg/server.log \
-		-o "-h 127.0.0.1 -p $(PG_PORT) -k $(SERVER_DIR)/pg" -w start >/dev/null)
-	@$(PSQL) -c "SELECT 1 FROM pg_database WHERE datname = 'mlflow'" | grep -q 1 || \
-		$(PSQL) -c "CREATE DATABASE mlflow"
-	@if [ -f $(SERVER_DIR)/mlflow.pid ] && kill -0 $$(cat $(SERVER_DIR)/mlflow.pid) 2>/dev/null; then \
-		echo "mlflow server already running (pid $$(cat $(SERVER_DIR)/mlflow.pid))"; else \
-		MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false setsid $(BIN)/mlflow server --host 127.0.0.1 \
-		--port $(PORT) --workers 2 --backend-store-uri $(SERVER_DB) \
-		--artifacts-destination $(SERVER_DIR)/artifacts > $(SERVER_DIR)/mlflow.log 2>&1 & \
-		echo $$! > $(SERVER_DIR)/mlflow.pid; fi
-	@for i in $$(seq 120); do curl -sf http://127.0.0.1:$(PORT)/health >/dev/null && break; sleep 0.5; done; \
-		curl -sf http://127.0.0.1:$(PORT)/health >/dev/null || { tail -20 $(SERVER_DIR)/mlflow.log; exit 1; }
-	@echo "team server: http://127.0.0.1:$(PORT) (PostgreSQL $(SERVER_DB), artifacts $(SERVER_DIR)/artifacts)"
-	@echo "use it:      export MLFLOW_TRACKING_URI=http://127.0.0.1:$(PORT)"
+	@$(BIN)/python -m ohlora_eval.tracking.server start $(SERVER_ARGS)
 
 server-stop:
-	@if [ -f $(SERVER_DIR)/mlflow.pid ]; then kill -- -$$(cat $(SERVER_DIR)/mlflow.pid) 2>/dev/null; \
-		rm -f $(SERVER_DIR)/mlflow.pid; echo "mlflow server stopped"; fi
-	@if [ -f $(SERVER_DIR)/pg/postmaster.pid ]; then (cd / && $(PG_AS) $(PG_BIN)/pg_ctl \
-		-D $(SERVER_DIR)/pg -m fast stop >/dev/null) && echo "PostgreSQL stopped"; fi
+	@$(BIN)/python -m ohlora_eval.tracking.server stop $(SERVER_ARGS)
 
 bench: setup
 	$(BIN)/python -m ohlora_eval.bench $(ARGS)

@@ -56,7 +56,7 @@ def test_a_screening_lands_in_postgres_with_proxied_artifacts(team_server, scree
         run.info.run_id, "per_vector.csv"
     )
     assert len(pd.read_csv(csv)) == 48
-    stored = list((team_server.base / "artifacts").rglob("per_vector.csv"))
+    stored = list((team_server.folder / "artifacts").rglob("per_vector.csv"))
     assert len(stored) == 1  # through the server into its --artifacts-destination
     assert not (root / "mlflow.db").exists()  # nothing went to a local store
 
@@ -106,3 +106,41 @@ def test_select_and_verify_through_the_registry(team_server, screened):
     )  # fmt: skip
     assert f"{len(passed)} of {len(passed)} still pass" in done.stdout + done.stderr
     assert "max |recorded r - re-measured r| = 0" in done.stdout + done.stderr
+
+
+# --- who may use the database (issue 25, item 1) and whose server answers (issue 24, item 1) --
+
+
+def test_the_database_wants_a_password_and_the_mlflow_role_is_no_superuser(team_server):
+    import psycopg2
+
+    for user, db in (("ohlora", "mlflow"), ("ohlora_admin", "postgres")):
+        with pytest.raises(psycopg2.OperationalError, match="password"):
+            psycopg2.connect(host="127.0.0.1", port=team_server.pg_port, user=user, dbname=db)
+    (row,) = team_server.sql(
+        "SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = current_user"
+    )
+    assert row == (False, False, False)
+    with pytest.raises(psycopg2.Error, match="superuser|pg_execute_server_program"):
+        team_server.sql("COPY (SELECT 1) TO PROGRAM 'id'")  # the shell the tester got
+    for path in (team_server.pgpass, team_server.admin_password_file):
+        assert path.stat().st_mode & 0o777 == 0o600
+    assert team_server.secrets.stat().st_mode & 0o777 == 0o700
+    pid = int(team_server.pid_file.read_text())
+    cmdline = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+    password = team_server.pgpass.read_text().strip().rsplit(":", 1)[1]
+    assert password not in cmdline and "--backend-store-uri" in cmdline
+
+
+def test_a_taken_port_is_one_line_naming_it(team_server, tmp_path):
+    """The tester's `make server PORT=5000` while `make ui` held it: refused, exit 2."""
+    done = subprocess.run(
+        [sys.executable, "-m", "ohlora_eval.tracking.server", "start", "--dir", str(tmp_path),
+         "--port", str(team_server.port), "--pg-port", str(team_server.pg_port + 1000)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and f"port {team_server.port}" in lines[0], lines
+    assert "mlflow" in lines[0] or "uvicorn" in lines[0]  # what holds it
+    assert not (tmp_path / "pg").exists()  # nothing started
