@@ -26,7 +26,15 @@ from ohlora_eval.pipeline.executor import FaceState, ScreenState
 from ohlora_eval.pipeline.measure import group_fn
 
 KINDS = ("local", "ray")
-RAY_KEYS = {"kind", "address", "workers", "cpus_per_worker", "gpus_per_worker", "restarts"}
+RAY_KEYS = {
+    "kind",
+    "address",
+    "workers",
+    "cpus_per_worker",
+    "gpus_per_worker",
+    "restarts",
+    "start_timeout_s",
+}
 
 
 def check(node: Any) -> dict[str, Any]:
@@ -56,8 +64,9 @@ def check(node: Any) -> dict[str, Any]:
         ("restarts", 0, True),
         ("cpus_per_worker", 0, False),
         ("gpus_per_worker", 0, False),
+        ("start_timeout_s", 1, False),
     ):
-        value = conf.get(key)
+        value = conf.get(key, 120 if key == "start_timeout_s" else None)
         ok = isinstance(value, int) if integer else isinstance(value, (int, float))
         if not ok or isinstance(value, bool) or value < low:
             what = "an integer" if integer else "a number"
@@ -136,5 +145,6 @@ def _pool(node: Any, build: Any) -> Iterator[Any]:
         cpus_per_worker=float(conf["cpus_per_worker"]),
         gpus_per_worker=float(conf["gpus_per_worker"]),
         restarts=conf["restarts"],
+        start_timeout_s=float(conf.get("start_timeout_s", 120)),
     ) as ex:
         yield ex

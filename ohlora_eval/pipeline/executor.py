@@ -169,6 +169,7 @@ class RayExecutor:
         gpus_per_worker: float = 0.0,
         restarts: int = 4,
         in_flight: int = 2,
+        start_timeout_s: float = 120.0,
     ) -> None:
         self.build = build
         self.address = address
@@ -177,6 +178,8 @@ class RayExecutor:
         self.gpus = float(gpus_per_worker)
         self.restarts = int(restarts)
         self.in_flight = max(1, int(in_flight))
+        self.start_timeout_s = float(start_timeout_s)
+        self._have = "unknown resources"
         self.stats = WorkerStats()
         self._started_ray = False
         self._actors: dict[str, Any] = {}
@@ -204,18 +207,52 @@ class RayExecutor:
                 ray.init(address=self.address, **kwargs)
             except ConnectionError as exc:
                 raise UserError(_join_hint(self.address, exc)) from None
+            except Exception as exc:  # noqa: BLE001 - Ray could not start here at all
+                raise UserError(
+                    f"cannot start Ray ({type(exc).__name__}: {_cause(exc)}); check RAY_TMPDIR"
+                    " and the disk (Ray writes its session files there), or use"
+                    " execution=local"
+                ) from None
             self._started_ray = True
+        self._check_resources(ray)
         self._remote = ray.remote(ChunkWorker)
         self._build_ref = ray.put(self.build)
         for _ in range(self.workers):
             self._spawn()
         try:
-            for name, pid, node in ray.get([a.ready.remote() for a in self._actors.values()]):
+            ready = [a.ready.remote() for a in self._actors.values()]
+            for name, pid, node in ray.get(ready, timeout=self.start_timeout_s):
                 self.places[name] = (pid, node)
+        except ray.exceptions.GetTimeoutError:
+            self.__exit__(None, None, None)
+            raise UserError(
+                f"{self.workers} Ray worker(s) did not start in {self.start_timeout_s:.0f} s"
+                f" (each asks {self.cpus:g} CPU, {self.gpus:g} GPU; the cluster has"
+                f" {self._have}); lower execution.workers or the per-worker resources, or"
+                " raise execution.start_timeout_s"
+            ) from None
         except Exception as exc:
             self.__exit__(None, None, None)
             raise RuntimeError(f"Ray workers could not build the models: {_cause(exc)}") from exc
         self.startup_seconds = time.perf_counter() - t0
+
+    def _check_resources(self, ray: Any) -> None:
+        """Refuse a pool the cluster can never hold (Ray would wait for it forever, printing
+        "No available node types"): more GPUs or CPUs than all its nodes have together."""
+        have = ray.cluster_resources()
+        self._have = f"{have.get('CPU', 0):g} CPU, {have.get('GPU', 0):g} GPU"
+        for key, each, setting in (
+            ("GPU", self.gpus, "gpus_per_worker"),
+            ("CPU", self.cpus, "cpus_per_worker"),
+        ):
+            need = each * self.workers
+            if need > have.get(key, 0) + 1e-9:
+                self.__exit__(None, None, None)
+                raise UserError(
+                    f"execution.{setting}={each:g} x execution.workers={self.workers} needs"
+                    f" {need:g} {key}; the Ray cluster has {have.get(key, 0):g} (it would wait"
+                    f" forever); lower execution.{setting} or execution.workers"
+                )
 
     def __exit__(self, *exc: object) -> None:
         if not self._actors and not self._started_ray:
