@@ -41,8 +41,17 @@ def hydra_app(config_name: str) -> Callable[[Callable[[Any], Any]], Callable[...
                 return composed(cfg)
             # Hydra prints and exits 1 unless asked to raise; raise, then say it in one line.
             os.environ["HYDRA_FULL_ERROR"] = "1"
+            _stop_on_signals()  # a sweep's main process too: its parent run must end
             try:
                 return composed()
+            except (Stopped, KeyboardInterrupt, SystemExit) as exc:
+                what = "sweep" if _end_open_sweep(exc) else "command"
+                if isinstance(exc, SystemExit):
+                    raise
+                name = exc.name if isinstance(exc, Stopped) else "Ctrl-C"
+                print(f"\nohlora_eval: {what} stopped by {name}; what was measured is kept.",
+                      file=sys.stderr)  # fmt: skip
+                sys.exit(128 + exc.signum if isinstance(exc, Stopped) else 130)
             except (OmegaConfBaseException, HydraException) as exc:
                 print(f"ohlora_eval: error: {config_error_line(exc)}", file=sys.stderr)
                 sys.exit(2)
@@ -231,6 +240,28 @@ def _active_uri() -> str:
     from ohlora_eval.tracking import store
 
     return store.display_uri(mlflow.get_tracking_uri())
+
+
+def _end_open_sweep(exc: BaseException) -> bool:
+    """A sweep cut short (a signal, Ctrl-C, a job that exited with an error status): its
+    workers are stopped and its parent and unfinished points end KILLED with the reason
+    (``tracking.sweep.stop_open_sweep``). A clean exit of a sweep's last job leaves it be."""
+    from ohlora_eval.tracking.sweep import stop_open_sweep, sweep_open
+
+    if (isinstance(exc, SystemExit) and exc.code in (0, None)) or not sweep_open():
+        return False
+    status = "KILLED"
+    if isinstance(exc, Stopped):
+        reason = f"sweep stopped by {exc.name}"
+    elif isinstance(exc, KeyboardInterrupt):
+        reason = "sweep interrupted (Ctrl-C)"
+    else:
+        code = exc.code if isinstance(exc, SystemExit) else "?"
+        reason, status = f"sweep ended by a job that exited with status {code}", "FAILED"
+        if isinstance(code, int) and code > 128:
+            reason, status = f"sweep stopped by {signal.Signals(code - 128).name}", "KILLED"
+    stop_open_sweep(reason, status=status)
+    return True
 
 
 def _stop_on_signals() -> None:

@@ -12,8 +12,12 @@ the parent and the swept keys through files in the sweep folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,9 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from ohlora_eval.tracking import store
+
+_OPEN: dict[str, str] = {}
+"""The sweep this process opened and has not ended yet: its parent run and store."""
 
 PARENT_FILE = ".mlflow_parent_run"
 SWEPT_FILE = ".ohlora_swept_keys"
@@ -120,6 +127,7 @@ class SweepParent(Callback):
             },
         )
         (folder / PARENT_FILE).write_text(run.info.run_id)
+        _OPEN.update(parent=run.info.run_id, uri=uri)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.enabled or "tracking" not in config:
@@ -130,6 +138,7 @@ class SweepParent(Callback):
         )
         if parent is None:
             return
+        _OPEN.clear()
         uri = store.resolve_uri(config.tracking.uri, config.tracking.root)
         client = MlflowClient(uri)
         table = compare(client, parent, folder)
@@ -154,6 +163,90 @@ class SweepParent(Callback):
             f" finished\n\n{text}\n\n  parent run {parent}: {ui_url(uri, exp_id, parent)}"
             f"\n  all runs (after make ui): {ui_url(uri, exp_id)}"
         )
+
+
+def sweep_open() -> bool:
+    """Whether this process opened a sweep's parent run that has not ended yet."""
+    return bool(_OPEN)
+
+
+def stop_open_sweep(reason: str, grace_s: float = 8.0, status: str = "KILLED") -> None:
+    """A sweep stopped midway (SIGTERM, SIGINT, a job that exited): its worker processes
+    (a parallel launcher's) get SIGTERM, then SIGKILL after ``grace_s``; the parent run and
+    every point still RUNNING end ``status`` (KILLED; FAILED for a job's error) with
+    ``reason``. Running the sweep again resumes from the measurement cache. Nothing to do
+    when this process opened no sweep."""
+    if not _OPEN:
+        return
+    parent, uri = _OPEN["parent"], _OPEN["uri"]
+    _OPEN.clear()
+    _stop_children(grace_s)
+    client = MlflowClient(uri)
+    try:
+        exp_id = store.retry(client.get_run, parent).info.experiment_id
+        points = store.retry(
+            client.search_runs,
+            [exp_id],
+            filter_string=(
+                f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'RUNNING'"
+            ),
+        )
+        for run_id in [p.info.run_id for p in points] + [parent]:
+            store.retry(client.set_tag, run_id, "ohlora.end_reason", reason)
+            store.retry(client.set_terminated, run_id, status)
+    except Exception as exc:  # noqa: BLE001 - the store may be what failed
+        print(f"ohlora_eval: could not mark sweep run {parent} as stopped ({exc})".splitlines()[0])
+
+
+def _children() -> list[int]:
+    """This process's child processes (Linux: from /proc; elsewhere none are found)."""
+    me, found = os.getpid(), []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{name}/stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces, so split after its ")".
+        if int(stat.rsplit(")", 1)[1].split()[1]) == me:
+            found.append(int(name))
+    return found
+
+
+def _stop_children(grace_s: float) -> None:
+    pids = _children()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.1)
+    for pid in pids:
+        if _alive(pid):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our finished child
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    state = (
+        Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if Path(f"/proc/{pid}/stat").exists()
+        else "?"
+    )
+    return state != "Z"
 
 
 def compare(client: MlflowClient, parent: str, folder: Path) -> pd.DataFrame:
