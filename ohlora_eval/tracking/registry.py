@@ -8,6 +8,7 @@ be found (Model Registry, alias), loaded (pyfunc, ``selection_model.py``), audit
 
 from __future__ import annotations
 
+import html
 import json
 import posixpath
 import re
@@ -408,7 +409,10 @@ def _finish(
     source run's tags, then the version marked complete. (the alias now on it, a note)."""
     note = tags.get("ohlora.note", "")
     if note:
-        store.retry(client.update_model_version, name, version, description=note)
+        # MLflow's UI renders a description as markdown with inline HTML (<b>, <img src=...>
+        # shown, seen in Chromium with MLflow 3.17): a note is text, so its HTML is escaped.
+        description = html.escape(note, quote=False)
+        store.retry(client.update_model_version, name, version, description=description)
     wanted = tags.get("ohlora.alias_wanted") or None
     if wanted:
         alias, alias_note = wanted, move_alias(client, name, version, wanted)
