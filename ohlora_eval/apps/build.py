@@ -41,7 +41,48 @@ def validate(cfg: DictConfig) -> tuple[dict[str, float], np.ndarray]:
     ):
         int_in(f"sampling.{key}", cfg.sampling.get(key), low, high)
     int_in("tracking.sheet_cell", cfg.tracking.get("sheet_cell", 64), 16, 1024)
+    check_memory(int(cfg.sampling.n_vectors), int(grid.shape[0]))
     return cutoffs, grid
+
+
+# What a screening holds per image and per vector at its peak (the judging and review step
+# at the end: the float32 scores, their float64 working copies, the per-vector table). The
+# latents are drawn block by block and per_image.csv written block by block: neither grows
+# with n. Measured: docs/scaling.md ("Memory").
+BYTES_PER_IMAGE = 60
+BYTES_PER_VECTOR = 900
+BASE_BYTES = 1.5e9  # the process with its libraries, models and one chunk
+
+
+def memory_needed(n_vectors: int, images_per_vector: int) -> float:
+    """Bytes a screening of ``n_vectors`` needs at its peak (an estimate, on the high side)."""
+    return BASE_BYTES + n_vectors * (images_per_vector * BYTES_PER_IMAGE + BYTES_PER_VECTOR)
+
+
+def available_memory() -> float | None:
+    """Bytes this machine can still give (Linux MemAvailable), or None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_memory(n_vectors: int, images_per_vector: int) -> None:
+    """A screening that cannot fit in this machine's memory is refused before it starts,
+    with the estimate (not a crash hours later)."""
+    need, have = memory_needed(n_vectors, images_per_vector), available_memory()
+    if have is None or need <= have:
+        return
+    fits = int((have - BASE_BYTES) / (images_per_vector * BYTES_PER_IMAGE + BYTES_PER_VECTOR))
+    raise ConfigError(
+        f"sampling.n_vectors={n_vectors:,} needs about {need / 1e9:.1f} GB of memory"
+        f" ({n_vectors * images_per_vector:,} per-image scores and their statistics, the"
+        f" per-vector table); {have / 1e9:.1f} GB are available here: screen at most about"
+        f" {max(fits, 0):,} vectors per run (several runs with other sampling.seed)"
+    )
 
 
 def int_list(key: str, value: Any) -> list[int]:

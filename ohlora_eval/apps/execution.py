@@ -66,7 +66,7 @@ def check(node: Any) -> dict[str, Any]:
         ("gpus_per_worker", 0, False),
         ("start_timeout_s", 1, False),
     ):
-        value = conf.get(key, 120 if key == "start_timeout_s" else None)
+        value = conf.get(key, 600 if key == "start_timeout_s" else None)
         ok = isinstance(value, int) if integer else isinstance(value, (int, float))
         if not ok or isinstance(value, bool) or value < low:
             what = "an integer" if integer else "a number"
@@ -145,6 +145,6 @@ def _pool(node: Any, build: Any) -> Iterator[Any]:
         cpus_per_worker=float(conf["cpus_per_worker"]),
         gpus_per_worker=float(conf["gpus_per_worker"]),
         restarts=conf["restarts"],
-        start_timeout_s=float(conf.get("start_timeout_s", 120)),
+        start_timeout_s=float(conf.get("start_timeout_s", 600)),
     ) as ex:
         yield ex

@@ -30,6 +30,7 @@ from ohlora_eval.apps.cli import hydra_app, note_run
 from ohlora_eval.pipeline import judge
 from ohlora_eval.pipeline.cache import MeasurementCache
 from ohlora_eval.pipeline.fidelity import rounded
+from ohlora_eval.pipeline.latents import SeededLatents, array_of, seeded_latents
 from ohlora_eval.pipeline.measure import group_fn, measure, measurement_key
 from ohlora_eval.pipeline.protocols import Generator
 from ohlora_eval.tracking import store
@@ -53,7 +54,7 @@ class Evaluation:
     per_vector: pd.DataFrame
     scores: np.ndarray  # (n, m, 3) measured eyes/mouth/pose per image
     grid: np.ndarray  # (m, 3) intended weights
-    latents: np.ndarray  # (n, latent_dim)
+    latents: np.ndarray | SeededLatents  # (n, latent_dim): given vectors, or the seed's
     metrics: dict[str, float]
 
 
@@ -181,7 +182,7 @@ def _evaluate_in_run(
     metrics.update(measured.metrics(setup.m))
     store.retry(mlflow.log_metrics, metrics)
 
-    z = latents.cpu().numpy()
+    z = array_of(latents)
     cell = int(cfg.tracking.get("sheet_cell", SheetMaker.min_tile))  # checked by preflight
     sheets = "sheets" if cell == SheetMaker.min_tile else f"sheets_{cell}px"
     sheet_dir = (cache.dir if cache else Path(cfg.tracking.root) / "sheets" / run_id) / sheets
@@ -202,9 +203,13 @@ def _evaluate_in_run(
     return Evaluation(run_id, per_vector, measured.scores, grid, z, metrics)
 
 
-def _latents(cfg: DictConfig, generator: Generator, given: np.ndarray | None) -> torch.Tensor:
+def _latents(
+    cfg: DictConfig, generator: Generator, given: np.ndarray | None
+) -> torch.Tensor | SeededLatents:
+    """The vectors screened: given ones, or the seed's, drawn block by block as needed
+    (``pipeline/latents.py``: the same numbers as ``sample_latents``, never all in memory)."""
     if given is None:
-        return generator.sample_latents(cfg.sampling.n_vectors, cfg.sampling.seed)
+        return seeded_latents(generator, int(cfg.sampling.n_vectors), int(cfg.sampling.seed))
     z = torch.as_tensor(np.asarray(given, dtype=np.float32))
     if z.ndim != 2 or z.shape[1] != generator.latent_dim:
         raise ConfigError(

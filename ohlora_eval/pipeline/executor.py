@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,7 +169,7 @@ class RayExecutor:
         gpus_per_worker: float = 0.0,
         restarts: int = 4,
         in_flight: int = 2,
-        start_timeout_s: float = 120.0,
+        start_timeout_s: float = 600.0,
     ) -> None:
         self.build = build
         self.address = address
@@ -276,27 +276,41 @@ class RayExecutor:
         return name
 
     # -- work -------------------------------------------------------------------------
-    def run(self, jobs: Sequence[ChunkJob | FaceJob]) -> Iterator[Done]:
+    def run(self, jobs: Iterable[ChunkJob | FaceJob]) -> Iterator[Done]:
         """Each job's ``(lo, hi, arrays, worker)``, in the order they finish. A job whose
-        worker died is sent to another; the run fails only when no worker is left."""
-        if not jobs:
+        worker died is sent to another; the run fails only when no worker is left. ``jobs``
+        is taken one at a time as workers have room (it may be a generator: the jobs
+        waiting are never all in memory); with no job at all, Ray is not started."""
+        source = iter(jobs)
+        first = next(source, None)
+        if first is None:
             return
+        queue: deque[ChunkJob | FaceJob] = deque([first])  # taken before the source: retries
+
+        def take() -> ChunkJob | FaceJob | None:
+            return queue.popleft() if queue else next(source, None)
+
         ray = _ray()
         from ray.exceptions import ActorUnavailableError, RayActorError, WorkerCrashedError
 
         lost = (RayActorError, ActorUnavailableError, WorkerCrashedError)
         self.start()
-        queue = deque(jobs)
         flying: dict[Any, tuple[ChunkJob | FaceJob, str]] = {}
         load = dict.fromkeys(self._actors, 0)
         last_death = ""
-        while queue or flying:
+        more = True
+        while more or queue or flying:
             for depth in range(1, self.in_flight + 1):  # one job each first, then the next
                 for name in list(self._actors):
-                    if queue and load.get(name, 0) < depth:
-                        job = queue.popleft()
+                    if (more or queue) and load.get(name, 0) < depth:
+                        job = take()
+                        if job is None:
+                            more = False
+                            continue
                         flying[self._actors[name].measure.remote(job)] = (job, name)
                         load[name] = load.get(name, 0) + 1
+            if not flying and not (more or queue):
+                break
             if not flying:
                 raise RuntimeError(
                     "every Ray worker died and no restarts are left"

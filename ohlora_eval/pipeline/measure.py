@@ -336,20 +336,26 @@ def _measure_remote(
     from ohlora_eval.pipeline.executor import ChunkJob
 
     n = latents.shape[0]
-    z = latents.detach().cpu().numpy()
-    jobs, reused, computed = [], 0, 0
-    for lo in range(0, n, chunk):
-        hi = min(n, lo + chunk)
-        got = cache.load(lo, hi) if cache else None
-        if got is None:
-            ids = range(lo, hi) if cases is None else cases[lo:hi]
-            jobs.append(ChunkJob(lo, hi, z[lo:hi], tuple(int(c) for c in ids)))
-            continue
-        place(lo, hi, got)
-        reused += 1
-        bar.update(hi - lo)
+    reused, computed = 0, 0
+
+    def jobs() -> Iterator[ChunkJob]:
+        """The chunks not cached, each made when the pool has room for it (the latents of
+        queued chunks are never all in memory at once)."""
+        nonlocal reused
+        for lo in range(0, n, chunk):
+            hi = min(n, lo + chunk)
+            got = cache.load(lo, hi) if cache else None
+            if got is None:
+                ids = range(lo, hi) if cases is None else cases[lo:hi]
+                z = np.asarray(latents[lo:hi], dtype=np.float32)
+                yield ChunkJob(lo, hi, z, tuple(int(c) for c in ids))
+                continue
+            place(lo, hi, got)
+            reused += 1
+            bar.update(hi - lo)
+
     writing: Future[None] | None = None
-    for lo, hi, got, _ in executor.run(jobs):
+    for lo, hi, got, _ in executor.run(jobs()):
         if cache:
             if writing is not None:
                 writing.result()
@@ -487,7 +493,6 @@ def measurement_key(
         meta["measure"] = setup.measure.identity()
     if setup.measure.speed_identity() is not None:  # bf16, channels_last, compile, ...
         meta["speed"] = setup.measure.speed_identity()
-    key = digest(
-        {**meta, "directions": setup.directions.identity(), "latents": latents.cpu().numpy()}
-    )
+    rows = latents if hasattr(latents, "blocks") else latents.cpu().numpy()
+    key = digest({**meta, "directions": setup.directions.identity(), "latents": rows})
     return key[:32], meta

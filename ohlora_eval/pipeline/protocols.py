@@ -7,7 +7,7 @@ anything that can measure properties on images can be screened.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -78,4 +78,4 @@ class Executor(Protocol):
 
     stats: Any
 
-    def run(self, jobs: Sequence[Any]) -> Iterator[tuple[int, int, dict[str, np.ndarray], str]]: ...
+    def run(self, jobs: Iterable[Any]) -> Iterator[tuple[int, int, dict[str, np.ndarray], str]]: ...

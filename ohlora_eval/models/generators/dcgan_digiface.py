@@ -127,8 +127,11 @@ class DCGANFaceGenerator:
 
     def sample_latents(self, n: int, seed: int) -> Tensor:
         """(n, 100) standard normal latents from ``seed`` (the DCGAN's own prior)."""
-        g = torch.Generator().manual_seed(int(seed))
-        return torch.randn(int(n), Z_DIM, generator=g)
+        return self.draw_latents(torch.Generator().manual_seed(int(seed)), int(n))
+
+    def draw_latents(self, g: torch.Generator, k: int) -> Tensor:
+        """The next ``k`` rows of the seeded stream (``pipeline/latents.py``)."""
+        return torch.randn(int(k), Z_DIM, generator=g)
 
     def _check(self, x: Tensor, layer: str, dim: int, what: str) -> None:
         if layer not in self.layers:

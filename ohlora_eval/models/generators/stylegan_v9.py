@@ -144,11 +144,14 @@ class StyleGANV9Generator:
         This is the original test's draw order (z part, then the 7 label dims,
         both standard normal), so row i does not depend on how many rows follow.
         """
-        gen = torch.Generator().manual_seed(int(seed))
-        out = torch.empty(n, self.latent_dim, dtype=torch.float32)
-        for i in range(n):
-            out[i, :Z_DIM] = torch.randn(Z_DIM, generator=gen)
-            out[i, Z_DIM:] = torch.randn(LABEL_DIM, generator=gen)
+        return self.draw_latents(torch.Generator().manual_seed(int(seed)), int(n))
+
+    def draw_latents(self, g: torch.Generator, k: int) -> Tensor:
+        """The next ``k`` rows of the seeded stream (``pipeline/latents.py``)."""
+        out = torch.empty(int(k), self.latent_dim, dtype=torch.float32)
+        for i in range(int(k)):
+            out[i, :Z_DIM] = torch.randn(Z_DIM, generator=g)
+            out[i, Z_DIM:] = torch.randn(LABEL_DIM, generator=g)
         return out
 
     def _check_layer(self, layer: str) -> None:

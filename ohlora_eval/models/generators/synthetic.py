@@ -125,8 +125,11 @@ class SyntheticFaceGenerator:
     # --- protocol ------------------------------------------------------------------------
     def sample_latents(self, n: int, seed: int) -> Tensor:
         """(n, 519) standard normal latents (512 z + 7 label dims), reproducible by seed."""
-        g = torch.Generator().manual_seed(int(seed))
-        return torch.randn(int(n), self.latent_dim, generator=g)
+        return self.draw_latents(torch.Generator().manual_seed(int(seed)), int(n))
+
+    def draw_latents(self, g: torch.Generator, k: int) -> Tensor:
+        """The next ``k`` rows of the seeded stream (``pipeline/latents.py``)."""
+        return torch.randn(int(k), self.latent_dim, generator=g)
 
     @torch.inference_mode()
     def to_mid(self, z: Tensor, layer: str) -> Tensor:
