@@ -60,6 +60,18 @@ def readme_commands() -> list[tuple[int, list[str]]]:
 COMMANDS = readme_commands()
 
 
+def _first_point(override: str) -> str:
+    """A sweep's override (``key=a,b``, ``key={x:1},{x:2}``) as its first point; any other
+    override as it is."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    (parsed,) = OverridesParser.create().parse_overrides([override])
+    if not parsed.is_sweep_override():
+        return override
+    first = next(iter(parsed.sweep_string_iterator()))
+    return f"{parsed.get_key_element()}={first}"
+
+
 def test_the_readme_has_the_workflow_commands():
     modules = {argv[2] for _, argv in COMMANDS}
     assert set(CONFIG_OF) - {"ohlora_eval.import_results"} <= modules | {
@@ -78,10 +90,7 @@ def test_readme_command_composes_and_passes_the_checks(number, argv):
     for a in args:
         if a == "-m" or (a.startswith("[") and a.endswith("]") and "=" in a):
             continue  # the sweep flag; optional arguments shown in brackets
-        key, _, value = a.partition("=")
-        if "," in value and not value.startswith(("[", "{", "'")):
-            value = value.split(",")[0]  # a sweep's first point
-        overrides.append(f"{key}={value}")
+        overrides.append(_first_point(a))
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(CONFIG_OF[module], overrides=overrides, return_hydra_config=True)
     if CONFIG_OF[module] == "config":
