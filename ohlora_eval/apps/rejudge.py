@@ -26,7 +26,13 @@ from ohlora_eval.formats.ohlora_results import read_ohlora_results
 from ohlora_eval.formats.pictures import summary_plot
 from ohlora_eval.pipeline import judge
 from ohlora_eval.tracking import store
-from ohlora_eval.tracking.artifacts import LinkedPage, Linker, linked_sheets, local_dir
+from ohlora_eval.tracking.artifacts import (
+    LinkedPage,
+    Linker,
+    linked_sheets,
+    local_dir,
+    select_command,
+)
 from ohlora_eval.tracking.runs import log_hydra_files, print_summary, timed, tracked_run
 
 PER_VECTOR = "per_vector.csv"
@@ -82,6 +88,7 @@ def rejudge(cfg: DictConfig) -> Rejudged:
                 cutoffs,
                 settings,
                 note=f"re-judged from run {source_id}; contact sheets as that run shows them",
+                command=select_command(OmegaConf.to_container(cfg.tracking, resolve=True)),
             )
         metrics = log_judged(per_vector, cutoffs, OmegaConf.to_yaml(own), page, sheets)
     print_summary(

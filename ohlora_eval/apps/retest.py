@@ -39,6 +39,7 @@ from ohlora_eval.tracking.artifacts import (
     linked_sheets,
     local_dir,
     read_run_vectors,
+    select_command,
 )
 from ohlora_eval.tracking.runs import side_run
 
@@ -212,7 +213,8 @@ def _review_page(client, parent, source_id, joined, recorded, cfg, out: Path) ->
     run_dir = local_dir(store.retry(client.get_run, parent).info.artifact_uri)
     linker = Linker(client, parent, run_dir)
     note = f"contact sheets of screening run {source_id}"
-    page = LinkedPage(parent, joined, cutoffs, settings, note=note)
+    command = select_command(OmegaConf.to_container(cfg.tracking, resolve=True))
+    page = LinkedPage(parent, joined, cutoffs, settings, note=note, command=command)
     page.write(out, where, linker, run_dir)
     page.write_local(where, linker)
 

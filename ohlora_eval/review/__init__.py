@@ -52,6 +52,7 @@ from ohlora_eval.review.metrics import (
     spearman_rows,
 )
 from ohlora_eval.review.page import (
+    SELECT_COMMAND,
     SheetLink,
     near_misses,
     shown_rows,
@@ -61,6 +62,7 @@ from ohlora_eval.review.page import (
 
 __all__ = [
     "DEFAULT_RANK_BY",
+    "SELECT_COMMAND",
     "REVIEW_COLUMNS",
     "ReviewSettings",
     "SheetLink",

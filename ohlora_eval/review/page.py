@@ -424,6 +424,7 @@ def write_review_page(
     near_miss_margin: float = 0.0,
     artifact_dir: str = "review",
     note: str = "",
+    command: str = SELECT_COMMAND,
 ) -> Path:
     """Write ``out_dir/index.html``; each shown card's sheet given as a file is copied to
     ``out_dir/sheets/``, one given as a ``SheetLink`` is linked where it is.
@@ -492,7 +493,7 @@ def write_review_page(
         "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
         '<meta name=viewport content="width=device-width, initial-scale=1">'
         f"<title>{_e(title)}: run {_e(run_id)}</title><style>{_CSS}</style></head>"
-        f'<body data-run-id="{_e(run_id)}" data-command="{_e(SELECT_COMMAND)}"'
+        f'<body data-run-id="{_e(run_id)}" data-command="{_e(command)}"'
         f' data-allow-failed="{_e(ALLOW_FAILED)}">'
         f'<header class="top"><h1>{_e(title)}</h1>'
         f'<p class="meta">run <code>{_e(run_id)}</code> &middot; {total} of {n_all} vectors'

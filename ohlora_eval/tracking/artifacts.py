@@ -19,11 +19,13 @@ import io
 import json
 import os
 import posixpath
+import shlex
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import mlflow
@@ -405,7 +407,10 @@ def _log_artifacts(out: RunOutputs) -> None:
             for case, path in own.items():
                 shutil.copyfile(out.sheets.path(case), folder / path)
             note = _sheets_note(len(own), len(needed) - len(own))
-            page = LinkedPage(out.run_id, per_vector, out.cutoffs, out.review, out.grid, note)
+            page = LinkedPage(
+                out.run_id, per_vector, out.cutoffs, out.review, out.grid, note,
+                select_command(settings),
+            )  # fmt: skip
             page.write(folder, where, linker, run_dir)
             for name, cases in (("passed", passed), ("best", best)):
                 home = run_dir / "grids" / name if run_dir else None
@@ -454,6 +459,7 @@ class LinkedPage:
     settings: review.ReviewSettings
     grid: np.ndarray | None = None
     note: str = ""
+    command: str = review.SELECT_COMMAND  # with the store's key when not ./mlruns
 
     def _write(self, out_dir: Path, sheets: Mapping[int, Path | review.SheetLink]) -> None:
         s = self.settings
@@ -469,6 +475,7 @@ class LinkedPage:
             spearman_max=review.spearman_ceilings(self.grid),
             near_miss_margin=s.near_miss_margin,
             note=self.note,
+            command=self.command,
         )
 
     def write(
@@ -519,6 +526,20 @@ _FORWARD = """<!doctype html>
 <title>ohlora_eval review</title>
 <p>The review page is <a href="{target}">{target}</a> (in the run's artifacts).</p>
 """
+
+
+def select_command(tracking: Mapping[str, Any]) -> str:
+    """The select command the review page builds, naming the store when it is not the
+    default ``./mlruns`` (a pasted command must find the run): ``tracking.uri`` when one is
+    set (or ``MLFLOW_TRACKING_URI``), else ``tracking.root``."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking.get("uri")
+    if uri:
+        return f"{review.SELECT_COMMAND} tracking.uri={shlex.quote(str(uri))}"
+    root = str(tracking.get("root") or "mlruns")
+    if Path(root).expanduser().resolve() == Path("mlruns").resolve():
+        return review.SELECT_COMMAND
+    absolute = str(Path(root).expanduser().resolve())
+    return f"{review.SELECT_COMMAND} tracking.root={shlex.quote(absolute)}"
 
 
 def linked_sheets(client: MlflowClient, run_id: str) -> dict[int, Logged]:

@@ -325,3 +325,10 @@ def test_the_results_api_names_a_uri_it_cannot_read():
 def test_a_name_with_a_space_is_quoted_in_printed_commands():
     assert registry.model_ref("my model", "final") == "'my model@final'"
     assert registry.model_ref("plain", version="3") == "plain/3"
+
+
+def test_the_review_pages_select_command_names_a_store_other_than_mlruns(screened, store):
+    res, _ = screened
+    page = next((store / "artifacts").rglob(f"{res.run_id}/artifacts/review/index.html"))
+    text = page.read_text()
+    assert f'data-command="python -m ohlora_eval.select tracking.root={store.resolve()}"' in text
