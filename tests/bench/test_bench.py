@@ -36,6 +36,7 @@ def test_bench_smoke_writes_json(tmp_path, capsys):
             "--skip-sweep",
             "--skip-switches",
             "--skip-scale",
+            "--skip-faces",
             "--out",
             str(out),
         ]
@@ -81,6 +82,26 @@ def test_bench_smoke_writes_json(tmp_path, capsys):
     assert "(p) pipeline.measure" in printed
     # Neither the report nor the JSON names tracker issues.
     assert not re.search(r"\bissue\b", printed + text, re.IGNORECASE)
+
+
+def test_bench_real_faces_section_times_the_three_stages(tmp_path, capsys):
+    """Section [6] on the real weights from PyPI (skipped with the reason when they are
+    missing, as the section itself is)."""
+    from conftest import real_faces_or_skip
+
+    real_faces_or_skip()
+    out = tmp_path / "bench.json"
+    skip = ["--skip-synthetic", "--skip-real", "--skip-sweep", "--skip-switches", "--skip-scale"]
+    rc = cli.main([*skip, "--faces-vectors", "2", "--repeats", "1", "--out", str(out)])
+    assert rc == 0
+    faces = json.loads(out.read_text())["faces"]
+    assert faces["settings"]["images"] == 100
+    rates = faces["images_per_sec"]
+    for key in ("generate", "score", "pipeline", "generate_1core", "score_1core"):
+        assert rates[key] > 0 and math.isfinite(rates[key]), key
+    assert 0 < faces["ratios"]["pipeline_over_cpu_bound"] < 2
+    printed = capsys.readouterr().out
+    assert "[6] Real faces" in printed and "pipeline / slower stage alone" in printed
 
 
 def test_bench_times_the_shipped_measuring_step():

@@ -10,6 +10,12 @@ through this project's pipeline with the matching ``measure`` switches:
 - (b) dropout off, JPEG round trip (OpenCV here, torchvision's decoder there): exactly;
 - (a) dropout on: the original's r is random; ours come from the same distribution
   (means over dropout seeds), and with the original's seeding the very same draws.
+
+"Exactly" holds on a CPU whose float kernels round as the capture machine's did (its
+first image hashes the same: ``same_kernels``). Another CPU family (an AMD EPYC with
+AVX2, 2026-12-06) rounds convolutions differently in the last bits: every image differs
+by a level here and there, so the same comparisons hold within the bounds in ``NEAR``
+(4x the gaps measured there) and the bit-for-bit image test is skipped, saying why.
 """
 
 from __future__ import annotations
@@ -41,6 +47,12 @@ LAYER = "mapping_split1"
 AS_C = dict(round_trip="png", edit_dtype="float64", score_decimals=4)
 AS_B = dict(round_trip="jpeg", edit_dtype="float64", score_decimals=4)
 AS_A = dict(scorer_mode="train", **AS_B)
+
+
+# Worst gaps allowed where this CPU's kernels round differently (measured on an AMD EPYC,
+# AVX2, all 4 vectors: PNG scores 1.5e-4 / r 4.8e-4; JPEG 2.5e-3 / 8.1e-3; dropout-on
+# replay 4.8e-3 / 9.0e-4). A real slip (grid order, rounding, codec) moves r by 0.05 or more.
+NEAR = {"c": (1e-3, 2e-3), "b": (1e-2, 3e-2), "a": (2e-2, 4e-3)}
 
 
 def generator_state(network: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -145,35 +157,73 @@ def test_the_weights_are_the_captured_ones(capture, models):
     assert models[3] == capture["weights"]["cnn_state_sha256"]
 
 
-def test_raw_images_are_the_originals_bit_for_bit(capture, models, inputs):
+def _raw_hashes(capture, models, inputs, n: int) -> list[str]:
     """The edit (float64, as the original) and the 8-bit image of the first vector's first
-    six grid points, hashed as the original's uint8 HWC RGB array."""
+    n grid points, hashed as the original's uint8 HWC RGB array."""
     generator, scorer, *_ = models
     z, directions = inputs
     vec = capture["vectors"][0]
     setup = EditSetup(generator, scorer, directions, _grid(capture), LAYER)
     mid = generator.to_mid(torch.as_tensor(z[:1]), LAYER)
     dirs = directions.for_vectors(mid, [vec["group_name"]], torch.float64)
-    edited = edited_mids(mid, dirs, setup.grid[:6], torch.float64)
+    edited = edited_mids(mid, dirs, setup.grid[:n], torch.float64)
     pixels = to_uint8(synthesize(generator, edited, LAYER)).permute(0, 2, 3, 1)
-    got = [hashlib.sha256(p.contiguous().numpy().tobytes()).hexdigest() for p in pixels]
-    assert got == vec["images"]["raw_uint8_hwc_rgb_sha256"][:6]
+    return [hashlib.sha256(p.contiguous().numpy().tobytes()).hexdigest() for p in pixels]
 
 
-def test_dropout_off_png_matches_the_original(capture, models, inputs):
+def _cpu() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next(
+                line.split(":", 1)[1].strip() for line in f if line.startswith("model name")
+            )
+    except (OSError, StopIteration):
+        name = "this CPU"
+    return f"{name}, {torch.backends.cpu.get_cpu_capability()}"
+
+
+@pytest.fixture(scope="module")
+def same_kernels(capture, models, inputs) -> bool:
+    """Whether this CPU computes the capture's very bits (its first image hashes the same)."""
+    return (
+        _raw_hashes(capture, models, inputs, 1)
+        == capture["vectors"][0]["images"]["raw_uint8_hwc_rgb_sha256"][:1]
+    )
+
+
+def _check(worst: dict[str, float], kind: str, same_kernels: bool) -> None:
+    if same_kernels:
+        assert worst["score"] == 0.0 and worst["r"] < 1e-12, worst  # r: np.corrcoef's rounding
+    else:
+        score, r = NEAR[kind]
+        assert worst["score"] < score and worst["r"] < r, (_cpu(), worst)
+
+
+def test_raw_images_are_the_originals_bit_for_bit(capture, models, inputs, same_kernels):
+    """The first vector's first six images, hashed as the original's uint8 HWC RGB array."""
+    if not same_kernels:
+        pytest.skip(
+            f"{_cpu()} rounds convolutions differently from the capture machine, so no image "
+            "is bit for bit; the score and r tests here hold within NEAR instead"
+        )
+    assert (
+        _raw_hashes(capture, models, inputs, 6)
+        == capture["vectors"][0]["images"]["raw_uint8_hwc_rgb_sha256"][:6]
+    )
+
+
+def test_dropout_off_png_matches_the_original(capture, models, inputs, same_kernels):
     """(c): every score and every r of the first vector (the other three: the slow test)."""
-    worst = _compare(capture, models, inputs, "c", AS_C, vectors=[0])
-    assert worst["score"] == 0.0 and worst["r"] < 1e-12, worst  # r: np.corrcoef's rounding
+    _check(_compare(capture, models, inputs, "c", AS_C, vectors=[0]), "c", same_kernels)
 
 
-def test_dropout_off_jpeg_matches_the_original(capture, models, inputs):
+def test_dropout_off_jpeg_matches_the_original(capture, models, inputs, same_kernels):
     """(b): written with OpenCV and read back with OpenCV here, read with torchvision's
     decoder there: the same pixels, so the same scores."""
-    worst = _compare(capture, models, inputs, "b", AS_B, vectors=[0])
-    assert worst["score"] == 0.0 and worst["r"] < 1e-12, worst  # r: np.corrcoef's rounding
+    _check(_compare(capture, models, inputs, "b", AS_B, vectors=[0]), "b", same_kernels)
 
 
-def test_dropout_on_replays_the_originals_draws(capture, models, inputs, monkeypatch):
+def test_dropout_on_replays_the_originals_draws(capture, models, inputs, monkeypatch, same_kernels):
     """(a), exactly: the original seeded the global RNG and scored the 50 images one at a
     time in grid order. With a vector's seed set to the capture's seed (instead of the
     per-case seed this project derives), the dropout masks and so the scores are the same."""
@@ -184,16 +234,20 @@ def test_dropout_on_replays_the_originals_draws(capture, models, inputs, monkeyp
         want = run["vectors"][0]
         ours = _measure(capture, models, inputs, 0, AS_A, run["seed"])
         theirs = np.array([want["scores"][p] for p in PROPS], dtype=np.float32).T
-        assert np.array_equal(ours, theirs), float(np.abs(ours - theirs).max())
         r = _r(capture, ours)
-        assert max(abs(r[p] - want["r"][p]) for p in PROPS) < 1e-12
+        worst = {
+            "score": float(np.abs(ours - theirs).max()),
+            "r": max(abs(r[p] - want["r"][p]) for p in PROPS),
+        }
+        _check(worst, "a", same_kernels)
 
 
 @pytest.mark.slow
-def test_every_captured_vector_matches(capture, models, inputs, monkeypatch):
+def test_every_captured_vector_matches(capture, models, inputs, monkeypatch, same_kernels):
     for kind, switches in (("c", AS_C), ("b", AS_B)):
-        worst = _compare(capture, models, inputs, kind, switches, vectors=range(4))
-        assert worst["score"] == 0.0 and worst["r"] < 1e-12, (kind, worst)
+        _check(
+            _compare(capture, models, inputs, kind, switches, vectors=range(4)), kind, same_kernels
+        )
     import ohlora_eval.pipeline.measure as measuring
 
     monkeypatch.setattr(measuring, "vector_seed", lambda seed, case: int(seed))
@@ -202,7 +256,12 @@ def test_every_captured_vector_matches(capture, models, inputs, monkeypatch):
             want = run["vectors"][i]
             ours = _measure(capture, models, inputs, i, AS_A, run["seed"])
             theirs = np.array([want["scores"][p] for p in PROPS], dtype=np.float32).T
-            assert np.array_equal(ours, theirs), (run["seed"], i)
+            r = _r(capture, ours)
+            worst = {
+                "score": float(np.abs(ours - theirs).max()),
+                "r": max(abs(r[p] - want["r"][p]) for p in PROPS),
+            }
+            _check(worst, "a", same_kernels)
 
 
 def _compare(capture, models, inputs, kind: str, switches: dict, vectors) -> dict[str, float]:

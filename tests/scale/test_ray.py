@@ -84,7 +84,7 @@ class ReversedAndKilled(RayExecutor):
 
     def run(self, jobs):
         self.order, self.victim = [], None
-        for out in super().run(list(reversed(jobs))):
+        for out in super().run(list(jobs)[::-1]):
             if self.victim is None:
                 self.victim = next(n for n in self.places if n != out[3])
                 os.kill(self.places[self.victim][0], signal.SIGKILL)

@@ -157,12 +157,12 @@ def test_sigterm_stops_a_sweep_and_its_workers_and_ends_every_run(tmp_path, laun
         text=True, start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:  # until a point's run is measuring
-        time.sleep(1)
-        if (store / "mlflow.db").exists():
-            client, runs = _runs_or_none(store)
-            if any(r.data.tags.get("mlflow.parentRunId") for r in runs or []):
-                break
+    while time.monotonic() < deadline:  # until a point has measured (and cached) a chunk
+        time.sleep(0.5)
+        if next((store / "cache").rglob("chunk_*.npz"), None) is not None:
+            break
+    else:
+        raise AssertionError("no point measured a chunk within 240 s")
     children = _children(proc.pid)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
@@ -184,13 +184,6 @@ def test_sigterm_stops_a_sweep_and_its_workers_and_ends_every_run(tmp_path, laun
     again = _sweep(store, "sampling.n_vectors=200", "directions.seed=11,12")
     assert again.returncode == 0, again.stderr[-2000:]
     assert "re-used" in again.stdout + again.stderr  # what was measured was kept
-
-
-def _runs_or_none(store):
-    try:
-        return _runs(store)
-    except Exception:  # noqa: BLE001 - the store is being created
-        return None, None
 
 
 def _children(pid: int) -> list[int]:
