@@ -139,7 +139,11 @@ def test_a_rejudge_links_the_measuring_runs_sheets_and_stores_none(parallel_swee
     assert [p.name for p in local.iterdir()] == ["index.html"]
 
 
-@pytest.mark.parametrize("launcher", ["local_parallel", "basic"])
+# The basic launcher runs the points in this process: the same signal handling as the
+# parallel one, whose workers are the harder case; it runs with the slow tests.
+@pytest.mark.parametrize(
+    "launcher", ["local_parallel", pytest.param("basic", marks=pytest.mark.slow)]
+)
 def test_sigterm_stops_a_sweep_and_its_workers_and_ends_every_run(tmp_path, launcher):
     """Issue 25, item 10: SIGTERM left the parent RUNNING, and a parallel sweep's points ran
     on in orphaned workers for minutes. Now the workers stop within 10 s, the parent and the
