@@ -184,6 +184,7 @@ def _directions_json(store: Path, run_id: str) -> bytes:
     return Path(client.download_artifacts(run_id, "directions.json")).read_bytes()
 
 
+@pytest.mark.slow  # the faces' path on Ray: test_fit_faces_on_ray_are_the_local_faces (faster)
 def test_find_directions_and_a_screening_fit_on_ray_as_here(tmp_path):
     """find_directions with execution=ray logs the directions it logs in one process, and a
     screening that must fit its directions first fits them on its workers too, the same."""

@@ -173,7 +173,9 @@ def test_sigterm_stops_a_sweep_and_its_workers_and_ends_every_run(tmp_path, laun
     _, err = proc.communicate(timeout=60)
     took = time.monotonic() - t0
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
-    assert took < 12, took
+    # Workers get 8 s after SIGTERM, then SIGKILL; then the runs are ended (12.2 s measured
+    # while two other test runs shared the 2 cores).
+    assert took < 20, took
     time.sleep(0.5)
     assert not [p for p in children if _alive(p)], "worker processes outlived the sweep"
     client, runs = _runs(store)
