@@ -50,7 +50,7 @@ test-all: setup browser
 # machine. The links printed open each experiment's runs in the Model-training view.
 UI_STORE = $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlruns/mlflow.db}
 ui: setup
-	@$(BIN)/python -m ohlora_eval.tracking.runs "$(UI_STORE)" $(PORT)
+	@$(BIN)/python -m ohlora_eval.tracking.ui_links "$(UI_STORE)" $(PORT)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --host 127.0.0.1 --port $(PORT) \
 		--workers 1 --backend-store-uri "$(UI_STORE)"
 

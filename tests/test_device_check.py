@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, clean_env
+from helpers import ROOT, clean_env
 
 from ohlora_eval.bench import device_report
 

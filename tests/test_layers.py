@@ -6,7 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from conftest import ROOT
+from helpers import ROOT
 
 LINT = str(Path(ROOT / ".venv" / "bin" / "lint-imports"))
 

@@ -8,7 +8,7 @@ import re
 import shlex
 
 import pytest
-from conftest import CONF_DIR, ROOT
+from helpers import CONF_DIR, ROOT
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 

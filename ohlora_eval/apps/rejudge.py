@@ -26,13 +26,8 @@ from ohlora_eval.formats.ohlora_results import read_ohlora_results
 from ohlora_eval.formats.pictures import summary_plot
 from ohlora_eval.pipeline import judge
 from ohlora_eval.tracking import store
-from ohlora_eval.tracking.artifacts import (
-    LinkedPage,
-    Linker,
-    linked_sheets,
-    local_dir,
-    select_command,
-)
+from ohlora_eval.tracking.artifacts import LinkedPage, select_command
+from ohlora_eval.tracking.contact_sheets import Linker, linked_sheets, local_dir
 from ohlora_eval.tracking.runs import log_hydra_files, print_summary, timed, tracked_run
 
 PER_VECTOR = "per_vector.csv"
@@ -153,7 +148,7 @@ def log_judged(
 ) -> dict[str, float]:
     """Into the active run: a native run's metrics (no images_per_sec: nothing was generated),
     per_vector.csv, statistics.csv, summary.png, the config and Hydra's files; with ``page``,
-    a review page linking to ``sheets`` (case -> ``artifacts.Logged``), stored elsewhere."""
+    a review page linking to ``sheets`` (case -> ``contact_sheets.Logged``), stored elsewhere."""
     metrics = judge.run_metrics(per_vector)
     store.retry(mlflow.log_metrics, metrics)
     with tempfile.TemporaryDirectory() as tmp, timed("writing the run's artifacts"):

@@ -31,10 +31,12 @@ from ohlora_eval.pipeline import judge
 from ohlora_eval.pipeline.cache import MeasurementCache
 from ohlora_eval.pipeline.fidelity import rounded
 from ohlora_eval.pipeline.latents import SeededLatents, array_of, seeded_latents
-from ohlora_eval.pipeline.measure import group_fn, measure, measurement_key
+from ohlora_eval.pipeline.measure import measure, measurement_key
+from ohlora_eval.pipeline.model_calls import group_fn
 from ohlora_eval.pipeline.protocols import Generator
 from ohlora_eval.tracking import store
-from ohlora_eval.tracking.artifacts import RunOutputs, SheetMaker, log_artifacts
+from ohlora_eval.tracking.artifacts import RunOutputs, log_artifacts
+from ohlora_eval.tracking.contact_sheets import SheetMaker
 from ohlora_eval.tracking.runs import (
     close_dead_runs,
     print_summary,

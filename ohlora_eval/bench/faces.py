@@ -27,7 +27,8 @@ from ohlora_eval.bench.real import random_directions
 from ohlora_eval.bench.timing import Runs, median, ratio
 from ohlora_eval.errors import ConfigError
 from ohlora_eval.pipeline.edit import EditSetup, edited_mids
-from ohlora_eval.pipeline.measure import computing, measure, step_vectors
+from ohlora_eval.pipeline.measure import measure
+from ohlora_eval.pipeline.model_calls import computing, step_vectors
 
 
 def faces_section(args: argparse.Namespace) -> dict[str, Any]:

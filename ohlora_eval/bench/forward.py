@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 
 from ohlora_eval.pipeline.edit import EditSetup, edited_mids
-from ohlora_eval.pipeline.measure import GroupFn, ImageStats, measure, to_mid
+from ohlora_eval.pipeline.measure import ImageStats, measure
+from ohlora_eval.pipeline.model_calls import GroupFn, to_mid
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES, Generator, PropertyScorer
 
 

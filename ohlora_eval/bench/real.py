@@ -25,7 +25,7 @@ from ohlora_eval.bench.original import JPEG_NOTE, original_style_scores
 from ohlora_eval.bench.timing import Runs, ratio, timed
 from ohlora_eval.pipeline.directions import ALL_GROUPS, Directions
 from ohlora_eval.pipeline.edit import EditSetup
-from ohlora_eval.pipeline.measure import pad_multiple, padded_rows
+from ohlora_eval.pipeline.model_calls import pad_multiple, padded_rows
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES, Generator, PropertyScorer
 
 

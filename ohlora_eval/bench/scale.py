@@ -34,7 +34,8 @@ from ohlora_eval.bench.timing import machine_info
 from ohlora_eval.pipeline.cache import MeasurementCache
 from ohlora_eval.pipeline.edit import EditSetup
 from ohlora_eval.pipeline.executor import RayExecutor
-from ohlora_eval.pipeline.measure import group_fn, measure
+from ohlora_eval.pipeline.measure import measure
+from ohlora_eval.pipeline.model_calls import group_fn
 from ohlora_eval.pipeline.sample import sample_and_score
 from ohlora_eval.review import ReviewSettings, image_stats
 

@@ -6,7 +6,7 @@ Times (images/s, wall and CPU):
 (p)  the shipped ``pipeline.measure.measure`` (no cache, no progress bar), as the
      screening's hot loop: edit, synthesize, score, chunk by chunk;
 (p+) the same call with what a screening run adds per chunk: the look-alike
-     groups from the unedited images (``pipeline.measure.group_fn``) and the
+     groups from the unedited images (``pipeline.model_calls.group_fn``) and the
      review's per-image statistics (``review.image_stats``);
 (a)  the bare forward ceiling at each ``--batch-sizes`` (``forward.bare_forward``);
 (b)  the original-style loop on a ``--per-image-vectors`` subset (``original``).
@@ -36,7 +36,8 @@ from ohlora_eval.directions.svm import fit_svm_direction
 from ohlora_eval.pipeline.directions import ALL_GROUPS, Directions
 from ohlora_eval.pipeline.edit import EditSetup
 from ohlora_eval.pipeline.groups import medians
-from ohlora_eval.pipeline.measure import GroupFn, ImageStats, group_fn
+from ohlora_eval.pipeline.measure import ImageStats
+from ohlora_eval.pipeline.model_calls import GroupFn, group_fn
 from ohlora_eval.pipeline.protocols import (
     CORE_PROPERTIES,
     GROUP_PROPERTIES,

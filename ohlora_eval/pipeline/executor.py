@@ -4,14 +4,18 @@ Each actor builds what it measures with ONCE, from a picklable ``build`` callabl
 the jobs it is sent with the very function the local path uses, so a job's arrays do not
 depend on which process ran it. Two kinds of job:
 
-- ``ChunkJob``: a chunk of a screening (the measurement cache's unit: ``measure``'s
-  ``chunk`` vectors, starting at multiples of ``chunk``), measured by
-  ``measure.chunk_arrays``. Its ``build`` gives an ``EditSetup`` and the screening's hooks;
-  the driver's directions travel inside it, so every worker edits along the very
-  directions the driver resolved. The driver alone writes the cache and talks to MLflow;
-  chunks already cached are never sent out.
-- ``FaceJob``: a batch of the faces a direction fit samples, measured by
-  ``sample.face_batch``. Its ``build`` gives the models only (there are no directions yet).
+- ``ChunkJob`` (in ``pipeline/measure.py``): a chunk of a screening (the measurement
+  cache's unit: ``measure``'s ``chunk`` vectors, starting at multiples of ``chunk``),
+  measured by ``measure.chunk_arrays``. Its ``build`` gives a ``ScreenState``: an
+  ``EditSetup`` and the screening's hooks; the driver's directions travel inside it, so
+  every worker edits along the very directions the driver resolved. The driver alone
+  writes the cache and talks to MLflow; chunks already cached are never sent out.
+- ``FaceJob`` (in ``pipeline/sample.py``): a batch of the faces a direction fit samples,
+  measured by ``sample.face_batch``. Its ``build`` gives a ``FaceState``: the models only
+  (there are no directions yet).
+
+Each job type lives beside the code it runs; this module knows jobs only as ``Job`` (``lo``,
+``hi``, ``run(state)``), so it imports neither ``measure`` nor ``sample``.
 
 Faults: when an actor dies (its process killed, its node lost), the chunks it held go back
 to the queue and are measured by the others; a replacement actor is started while
@@ -29,7 +33,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -38,72 +42,23 @@ from ohlora_eval.errors import ConfigError, UserError
 
 # A measured chunk as it comes back: (lo, hi, arrays, worker name).
 Done = tuple[int, int, dict[str, np.ndarray], str]
-# What a worker builds once; its jobs' ``run`` gets it (ScreenState or FaceState).
+# What a worker builds once; its jobs' ``run`` gets it (measure.ScreenState, sample.FaceState).
 WorkerBuild = Callable[[], Any]
 
 
-@dataclass(frozen=True)
-class ScreenState:
-    """What a screening's worker holds: the run's EditSetup and the hooks it passes to
-    ``measure`` (the groups hook and the image statistics, each None when unused)."""
+class Job(Protocol):
+    """What the pool measures: items ``[lo, hi)`` of the work, run on a worker's state.
+    ``measure.ChunkJob`` (a screening's chunk, on a ``measure.ScreenState``) and
+    ``sample.FaceJob`` (a fit's face batch, on a ``sample.FaceState``); this module
+    imports neither: a job brings its own code."""
 
-    setup: Any
-    groups_of: Any = None
-    image_stats: Any = None
+    @property
+    def lo(self) -> int: ...
 
+    @property
+    def hi(self) -> int: ...
 
-@dataclass(frozen=True)
-class FaceState:
-    """What a direction fit's worker holds: the two models, the layer and how to measure."""
-
-    generator: Any
-    scorer: Any
-    layer: str
-    measure: Any = None
-
-
-@dataclass(frozen=True)
-class ChunkJob:
-    """One chunk to measure: vectors ``[lo, hi)`` of the run, their latents and case numbers."""
-
-    lo: int
-    hi: int
-    latents: np.ndarray
-    cases: tuple[int, ...]
-
-    def run(self, state: ScreenState) -> dict[str, np.ndarray]:
-        from ohlora_eval.pipeline.measure import chunk_arrays
-
-        return chunk_arrays(
-            state.setup,
-            torch.from_numpy(np.array(self.latents)),  # writable: the store's are read-only
-            state.groups_of,
-            state.image_stats,
-            list(self.cases),
-        )
-
-
-@dataclass(frozen=True)
-class FaceJob:
-    """One batch of a direction fit's sample: faces ``[lo, hi)``, their latents."""
-
-    lo: int
-    hi: int
-    latents: np.ndarray
-
-    def run(self, state: FaceState) -> dict[str, np.ndarray]:
-        from ohlora_eval.pipeline.sample import face_batch
-
-        t = time.perf_counter()
-        z = torch.from_numpy(np.array(self.latents))  # the generator moves it to its device
-        mid, scores = face_batch(
-            state.generator, state.scorer, z, state.layer, self.lo, state.measure
-        )
-        return {
-            "mid": mid.cpu().numpy(),
-            **scores,
-            "seconds": np.array(time.perf_counter() - t),
-        }
+    def run(self, state: Any) -> dict[str, np.ndarray]: ...
 
 
 @dataclass
@@ -137,7 +92,7 @@ class ChunkWorker:
 
         return self.name, os.getpid(), ray.get_runtime_context().get_node_id()
 
-    def measure(self, job: ChunkJob | FaceJob) -> tuple[int, int, dict[str, np.ndarray], str]:
+    def measure(self, job: Job) -> tuple[int, int, dict[str, np.ndarray], str]:
         return job.lo, job.hi, job.run(self.state), self.name
 
 
@@ -276,7 +231,7 @@ class RayExecutor:
         return name
 
     # -- work -------------------------------------------------------------------------
-    def run(self, jobs: Iterable[ChunkJob | FaceJob]) -> Iterator[Done]:
+    def run(self, jobs: Iterable[Job]) -> Iterator[Done]:
         """Each job's ``(lo, hi, arrays, worker)``, in the order they finish. A job whose
         worker died is sent to another; the run fails only when no worker is left. ``jobs``
         is taken one at a time as workers have room (it may be a generator: the jobs
@@ -285,9 +240,9 @@ class RayExecutor:
         first = next(source, None)
         if first is None:
             return
-        queue: deque[ChunkJob | FaceJob] = deque([first])  # taken before the source: retries
+        queue: deque[Job] = deque([first])  # taken before the source: retries
 
-        def take() -> ChunkJob | FaceJob | None:
+        def take() -> Job | None:
             return queue.popleft() if queue else next(source, None)
 
         ray = _ray()
@@ -295,7 +250,7 @@ class RayExecutor:
 
         lost = (RayActorError, ActorUnavailableError, WorkerCrashedError)
         self.start()
-        flying: dict[Any, tuple[ChunkJob | FaceJob, str]] = {}
+        flying: dict[Any, tuple[Job, str]] = {}
         load = dict.fromkeys(self._actors, 0)
         last_death = ""
         more = True

@@ -14,12 +14,16 @@ optional file round trip (CPU work) runs on one worker thread while the next ste
 generated, and ``measure`` writes each finished chunk to the cache on one worker
 thread while the next chunk is measured. The speed switches of ``setup.measure``
 (precision, channels_last, compile; on CUDA tf32 and deterministic) are applied by
-``pipeline/device.py``.
+``pipeline/device.py``. The padded model calls, ``step_vectors`` and ``computing`` are in
+``pipeline/model_calls.py``.
+
+A chunk is the unit of the measurement cache and of ``execution=ray``: ``chunk_arrays``
+measures one as the cache stores it, and a ``ChunkJob`` is one sent to a worker of
+``pipeline/executor.py`` (which runs it on the worker's ``ScreenState``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,7 +37,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ohlora_eval.pipeline import device as dev
-from ohlora_eval.pipeline.batching import ROW_MULTIPLE, pad_rows, padded_call
+from ohlora_eval.pipeline.batching import pad_rows
 from ohlora_eval.pipeline.cache import MEASURE_VERSION, MeasurementCache
 from ohlora_eval.pipeline.edit import EditSetup, edited_mids
 from ohlora_eval.pipeline.fidelity import (
@@ -44,127 +48,23 @@ from ohlora_eval.pipeline.fidelity import (
     vector_seed,
 )
 from ohlora_eval.pipeline.fingerprint import digest, model_identity
-from ohlora_eval.pipeline.groups import can_group, group_names, group_properties
+from ohlora_eval.pipeline.model_calls import (
+    GroupFn,
+    computing,
+    pad_multiple,
+    padded_rows,
+    score_on_device,
+    step_vectors,
+    to_mid,
+)
 from ohlora_eval.pipeline.protocols import (
     CORE_PROPERTIES,
     Executor,
-    Generator,
     PropertyScorer,
 )
 
 # (images of a chunk, grid size) -> per-vector statistics, e.g. {"bg_drift": (v,)}
 ImageStats = Callable[[Tensor, int], dict[str, np.ndarray]]
-# unedited mid vectors of a chunk -> each vector's look-alike group name
-GroupFn = Callable[[Tensor], list[str]]
-
-# Images per step on a GPU at least (and at least 4 of the larger model batch): enough
-# that the models run full batches back to back and the per-step costs (launches, the
-# edit, the copies) are small next to the forwards.
-CUDA_STEP_IMAGES = 2048
-
-
-def to_mid(generator: Generator, latents: Tensor, layer: str) -> Tensor:
-    return padded_call(lambda z: generator.to_mid(z, layer), latents)
-
-
-def pad_multiple(model: object) -> int:
-    """How a model wants its calls padded (``pad_multiple`` attribute; default 64 rows)."""
-    return max(1, int(getattr(model, "pad_multiple", ROW_MULTIPLE)))
-
-
-def padded_rows(rows: int, multiple: int) -> int:
-    """The rows a call of ``rows`` rows computes once padded to ``multiple``."""
-    return max(multiple, -(-rows // multiple) * multiple)
-
-
-def step_vectors(
-    v: int, m: int, generator: Generator, scorer: PropertyScorer, device: torch.device
-) -> int:
-    """Vectors edited, generated and scored per step of a chunk of ``v`` vectors.
-
-    A step holds about ``target`` images: the generator's ``batch_size`` on a CPU, on a
-    GPU ``CUDA_STEP_IMAGES`` or 4 of the larger model batch. Between half that and all
-    of it, the step with the least padding wins (each model pads to its own multiple;
-    ties go to the larger step). A function of the config only, never of timings.
-    """
-    g_batch = int(getattr(generator, "batch_size", 512))
-    s_batch = int(getattr(scorer, "batch_size", 512))
-    target = g_batch
-    if device.type == "cuda":
-        target = max(CUDA_STEP_IMAGES, 4 * max(g_batch, s_batch))
-    most = max(1, min(v, target // max(m, 1)))
-    multiples = (pad_multiple(generator), pad_multiple(scorer))
-
-    def waste(k: int) -> float:
-        return sum(padded_rows(k * m, q) for q in multiples) / (k * m)
-
-    return min(range(max(1, -(-most // 2)), most + 1), key=lambda k: (waste(k), -k))
-
-
-def synthesize(generator: Generator, mid: Tensor, layer: str) -> Tensor:
-    return padded_call(lambda m: generator.synthesize(m, layer), mid, pad_multiple(generator))
-
-
-def score(scorer: PropertyScorer, images: Tensor) -> dict[str, Tensor]:
-    return padded_call(scorer.score, images, pad_multiple(scorer))
-
-
-def score_on_device(scorer: PropertyScorer, images: Tensor) -> dict[str, Tensor]:
-    """``score``, leaving the scores where they were computed when the scorer can
-    (optional ``score_on_device`` method; else its ``score``)."""
-    fn = getattr(scorer, "score_on_device", scorer.score)
-    return padded_call(fn, images, pad_multiple(scorer))
-
-
-@contextlib.contextmanager
-def computing(setup: EditSetup) -> Iterator[torch.device]:
-    """The speed switches of ``setup.measure`` in force for a block; yields the device.
-
-    Checks the precision against the device, sets the models' memory layout and
-    compilation (restored afterwards) and, on CUDA, the exactness flags.
-    """
-    settings = setup.measure
-    device = dev.model_device(setup.generator, setup.scorer)
-    dev.check_precision(settings.precision, device)
-    models = (setup.generator, setup.scorer)
-    before = [getattr(mdl, "speed", None) for mdl in models]
-    try:
-        for mdl in models:
-            dev.apply_speed(mdl, channels_last=settings.channels_last, compile=settings.compile)
-        with dev.exact_cuda(
-            device,
-            deterministic=settings.deterministic,
-            precision=settings.precision,
-            tf32=settings.tf32,
-        ):
-            yield device
-    finally:
-        for mdl, was in zip(models, before):
-            if was is not None:
-                dev.apply_speed(mdl, **was)
-
-
-def group_fn(setup: EditSetup) -> GroupFn | None:
-    """Each vector's look-alike group, from scoring its unedited image (as the original).
-
-    None when the scorer cannot group (then the directions must not be grouped).
-    """
-    scorer, directions = setup.scorer, setup.directions
-    med = getattr(scorer, "group_medians", None) or directions.medians
-    props = group_properties(scorer)
-    if med is None or not can_group(scorer) or any(p not in med for p in props):
-        if directions.grouped:
-            raise ValueError(
-                "grouped directions need a scorer that measures the grouping properties"
-                f" {list(props)} and grouping medians"
-            )
-        return None
-
-    def groups(mid: Tensor) -> list[str]:
-        s = score(scorer, synthesize(setup.generator, mid, setup.layer))
-        return group_names({p: s[p].float().cpu().numpy() for p in props}, med, props)
-
-    return groups
 
 
 def _round_trip_job(images: Tensor, settings: MeasureSettings) -> Tensor:
@@ -321,6 +221,35 @@ def chunk_arrays(
     }
 
 
+@dataclass(frozen=True)
+class ScreenState:
+    """What a screening's worker holds: the run's EditSetup and the hooks it passes to
+    ``measure`` (the groups hook and the image statistics, each None when unused)."""
+
+    setup: Any
+    groups_of: Any = None
+    image_stats: Any = None
+
+
+@dataclass(frozen=True)
+class ChunkJob:
+    """One chunk to measure: vectors ``[lo, hi)`` of the run, their latents and case numbers."""
+
+    lo: int
+    hi: int
+    latents: np.ndarray
+    cases: tuple[int, ...]
+
+    def run(self, state: ScreenState) -> dict[str, np.ndarray]:
+        return chunk_arrays(
+            state.setup,
+            torch.from_numpy(np.array(self.latents)),  # writable: the store's are read-only
+            state.groups_of,
+            state.image_stats,
+            list(self.cases),
+        )
+
+
 def _measure_remote(
     executor: Executor,
     latents: Tensor,
@@ -333,8 +262,6 @@ def _measure_remote(
 ) -> tuple[int, int]:
     """Cached chunks are read here; the others go to ``executor`` and are written to the
     cache (here, on ``writer``, one at a time) as they come back. (reused, computed)."""
-    from ohlora_eval.pipeline.executor import ChunkJob
-
     n = latents.shape[0]
     reused, computed = 0, 0
 

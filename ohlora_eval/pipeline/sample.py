@@ -4,12 +4,16 @@ and of grouping evaluated vectors.
 The work unit is a batch of ``batch`` faces (2,000 by default) starting at a multiple of
 ``batch``: its mid vectors and scores depend only on its latents and its position (the
 dropout draws of ``measure.scorer_mode=train`` are seeded by it), so a batch measured here
-and one measured by a Ray worker (``pipeline/executor.FaceJob``) are the same numbers.
+and one measured by a Ray worker (a ``FaceJob`` sent to ``pipeline/executor.py``, run on the
+worker's ``FaceState``) are the same numbers.
 """
 
 from __future__ import annotations
 
+import time
 from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +27,7 @@ from ohlora_eval.pipeline.fidelity import (
     seeded,
     vector_seed,
 )
-from ohlora_eval.pipeline.measure import score, synthesize, to_mid
+from ohlora_eval.pipeline.model_calls import score, synthesize, to_mid
 from ohlora_eval.pipeline.protocols import Executor, Generator, PropertyScorer
 
 BATCH = 2000
@@ -49,6 +53,37 @@ def face_batch(
         images = round_trip(synthesize(generator, mid, layer), settings)
         s = score(scorer, images)
     return mid, {p: s[p].detach().float().cpu().numpy() for p in scorer.properties}
+
+
+@dataclass(frozen=True)
+class FaceState:
+    """What a direction fit's worker holds: the two models, the layer and how to measure."""
+
+    generator: Any
+    scorer: Any
+    layer: str
+    measure: Any = None
+
+
+@dataclass(frozen=True)
+class FaceJob:
+    """One batch of a direction fit's sample: faces ``[lo, hi)``, their latents."""
+
+    lo: int
+    hi: int
+    latents: np.ndarray
+
+    def run(self, state: FaceState) -> dict[str, np.ndarray]:
+        t = time.perf_counter()
+        z = torch.from_numpy(np.array(self.latents))  # the generator moves it to its device
+        mid, scores = face_batch(
+            state.generator, state.scorer, z, state.layer, self.lo, state.measure
+        )
+        return {
+            "mid": mid.cpu().numpy(),
+            **scores,
+            "seconds": np.array(time.perf_counter() - t),
+        }
 
 
 def sample_and_score(
@@ -95,8 +130,6 @@ def _remote(
     properties: list[str],
 ) -> tuple[Tensor, dict[str, np.ndarray]]:
     """Every batch measured by ``executor``, placed by its position."""
-    from ohlora_eval.pipeline.executor import FaceJob
-
     n = z.shape[0]
     zs = z.detach().cpu().numpy()
     jobs = [FaceJob(lo, min(n, lo + batch), zs[lo : lo + batch]) for lo in starts]

@@ -4,8 +4,9 @@ checkboxes that build the select command.
 A person makes the final pick by looking at contact sheets; the page puts the
 measured review aids beside each sheet and turns the ticked cards into the
 exact ``python -m ohlora_eval.select`` command to paste. It is one static HTML
-file with inline CSS and a few lines of vanilla JavaScript. It loads nothing from
-the network: no CDN, no web fonts, no external URLs.
+file with inline CSS and a few lines of vanilla JavaScript (kept in ``static/``, package
+data, and written into the page). It loads nothing from the network: no CDN, no web
+fonts, no external URLs.
 
 Where the contact sheets come from (``SheetLink``): each image has a relative
 ``src`` for the page opened from disk (sheets beside it, or a sheet another run of
@@ -23,6 +24,7 @@ import math
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +32,9 @@ import pandas as pd
 
 from ohlora_eval.pipeline import judge
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
-from ohlora_eval.review.metrics import DEFAULT_RANK_BY, OFF_DIAGONAL, review_order
+from ohlora_eval.review.correlations import OFF_DIAGONAL, spearman_ceilings
+from ohlora_eval.review.settings import ReviewSettings
+from ohlora_eval.review.table import DEFAULT_RANK_BY, review_order
 
 # Visual flags only (they change a colour, never a verdict).
 FLAG_LEAK = 0.3  # |r| of another edit with this property's score
@@ -52,152 +56,36 @@ class SheetLink:
     path: str | None = None
 
 
-_CSS = """
-:root { --ok: #1b7f3b; --warn: #b35c00; --muted: #666; --line: #ddd; --bg: #fafafa; }
-* { box-sizing: border-box; }
-body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif;
-  color: #111; background: var(--bg); }
-header.top { padding: 16px 20px 8px; }
-h1 { font-size: 20px; margin: 0 0 4px; }
-.meta { color: var(--muted); margin: 2px 0; }
-.meta code, .legend code { background: #eee; padding: 0 3px; border-radius: 3px; }
-details.legend { margin: 8px 0 0; max-width: 70em; }
-details.legend li { margin: 2px 0; }
-.bar { position: sticky; top: 0; z-index: 10; display: flex; flex-wrap: wrap; gap: 8px;
-  align-items: center; padding: 10px 20px; background: #fff; border-bottom: 1px solid var(--line);
-  box-shadow: 0 1px 4px rgba(0,0,0,.06); }
-.bar .cmd { flex: 1 1 30em; min-width: 0; font: 13px/1.4 ui-monospace, Menlo, Consolas, monospace;
-  background: #f3f3f3; border: 1px solid var(--line); border-radius: 4px; padding: 6px 8px;
-  overflow-wrap: anywhere; min-height: 2.2em; }
-.bar .hint { color: var(--muted); font-style: italic; }
-.bar button { font: inherit; padding: 5px 12px; border-radius: 4px; border: 1px solid #999;
-  background: #fff; cursor: pointer; }
-.bar button:disabled { opacity: .45; cursor: default; }
-.bar .status { color: var(--ok); min-width: 6em; }
-main { padding: 12px 20px 40px; display: grid; gap: 16px; }
-.empty { padding: 24px; background: #fff; border: 1px dashed #bbb; border-radius: 6px; }
-.card { background: #fff; border: 1px solid var(--line); border-radius: 6px; padding: 12px 14px; }
-.card.picked { border-color: var(--ok); box-shadow: 0 0 0 2px rgba(27,127,59,.25); }
-.card header { display: flex; flex-wrap: wrap; align-items: baseline; gap: 4px 14px; }
-.card h2 { font-size: 16px; margin: 0; }
-.card .score { color: var(--muted); }
-.card label.pick { margin-left: auto; font-weight: 600; cursor: pointer; user-select: none; }
-.card label.pick input { transform: scale(1.3); margin-right: 6px; vertical-align: middle; }
-.sheet { margin: 10px 0; overflow-x: auto; }
-.sheet img { display: block; max-width: 100%; height: auto; image-rendering: pixelated;
-  border: 1px solid var(--line); }
-.nosheet { padding: 16px; color: var(--muted); border: 1px dashed #bbb; }
-.figures { display: flex; flex-wrap: wrap; gap: 8px 28px; align-items: flex-start; }
-table.r { border-collapse: collapse; }
-table.r th, table.r td { padding: 2px 10px 2px 0; text-align: right; white-space: nowrap;
-  font-variant-numeric: tabular-nums; }
-table.r th:first-child, table.r td:first-child { text-align: left; }
-table.r thead th { color: var(--muted); font-weight: 500; border-bottom: 1px solid var(--line); }
-dl.loc { display: grid; grid-template-columns: auto auto; gap: 2px 12px; margin: 0; }
-dl.loc dt { color: var(--muted); }
-dl.loc dd { margin: 0; font-variant-numeric: tabular-nums; }
-.warn { color: var(--warn); font-weight: 600; }
-.note { color: var(--muted); }
-h2.section { font-size: 17px; margin: 18px 0 0; }
-.card.near { border-style: dashed; border-color: var(--warn); background: #fffaf3; }
-.card .nearbadge { color: #fff; background: var(--warn); border-radius: 3px; padding: 1px 7px;
-  font-weight: 600; }
-.gallery { display: grid; gap: 14px; padding: 12px 20px 40px; }
-.gallery figure { margin: 0; background: #fff; border: 1px solid var(--line); border-radius: 6px;
-  padding: 10px 12px; }
-.gallery figcaption { margin: 0 0 6px; font-weight: 600; }
-"""
+@dataclass(frozen=True)
+class PageInputs:
+    """What a review page shows besides its contact sheets: a run's ``per_vector`` table with
+    the review columns (``review_table``) and the cutoffs it was judged by, and the words
+    around the cards. ``grid`` (the run's edit grid) gives the legend the largest Spearman
+    rho its repeated weights allow; ``note`` is one line of plain text under the title;
+    ``command`` is what the ticked cases complete (``SELECT_COMMAND``, with the store's key
+    when it is not ./mlruns)."""
 
-_JS = """
-(function () {
-  "use strict";
-  var runId = document.body.getAttribute("data-run-id");
-  var prefix = document.body.getAttribute("data-command");
-  var allowFailed = document.body.getAttribute("data-allow-failed");
-  var boxes = Array.prototype.slice.call(document.querySelectorAll("input.pick-box"));
-  var cmd = document.getElementById("command");
-  var hint = document.getElementById("hint");
-  var count = document.getElementById("count");
-  var copy = document.getElementById("copy");
-  var clear = document.getElementById("clear");
-  var status = document.getElementById("status");
-
-  function picked() {
-    return boxes.filter(function (b) { return b.checked; })
-      .map(function (b) { return parseInt(b.value, 10); })
-      .sort(function (a, b) { return a - b; });
-  }
-  function update() {
-    var cases = picked();
-    var failed = boxes.some(function (b) { return b.checked && b.hasAttribute("data-failed"); });
-    cmd.textContent = cases.length
-      ? prefix + " run_id=" + runId + " cases=[" + cases.join(",") + "]"
-        + (failed ? " " + allowFailed : "") : "";
-    hint.hidden = cases.length > 0;
-    count.textContent = String(cases.length);
-    copy.disabled = cases.length === 0;
-    clear.disabled = cases.length === 0;
-    status.textContent = "";
-    boxes.forEach(function (b) {
-      var card = document.getElementById("card-" + b.value);
-      if (card) { card.classList.toggle("picked", b.checked); }
-    });
-  }
-  function selectCommand() {
-    var range = document.createRange();
-    range.selectNodeContents(cmd);
-    var sel = window.getSelection();
-    sel.removeAllRanges();
-    sel.addRange(range);
-  }
-  function fallbackCopy() {
-    selectCommand();
-    var ok = false;
-    try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
-    status.textContent = ok ? "copied" : "selected: press Ctrl+C";
-  }
-  copy.addEventListener("click", function () {
-    var text = cmd.textContent;
-    if (!text) { return; }
-    if (navigator.clipboard && window.isSecureContext) {
-      navigator.clipboard.writeText(text).then(
-        function () { status.textContent = "copied"; }, fallbackCopy);
-    } else {
-      fallbackCopy();
-    }
-  });
-  clear.addEventListener("click", function () {
-    boxes.forEach(function (b) { b.checked = false; });
-    update();
-  });
-  boxes.forEach(function (b) { b.addEventListener("change", update); });
-  update();
-})();
-"""
+    run_id: str
+    per_vector: pd.DataFrame
+    cutoffs: Mapping[str, float]
+    grid: np.ndarray | None = None
+    note: str = ""
+    command: str = SELECT_COMMAND
+    title: str = "ohlora_eval review"
 
 
+def _asset(name: str) -> str:
+    """The text of ``static/<name>``, package data, as it goes between its tag and the tag's
+    end (on a line of its own after the opening tag)."""
+    return "\n" + (files("ohlora_eval.review") / "static" / name).read_text(encoding="utf-8")
+
+
+_CSS = _asset("page.css")
+_JS = _asset("page.js")  # the pick bar: ticked cards -> the select command
 # Inside MLflow's UI the page is a blob: document (relative links cannot resolve) and opened
 # through get-artifact its base is the endpoint: then ask that MLflow for each sheet by run
 # and path. The MLflow page's own address (the referrer) keeps a --static-prefix.
-_IMG_JS = """
-(function () {
-  "use strict";
-  var base = null;
-  if (location.protocol === "blob:") {
-    var ref = document.referrer;
-    base = /^https?:/.test(ref) ? ref : new URL(location.href).origin + "/";
-  } else if (/^https?:$/.test(location.protocol) && /get-artifact$/.test(location.pathname)) {
-    base = location.href;
-  }
-  if (!base) { return; }
-  Array.prototype.forEach.call(document.querySelectorAll("img[data-run][data-path]"),
-    function (img) {
-      img.removeAttribute("loading");
-      img.src = new URL("get-artifact?path=" + encodeURIComponent(img.getAttribute("data-path"))
-        + "&run_uuid=" + encodeURIComponent(img.getAttribute("data-run")), base).href;
-    });
-})();
-"""
+_IMG_JS = _asset("sheet_images.js")
 
 
 def _e(value: object) -> str:
@@ -411,36 +299,28 @@ def _link(
 
 def write_review_page(
     out_dir: Path,
-    run_id: str,
-    per_vector: pd.DataFrame,
+    inputs: PageInputs,
     sheets: Mapping[int, Path | SheetLink],
-    cutoffs: Mapping[str, float],
+    settings: ReviewSettings,
     *,
-    rank_spec: str | Mapping[str, float] = DEFAULT_RANK_BY,
-    ci_level: float = 0.95,
-    max_cards: int | None = None,
-    spearman_max: Mapping[str, float] | None = None,
-    title: str = "ohlora_eval review",
-    near_miss_margin: float = 0.0,
     artifact_dir: str = "review",
-    note: str = "",
-    command: str = SELECT_COMMAND,
 ) -> Path:
     """Write ``out_dir/index.html``; each shown card's sheet given as a file is copied to
     ``out_dir/sheets/``, one given as a ``SheetLink`` is linked where it is.
 
-    ``per_vector`` is the run's table with the review columns (``review_table``);
-    cards are its passed rows in ``review_rank`` order (or ranked by ``rank_spec``
-    when the column is missing), then its near misses (failed by at most
-    ``near_miss_margin`` in every property, closest first), clearly marked, at most
-    ``max_cards`` cards in all. ``sheets`` maps case -> contact sheet; a shown case
-    without one gets a placeholder. ``artifact_dir`` is where the page lies in its
-    run's artifacts (copied sheets are named by it). ``spearman_max`` (property ->
-    the largest rho the grid allows) is explained in the legend; ``note`` is one
-    line of plain text under the title. The command lists cases in ascending
-    order, so the same pick always gives the same command, with
-    ``allow_failed=true`` when a near miss is ticked. Returns the page's path.
+    Cards are the passed rows of ``inputs.per_vector`` in ``review_rank`` order (or ranked
+    by ``settings.rank_by`` when the column is missing), then its near misses (failed by
+    at most ``settings.near_miss_margin`` in every property, closest first), clearly
+    marked, at most ``settings.max_cards`` cards in all (None: no limit); the legend
+    names ``settings.ci_level``. ``sheets`` maps case -> contact sheet; a shown case
+    without one gets a placeholder. ``artifact_dir`` is where the page lies in its run's
+    artifacts (copied sheets are named by it). The command lists cases in ascending
+    order, so the same pick always gives the same command, with ``allow_failed=true``
+    when a near miss is ticked. Returns the page's path.
     """
+    run_id, per_vector, cutoffs = inputs.run_id, inputs.per_vector, inputs.cutoffs
+    rank_spec, max_cards = settings.rank_by, settings.max_cards
+    near_miss_margin = settings.near_miss_margin
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     shown, near, total, n_near = shown_rows(
@@ -489,7 +369,8 @@ def write_review_page(
     spec = rank_spec if isinstance(rank_spec, str) else dict(rank_spec)
     n_all = len(per_vector)
     near_txt = f" &middot; {n_near} near misses (within {near_miss_margin:g})" if n_near else ""
-    page = (
+    note, title, command = inputs.note, inputs.title, inputs.command
+    text = (
         "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
         '<meta name=viewport content="width=device-width, initial-scale=1">'
         f"<title>{_e(title)}: run {_e(run_id)}</title><style>{_CSS}</style></head>"
@@ -499,7 +380,7 @@ def write_review_page(
         f'<p class="meta">run <code>{_e(run_id)}</code> &middot; {total} of {n_all} vectors'
         f" passed (cutoffs |r| &ge; {cut}){near_txt} &middot; ranked by <code>{_e(spec)}</code></p>"
         + (f'<p class="meta">{_e(note)}</p>' if note else "")
-        + f"{_legend(ci_level, spearman_max)}</header>"
+        + f"{_legend(settings.ci_level, spearman_ceilings(inputs.grid))}</header>"
         '<div class="bar" role="region" aria-label="selection">'
         '<span><b id="count">0</b> picked</span>'
         '<code class="cmd" id="command" aria-live="polite"></code>'
@@ -510,7 +391,7 @@ def write_review_page(
         f"<main>{body}</main><script>{_IMG_JS}</script><script>{_JS}</script></body></html>\n"
     )
     path = out_dir / "index.html"
-    path.write_text(page, encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
     return path
 
 

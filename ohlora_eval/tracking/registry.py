@@ -3,16 +3,15 @@ version (with alias, tags, manifest, contact sheets) and loading one back.
 
 The selection is the product's most valuable output, so it is stored where it can
 be found (Model Registry, alias), loaded (pyfunc, ``selection_model.py``), audited
-(manifest, contact sheets, source-run tags) and re-checked (``verify``).
+(manifest, contact sheets, source-run tags) and re-checked (``verify``). Model names and
+aliases are checked and moved in ``aliases.py``.
 """
 
 from __future__ import annotations
 
 import html
 import json
-import posixpath
-import re
-import shlex
+import logging
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -35,8 +34,13 @@ from ohlora_eval.formats.z_vectors import (
 )
 from ohlora_eval.pipeline import judge
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
+from ohlora_eval.progress import STDOUT
 from ohlora_eval.tracking import store
-from ohlora_eval.tracking.artifacts import linked_sheets, read_run_vectors
+from ohlora_eval.tracking.aliases import alias_version, model_ref, move_alias
+from ohlora_eval.tracking.contact_sheets import linked_sheets
+from ohlora_eval.tracking.read_back import read_run_vectors
+
+log = logging.getLogger(__name__)
 
 SELECTIONS_EXPERIMENT = "ohlora-selections"
 _MODEL_CODE = Path(__file__).with_name("selection_model.py")
@@ -55,82 +59,6 @@ class Selection:
     source_run_id: str
     cases: list[int]
     alias_note: str = ""  # what happened to the alias, as printed
-
-
-def check_model_name(name: object, key: str = "name") -> str:
-    """A registered-model name MLflow accepts, checked before anything is written: not
-    empty, no ``/`` or ``:``, not a path that resolves elsewhere (``..``, ``a/./b``), printable,
-    at most 250 characters. Else a UserError naming ``key``."""
-    text = "" if name is None else str(name)
-    problem = None
-    if not text.strip():
-        problem = "is empty"
-    elif "/" in text or ":" in text:
-        problem = "holds / or :, which MLflow does not allow in a model name"
-    elif posixpath.normpath(text) != text or text in (".", "..") or text.startswith(".."):
-        problem = "would resolve to another name as a path"
-    elif not text.isprintable():
-        problem = "holds a control character"
-    elif len(text) > 250:
-        problem = f"is {len(text)} characters long (at most 250)"
-    if problem:
-        raise UserError(f"{key}={text!r} {problem}; e.g. {key}=ohlora-final-latents")
-    return text
-
-
-_ALIAS = re.compile(r"^[\w\-]+$")
-
-
-def check_alias(alias: object, key: str = "alias") -> str:
-    """An alias MLflow accepts and that cannot be mistaken for a version: letters, digits,
-    ``_`` and ``-`` only, at most 255 characters, not ``latest`` (reserved), not ``v<n>``
-    (a version's own alias) and not a bare number. Else a UserError naming ``key``."""
-    text = "" if alias is None else str(alias)
-    problem = None
-    if not text:
-        problem = "is empty"
-    elif len(text) > 255:
-        problem = f"is {len(text)} characters long (at most 255)"
-    elif not _ALIAS.match(text):
-        problem = "may hold only letters, digits, _ and -"
-    elif text.lower() == "latest":
-        problem = "is reserved by MLflow (it means the newest version)"
-    elif re.fullmatch(r"[vV]\d+", text) or text.isdigit():
-        problem = "reads as a version number"
-    if problem:
-        raise UserError(
-            f"{key}={text[:60]!r}{'...' if len(text) > 60 else ''} {problem}; e.g. {key}=final"
-        )
-    return text
-
-
-def model_ref(name: str, alias: str | None = None, version: str | None = None) -> str:
-    """``name@alias`` or ``name/version`` quoted for a shell command line (a name may hold
-    spaces): what printed commands show."""
-    return shlex.quote(f"{name}@{alias}" if alias else f"{name}/{version}")
-
-
-def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
-    """The version ``alias`` points to, or None."""
-    try:
-        return str(client.get_model_version_by_alias(name, alias).version)
-    except Exception:  # noqa: BLE001 - no such alias (or model)
-        return None
-
-
-def move_alias(client: MlflowClient, name: str, version: str, alias: str) -> str:
-    """Point ``alias`` of registered model ``name`` at ``version``; say what changed."""
-    try:
-        client.get_model_version(name, str(version))
-    except Exception:
-        raise UserError(f"model={name}/{version}: no such registered model version") from None
-    before = alias_version(client, name, alias)
-    if before == str(version):
-        return f"alias {alias!r} already on version {version}"
-    store.retry(client.set_registered_model_alias, name, alias, str(version))
-    if before is None:
-        return f"alias {alias!r} set on version {version}"
-    return f"alias {alias!r} moved to version {version} (was on version {before})"
 
 
 def choose_run(client: MlflowClient, run_id: str) -> str:
@@ -391,13 +319,14 @@ def _register(
     src = manifest["source_run_id"]
     ref = model_ref(name, alias, version)
     succeeded()
-    print(
+    log.info(
         f"\nohlora_eval.select: recorded {len(cases)} vector(s) from run {src} as {name} version"
         f" {version}\n"
         f"  {alias_note}\n"
         f"  load: mlflow.pyfunc.load_model({'models:/' + ref.strip(chr(39))!r}).predict(None)\n"
         f"  re-check: python -m ohlora_eval.verify model={ref}\n"
-        f"  look at it: {store.ui_hint(uri)}"
+        f"  look at it: {store.ui_hint(uri)}",
+        extra=STDOUT,
     )
     return Selection(name, version, alias, sel_run.info.run_id, src, cases, alias_note)
 

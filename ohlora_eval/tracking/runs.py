@@ -6,14 +6,14 @@ What a person sees of a run in MLflow's UI is decided here too: its name says wh
 it differ (``run_name``; a sweep point: its swept values), its description
 (``mlflow.note.content``, shown on the run page and as the runs table's Description) is
 the closing summary in markdown, and the links printed open the runs view
-(``ui_url``)."""
+(``ui_links.ui_url``)."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -24,7 +24,11 @@ from mlflow.tracking import MlflowClient
 
 from ohlora_eval.errors import Stopped
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
+from ohlora_eval.progress import STDOUT
 from ohlora_eval.tracking import store
+from ohlora_eval.tracking.ui_links import ui_url
+
+log = logging.getLogger(__name__)
 
 
 def sweep_id() -> str | None:
@@ -96,7 +100,7 @@ def timed(what: str, slow_s: float = SLOW_S) -> Iterator[None]:
     yield
     took = time.perf_counter() - t0
     if took > slow_s:
-        print(f"ohlora_eval: {what}: {took:.1f} s", file=sys.stderr, flush=True)
+        log.info(f"ohlora_eval: {what}: {took:.1f} s")
 
 
 def run_name(cfg: Mapping, n_vectors: int, tags: Mapping[str, str] | None = None) -> str:
@@ -273,32 +277,6 @@ def describe(
     return "\n".join(lines)
 
 
-def ui_url(uri: str, experiment_id: str, run_id: str | None = None, port: int = 5000) -> str:
-    """Where ``make ui`` shows an experiment's runs (or one run), in the Model-training view
-    (MLflow 3.17's UI otherwise opens every experiment on its GenAI overview)."""
-    if not uri.startswith("sqlite:"):
-        base = uri.rstrip("/") if uri.startswith("http") else f"http://127.0.0.1:{port}"
-    else:
-        base = f"http://127.0.0.1:{port}"
-    where = f"/#/experiments/{experiment_id}/runs"
-    if run_id:
-        return f"{base}{where}/{run_id}?workflowType=machine_learning"
-    return f"{base}{where}?workflowType=machine_learning&viewStateShareKey={store.UI_VIEW_KEY}"
-
-
-def ui_links(uri: str, port: int = 5000) -> list[str]:
-    """One line per experiment of the store: its name and the link to its runs view."""
-    client = MlflowClient(uri)
-    lines = []
-    for exp in store.retry(client.search_experiments):
-        if exp.name == "Default" and not store.retry(
-            client.search_runs, [exp.experiment_id], max_results=1
-        ):
-            continue
-        lines.append(f"  {exp.name:<22} {ui_url(uri, exp.experiment_id, port=port)}")
-    return lines
-
-
 def print_summary(
     run_id: str,
     per_vector: pd.DataFrame,
@@ -328,21 +306,4 @@ def print_summary(
         f" ({store.display_uri(uri)})",
         f"  look at it: {store.ui_hint(uri)}, then {ui_url(uri, run.info.experiment_id, run_id)}",
     ]
-    print("\n".join(lines))
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m ohlora_eval.tracking.runs <tracking uri> [port]``: the UI links (make ui)."""
-    args = sys.argv[1:] if argv is None else argv
-    uri, port = args[0], int(args[1]) if len(args) > 1 else 5000
-    try:
-        lines = ui_links(uri, port)
-    except Exception as exc:  # noqa: BLE001 - a store that cannot be read yet: no links
-        print(f"ohlora_eval: no experiments to link yet ({type(exc).__name__})")
-        return
-    print("ohlora_eval: open an experiment's runs (Model training view, columns chosen):")
-    print("\n".join(lines) if lines else "  (no experiments yet: run python -m ohlora_eval)")
-
-
-if __name__ == "__main__":
-    main()
+    log.info("\n".join(lines), extra=STDOUT)

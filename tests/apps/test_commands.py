@@ -4,12 +4,13 @@ completion, and each job's folder holding its log lines and the id of its run.""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, clean_env
+from helpers import ROOT, clean_env
 from test_hardening import TINY, cli_run
 
 from ohlora_eval.apps import screen
@@ -36,11 +37,62 @@ def _script(name: str) -> Path:
     return path
 
 
+def declared_scripts() -> dict[str, str]:
+    """pyproject.toml's ``[project.scripts]``: {command: "module:function"}."""
+    text = (ROOT / "pyproject.toml").read_text()
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: the table's lines are `name = "module:function"`
+        table = text.split("\n[project.scripts]\n", 1)[1].split("\n[", 1)[0]
+        return dict(re.findall(r'^([\w.-]+)\s*=\s*"([^"]+)"', table, re.MULTILINE))
+    return tomllib.loads(text)["project"]["scripts"]
+
+
+def help_command(name: str, target: str) -> list[str]:
+    """``<name> --help``: the installed console script where it runs the declared entry point,
+    else that entry point itself (a stale or missing install still tests the declaration)."""
+    from importlib.metadata import entry_points
+
+    installed = [ep.value for ep in entry_points(group="console_scripts", name=name)]
+    if (BIN / name).exists() and installed == [target]:
+        return [str(BIN / name), "--help"]
+    module, _, function = target.partition(":")
+    code = f"import sys; sys.argv[0] = {name!r}; from {module} import {function}; {function}()"
+    return [sys.executable, "-c", code, "--help"]
+
+
+@pytest.fixture(scope="module")
+def helps() -> dict[str, subprocess.CompletedProcess]:
+    """Every declared command's ``--help``, run in parallel (each starts Python and imports
+    its app: seconds apiece)."""
+    env = clean_env()
+    procs = {
+        name: subprocess.Popen(
+            help_command(name, target),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        for name, target in declared_scripts().items()
+    }
+    done = {}
+    try:
+        for name, proc in procs.items():
+            out, err = proc.communicate(timeout=300)
+            done[name] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return done
+
+
 @pytest.mark.parametrize("name", ["ohlora-eval", "ohlora-eval-verify"])
-def test_help_names_the_command_and_only_groups_that_work(name):
-    out = subprocess.run(
-        [str(_script(name)), "--help"], capture_output=True, text=True, env=clean_env(), cwd=ROOT
-    )
+def test_help_names_the_command_and_only_groups_that_work(name, helps):
+    out = helps[name]
     assert out.returncode == 0, out.stderr
     first = out.stdout.splitlines()[0]
     assert first.startswith(f"{name}: {COMMANDS[name]}")
@@ -53,10 +105,18 @@ def test_help_names_the_command_and_only_groups_that_work(name):
         assert listed == {"tracking"}
 
 
-def test_every_stage_is_a_command():
-    pyproject = (ROOT / "pyproject.toml").read_text()
-    for name in COMMANDS:
-        assert f'\n{name} = "ohlora_eval.apps.' in pyproject
+def test_every_stage_is_a_command(helps):
+    """Every console script pyproject.toml declares is a stage here (and every stage is
+    declared), runs, and answers --help with its name, its purpose and its usage."""
+    declared = declared_scripts()
+    assert set(declared) == set(COMMANDS)
+    for name, target in declared.items():
+        assert target.startswith("ohlora_eval.apps.") and target.endswith(":main"), target
+        out = helps[name]
+        assert out.returncode == 0, f"{name} --help exited {out.returncode}:\n{out.stderr}"
+        assert out.stdout.startswith(f"{name}: {COMMANDS[name]}"), out.stdout[:300]
+        assert f"\nusage: {name} [group=option ...] [key=value ...]\n" in out.stdout, name
+        assert "== Config (override any key as key=value) ==" in out.stdout, name
 
 
 def test_tab_completion_offers_the_keys():
@@ -82,22 +142,15 @@ def test_the_job_folder_holds_the_log_and_names_the_run(tmp_path):
     assert "\r" not in log
 
 
-def test_shims_and_scripts_run_the_same_entry(tmp_path):
+def test_shims_and_scripts_run_the_same_entry(helps):
     """python -m ohlora_eval.choose and ohlora-eval-choose: one entry point."""
-    env = clean_env()
     a = subprocess.run(
         [sys.executable, "-m", "ohlora_eval.choose", "--help"],
         capture_output=True,
         text=True,
-        env=env,
+        env=clean_env(),
         cwd=ROOT,
     )
-    b = subprocess.run(
-        [str(_script("ohlora-eval-choose")), "--help"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
+    b = helps["ohlora-eval-choose"]
     assert a.stdout == b.stdout and a.returncode == b.returncode == 0
     assert os.path.basename(a.stdout.split(":")[0]) == "ohlora-eval-choose"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import CONF_DIR, ROOT, clean_env
+from helpers import CONF_DIR, ROOT, clean_env
 from hydra import compose, initialize_config_dir
 
 from ohlora_eval.apps import screen

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, clean_env, compose_app, real_faces_or_skip
+from helpers import ROOT, clean_env, compose_app, real_faces_or_skip
 from mlflow.tracking import MlflowClient
 from PIL import Image
 

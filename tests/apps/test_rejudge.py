@@ -9,7 +9,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from conftest import CONF_DIR, ROOT, clean_env, reference_file
+from helpers import CONF_DIR, ROOT, clean_env, reference_file
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 import torch
-from conftest import ROOT, SMALL, clean_env, compose_app, free_port
+from helpers import ROOT, SMALL, clean_env, compose_app, free_port
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from test_hardening import cli_run, error_lines
@@ -32,7 +32,7 @@ from ohlora_eval.apps.verify import verify
 from ohlora_eval.errors import ConfigError, UserError, succeeded
 from ohlora_eval.formats.ohlora_results import read_ohlora_results
 from ohlora_eval.formats.z_vectors import read_z_table
-from ohlora_eval.tracking import registry
+from ohlora_eval.tracking import aliases, registry
 from ohlora_eval.tracking import store as tracking
 from ohlora_eval.tracking.results import runs
 
@@ -157,13 +157,13 @@ def test_an_explicit_device_that_is_missing_names_the_key(make_cfg):
 @pytest.mark.parametrize("name", ["a/b", "a:b", "", "  ", "..", "<b>x</b>", "x" * 300])
 def test_model_names_mlflow_refuses_are_refused_first(name):
     with pytest.raises(UserError, match=r"^name="):
-        registry.check_model_name(name)
+        aliases.check_model_name(name)
 
 
 @pytest.mark.parametrize("alias", ["latest", "LATEST", "V3", "v12", "a b", "x" * 300, "", "7"])
 def test_aliases_mlflow_refuses_are_refused_first(alias):
     with pytest.raises(UserError, match=r"^alias="):
-        registry.check_alias(alias)
+        aliases.check_alias(alias)
 
 
 def test_bad_names_leave_no_run_and_no_model(screened, store):
@@ -323,8 +323,8 @@ def test_the_results_api_names_a_uri_it_cannot_read():
 
 
 def test_a_name_with_a_space_is_quoted_in_printed_commands():
-    assert registry.model_ref("my model", "final") == "'my model@final'"
-    assert registry.model_ref("plain", version="3") == "plain/3"
+    assert aliases.model_ref("my model", "final") == "'my model@final'"
+    assert aliases.model_ref("plain", version="3") == "plain/3"
 
 
 def test_the_review_pages_select_command_names_a_store_other_than_mlruns(screened, store):

@@ -9,13 +9,13 @@ import tempfile
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, clean_env
+from helpers import ROOT, clean_env
 from mlflow.tracking import MlflowClient
 
 from ohlora_eval.apps.screen import ConfigError, evaluate
 from ohlora_eval.pipeline import judge
 from ohlora_eval.tracking import store as tracking
-from ohlora_eval.tracking.artifacts import FILES_TAG, run_file
+from ohlora_eval.tracking.read_back import FILES_TAG, run_file
 
 CONTRACT_METRICS = {
     "passed",

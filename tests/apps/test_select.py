@@ -10,7 +10,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import CONF_DIR, ROOT, SMALL, clean_env, reference_file
+from helpers import CONF_DIR, ROOT, SMALL, clean_env, reference_file
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 

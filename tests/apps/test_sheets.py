@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import compose_app
+from helpers import compose_app
 from mlflow.tracking import MlflowClient
 from PIL import Image
 

@@ -2,46 +2,70 @@
 
 A benchmark, not a timed test: nothing here looks at how fast anything was,
 only that every number the report promises is there (so ``make bench`` cannot
-silently rot between real runs).
+silently rot between real runs) and that (p)'s number is the time of the shipped step.
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+import io
 import json
 import math
 import re
+import statistics
 import subprocess
 import sys
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
 
 from ohlora_eval.bench import cli, forward
 from ohlora_eval.models.networks.recipe import recipe_value
-from ohlora_eval.pipeline import measure
+from ohlora_eval.pipeline.measure import measure as shipped_measure  # as forward.py imports it
+
+DELAY = 0.3  # seconds the counted measure adds to each call: only a timer around it sees them
+REPEATS = 2
 
 
-def test_bench_smoke_writes_json(tmp_path, capsys):
-    out = tmp_path / "bench.json"
-    rc = cli.main(
-        [
-            "--vectors",
-            "2",
-            "--per-image-vectors",
-            "1",
-            "--repeats",
-            "1",
-            "--batch-sizes",
-            "50,100",
-            "--fit-n",
-            "100",
-            "--skip-real",
-            "--skip-sweep",
-            "--skip-switches",
-            "--skip-scale",
-            "--skip-faces",
-            "--out",
-            str(out),
-        ]
-    )
+class BenchRun(NamedTuple):
+    out: Path  # the JSON file
+    printed: str  # the report on stdout
+    calls: list[dict[str, Any]]  # each call of the shipped measure: its arguments, seconds
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory) -> BenchRun:
+    """One tiny synthetic run of the CLI for the tests below (building the models costs
+    seconds), with the shipped ``measure`` wrapped: counted, timed and ``DELAY`` slower."""
+    calls: list[dict[str, Any]] = []
+
+    def counted(*args, **kwargs):
+        t0 = time.perf_counter()
+        measured = shipped_measure(*args, **kwargs)
+        time.sleep(DELAY)
+        bound = inspect.signature(shipped_measure).bind(*args, **kwargs)
+        bound.apply_defaults()
+        calls.append({**bound.arguments, "seconds": time.perf_counter() - t0})
+        return measured
+
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    tiny = ["--vectors", "2", "--per-image-vectors", "1", "--batch-sizes", "50,100"]
+    skip = ["--skip-real", "--skip-sweep", "--skip-switches", "--skip-scale", "--skip-faces"]
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):
+        mp.setattr(forward, "measure", counted)
+        rc = cli.main(
+            [*tiny, "--fit-n", "100", "--repeats", str(REPEATS), *skip, "--out", str(out)]
+        )
     assert rc == 0
+    return BenchRun(out, printed.getvalue(), calls)
+
+
+def test_bench_smoke_writes_json(bench_run):
+    out, printed = bench_run.out, bench_run.printed
     text = out.read_text()
     result = json.loads(text, parse_constant=lambda c: pytest_fail(f"non-JSON constant {c}"))
     for key in (
@@ -77,7 +101,6 @@ def test_bench_smoke_writes_json(tmp_path, capsys):
     # The bare forward scores the very images the pipeline scores.
     assert max(syn["checks"]["max_abs_diff_p_vs_a_by_batch"].values()) < 1e-4
 
-    printed = capsys.readouterr().out
     assert "p/a =" in printed and "p/b =" in printed and str(out) in printed
     assert "(p) pipeline.measure" in printed
     # Neither the report nor the JSON names tracker issues.
@@ -87,7 +110,7 @@ def test_bench_smoke_writes_json(tmp_path, capsys):
 def test_bench_real_faces_section_times_the_three_stages(tmp_path, capsys):
     """Section [6] on the real weights from PyPI (skipped with the reason when they are
     missing, as the section itself is)."""
-    from conftest import real_faces_or_skip
+    from helpers import real_faces_or_skip
 
     real_faces_or_skip()
     out = tmp_path / "bench.json"
@@ -104,9 +127,27 @@ def test_bench_real_faces_section_times_the_three_stages(tmp_path, capsys):
     assert "[6] Real faces" in printed and "pipeline / slower stage alone" in printed
 
 
-def test_bench_times_the_shipped_measuring_step():
-    # (p) is pipeline.measure itself, not a copy of its chunk loop.
-    assert forward.measure is measure.measure
+def test_bench_times_the_shipped_measuring_step(bench_run):
+    """(p) is pipeline.measure itself, not a copy of its chunk loop: the shipped function,
+    wrapped with a counter and a known delay, is what each reported (p) run timed."""
+    assert forward.measure is shipped_measure  # the bench calls the shipped function ...
+    syn = json.loads(bench_run.out.read_text())["synthetic"]
+    # ... and its (p) runs pass no grouping or image statistics ((p+) and the warm-up do).
+    calls = bench_run.calls
+    p_calls = [c for c in calls if c["image_stats"] is None]
+    assert len(calls) > len(p_calls) == REPEATS, calls
+    for call in p_calls:
+        assert call["latents"].shape[0] == syn["settings"]["vectors"]
+        assert call["groups_of"] is None and call["cache"] is None and call["progress"] is False
+    reported = syn["runs_seconds"]["p"]
+    assert len(reported) == REPEATS
+    for call, seconds in zip(p_calls, reported):
+        # The run's time is this call's (delay included) and next to nothing else.
+        assert DELAY <= call["seconds"] <= seconds <= call["seconds"] + 0.5, (call, seconds)
+    images = syn["settings"]["images"]
+    assert syn["images_per_sec"]["p_pipeline"] == pytest.approx(
+        images / statistics.median(reported)
+    )
 
 
 def test_bench_runs_as_a_module():

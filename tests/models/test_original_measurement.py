@@ -26,7 +26,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, reference_file
+from helpers import ROOT, reference_file
 
 from ohlora_eval.directions.store import read_directions
 from ohlora_eval.formats.z_vectors import read_z_csv
@@ -38,7 +38,8 @@ from ohlora_eval.models.scorers.ohlora_cnn import OhLoRACNNScorer
 from ohlora_eval.pipeline import judge
 from ohlora_eval.pipeline.edit import EditSetup, edited_mids
 from ohlora_eval.pipeline.fidelity import MeasureSettings, rounded, to_uint8
-from ohlora_eval.pipeline.measure import measure_chunk, synthesize
+from ohlora_eval.pipeline.measure import measure_chunk
+from ohlora_eval.pipeline.model_calls import synthesize
 
 DATA = ROOT / "tests" / "data"
 CAPTURE = DATA / "original_v3_1_capture.json"

@@ -18,7 +18,7 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "real_faces"
 
 @pytest.fixture(scope="module")
 def gen():
-    from conftest import real_faces_or_skip
+    from helpers import real_faces_or_skip
 
     real_faces_or_skip()
     from ohlora_eval.models.generators.dcgan_digiface import DCGANFaceGenerator
@@ -28,7 +28,7 @@ def gen():
 
 @pytest.fixture(scope="module")
 def scorer():
-    from conftest import real_faces_or_skip
+    from helpers import real_faces_or_skip
 
     real_faces_or_skip()
     from ohlora_eval.models.scorers.dlib_landmarks import DlibLandmarkScorer
@@ -62,7 +62,7 @@ def test_images_equal_the_package_network(gen):
 
 
 def test_an_image_never_depends_on_its_batch_mates(gen):
-    from ohlora_eval.pipeline.measure import synthesize
+    from ohlora_eval.pipeline.model_calls import synthesize
 
     z = gen.sample_latents(100, seed=11)
     alone = synthesize(gen, z[7:8], "z")

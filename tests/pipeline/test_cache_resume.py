@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, clean_env
+from helpers import ROOT, clean_env
 from mlflow.tracking import MlflowClient
 
 from ohlora_eval.apps.screen import evaluate

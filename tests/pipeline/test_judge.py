@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import conf_grid, reference_file
+from helpers import conf_grid, reference_file
 
 from ohlora_eval.pipeline import judge
 from ohlora_eval.pipeline.edit import grid_points

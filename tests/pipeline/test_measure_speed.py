@@ -21,8 +21,8 @@ from ohlora_eval.pipeline.measure import (
     measure,
     measure_chunk,
     measurement_key,
-    step_vectors,
 )
+from ohlora_eval.pipeline.model_calls import step_vectors
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 
 GRID = {"eyes": [-1.2, 1.2], "mouth": [-1.8, 0.0, 1.8], "pose": [-1.2, 0.0, 1.2]}  # 18 images
@@ -122,7 +122,7 @@ def test_step_size_does_not_change_the_numbers(synthetic_setup, monkeypatch):
 def test_round_trip_on_the_worker_thread_gives_the_sequential_result(synthetic_setup, trip):
     pytest.importorskip("cv2") if trip == "jpeg" else None
     from ohlora_eval.pipeline.fidelity import round_trip
-    from ohlora_eval.pipeline.measure import score, synthesize, to_mid
+    from ohlora_eval.pipeline.model_calls import score, synthesize, to_mid
 
     settings = MeasureSettings(round_trip=trip).checked()
     setup = dataclasses.replace(synthetic_setup, measure=settings)
@@ -235,15 +235,16 @@ def test_exactness_flags_are_a_no_op_on_cpu():
         assert dev.cuda_flags() == before
 
 
-def test_exactness_flags_on_cuda_are_set_and_restored():
+def test_exactness_flags_on_cuda_are_set_and_restored(monkeypatch):
     # Setting these flags touches no GPU, so the CUDA branch can be checked on a CPU.
-    assert os.environ.get("CUBLAS_WORKSPACE_CONFIG") in dev.CUBLAS_WORKSPACES
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)  # set when CUDA is used
     before = dev.cuda_flags()
     torch.backends.cudnn.benchmark = True
     try:
         with dev.exact_cuda(
             torch.device("cuda"), deterministic=None, precision="fp32", tf32=False
         ) as applied:
+            assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == dev.CUBLAS_WORKSPACE
             assert applied == {"deterministic": True, "tf32": False}
             assert torch.are_deterministic_algorithms_enabled()
             assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import conf_cutoffs, conf_grid
+from helpers import conf_cutoffs, conf_grid
 from review_wrappers import (
     BackgroundShiftGenerator,
     DisentangledGenerator,
@@ -23,23 +23,16 @@ from ohlora_eval.pipeline.edit import EditSetup, grid_points
 from ohlora_eval.pipeline.measure import measure
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 from ohlora_eval.pipeline.sample import sample_and_score
-from ohlora_eval.review import (
+from ohlora_eval.review.correlations import bootstrap_ci, leakage, spearman_max, spearman_rows
+from ohlora_eval.review.locality import face_region, locality_stats
+from ohlora_eval.review.settings import ReviewSettings
+from ohlora_eval.review.steps import add_review_columns, image_stats
+from ohlora_eval.review.table import (
     REVIEW_COLUMNS,
-    ReviewSettings,
-    add_review_columns,
-    image_stats,
-)
-from ohlora_eval.review.metrics import (
-    bootstrap_ci,
-    face_region,
-    leakage,
-    locality_stats,
     rank_by,
     rank_scores,
     review_metrics,
     review_table,
-    spearman_max,
-    spearman_rows,
 )
 
 GRID = grid_points(conf_grid())
@@ -276,7 +269,7 @@ def test_bad_rank_expressions_name_the_field_and_what_is_allowed(spec, message):
 
 
 def test_settings_from_the_config_group_and_its_checks():
-    from conftest import CONF_DIR
+    from helpers import CONF_DIR
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

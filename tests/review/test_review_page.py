@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import CHROMIUM, CHROMIUM_ARGS, conf_grid, playwright_or_skip
+from helpers import CHROMIUM, CHROMIUM_ARGS, conf_grid, playwright_or_skip
 
 from ohlora_eval.formats.pictures import contact_sheet
 from ohlora_eval.models.generators.synthetic import SyntheticFaceGenerator
@@ -19,8 +19,9 @@ from ohlora_eval.pipeline import judge
 from ohlora_eval.pipeline.edit import grid_points
 from ohlora_eval.pipeline.measure import edited_mids
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
-from ohlora_eval.review import ReviewSettings, add_review_columns, build_review_page
-from ohlora_eval.review.page import SheetLink, near_misses, write_review_page
+from ohlora_eval.review.page import PageInputs, SheetLink, near_misses, write_review_page
+from ohlora_eval.review.settings import ReviewSettings
+from ohlora_eval.review.steps import add_review_columns, build_review_page
 
 GRID = grid_points(conf_grid())
 CUTOFFS = {"eyes": 0.9, "mouth": 0.85, "pose": 0.85}
@@ -64,8 +65,14 @@ def sheets(run_table, tmp_path_factory) -> dict[int, Path]:
     return out
 
 
+def _settings(**kw) -> ReviewSettings:
+    """``ReviewSettings`` fields: all cards and no near misses unless ``kw`` says otherwise."""
+    return ReviewSettings(**{"max_cards": None, "near_miss_margin": 0.0, **kw})
+
+
 def _page(tmp_path, run_table, sheets, **kw) -> tuple[Path, str]:
-    path = write_review_page(tmp_path / "review", RUN_ID, run_table, sheets, CUTOFFS, **kw)
+    inputs = PageInputs(RUN_ID, run_table, CUTOFFS)
+    path = write_review_page(tmp_path / "review", inputs, sheets, _settings(**kw))
     return path, path.read_text(encoding="utf-8")
 
 
@@ -127,13 +134,10 @@ def test_build_review_page_renders_missing_sheets_and_copies_locally(tmp_path, r
     given = {order[0]: sheets[order[0]]}
     page = build_review_page(
         tmp_path / "art" / "review",
-        "runid42",
-        run_table,
-        CUTOFFS,
+        PageInputs("runid42", run_table, CUTOFFS, grid=GRID),
         ReviewSettings(near_miss_margin=0),
         render=render,
         sheets=given,
-        grid=GRID,
         local_dir=tmp_path / "local",
     )
     assert page == tmp_path / "art" / "review" / "index.html"
@@ -145,7 +149,9 @@ def test_build_review_page_renders_missing_sheets_and_copies_locally(tmp_path, r
     )
     assert "0.866" in page.read_text()  # the eyes Spearman ceiling is explained
     assert (
-        build_review_page(tmp_path / "x", "r", run_table, CUTOFFS, ReviewSettings(page=False))
+        build_review_page(
+            tmp_path / "x", PageInputs("r", run_table, CUTOFFS), ReviewSettings(page=False)
+        )
         is None
     )
 
@@ -186,9 +192,7 @@ def test_near_miss_cards_are_marked_and_get_sheets(tmp_path, run_table, sheets):
 
     page = build_review_page(
         tmp_path / "review",
-        "run7",
-        table,
-        CUTOFFS,
+        PageInputs("run7", table, CUTOFFS),
         ReviewSettings(near_miss_margin=margin),
         render=render,
         sheets=sheets,
@@ -206,7 +210,10 @@ def test_near_miss_cards_are_marked_and_get_sheets(tmp_path, run_table, sheets):
     # The card budget: passed first, then near misses fill what is left.
     n_passed = len(_expected_order(table))
     text = write_review_page(
-        tmp_path / "r2", "run7", table, {}, CUTOFFS, near_miss_margin=margin, max_cards=n_passed + 1
+        tmp_path / "r2",
+        PageInputs("run7", table, CUTOFFS),
+        {},
+        _settings(near_miss_margin=margin, max_cards=n_passed + 1),
     ).read_text()
     assert len(re.findall(r'class="card near"', text)) == 1
     assert f"{len(near) - 1} more near misses are not shown" in text
@@ -218,7 +225,9 @@ def test_linked_sheets_name_their_run_and_path_for_mlflow(tmp_path, run_table):
         order[0]: SheetLink("../../other/artifacts/review/sheets/a.png", "other", "review/x.png"),
         order[1]: SheetLink(None, "other", "review/sheets/b.png"),
     }
-    path = write_review_page(tmp_path / "review", RUN_ID, run_table, links, CUTOFFS)
+    path = write_review_page(
+        tmp_path / "review", PageInputs(RUN_ID, run_table, CUTOFFS), links, _settings()
+    )
     text = path.read_text()
     assert not (tmp_path / "review" / "sheets").exists()  # links are not copied
     first = text.split(f'id="card-{order[0]}"')[1].split("</article>")[0]

@@ -1,2 +1,2 @@
-"""Ray workers and the PostgreSQL team server (a package: its conftest must not shadow
-tests/conftest.py, which other test modules import as ``conftest``)."""
+"""Ray workers and the PostgreSQL team server (a package, so its conftest is
+``scale.conftest``, not a second module named ``conftest`` beside tests/conftest.py)."""

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from helpers import free_port
 from hydra import compose, initialize_config_dir
 
 import ohlora_eval.apps  # noqa: F401 - registers the config schemas

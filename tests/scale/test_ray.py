@@ -57,7 +57,7 @@ def test_ray_gives_the_local_per_vector_csv(make_scale_cfg, scale_store, local_r
 def _setup(make_scale_cfg, scale_store):
     """The models, directions and hooks of a small screening, as screen builds them."""
     from ohlora_eval import review
-    from ohlora_eval.pipeline.measure import group_fn
+    from ohlora_eval.pipeline.model_calls import group_fn
 
     cfg = make_scale_cfg()
     resolved = OmegaConf.to_container(cfg, resolve=True)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from helpers import free_port
 from mlflow.tracking import MlflowClient
 
 from ohlora_eval.tracking import store as tracking

@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import CONF_DIR, ROOT, SMALL, clean_env, composer
+from helpers import CONF_DIR, ROOT, SMALL, clean_env, composer
 from hydra import compose, initialize_config_dir
 from mlflow.tracking._model_registry import utils as registry_utils
 from mlflow.tracking._tracking_service import utils as tracking_utils

@@ -3,13 +3,13 @@ scores (nor its sheets): it points to the run that stores them, and every reader
 
 from __future__ import annotations
 
-from conftest import compose_app
+from helpers import compose_app
 from mlflow.tracking import MlflowClient
 
 from ohlora_eval.apps.screen import evaluate
 from ohlora_eval.apps.select import select
 from ohlora_eval.tracking import store as tracking
-from ohlora_eval.tracking.artifacts import FILES_TAG
+from ohlora_eval.tracking.read_back import FILES_TAG
 
 
 def _artifact_bytes(client: MlflowClient, run_id: str, path: str = "") -> int:
@@ -20,7 +20,7 @@ def _artifact_bytes(client: MlflowClient, run_id: str, path: str = "") -> int:
 
 
 def test_a_rejudging_point_links_the_measurement_files(fresh_store):
-    from conftest import composer
+    from helpers import composer
 
     make = composer(fresh_store)
     first = evaluate(make("cutoff.eyes=0.5", "cutoff.mouth=0.5", "cutoff.pose=0.3"))
@@ -42,7 +42,7 @@ def test_a_rejudging_point_links_the_measurement_files(fresh_store):
 
 
 def test_the_local_review_copy_forwards_to_the_logged_page(fresh_store):
-    from conftest import composer
+    from helpers import composer
 
     res = evaluate(composer(fresh_store)())
     local = fresh_store / "review" / res.run_id / "index.html"

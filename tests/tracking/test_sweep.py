@@ -9,7 +9,7 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import ROOT, clean_env
+from helpers import ROOT, clean_env
 from mlflow.tracking import MlflowClient
 
 from ohlora_eval.tracking import store as tracking

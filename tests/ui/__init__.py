@@ -1,1 +1,2 @@
-"""Browser tests of MLflow's UI (a package, so its conftest does not shadow tests/conftest.py)."""
+"""Browser tests of MLflow's UI (a package, so its conftest is ``ui.conftest``, not a second
+module named ``conftest`` beside tests/conftest.py)."""

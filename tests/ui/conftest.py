@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,12 +18,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import CHROMIUM, CHROMIUM_ARGS, free_port, playwright_or_skip
+from helpers import CHROMIUM, CHROMIUM_ARGS, free_port, playwright_or_skip
+
+from .ui_common import CUTOFFS
 
 ROOT = Path(__file__).resolve().parents[2]
 MLFLOW = Path(sys.executable).with_name("mlflow")
-SHOTS = Path(os.environ.get("OHLORA_UI_SHOTS", "/tmp/ui_shots"))
-CUTOFFS = ("0.88", "0.9", "0.92")  # the sweep's points (cutoff.eyes)
 # Small but real: the sweep measures once (its first point), the others re-use it.
 SWEEP = [
     "device=cpu",
@@ -162,12 +161,3 @@ def chromium(browser_or_skip, tmp_path_factory):
             yield context
         finally:
             context.close()
-
-
-def keep_shot(src: Path, name: str) -> Path:
-    """Copy a screenshot to ``SHOTS`` and say where both are."""
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    dest = SHOTS / name
-    shutil.copyfile(src, dest)
-    print(f"\nscreenshot: {src} (and {dest})")
-    return dest

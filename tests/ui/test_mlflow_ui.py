@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import time
 
-from ui.conftest import CUTOFFS, keep_shot
+from .ui_common import CUTOFFS, keep_shot
 
 TIMEOUT_MS = 30_000
 

@@ -1,0 +1,66 @@
+"""Reading a screening run's files back: its table, its vectors and its config.
+
+A run that re-used another run's measurement (a sweep point, a re-judge) does not store
+the measurement's files again (``MEASURED_FILES``): its tag ``ohlora.measurement_files``
+(``FILES_TAG``) names the run that does, and ``run_file`` follows it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from ohlora_eval.errors import UserError
+from ohlora_eval.tracking import store
+
+MEASURED_FILES = ("latents.npy", "per_image.csv")  # decided by the measurement and the cases
+FILES_TAG = "ohlora.measurement_files"  # the run that stores them, when not this one
+
+
+def run_file(client: MlflowClient, run_id: str, name: str, dst: str | Path) -> str:
+    """Download ``name`` of ``run_id``; a run that re-used another run's measurement points
+    to the run that stores its latents and per-image scores (tag ``ohlora.measurement_files``)."""
+    try:
+        return client.download_artifacts(run_id, name, str(dst))
+    except Exception:
+        source = store.retry(client.get_run, run_id).data.tags.get(FILES_TAG)
+        if not source or name not in MEASURED_FILES:
+            raise
+        return client.download_artifacts(source, name, str(dst))
+
+
+@dataclass
+class RunVectors:
+    """What a screening run measured, read back: its table, its vectors and its config."""
+
+    per_vector: pd.DataFrame
+    latents: np.ndarray  # row i is the vector of per_vector row i
+    config: dict
+
+
+def read_run_vectors(client: MlflowClient, run_id: str) -> RunVectors:
+    """``per_vector.csv``, ``latents.npy`` (followed to the run that stores them) and
+    ``config.yaml`` of a screening run; a run without them is one ``UserError`` line."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            per_vector = pd.read_csv(
+                client.download_artifacts(run_id, "per_vector.csv", tmp),
+                keep_default_na=False,
+                na_values=[""],
+            )
+            latents = np.load(run_file(client, run_id, "latents.npy", tmp))
+            config = OmegaConf.to_container(
+                OmegaConf.load(client.download_artifacts(run_id, "config.yaml", tmp))
+            )
+        except Exception:
+            raise UserError(
+                f"run_id={run_id} has no per_vector.csv, latents.npy and config.yaml: only"
+                " screening runs carry their vectors (imported results and re-judges do not)"
+            ) from None
+    return RunVectors(per_vector, latents, config)
