@@ -2,20 +2,33 @@
 time when it ends (on stderr, so tables on stdout stay clean). Progress bars are tqdm's;
 this is for the phases between them (fitting directions, writing artifacts).
 
+The package says things through ``logging`` (a logger per module, ``ohlora_eval.*``); the
+commands show its records on the terminal as plain lines and keep them in their Hydra job
+log (``apps/cli.py``). A record goes to stderr unless it is logged with ``extra=STDOUT``
+(a command's result: a summary, a table). Imported into a program, the package adds no
+handler: its INFO records show where the program's logging puts them.
+
 Imports nothing of the package, so every layer can use it (docs/architecture.md).
 """
 
 from __future__ import annotations
 
 import contextlib
-import sys
+import logging
 import time
 from collections.abc import Iterator
+from types import MappingProxyType
+
+log = logging.getLogger(__name__)
+
+# ``log.info(text, extra=STDOUT)``: a record the terminal shows on stdout (a command's
+# result, which a user may pipe or redirect); any other record goes to stderr.
+STDOUT = MappingProxyType({"stream": "stdout"})
 
 
 def say(message: str) -> None:
-    """One line on stderr, prefixed ``ohlora_eval:``."""
-    print(f"ohlora_eval: {message}", file=sys.stderr, flush=True)
+    """One line on stderr, prefixed ``ohlora_eval:`` (an INFO record of this module)."""
+    log.info(f"ohlora_eval: {message}")
 
 
 @contextlib.contextmanager

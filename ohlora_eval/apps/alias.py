@@ -3,9 +3,12 @@ recorded selection at another version (``select`` moves one only when told)."""
 
 from __future__ import annotations
 
+import logging
+
 from omegaconf import DictConfig
 
 from ohlora_eval.apps.cli import UserError, hydra_app
+from ohlora_eval.progress import STDOUT
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.registry import (
     SELECTIONS_EXPERIMENT,
@@ -14,10 +17,12 @@ from ohlora_eval.tracking.registry import (
     move_alias,
 )
 
+log = logging.getLogger(__name__)
+
 
 @hydra_app("alias")
 def main(cfg: DictConfig) -> None:
-    print(f"ohlora_eval.alias: {set_alias(cfg)}")
+    log.info(f"ohlora_eval.alias: {set_alias(cfg)}", extra=STDOUT)
 
 
 def set_alias(cfg: DictConfig) -> str:

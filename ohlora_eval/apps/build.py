@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -19,7 +18,7 @@ from ohlora_eval.errors import ConfigError, UserError, int_in
 from ohlora_eval.pipeline import judge
 from ohlora_eval.pipeline.device import check_device
 from ohlora_eval.pipeline.edit import EditSetup, grid_points
-from ohlora_eval.pipeline.fidelity import MeasureSettings
+from ohlora_eval.pipeline.fidelity import MeasureSettings, seeded
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES, Generator, PropertyScorer
 from ohlora_eval.review import ReviewSettings
 
@@ -214,15 +213,15 @@ def edit_setup(cfg: DictConfig, checked: Checked, where: Any, faces: Any = None)
     """The models, their directions (found, or fitted now) and the grid of a checked
     config: what measuring and contact sheets need. ``where``: the store (StoreRef);
     ``faces``: where a fit scores its sampled faces (``execution.face_executor``; None: here)."""
-    torch.manual_seed(0)
-    generator, scorer = build_models(cfg)
-    apply_noise_seed(generator, cfg.get("noise_seed"))
     layer = cfg.layer
     progress = bool(cfg.tracking.progress) and sys.stderr.isatty()
     extra = {"executor": faces} if faces is not None else {}  # sources of others need not take it
-    directions = instantiate(cfg.directions).resolve(
-        generator, scorer, layer, where, progress=progress, measure=checked.measure, **extra
-    )
+    with seeded(0):  # the global torch RNG seeded as ever, the caller's restored after
+        generator, scorer = build_models(cfg)
+        apply_noise_seed(generator, cfg.get("noise_seed"))
+        directions = instantiate(cfg.directions).resolve(
+            generator, scorer, layer, where, progress=progress, measure=checked.measure, **extra
+        )
     directions.check_compatible(layer, mid_dim(generator, layer))
     return EditSetup(generator, scorer, directions, checked.grid, layer, checked.measure)
 

@@ -3,16 +3,21 @@
 
 from __future__ import annotations
 
+import logging
+
 from omegaconf import DictConfig
 
 from ohlora_eval.apps.cli import hydra_app
+from ohlora_eval.progress import STDOUT
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.registry import choose_run
+
+log = logging.getLogger(__name__)
 
 
 @hydra_app("choose")
 def main(cfg: DictConfig) -> None:
-    print(f"ohlora_eval.choose: {choose(cfg)}")
+    log.info(f"ohlora_eval.choose: {choose(cfg)}", extra=STDOUT)
 
 
 def choose(cfg: DictConfig) -> str:

@@ -1,15 +1,18 @@
 """Shared behaviour of the command-line apps: how a command starts (``hydra_app``),
-one-line errors for bad input, non-zero exits, signals."""
+what it says and where (the terminal, its Hydra job log), one-line errors for bad input,
+non-zero exits, signals."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import io
+import logging
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,9 @@ from ohlora_eval.errors import Stopped, UserError, succeeded
 
 __all__ = ["CONFIG_DIR", "UserError", "config_error_line", "friendly_errors", "hydra_app"]
 
+PACKAGE = "ohlora_eval"  # the package's loggers: ohlora_eval.<module>
+log = logging.getLogger(__name__)
+
 
 def hydra_app(config_name: str) -> Callable[[Callable[[Any], Any]], Callable[..., Any]]:
     """The one way a command starts: Hydra composes ``conf/<config_name>.yaml`` with the
@@ -32,34 +38,37 @@ def hydra_app(config_name: str) -> Callable[[Callable[[Any], Any]], Callable[...
 
     def decorate(task: Callable[[Any], Any]) -> Callable[..., Any]:
         composed = hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)(
-            _logged(friendly_errors(task))
+            _job(friendly_errors(task))
         )
 
         @functools.wraps(task)
         def entry(cfg: Any = None) -> Any:
             if cfg is not None or os.environ.get("HYDRA_FULL_ERROR"):
-                return composed(cfg)
+                with terminal():
+                    return composed(cfg)
             # Hydra prints and exits 1 unless asked to raise; raise, then say it in one line.
             os.environ["HYDRA_FULL_ERROR"] = "1"
             _stop_on_signals()  # a sweep's main process too: its parent run must end
-            try:
-                return composed()
-            except (Stopped, KeyboardInterrupt, SystemExit) as exc:
-                what = "sweep" if _end_open_sweep(exc) else "command"
-                if isinstance(exc, SystemExit):
-                    raise
-                name = exc.name if isinstance(exc, Stopped) else "Ctrl-C"
-                print(f"\nohlora_eval: {what} stopped by {name}; what was measured is kept.",
-                      file=sys.stderr)  # fmt: skip
-                sys.exit(128 + exc.signum if isinstance(exc, Stopped) else 130)
-            except (OmegaConfBaseException, HydraException) as exc:
-                print(f"ohlora_eval: error: {config_error_line(exc)}", file=sys.stderr)
-                sys.exit(2)
-            except BrokenPipeError:  # `... --help | head`: the reader left; so do we
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-                sys.exit(0)
-            finally:
-                os.environ.pop("HYDRA_FULL_ERROR", None)
+            with terminal():  # what is said outside a job too (a sweep's end, these errors)
+                try:
+                    return composed()
+                except (Stopped, KeyboardInterrupt, SystemExit) as exc:
+                    what = "sweep" if _end_open_sweep(exc) else "command"
+                    if isinstance(exc, SystemExit):
+                        raise
+                    name = exc.name if isinstance(exc, Stopped) else "Ctrl-C"
+                    log.error(
+                        f"\nohlora_eval: {what} stopped by {name}; what was measured is kept."
+                    )
+                    sys.exit(128 + exc.signum if isinstance(exc, Stopped) else 130)
+                except (OmegaConfBaseException, HydraException) as exc:
+                    log.error(f"ohlora_eval: error: {config_error_line(exc)}")
+                    sys.exit(2)
+                except BrokenPipeError:  # `... --help | head`: the reader left; so do we
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                    sys.exit(0)
+                finally:
+                    os.environ.pop("HYDRA_FULL_ERROR", None)
 
         return entry
 
@@ -87,57 +96,138 @@ def note_run(run_id: str, uri: str) -> None:
         (folder / RUN_FILE).write_text(f"{run_id}\n{uri}\n")
 
 
-class _Tee(io.TextIOBase):
-    """Writes to the terminal stream and, line by line, to the job's log file. A progress
-    bar's redraws (``\\r``) reach the log as the line they end on."""
+class _Terminal(logging.StreamHandler):
+    """The package's records on the terminal as ``print`` wrote its lines: the message
+    alone, on stdout for a record logged with ``extra=progress.STDOUT`` and on stderr for
+    any other, to the ``sys.stdout``/``sys.stderr`` of the moment (a redirection, a test's
+    capture, is followed). An error writing (a closed pipe) reaches the caller, as print's."""
 
-    def __init__(self, stream: Any, log: Any) -> None:
-        self.stream, self.log, self._line = stream, log, ""
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.stream_name = name
+        self.setFormatter(logging.Formatter("%(message)s"))
+        self.addFilter(lambda record: getattr(record, "stream", "stderr") == name)
 
-    def write(self, text: str) -> int:
-        self.stream.write(text)
-        self._line += text
-        *done, self._line = self._line.split("\n")
-        for line in done:
-            line = line.rsplit("\r", 1)[-1].rstrip()
-            if line:
-                self.log.write(line + "\n")
-        self.log.flush()
-        return len(text)
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return getattr(sys, self.stream_name)
 
-    def flush(self) -> None:
-        self.stream.flush()
+    @stream.setter
+    def stream(self, _value: Any) -> None:  # StreamHandler.__init__ sets one; sys's is used
+        pass
 
-    def isatty(self) -> bool:
-        return self.stream.isatty()
-
-    def fileno(self) -> int:
-        return self.stream.fileno()
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return getattr(self.stream, "encoding", "utf-8")
+    def emit(self, record: logging.LogRecord) -> None:
+        stream = self.stream
+        stream.write(self.format(record) + self.terminator)
+        stream.flush()
 
 
-def _logged(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """While the command runs, what it prints also goes to Hydra's job log
-    (``<output folder>/<command>.log``), next to the log records Hydra writes there."""
+@contextlib.contextmanager
+def terminal() -> Iterator[None]:
+    """The package's loggers (``ohlora_eval.*``) shown on the terminal for the block, at
+    INFO, and only there (not passed on to the root logger, whose console handler Hydra
+    formats); then as they were. Nested or repeated: set up once."""
+    pkg = logging.getLogger(PACKAGE)
+    if any(isinstance(h, _Terminal) for h in pkg.handlers):
+        yield
+        return
+    saved = pkg.level, pkg.propagate
+    handlers = [_Terminal("stdout"), _Terminal("stderr")]
+    for handler in handlers:
+        pkg.addHandler(handler)
+    pkg.setLevel(logging.INFO)
+    pkg.propagate = False
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            pkg.removeHandler(handler)
+        pkg.setLevel(saved[0])
+        pkg.propagate = saved[1]
+
+
+@contextlib.contextmanager
+def job_log() -> Iterator[Path | None]:
+    """In a Hydra job, what the terminal shows also goes to the job's log file for the block
+    (yielded; None outside a job, or when Hydra's job logging writes no file).
+
+    The log is Hydra's: its ``job_logging`` gives the root logger a file handler,
+    ``<output folder>/<job name>.log`` (any file handler of the root that writes in the
+    job's folder), which gets the root's records (Hydra's own, other libraries'). Added to
+    it for the block, through that same handler: the package's records, those of loggers
+    that write to the terminal themselves (MLflow's), and Python's warnings (shown on the
+    terminal as ever). Progress bars are not logged."""
+    folder = job_folder()
+    if folder is None:
+        yield None
+        return
+    files = [
+        h
+        for h in logging.getLogger().handlers
+        if isinstance(h, logging.FileHandler)
+        and Path(h.baseFilename).resolve().is_relative_to(folder.resolve())
+    ]
+    if not files:
+        yield None
+        return
+    loggers = [logging.getLogger(PACKAGE), *_self_shown_loggers()]
+    for logger in loggers:
+        for handler in files:
+            logger.addHandler(handler)
+    shown = warnings.showwarning
+
+    def show_and_log(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: str | None = None,
+    ) -> None:
+        shown(message, category, filename, lineno, file, line)
+        if file is None:  # on stderr: the terminal
+            text = warnings.formatwarning(message, category, filename, lineno, line)
+            record = logging.LogRecord(
+                "py.warnings", logging.WARNING, filename, lineno, text.rstrip("\n"), None, None
+            )
+            for handler in files:
+                handler.handle(record)
+
+    warnings.showwarning = show_and_log
+    try:
+        yield Path(files[0].baseFilename)
+    finally:
+        if warnings.showwarning is show_and_log:
+            warnings.showwarning = shown
+        for logger in loggers:
+            for handler in files:
+                logger.removeHandler(handler)
+
+
+def _self_shown_loggers() -> list[logging.Logger]:
+    """Loggers that write to the terminal with handlers of their own instead of passing
+    records on to the root (MLflow's ``mlflow``, ``alembic``, ...); not the package's."""
+    found = []
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if not isinstance(logger, logging.Logger) or logger.propagate:
+            continue
+        if name == PACKAGE or name.startswith(PACKAGE + "."):
+            continue
+        if any(type(h) is logging.StreamHandler for h in logger.handlers):
+            found.append(logger)
+    return found
+
+
+def _job(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A command's job: what it says on the terminal (``terminal``) and in Hydra's job log
+    (``job_log``), MLflow's noise held back while it uses the store (``store.quiet``)."""
 
     @functools.wraps(task)
     def run(cfg: Any) -> Any:
-        folder = job_folder()
-        if folder is None:
-            return task(cfg)
-        from hydra.core.hydra_config import HydraConfig
+        from ohlora_eval.tracking import store
 
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / f"{HydraConfig.get().job.name}.log", "a", encoding="utf-8") as log:
-            saved = sys.stdout, sys.stderr
-            sys.stdout, sys.stderr = _Tee(saved[0], log), _Tee(saved[1], log)
-            try:
-                return task(cfg)
-            finally:
-                sys.stdout, sys.stderr = saved
+        with terminal(), job_log(), store.quiet():
+            return task(cfg)
 
     return run
 

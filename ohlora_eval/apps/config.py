@@ -12,8 +12,8 @@ that compose configs) before Hydra composes anything.
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +26,8 @@ from ohlora_eval.directions.sources import TrackedDirections
 from ohlora_eval.directions.spec import GradientSpec
 from ohlora_eval.pipeline.fidelity import MeasureSettings
 from ohlora_eval.review import ReviewSettings
+
+log = logging.getLogger(__name__)
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
@@ -58,10 +60,9 @@ def store_folder(root: str) -> str:
             if not os.access(path / "hydra", os.W_OK):
                 problem = "cannot be written (permission denied)"
     if problem:
-        print(
+        log.error(
             f"ohlora_eval: error: tracking.root={root} {problem}; set tracking.root=<a"
-            " writable folder> (made if missing)",
-            file=sys.stderr,
+            " writable folder> (made if missing)"
         )
         raise SystemExit(2)
     return str(root)

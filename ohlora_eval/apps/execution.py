@@ -15,7 +15,6 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ohlora_eval import review
@@ -23,6 +22,7 @@ from ohlora_eval.apps.build import apply_noise_seed, build_models
 from ohlora_eval.errors import ConfigError
 from ohlora_eval.pipeline.edit import EditSetup
 from ohlora_eval.pipeline.executor import FaceState, ScreenState
+from ohlora_eval.pipeline.fidelity import seeded
 from ohlora_eval.pipeline.measure import group_fn
 
 KINDS = ("local", "ray")
@@ -80,9 +80,9 @@ def models(resolved: Mapping[str, Any]) -> tuple[Any, Any, DictConfig]:
     """This run's generator and scorer as ``edit_setup`` builds them (the same seed and
     noise), in any process: (generator, scorer, the config)."""
     cfg = OmegaConf.create(dict(resolved))
-    torch.manual_seed(0)
-    generator, scorer = build_models(cfg)
-    apply_noise_seed(generator, cfg.get("noise_seed"))
+    with seeded(0):  # as edit_setup: the global torch RNG seeded, the caller's restored after
+        generator, scorer = build_models(cfg)
+        apply_noise_seed(generator, cfg.get("noise_seed"))
     return generator, scorer, cfg
 
 

@@ -6,6 +6,7 @@ with no arguments it fits exactly what a default evaluation looks for.
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import hydra
@@ -16,7 +17,10 @@ from ohlora_eval.apps.build import ConfigError
 from ohlora_eval.apps.cli import hydra_app, note_run
 from ohlora_eval.apps.config import measure_settings
 from ohlora_eval.directions.stage import run_stage
+from ohlora_eval.progress import STDOUT
 from ohlora_eval.tracking import store
+
+log = logging.getLogger(__name__)
 
 
 @hydra_app("find_directions")
@@ -59,11 +63,12 @@ def find_directions(cfg: DictConfig) -> str:
             executor=faces,
         )
     note_run(run_id, store.display_uri(where.uri))
-    print(
+    log.info(
         f"\nohlora_eval.find_directions: {dirs.source}\n"
         f"  a default evaluation with these settings uses it; or pin it:"
         f" python -m ohlora_eval directions.run_id={run_id} layer={cfg.layer}\n"
-        f"  look at it: {store.ui_hint(where.uri)}"
+        f"  look at it: {store.ui_hint(where.uri)}",
+        extra=STDOUT,
     )
     return run_id
 

@@ -17,7 +17,7 @@ with it, and ``select`` records the chosen vectors' re-pass probabilities from i
 
 from __future__ import annotations
 
-import sys
+import logging
 import tempfile
 import time
 from dataclasses import dataclass
@@ -32,6 +32,7 @@ from ohlora_eval.apps.build import has_dropout, has_noise, int_list, replay_conf
 from ohlora_eval.apps.cli import hydra_app
 from ohlora_eval.errors import UserError, int_in
 from ohlora_eval.pipeline.judge import CORR_COLUMNS, wilson_interval
+from ohlora_eval.progress import STDOUT
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.artifacts import (
     LinkedPage,
@@ -42,6 +43,8 @@ from ohlora_eval.tracking.artifacts import (
     select_command,
 )
 from ohlora_eval.tracking.runs import side_run
+
+log = logging.getLogger(__name__)
 
 RETEST_EXPERIMENT = "ohlora-retest"
 
@@ -97,7 +100,7 @@ def retest(cfg: DictConfig) -> Retest:
             rep.measure.dropout_seed = int(cfg.seed) + i
             if noisy_generator and cfg.noise_seeds:
                 rep.noise_seed = i
-            print(f"ohlora_eval.retest: repetition {i + 1} of {k}", file=sys.stderr)
+            log.info(f"ohlora_eval.retest: repetition {i + 1} of {k}")
             res = evaluate(
                 rep,
                 latents=z,
@@ -111,12 +114,13 @@ def retest(cfg: DictConfig) -> Retest:
         _log(client, parent, source.info.run_id, per_vector, result, k, cfg, recorded)
     store.retry(client.set_tag, source.info.run_id, "ohlora.retest", parent)
     below = float((result["re_pass_prob"] < 0.5).mean()) if len(result) else float("nan")
-    print(
+    log.info(
         f"\nohlora_eval.retest: {len(result)} vector(s) of run {source.info.run_id},"
         f" {k} repetitions under {_noise_text(base)}\n"
         f"  mean re-pass probability {result['re_pass_prob'].mean():.3f};"
         f" below 0.5: {below:.1%}\n"
-        f"  retest run {parent} in experiment {RETEST_EXPERIMENT!r}"
+        f"  retest run {parent} in experiment {RETEST_EXPERIMENT!r}",
+        extra=STDOUT,
     )
     return Retest(parent, source.info.run_id, result, k)
 
@@ -181,10 +185,9 @@ def _check_randomness(base: DictConfig, generator_noise: bool) -> None:
     probability would be a fake 1.0 (or 0.0): say so instead of measuring."""
     if base.measure.scorer_mode == "train" and not has_dropout(base):
         base.measure.scorer_mode = "eval"
-        print(
+        log.warning(
             f"ohlora_eval.retest: {_class_name(base.scorer)} has no noise of its own (no"
-            " dropout); repetitions differ only where the generator's noise does",
-            file=sys.stderr,
+            " dropout); repetitions differ only where the generator's noise does"
         )
     if base.measure.scorer_mode != "train" and not generator_noise:
         raise UserError(

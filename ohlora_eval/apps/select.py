@@ -7,6 +7,7 @@ sheets, source-run tags) and re-checked (``python -m ohlora_eval.verify``).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from ohlora_eval.apps.build import int_list
 from ohlora_eval.apps.cli import UserError, hydra_app
 from ohlora_eval.formats.z_vectors import read_z_table
+from ohlora_eval.progress import STDOUT
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.registry import (
     SELECTIONS_EXPERIMENT,
@@ -27,6 +29,8 @@ from ohlora_eval.tracking.registry import (
     repair,
     source_run,
 )
+
+log = logging.getLogger(__name__)
 
 
 @hydra_app("select")
@@ -47,7 +51,7 @@ def select(cfg: DictConfig) -> Selection:
     uri, _ = store.setup(SELECTIONS_EXPERIMENT, cfg.tracking.uri, cfg.tracking.root)
     where = store.StoreRef(uri, cfg.tracking.root)
     for line in repair(where.client(), name):
-        print(f"ohlora_eval.select: {line}")
+        log.warning(f"ohlora_eval.select: {line}", extra=STDOUT)
     if cfg.z_csv:
         source_run_id, cases = _evaluate_z_csv(cfg)
     else:
@@ -57,7 +61,7 @@ def select(cfg: DictConfig) -> Selection:
     request = SelectionRequest(source_run_id, cases, name, alias, note, bool(cfg.allow_failed))
     selection = record(where, request)
     if cfg.choose:
-        print(f"  {choose_run(where.client(), source_run_id)}")
+        log.info(f"  {choose_run(where.client(), source_run_id)}", extra=STDOUT)
     return selection
 
 

@@ -4,6 +4,7 @@ from the run's latents, config and directions, and logged into that run."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +21,11 @@ from ohlora_eval.apps.build import (
 from ohlora_eval.apps.cli import UserError, hydra_app
 from ohlora_eval.errors import int_in, number_in
 from ohlora_eval.pipeline import judge
-from ohlora_eval.progress import phase
+from ohlora_eval.progress import STDOUT, phase
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.artifacts import SheetMaker, read_run_vectors
+
+log = logging.getLogger(__name__)
 
 ARTIFACT_DIR = "sheets/requested"
 
@@ -75,11 +78,14 @@ def render_sheets(cfg: DictConfig) -> Sheets:
     for path in files:
         store.retry(client.log_artifact, run_id, str(path), ARTIFACT_DIR)
     table = per_vector.set_index("case")
-    print(f"\nohlora_eval.sheets: {len(files)} contact sheet(s) of run {run_id}")
+    log.info(f"\nohlora_eval.sheets: {len(files)} contact sheet(s) of run {run_id}", extra=STDOUT)
     for case, path in zip(cases, files, strict=True):
         verdict = "passed" if table.loc[case, "passed"] == "O" else table.loc[case, "fail_reason"]
-        print(f"  case {case}: {path}  ({verdict})")
-    print(f"  logged in the run under {ARTIFACT_DIR}/; look at it: {store.ui_hint(uri)}")
+        log.info(f"  case {case}: {path}  ({verdict})", extra=STDOUT)
+    log.info(
+        f"  logged in the run under {ARTIFACT_DIR}/; look at it: {store.ui_hint(uri)}",
+        extra=STDOUT,
+    )
     return Sheets(run_id, cases, files, ARTIFACT_DIR)
 
 

@@ -6,6 +6,7 @@ recorded directions: on the same device the correlations come out identical.
 
 from __future__ import annotations
 
+import logging
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -19,8 +20,11 @@ from omegaconf import DictConfig
 from ohlora_eval.apps.build import has_noise, replay_config, set_device
 from ohlora_eval.apps.cli import UserError, hydra_app
 from ohlora_eval.errors import int_in
+from ohlora_eval.progress import STDOUT
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.registry import load_selection, repair
+
+log = logging.getLogger(__name__)
 
 VERIFY_EXPERIMENT = "ohlora-verify"
 
@@ -49,7 +53,7 @@ def verify(cfg: DictConfig) -> Verification:
     client = MlflowClient(uri, registry_uri=uri)
     name = str(cfg.model).split("@", 1)[0].rsplit("/", 1)[0]
     for line in repair(client, name):  # a version an interrupted select left incomplete
-        print(f"ohlora_eval.verify: {line}", file=sys.stderr)
+        log.warning(f"ohlora_eval.verify: {line}")
     with tempfile.TemporaryDirectory() as tmp:
         manifest, z, label = load_selection(client, str(cfg.model), Path(tmp))
     if not manifest.get("config"):
@@ -67,9 +71,8 @@ def verify(cfg: DictConfig) -> Verification:
     all_pass = bool((table["passed_now"] == "O").all())
     freq = None
     if int(cfg.noise_seeds) > 0 and not has_noise(eval_cfg):
-        print(
-            f"ohlora_eval.verify: {eval_cfg.generator._target_} has no noise; noise_seeds ignored",
-            file=sys.stderr,
+        log.warning(
+            f"ohlora_eval.verify: {eval_cfg.generator._target_} has no noise; noise_seeds ignored"
         )
     elif int(cfg.noise_seeds) > 0:
         freq = _noise_frequency(eval_cfg, z, cases, int(cfg.noise_seeds), tags)
@@ -86,15 +89,17 @@ def verify(cfg: DictConfig) -> Verification:
     for k, v in metrics.items():
         store.retry(client.log_metric, res.run_id, k, v)
     verdict = "all still pass" if all_pass else "SOME NO LONGER PASS"
-    print(
+    log.info(
         f"\nohlora_eval.verify: {label}: {int(metrics['still_passed'])} of {len(table)} still"
         f" pass ({verdict}); max |recorded r - re-measured r| = {max_diff:.3g}\n"
-        f"  verification run {res.run_id} in experiment {VERIFY_EXPERIMENT!r}"
+        f"  verification run {res.run_id} in experiment {VERIFY_EXPERIMENT!r}",
+        extra=STDOUT,
     )
     if freq is not None:
-        print(
+        log.info(
             "  pass frequency under noise seeds: "
-            + ", ".join(f"case {c}: {f:.2f}" for c, f in freq.items())
+            + ", ".join(f"case {c}: {f:.2f}" for c, f in freq.items()),
+            extra=STDOUT,
         )
     return Verification(res.run_id, table, max_diff, all_pass, freq)
 

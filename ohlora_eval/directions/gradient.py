@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from ohlora_eval.directions.spec import GradientSpec
 from ohlora_eval.pipeline.batching import padded_call
+from ohlora_eval.pipeline.fidelity import seeded
 
 
 class ScoreRegressor(nn.Module):
@@ -46,13 +47,13 @@ def fit_regressor(
     hidden, epochs, lr = spec.hidden, spec.epochs, spec.lr
     batch_size, weight_decay = spec.batch_size, spec.weight_decay
     g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
     x = torch.as_tensor(mid, dtype=torch.float32)
     y = torch.as_tensor(scores, dtype=torch.float32)
     perm = torch.randperm(len(y), generator=g)
     n_val = int(len(y) * val_fraction)
     val, train = perm[:n_val], perm[n_val:]
-    model = ScoreRegressor(x.shape[1], hidden)
+    with seeded(seed):  # its initial weights, from the global RNG; the caller's is kept
+        model = ScoreRegressor(x.shape[1], hidden)
     model.x_mean.copy_(x[train].mean(0))
     model.x_std.copy_(x[train].std(0).clamp_min(1e-6))
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)

@@ -13,9 +13,10 @@ here, once per measuring call:
   TF32 off, so the same config gives the same bits on the same GPU and ``verify``
   re-measures a recorded selection with ``max |recorded r - re-measured r| = 0``.
   ``deterministic=null`` means on for ``precision=fp32``. cuBLAS is deterministic only
-  with ``CUBLAS_WORKSPACE_CONFIG`` set before its first call: importing this module sets
-  it (``:4096:8``) unless the environment already has a value. On a CPU all of this is
-  a no-op.
+  with ``CUBLAS_WORKSPACE_CONFIG`` set before its first call: ``cuda_environment`` sets
+  it (``:4096:8``) unless the environment already has a value, when a model is set up on
+  a CUDA device (before it computes) and when a measurement turns determinism on; never
+  at import, and never for a CPU. On a CPU all of this is a no-op.
 
 Pure computation (no MLflow, Hydra or OmegaConf); docs/architecture.md.
 """
@@ -36,10 +37,16 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 CUBLAS_WORKSPACE = ":4096:8"
 CUBLAS_WORKSPACES = (":4096:8", ":16:8")  # the two values cuBLAS documents as deterministic
 
-# Read by cuBLAS when it creates its first handle (the first matrix product on a GPU):
-# set here, at import, because the measuring step's module imports this one before any
-# model is built. A value already in the environment is left alone.
-os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+
+def cuda_environment(device: torch.device) -> torch.device:
+    """``device``, after setting what CUDA computing reads from the environment: on a CUDA
+    device, ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (deterministic cuBLAS) unless the
+    environment has a value. Torch reads it at the first matrix product on a GPU, so the
+    models call this when they are set up on one (``resolve_device``); a CPU device leaves
+    the environment alone."""
+    if torch.device(device).type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    return device
 
 
 def check_device(key: str, value: object) -> str:
@@ -174,6 +181,7 @@ def resolved_deterministic(deterministic: bool | None, precision: str) -> bool:
 def set_cuda_flags(*, deterministic: bool, tf32: bool) -> None:
     """Set the CUDA flags for one measurement (they are process-wide)."""
     if deterministic:
+        cuda_environment(torch.device("cuda"))  # a model set up elsewhere: set it now
         workspace = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
         if workspace not in CUBLAS_WORKSPACES:
             raise ValueError(

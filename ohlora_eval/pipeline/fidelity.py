@@ -180,9 +180,19 @@ def vector_seed(dropout_seed: int, case: int) -> int:
 
 @contextlib.contextmanager
 def seeded(seed: int) -> Iterator[None]:
-    """The global torch RNG (which dropout draws from) seeded for the block, then restored."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    """The global torch RNGs (which dropout and a network's random init draw from) seeded
+    with ``seed`` for the block, then restored: the caller's RNG states are as they were.
+
+    The CPU's, and each CUDA device's once CUDA has started (a model on a GPU has started
+    it; its dropout draws from its device's RNG), as ``torch.manual_seed`` seeds them.
+    Before CUDA starts only the CPU's is seeded: ``torch.manual_seed`` would leave a seed
+    queued for CUDA's start, which no fork could restore."""
+    cuda = torch.cuda.is_initialized()
+    devices = list(range(torch.cuda.device_count())) if cuda else []
+    with torch.random.fork_rng(devices=devices, device_type="cuda"):
+        torch.default_generator.manual_seed(seed)
+        if cuda:
+            torch.cuda.manual_seed_all(seed)
         yield
 
 

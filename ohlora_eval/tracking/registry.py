@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import posixpath
 import re
 import shlex
@@ -35,8 +36,11 @@ from ohlora_eval.formats.z_vectors import (
 )
 from ohlora_eval.pipeline import judge
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
+from ohlora_eval.progress import STDOUT
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.artifacts import linked_sheets, read_run_vectors
+
+log = logging.getLogger(__name__)
 
 SELECTIONS_EXPERIMENT = "ohlora-selections"
 _MODEL_CODE = Path(__file__).with_name("selection_model.py")
@@ -391,13 +395,14 @@ def _register(
     src = manifest["source_run_id"]
     ref = model_ref(name, alias, version)
     succeeded()
-    print(
+    log.info(
         f"\nohlora_eval.select: recorded {len(cases)} vector(s) from run {src} as {name} version"
         f" {version}\n"
         f"  {alias_note}\n"
         f"  load: mlflow.pyfunc.load_model({'models:/' + ref.strip(chr(39))!r}).predict(None)\n"
         f"  re-check: python -m ohlora_eval.verify model={ref}\n"
-        f"  look at it: {store.ui_hint(uri)}"
+        f"  look at it: {store.ui_hint(uri)}",
+        extra=STDOUT,
     )
     return Selection(name, version, alias, sel_run.info.run_id, src, cases, alias_note)
 

@@ -11,6 +11,7 @@ the closing summary in markdown, and the links printed open the runs view
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import sys
@@ -24,7 +25,10 @@ from mlflow.tracking import MlflowClient
 
 from ohlora_eval.errors import Stopped
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
+from ohlora_eval.progress import STDOUT
 from ohlora_eval.tracking import store
+
+log = logging.getLogger(__name__)
 
 
 def sweep_id() -> str | None:
@@ -96,7 +100,7 @@ def timed(what: str, slow_s: float = SLOW_S) -> Iterator[None]:
     yield
     took = time.perf_counter() - t0
     if took > slow_s:
-        print(f"ohlora_eval: {what}: {took:.1f} s", file=sys.stderr, flush=True)
+        log.info(f"ohlora_eval: {what}: {took:.1f} s")
 
 
 def run_name(cfg: Mapping, n_vectors: int, tags: Mapping[str, str] | None = None) -> str:
@@ -328,7 +332,7 @@ def print_summary(
         f" ({store.display_uri(uri)})",
         f"  look at it: {store.ui_hint(uri)}, then {ui_url(uri, run.info.experiment_id, run_id)}",
     ]
-    print("\n".join(lines))
+    log.info("\n".join(lines), extra=STDOUT)
 
 
 def main(argv: list[str] | None = None) -> None:

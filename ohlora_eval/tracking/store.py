@@ -23,15 +23,37 @@ from ohlora_eval.pipeline.cache import file_lock
 T = TypeVar("T")
 
 # Artifact downloads are small and many; MLflow's per-download progress bars are noise, and
-# so are its notes about creating the SQLite tables of a new store.
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-# And its note that a folder it was asked to download is empty: we say what that means.
-for _name in (
+# so are its notes about creating the SQLite tables of a new store, and its note that a
+# folder it was asked to download is empty (we say what that means). Held back by ``quiet``.
+_PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+_NOISY_LOGGERS = (
     "mlflow.store.db.utils",
     "alembic.runtime.migration",
     "mlflow.store.artifact.artifact_repo",
-):
-    logging.getLogger(_name).setLevel(logging.WARNING)
+)
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """MLflow's noise held back while the store is used (a command, ``usable``), then as it
+    was: its artifact progress bars (``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false`` unless
+    the environment has a value) and its INFO notes (those loggers at WARNING at least).
+    Set here only, never at import: a program that imports the package keeps its state."""
+    had = os.environ.get(_PROGRESS_BAR)
+    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    if had is None:
+        os.environ[_PROGRESS_BAR] = "false"
+    for lg in loggers:
+        lg.setLevel(max(lg.level, logging.WARNING))
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+        if had is None:
+            os.environ.pop(_PROGRESS_BAR, None)
+
 
 SQLITE_BUSY_TIMEOUT_S = 60
 DIRECTIONS_EXPERIMENT = "ohlora-directions"
@@ -195,7 +217,8 @@ def usable(uri: str) -> Iterator[None]:
     level = db_log.level
     db_log.setLevel(logging.CRITICAL)
     try:
-        yield
+        with quiet():
+            yield
     except UserError:
         raise
     except Exception as exc:

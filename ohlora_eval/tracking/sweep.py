@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import tempfile
@@ -28,7 +29,10 @@ from hydra.experimental.callback import Callback
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from ohlora_eval.progress import STDOUT
 from ohlora_eval.tracking import store
+
+log = logging.getLogger(__name__)
 
 _OPEN: dict[str, str] = {}
 """The sweep this process opened and has not ended yet: its parent run and store."""
@@ -158,10 +162,11 @@ class SweepParent(Callback):
         from ohlora_eval.tracking.runs import ui_url
 
         exp_id = client.get_run(parent).info.experiment_id
-        print(
+        log.info(
             f"\nohlora_eval: sweep {folder.name}: {int(finished.sum())} of {len(table)} points"
             f" finished\n\n{text}\n\n  parent run {parent}: {ui_url(uri, exp_id, parent)}"
-            f"\n  all runs (after make ui): {ui_url(uri, exp_id)}"
+            f"\n  all runs (after make ui): {ui_url(uri, exp_id)}",
+            extra=STDOUT,
         )
 
 
@@ -195,7 +200,8 @@ def stop_open_sweep(reason: str, grace_s: float = 8.0, status: str = "KILLED") -
             store.retry(client.set_tag, run_id, "ohlora.end_reason", reason)
             store.retry(client.set_terminated, run_id, status)
     except Exception as exc:  # noqa: BLE001 - the store may be what failed
-        print(f"ohlora_eval: could not mark sweep run {parent} as stopped ({exc})".splitlines()[0])
+        line = f"ohlora_eval: could not mark sweep run {parent} as stopped ({exc})"
+        log.warning(line.splitlines()[0], extra=STDOUT)
 
 
 def _children() -> list[int]:

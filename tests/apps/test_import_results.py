@@ -14,6 +14,7 @@ from conftest import CONF_DIR, ROOT, clean_env, conf_cutoffs, reference_file
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
+from ohlora_eval.apps.cli import terminal
 from ohlora_eval.apps.import_results import import_results
 from ohlora_eval.formats import ohlora_results as results_io
 from ohlora_eval.pipeline import judge
@@ -68,7 +69,8 @@ def artifact_csv(client: MlflowClient, run_id: str, path: str, **kwargs) -> pd.D
 
 def test_reference_import_reproduces_the_original_numbers(store, capsys):
     path, stats_path = reference_file(RESULT), reference_file(STATISTICS)
-    res = import_results(compose_import(store, f"path={path}", f"statistics={stats_path}"))
+    with terminal():  # its summary shown as the command shows it (stdout)
+        res = import_results(compose_import(store, f"path={path}", f"statistics={stats_path}"))
     client = client_for(store)
     run = client.get_run(res.run_id)
     assert run.info.status == "FINISHED"
@@ -170,7 +172,8 @@ def test_file_verdicts_that_disagree_are_reported(store, tmp_path, capsys):
     path = tmp_path / "flipped.csv"
     flipped.to_csv(path, index=False)
 
-    res = import_results(compose_import(store, f"path={path}"))
+    with terminal():
+        res = import_results(compose_import(store, f"path={path}"))
     client = client_for(store)
     run = client.get_run(res.run_id)
     assert run.data.metrics["passed"] == 43  # recomputed, not the file's word

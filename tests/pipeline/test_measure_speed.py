@@ -235,15 +235,16 @@ def test_exactness_flags_are_a_no_op_on_cpu():
         assert dev.cuda_flags() == before
 
 
-def test_exactness_flags_on_cuda_are_set_and_restored():
+def test_exactness_flags_on_cuda_are_set_and_restored(monkeypatch):
     # Setting these flags touches no GPU, so the CUDA branch can be checked on a CPU.
-    assert os.environ.get("CUBLAS_WORKSPACE_CONFIG") in dev.CUBLAS_WORKSPACES
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)  # set when CUDA is used
     before = dev.cuda_flags()
     torch.backends.cudnn.benchmark = True
     try:
         with dev.exact_cuda(
             torch.device("cuda"), deterministic=None, precision="fp32", tf32=False
         ) as applied:
+            assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == dev.CUBLAS_WORKSPACE
             assert applied == {"deterministic": True, "tf32": False}
             assert torch.are_deterministic_algorithms_enabled()
             assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark

@@ -34,6 +34,7 @@ from ohlora_eval.models.networks.checkpoints import (
 )
 from ohlora_eval.models.networks.dcgan import BLOCK1_SHAPE, IMAGE_SIZE, STATE_KEY, Z_DIM
 from ohlora_eval.models.networks.dcgan import DCGANNetwork as _Network
+from ohlora_eval.pipeline.fidelity import seeded
 
 DISTRIBUTION = "gan-face-generate"
 WEIGHTS_IN_WHEEL = "gan_face_generate/weights.tar"
@@ -98,7 +99,8 @@ class DCGANFaceGenerator:
         if isinstance(obj, dict) and STATE_KEY in obj:
             obj = obj[STATE_KEY]
         state = _unwrap(obj, f"{path} ({key})")
-        network = _Network()
+        with seeded(0):  # its random init (replaced by the weights) keeps the caller's RNG
+            network = _Network()
         check_state_dict(network, state, f"{path} ({key})")
         network.load_state_dict(state, strict=True)
         self.weights_id = file_weights_id(path)

@@ -31,6 +31,7 @@ from ohlora_eval.models.networks.checkpoints import (
 )
 from ohlora_eval.models.networks.stylegan_v9 import LABEL_DIM, SPLIT_HIDDEN_DIM, W_DIM, Z_DIM
 from ohlora_eval.models.networks.stylegan_v9 import StyleGANV9Network as _Network
+from ohlora_eval.pipeline.fidelity import seeded
 
 PUBLISHED_FILE = "stylegan_gen_fine_tuned_v9.pth"
 POSTPROCESS_MODES = ("uint8", "clamp", "raw")
@@ -102,8 +103,7 @@ class StyleGANV9Generator:
         if int(mapping_batch) < 1:
             raise ValueError(f"generator.mapping_batch={mapping_batch} must be an integer >= 1")
         self.mapping_batch = int(mapping_batch)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)  # random-init builds are reproducible
+        with seeded(0):  # random-init builds are reproducible; the caller's RNG is kept
             network = _Network()
         self.weights_id = load_checkpoint(
             network,

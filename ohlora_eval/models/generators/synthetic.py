@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from ohlora_eval.models.generators.face_render import render_faces
+from ohlora_eval.pipeline.device import cuda_environment
 from ohlora_eval.pipeline.fingerprint import digest
 
 Z_DIM = 512
@@ -39,12 +40,13 @@ MID_DIMS: dict[str, int] = {
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """'auto' -> CUDA when present, else CPU."""
+    """'auto' -> CUDA when present, else CPU. A CUDA device gets the environment CUDA
+    computing reads (``pipeline.device.cuda_environment``)."""
     if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but CUDA is not available; use device=cpu or auto")
-    return torch.device(device)
+    return cuda_environment(torch.device(device))
 
 
 def check_layer(layer: str, layers: tuple[str, ...]) -> None:

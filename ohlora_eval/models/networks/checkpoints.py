@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ohlora_eval.errors import ConfigError, UserError
+from ohlora_eval.pipeline.device import cuda_environment
 from ohlora_eval.pipeline.fingerprint import file_digest
 
 OHLORA_V3_1_RELEASE_URL = "https://huggingface.co/daebakgazua/250607_OhLoRA_StyleGAN_all"
@@ -167,10 +168,11 @@ def packaged_file(distribution: str, path_in_wheel: str, config_key: str, instal
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` means CUDA when available, else CPU."""
+    """``"auto"`` means CUDA when available, else CPU. A CUDA device gets the environment
+    CUDA computing reads (``pipeline.device.cuda_environment``)."""
     if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return cuda_environment(torch.device(device))
 
 
 def chunks(n: int, size: int) -> Iterator[slice]:

@@ -20,6 +20,7 @@ from ohlora_eval.models.networks.checkpoints import (
     resolve_device,
 )
 from ohlora_eval.models.networks.property_cnn import IMAGE_SIZE, PROPERTY_COLUMNS, MergedPropertyCNN
+from ohlora_eval.pipeline.fidelity import seeded
 
 PUBLISHED_FILE = "ohlora_v3_merged_property_cnn.pth"
 OHLORA_GROUP_MEDIANS: dict[str, float] = {
@@ -77,8 +78,7 @@ class OhLoRACNNScorer:
             batch_size = 64 if self.device.type == "cuda" else 1
         self.batch_size = max(1, int(batch_size))
         self.group_medians = _medians(group_medians)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)  # random-init builds are reproducible
+        with seeded(0):  # random-init builds are reproducible; the caller's RNG is kept
             network = MergedPropertyCNN()
         self.weights_id = load_checkpoint(
             network,
