@@ -15,6 +15,8 @@ from ohlora_eval.tracking.registry import SELECTIONS_EXPERIMENT
 
 log = logging.getLogger(__name__)
 
+log = logging.getLogger(__name__)
+
 
 @hydra_app("alias")
 def main(cfg: DictConfig) -> None:

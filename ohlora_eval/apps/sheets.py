@@ -28,6 +28,8 @@ from ohlora_eval.tracking.read_back import read_run_vectors
 
 log = logging.getLogger(__name__)
 
+log = logging.getLogger(__name__)
+
 ARTIFACT_DIR = "sheets/requested"
 
 

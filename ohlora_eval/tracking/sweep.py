@@ -35,6 +35,8 @@ from ohlora_eval.tracking.ui_links import ui_url
 
 log = logging.getLogger(__name__)
 
+log = logging.getLogger(__name__)
+
 _OPEN: dict[str, str] = {}
 """The sweep this process opened and has not ended yet: its parent run and store."""
 
