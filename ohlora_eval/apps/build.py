@@ -16,10 +16,13 @@ from omegaconf import DictConfig
 from ohlora_eval.apps.config import measure_settings
 from ohlora_eval.errors import ConfigError, UserError, int_in
 from ohlora_eval.pipeline import judge
+from ohlora_eval.pipeline.context import MeasureContext
 from ohlora_eval.pipeline.device import check_device
 from ohlora_eval.pipeline.edit import EditSetup, grid_points
-from ohlora_eval.pipeline.fidelity import MeasureSettings, seeded
+from ohlora_eval.pipeline.fidelity import seeded
+from ohlora_eval.pipeline.measure_settings import MeasureSettings
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES, Generator, PropertyScorer
+from ohlora_eval.pipeline.sample import FaceSetup
 from ohlora_eval.review import ReviewSettings
 
 MAX_VECTORS = 10_000_000
@@ -104,7 +107,7 @@ class Checked:
     cutoffs: dict[str, float]
     grid: np.ndarray
     review: ReviewSettings
-    measure: MeasureSettings
+    measure_settings: MeasureSettings
 
 
 def preflight(cfg: DictConfig, resolved: Mapping[str, Any]) -> Checked:
@@ -114,7 +117,7 @@ def preflight(cfg: DictConfig, resolved: Mapping[str, Any]) -> Checked:
     cutoffs, grid = validate(cfg)
     try:
         settings = ReviewSettings.from_cfg(resolved.get("review"))
-        fidelity = measure_settings(resolved)
+        measuring = measure_settings(resolved)
         spec = getattr(instantiate_node(cfg.directions), "spec", None)
         if spec is not None:
             spec().check()
@@ -125,7 +128,7 @@ def preflight(cfg: DictConfig, resolved: Mapping[str, Any]) -> Checked:
     check_devices(resolved)
     check_writable_cache(resolved)
     check_installed(resolved)
-    return Checked(cutoffs, grid, settings, fidelity)
+    return Checked(cutoffs, grid, settings, measuring)
 
 
 def check_writable_cache(resolved: Mapping[str, Any]) -> None:
@@ -214,16 +217,14 @@ def edit_setup(cfg: DictConfig, checked: Checked, where: Any, faces: Any = None)
     config: what measuring and contact sheets need. ``where``: the store (StoreRef);
     ``faces``: where a fit scores its sampled faces (``execution.face_executor``; None: here)."""
     layer = cfg.layer
-    progress = bool(cfg.tracking.progress) and sys.stderr.isatty()
-    extra = {"executor": faces} if faces is not None else {}  # sources of others need not take it
+    context = MeasureContext(bool(cfg.tracking.progress) and sys.stderr.isatty(), faces)
     with seeded(0):  # the global torch RNG seeded as ever, the caller's restored after
         generator, scorer = build_models(cfg)
         apply_noise_seed(generator, cfg.get("noise_seed"))
-        directions = instantiate(cfg.directions).resolve(
-            generator, scorer, layer, where, progress=progress, measure=checked.measure, **extra
-        )
+        sampled = FaceSetup(generator, scorer, layer, checked.measure_settings)
+        directions = instantiate(cfg.directions).resolve(sampled, where, context)
     directions.check_compatible(layer, mid_dim(generator, layer))
-    return EditSetup(generator, scorer, directions, checked.grid, layer, checked.measure)
+    return EditSetup(generator, scorer, directions, checked.grid, layer, checked.measure_settings)
 
 
 def apply_noise_seed(generator: Generator, seed: int | None) -> None:

@@ -3,7 +3,7 @@
 ``directions=latest`` is the ``FitSpec`` dataclass (plus where to find a fitted run),
 so its defaults live in ``directions/spec.py`` only; the evaluation and
 ``find_directions`` compose the same node. ``review=default`` is
-``review.ReviewSettings``; ``measure=default`` is ``pipeline.fidelity.MeasureSettings``
+``review.ReviewSettings``; ``measure=default`` is ``pipeline.measure_settings.MeasureSettings``
 (``measure=as_published`` in conf/measure/ sets the original's four switches). Being
 schemas, they reject unknown keys and values of the wrong type with a message that
 names the key. Imported by every app (and by tests
@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 
 from ohlora_eval.directions.sources import TrackedDirections
 from ohlora_eval.directions.spec import GradientSpec
-from ohlora_eval.pipeline.fidelity import MeasureSettings
+from ohlora_eval.pipeline.measure_settings import MeasureSettings
 from ohlora_eval.review import ReviewSettings
 
 log = logging.getLogger(__name__)

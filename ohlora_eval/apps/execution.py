@@ -24,7 +24,7 @@ from ohlora_eval.pipeline.edit import EditSetup
 from ohlora_eval.pipeline.fidelity import seeded
 from ohlora_eval.pipeline.measure import ScreenState
 from ohlora_eval.pipeline.model_calls import group_fn
-from ohlora_eval.pipeline.sample import FaceState
+from ohlora_eval.pipeline.sample import FaceSetup
 
 KINDS = ("local", "ray")
 RAY_KEYS = {
@@ -91,21 +91,21 @@ def worker_build(
     resolved: Mapping[str, Any],
     directions: Any,
     grid: np.ndarray,
-    measure: Any,
+    measure_settings: Any,
     review_settings: Any,
 ) -> ScreenState:
     """What a screening's Ray worker builds once: this run's models, the driver's
     directions, and the hooks a screening passes to ``measure``."""
     generator, scorer, cfg = models(resolved)
-    setup = EditSetup(generator, scorer, directions, grid, str(cfg.layer), measure)
+    setup = EditSetup(generator, scorer, directions, grid, str(cfg.layer), measure_settings)
     stats = review.image_stats(review_settings) if review_settings is not None else None
     return ScreenState(setup, group_fn(setup), stats)
 
 
-def face_build(resolved: Mapping[str, Any], measure: Any) -> FaceState:
+def face_build(resolved: Mapping[str, Any], measure_settings: Any) -> FaceSetup:
     """What a direction fit's Ray worker builds once: this run's models."""
     generator, scorer, cfg = models(resolved)
-    return FaceState(generator, scorer, str(cfg.layer), measure)
+    return FaceSetup(generator, scorer, str(cfg.layer), measure_settings)
 
 
 @contextlib.contextmanager
@@ -117,17 +117,22 @@ def executor(
 ) -> Iterator[Any]:
     """The executor of a screening's chunks for a ``with`` block: None for ``local``."""
     build = partial(
-        worker_build, dict(resolved), setup.directions, setup.grid, setup.measure, review_settings
+        worker_build,
+        dict(resolved),
+        setup.directions,
+        setup.grid,
+        setup.measure_settings,
+        review_settings,
     )
     with _pool(node, build) as ex:
         yield ex
 
 
 @contextlib.contextmanager
-def face_executor(node: Any, resolved: Mapping[str, Any], measure: Any) -> Iterator[Any]:
+def face_executor(node: Any, resolved: Mapping[str, Any], measure_settings: Any) -> Iterator[Any]:
     """The executor of a direction fit's sampled faces for a ``with`` block: None for
     ``local``. Ray starts only if faces are really sampled (``RayExecutor.run``)."""
-    with _pool(node, partial(face_build, dict(resolved), measure)) as ex:
+    with _pool(node, partial(face_build, dict(resolved), measure_settings)) as ex:
         yield ex
 
 

@@ -17,6 +17,8 @@ from ohlora_eval.apps.build import ConfigError
 from ohlora_eval.apps.cli import hydra_app, note_run
 from ohlora_eval.apps.config import measure_settings
 from ohlora_eval.directions.stage import run_stage
+from ohlora_eval.pipeline.context import MeasureContext
+from ohlora_eval.pipeline.sample import FaceSetup
 from ohlora_eval.progress import STDOUT
 from ohlora_eval.tracking import store
 
@@ -42,25 +44,21 @@ def find_directions(cfg: DictConfig) -> str:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     try:
         spec.spec().check()
-        fidelity = measure_settings(resolved)
+        measuring = measure_settings(resolved)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     execution.check(cfg.get("execution"))
     generator, scorer, _ = execution.models(resolved)  # as an evaluation (and a worker) builds them
     params = store.flatten(resolved)
-    with execution.face_executor(cfg.get("execution"), resolved, fidelity) as faces:
+    with execution.face_executor(cfg.get("execution"), resolved, measuring) as faces:
         if faces is not None:
             faces.start()  # join Ray and build the workers before a run is opened
         dirs, run_id = run_stage(
-            generator,
-            scorer,
-            cfg.layer,
+            FaceSetup(generator, scorer, cfg.layer, measuring),
             spec,
             where,
-            progress=sys.stderr.isatty(),
+            MeasureContext(sys.stderr.isatty(), faces),
             params=params,
-            measure=fidelity,
-            executor=faces,
         )
     note_run(run_id, store.display_uri(where.uri))
     log.info(

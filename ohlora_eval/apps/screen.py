@@ -29,6 +29,7 @@ from ohlora_eval.apps.build import (
 from ohlora_eval.apps.cli import hydra_app, note_run
 from ohlora_eval.pipeline import judge
 from ohlora_eval.pipeline.cache import MeasurementCache
+from ohlora_eval.pipeline.context import MeasureContext
 from ohlora_eval.pipeline.fidelity import rounded
 from ohlora_eval.pipeline.latents import SeededLatents, array_of, seeded_latents
 from ohlora_eval.pipeline.measure import measure, measurement_key
@@ -123,13 +124,9 @@ def _evaluate_in_run(
     given: np.ndarray | None,
     cases: np.ndarray | None,
 ) -> Evaluation:
-    cutoffs, grid, settings, fidelity = (
-        checked.cutoffs,
-        checked.grid,
-        checked.review,
-        checked.measure,
-    )
-    with execution.face_executor(cfg.get("execution"), resolved, fidelity) as faces:
+    cutoffs, grid, settings = checked.cutoffs, checked.grid, checked.review
+    measuring = checked.measure_settings
+    with execution.face_executor(cfg.get("execution"), resolved, measuring) as faces:
         setup = edit_setup(cfg, checked, where, faces)  # faces: only if directions are fitted
     generator, scorer, directions = setup.generator, setup.scorer, setup.directions
     latents = _latents(cfg, generator, given)
@@ -165,12 +162,10 @@ def _evaluate_in_run(
             cfg.sampling.vectors_per_batch,
             groups_of=groups_of,
             image_stats=review.image_stats(settings),
-            cache=cache,
-            progress=bool(cfg.tracking.progress),
             cases=None if cases is None else [int(c) for c in cases],
-            executor=executor,
+            context=MeasureContext(bool(cfg.tracking.progress), executor, cache),
         )
-    judged = rounded(measured.scores, fidelity.score_decimals)
+    judged = rounded(measured.scores, measuring.score_decimals)
     corr = np.stack([judge.pearson_rows(grid[:, k], judged[:, :, k]) for k in range(3)], 1)
     no_face = np.isnan(measured.scores).any(axis=2).sum(axis=1)
     per_vector = judge.per_vector_table(

@@ -81,9 +81,9 @@ def faces_section(args: argparse.Namespace) -> dict[str, Any]:
                 torch.set_num_threads(threads)
             runs.time("score_1core", lambda: one.score(images))
         one.close()
-    measure(setup, latents[:1], chunk, progress=False)  # warm-up
+    measure(setup, latents[:1], chunk)  # warm-up
     for _ in range(args.repeats):
-        runs.time("pipeline", lambda: measure(setup, latents, chunk, progress=False))
+        runs.time("pipeline", lambda: measure(setup, latents, chunk))
     close = getattr(scorer, "close", None)
     if close:
         close()

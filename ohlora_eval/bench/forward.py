@@ -40,9 +40,7 @@ def pipeline_scores(
         chunk,
         groups_of=groups_of,
         image_stats=image_stats,
-        cache=None,
-        progress=False,
-    )
+    )  # the default context: no cache, no progress bar, this process
     return measured.scores
 
 

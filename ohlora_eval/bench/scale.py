@@ -32,11 +32,12 @@ from ohlora_eval.bench.config import compose, config_grid
 from ohlora_eval.bench.synthetic import fit_directions
 from ohlora_eval.bench.timing import machine_info
 from ohlora_eval.pipeline.cache import MeasurementCache
+from ohlora_eval.pipeline.context import MeasureContext
 from ohlora_eval.pipeline.edit import EditSetup
 from ohlora_eval.pipeline.executor import RayExecutor
 from ohlora_eval.pipeline.measure import measure
 from ohlora_eval.pipeline.model_calls import group_fn
-from ohlora_eval.pipeline.sample import sample_and_score
+from ohlora_eval.pipeline.sample import FaceSetup, sample_and_score
 from ohlora_eval.review import ReviewSettings, image_stats
 
 TARGET_RAY1_OVER_LOCAL = 0.85
@@ -91,7 +92,9 @@ def measure_scale(args: argparse.Namespace) -> dict[str, Any]:
     images = args.vectors * setup.m
     chunks = -(-args.vectors // chunk)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    build = partial(execution.worker_build, resolved, directions, setup.grid, setup.measure, review)
+    build = partial(
+        execution.worker_build, resolved, directions, setup.grid, setup.measure_settings, review
+    )
     cpus = os.cpu_count() or 1
 
     def best(fn: Any) -> tuple[float, Any]:
@@ -105,11 +108,13 @@ def measure_scale(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     default_threads = torch.get_num_threads()
-    measure(setup, latents[:chunk], chunk, progress=False, **hooks)  # warm-up, not timed
-    t_default, _ = best(lambda: measure(setup, latents, chunk, progress=False, **hooks))
+    measure(setup, latents[:chunk], chunk, **hooks)  # warm-up, not timed
+    t_default, _ = best(lambda: measure(setup, latents, chunk, **hooks))
     torch.set_num_threads(args.threads)
-    t_local, local = best(lambda: measure(setup, latents, chunk, progress=False, **hooks))
-    fit = partial(sample_and_score, generator, scorer, args.faces, 1, layer, measure=setup.measure)
+    t_local, local = best(lambda: measure(setup, latents, chunk, **hooks))
+    fit = partial(
+        sample_and_score, FaceSetup(generator, scorer, layer, setup.measure_settings), args.faces, 1
+    )
     if args.faces:
         t_faces, faces_local = best(fit)
     torch.set_num_threads(default_threads)
@@ -148,17 +153,19 @@ def measure_scale(args: argparse.Namespace) -> dict[str, Any]:
                 t0 = time.perf_counter()
                 ex.start()
                 startup = time.perf_counter() - t0
-                measure(setup, latents[:chunk], chunk, progress=False, executor=ex, **hooks)
+                measure(setup, latents[:chunk], chunk, context=MeasureContext(executor=ex), **hooks)
                 timed = []
                 for _ in range(args.repeats):
                     before = dict(ex.stats.seconds)
                     t0 = time.perf_counter()
-                    got = measure(setup, latents, chunk, progress=False, executor=ex, **hooks)
+                    got = measure(
+                        setup, latents, chunk, context=MeasureContext(executor=ex), **hooks
+                    )
                     wall = time.perf_counter() - t0
                     spent = {w: s - before.get(w, 0.0) for w, s in ex.stats.seconds.items()}
                     timed.append((wall, spent))
             if args.faces:
-                faces_build = partial(execution.face_build, resolved, setup.measure)
+                faces_build = partial(execution.face_build, resolved, setup.measure_settings)
                 out[f"faces_ray_{workers}"] = _time_faces(
                     args, faces_build, workers, fit, faces_local, best
                 )
@@ -203,7 +210,7 @@ def _time_faces(
         t0 = time.perf_counter()
         ex.start()
         startup = time.perf_counter() - t0
-        wall, got = best(lambda: fit(executor=ex))
+        wall, got = best(lambda: fit(context=MeasureContext(executor=ex)))
     same = all(np.array_equal(got[2][p], local[2][p]) for p in local[2])
     return {
         "workers": workers,

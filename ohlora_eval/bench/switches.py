@@ -36,7 +36,7 @@ from ohlora_eval.bench.timing import ratio, sync
 from ohlora_eval.pipeline import device as dev
 from ohlora_eval.pipeline import judge
 from ohlora_eval.pipeline.edit import EditSetup
-from ohlora_eval.pipeline.fidelity import MeasureSettings
+from ohlora_eval.pipeline.measure_settings import MeasureSettings
 
 BASELINE = "fp32"
 # Each switch as measure settings; names join with "+" (e.g. bf16+channels_last).
@@ -219,7 +219,7 @@ def model_set(
     images = n * int(grid.shape[0])
     base: dict[str, Any] | None = None
     for name in [BASELINE, *[s for s in switches if s != BASELINE]]:
-        setup = dataclasses.replace(base_setup, measure=switch_settings(name))
+        setup = dataclasses.replace(base_setup, measure_settings=switch_settings(name))
         reason = skip_reason(name, setup, device, args.compile_on_cpu, args.fp16_on_cpu)
         if reason:
             out["runs"][name] = {"skipped": True, "reason": reason}

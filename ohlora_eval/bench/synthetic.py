@@ -44,7 +44,7 @@ from ohlora_eval.pipeline.protocols import (
     Generator,
     PropertyScorer,
 )
-from ohlora_eval.pipeline.sample import sample_and_score
+from ohlora_eval.pipeline.sample import FaceSetup, sample_and_score
 from ohlora_eval.review import ReviewSettings, image_stats
 
 TARGET_P_OVER_A = 0.8
@@ -58,7 +58,7 @@ def fit_directions(
     grouping medians: (directions, seconds spent sampling and scoring the faces, a note)."""
     ratio_, seed = float(cfg.directions.ratio), int(cfg.directions.seed)
     t_fit, (_, fit_mid, fit_scores) = timed(
-        lambda: sample_and_score(generator, scorer, n, seed, layer)
+        lambda: sample_and_score(FaceSetup(generator, scorer, layer), n, seed)
     )
     x = fit_mid.cpu().numpy()
     vectors = {

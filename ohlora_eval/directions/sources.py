@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from ohlora_eval.directions.spec import FitSpec, method_label, spec_hash
 from ohlora_eval.directions.stage import find_latest, load_run, run_stage
 from ohlora_eval.directions.store import read_directions
+from ohlora_eval.errors import ConfigError
 from ohlora_eval.pipeline.cache import file_lock
+from ohlora_eval.pipeline.context import MeasureContext
 from ohlora_eval.pipeline.directions import Directions
-from ohlora_eval.pipeline.fidelity import MeasureSettings
-from ohlora_eval.pipeline.protocols import Executor, Generator, PropertyScorer
+from ohlora_eval.pipeline.sample import FaceSetup
 from ohlora_eval.progress import say
 from ohlora_eval.tracking.store import StoreRef, store_root
 
@@ -31,21 +32,14 @@ class TrackedDirections(FitSpec):
     fit_if_missing: bool = True
 
     def resolve(
-        self,
-        generator: Generator,
-        scorer: PropertyScorer,
-        layer: str,
-        where: StoreRef,
-        progress: bool = False,
-        measure: MeasureSettings | None = None,
-        executor: Executor | None = None,
+        self, faces: FaceSetup, where: StoreRef, context: MeasureContext = MeasureContext()
     ) -> Directions:
-        client = where.client()
+        client, layer = where.client(), faces.layer
         if self.run_id:
             return load_run(client, str(self.run_id), layer)
         spec = self.spec()
         spec.check()
-        ident = spec.identity(generator, scorer, layer, measure)
+        ident = spec.identity(faces)
         # Parallel sweep jobs wanting the same missing directions: one fits, the others
         # wait and then find its run.
         with file_lock(store_root(where.root) / "locks" / f"directions-{spec_hash(ident)}.lock"):
@@ -57,24 +51,16 @@ class TrackedDirections(FitSpec):
             why = (
                 f"no finished direction run for layer {layer} with spec {spec_hash(ident)}"
                 f" ({method_label(spec.method)}, n={spec.n:,}, seed {spec.seed}) on"
-                f" {type(generator).__name__} and {type(scorer).__name__}"
+                f" {type(faces.generator).__name__} and {type(faces.scorer).__name__}"
             )
             if not self.fit_if_missing:
-                raise ValueError(
+                raise ConfigError(
                     f"{why}; run python -m ohlora_eval.find_directions first or set"
                     " directions.fit_if_missing=true"
                 )
             say(f"{why}: fitting one now (directions.run_id=<run> picks an existing one)")
             dirs, _ = run_stage(
-                generator,
-                scorer,
-                layer,
-                spec,
-                where,
-                progress=progress,
-                extra_tags={"fitted_for": "evaluation"},
-                measure=measure,
-                executor=executor,
+                faces, spec, where, context, extra_tags={"fitted_for": "evaluation"}
             )
         return dirs
 
@@ -86,17 +72,10 @@ class FileDirections:
     path: str = "???"
 
     def resolve(
-        self,
-        generator: Generator,
-        scorer: PropertyScorer,
-        layer: str,
-        where: StoreRef,
-        progress: bool = False,
-        measure: MeasureSettings | None = None,
-        executor: Executor | None = None,
+        self, faces: FaceSetup, where: StoreRef, context: MeasureContext = MeasureContext()
     ) -> Directions:
         if self.path in ("???", "", None):
-            raise ValueError(
+            raise ConfigError(
                 "directions=files needs directions.path=<folder with property_score_vectors/*.csv>"
             )
-        return read_directions(self.path, layer)
+        return read_directions(self.path, faces.layer)

@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ohlora_eval.errors import int_in, number_in
-from ohlora_eval.pipeline.fidelity import MeasureSettings
+from ohlora_eval.errors import ConfigError, int_in, number_in
 from ohlora_eval.pipeline.fingerprint import digest, model_identity
-from ohlora_eval.pipeline.protocols import CORE_PROPERTIES, Generator, PropertyScorer
+from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
+from ohlora_eval.pipeline.sample import FaceSetup
 
 METHODS = ("svm", "gradient")
 PRESET_METHODS = {"mixed": {"eyes": "gradient", "mouth": "svm", "pose": "svm"}}
@@ -33,7 +33,7 @@ def resolve_methods(method: Any) -> dict[str, str]:
         out = {p: str(method.get(p, "")) for p in CORE_PROPERTIES}
         if all(m in METHODS for m in out.values()):
             return out
-    raise ValueError(
+    raise ConfigError(
         f"directions.method={method!r} is not known; use svm, gradient, mixed, or a mapping"
         " such as directions.method={eyes: gradient, mouth: svm, pose: svm}"
     )
@@ -103,14 +103,14 @@ class FitSpec:
         int_in("directions.seed", self.seed, 0, 2**32 - 1)
         number_in("directions.svm_c", self.svm_c, 0.0, math.inf, low_open=True)
         if not isinstance(self.grouped, bool):
-            raise ValueError(f"directions.grouped={self.grouped!r} must be true or false")
+            raise ConfigError(f"directions.grouped={self.grouped!r} must be true or false")
         resolve_methods(self.method)
         g = self.gradient
         hidden = list(g.hidden) if isinstance(g.hidden, (list, tuple)) else None
         if hidden is None or not all(
             isinstance(h, int) and not isinstance(h, bool) and 1 <= h <= 4096 for h in hidden
         ):
-            raise ValueError(
+            raise ConfigError(
                 f"directions.gradient.hidden={g.hidden!r} must be a list of layer widths in"
                 " [1, 4096], e.g. [256, 64]"
             )
@@ -119,13 +119,7 @@ class FitSpec:
         number_in("directions.gradient.lr", g.lr, 0.0, 10.0, low_open=True)
         number_in("directions.gradient.weight_decay", g.weight_decay, 0.0, 10.0)
 
-    def identity(
-        self,
-        generator: Generator,
-        scorer: PropertyScorer,
-        layer: str,
-        measure: MeasureSettings | None = None,
-    ) -> dict:
+    def identity(self, faces: FaceSetup) -> dict:
         """The spec with the models, layer and (when not the clean default) the measuring
         switches it is fitted with."""
         out = {
@@ -137,11 +131,11 @@ class FitSpec:
             "val_fraction": float(self.val_fraction),
             "svm_c": float(self.svm_c),
             "gradient": asdict(self.gradient),
-            "layer": layer,
-            "generator": model_identity(generator),
-            "scorer": model_identity(scorer),
+            "layer": faces.layer,
+            "generator": model_identity(faces.generator),
+            "scorer": model_identity(faces.scorer),
         }
-        switches = measure.identity() if measure is not None else None
+        switches = faces.measure_settings.identity()
         if switches:
             out["measure"] = switches
         return out

@@ -20,18 +20,15 @@ from mlflow.tracking import MlflowClient
 from ohlora_eval.directions.fit import Fitted, fit_directions
 from ohlora_eval.directions.spec import FitSpec, method_label, spec_hash
 from ohlora_eval.directions.store import read_directions, write_directions
-from ohlora_eval.errors import UserError
+from ohlora_eval.errors import ConfigError, UserError
+from ohlora_eval.pipeline.context import MeasureContext
 from ohlora_eval.pipeline.directions import Directions
-from ohlora_eval.pipeline.fidelity import MeasureSettings
 from ohlora_eval.pipeline.groups import can_group, group_properties
 from ohlora_eval.pipeline.groups import medians as sample_medians
 from ohlora_eval.pipeline.protocols import (
     CORE_PROPERTIES,
-    Executor,
-    Generator,
-    PropertyScorer,
 )
-from ohlora_eval.pipeline.sample import sample_and_score
+from ohlora_eval.pipeline.sample import FaceSetup, sample_and_score
 from ohlora_eval.progress import phase, say
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.runs import side_run
@@ -41,26 +38,24 @@ SPEC_TAG = "directions.spec_hash"
 
 
 def run_stage(
-    generator: Generator,
-    scorer: PropertyScorer,
-    layer: str,
+    faces: FaceSetup,
     spec: FitSpec,
     where: store.StoreRef,
+    context: MeasureContext = MeasureContext(),
     *,
-    progress: bool = False,
     extra_tags: Mapping[str, str] | None = None,
     params: Mapping[str, str] | None = None,
-    measure: MeasureSettings | None = None,
-    executor: Executor | None = None,
 ) -> tuple[Directions, str]:
     """Sample, score, fit and log a finished run in ``ohlora-directions``; return the directions.
 
-    ``measure``: how the sampled faces are scored (the screening's ``measure`` settings).
-    ``executor``: where they are scored (``execution=ray``'s workers; None: here); the
-    numbers, and so the directions, are the same either way."""
+    ``faces``: the models, the layer and how the sampled faces are scored (the screening's
+    ``measure`` settings). ``context.executor``: where they are scored (``execution=ray``'s
+    workers; None: here); the numbers, and so the directions, are the same either way."""
+    generator, scorer, layer = faces.generator, faces.scorer, faces.layer
+    executor = context.executor
     spec = spec.spec()
     spec.check()
-    ident = spec.identity(generator, scorer, layer, measure)
+    ident = spec.identity(faces)
     client = where.client()
     exp_id = store.ensure_experiment(store.DIRECTIONS_EXPERIMENT, where.uri, where.root)
     tags = {
@@ -83,16 +78,7 @@ def run_stage(
         t0 = time.perf_counter()
         where_faces = " on Ray workers" if executor is not None else ""
         with phase(f"  sampling, generating and scoring {spec.n:,} faces{where_faces}"):
-            _, mid, scores = sample_and_score(
-                generator,
-                scorer,
-                spec.n,
-                spec.seed,
-                layer,
-                progress=progress,
-                measure=measure,
-                executor=executor,
-            )
+            _, mid, scores = sample_and_score(faces, spec.n, spec.seed, context=context)
         t_sample = time.perf_counter() - t0
         faces_on = executor.stats.line("face batches") if executor is not None else "this process"
         if executor is not None:
@@ -101,7 +87,7 @@ def run_stage(
         props = group_properties(scorer)
         has_group_props = can_group(scorer) and all(p in scores for p in props)
         if spec.grouped and not has_group_props:
-            raise ValueError(
+            raise ConfigError(
                 f"grouped directions need a scorer measuring grouping properties"
                 f" ({type(scorer).__name__} offers {list(props)});"
                 " set directions.grouped=false"

@@ -1,6 +1,6 @@
 """How the models compute on their device: precision, memory layout, compilation, exactness.
 
-The speed switches of the ``measure`` settings (``pipeline.fidelity.MeasureSettings``:
+The speed switches of the ``measure`` settings (``pipeline.measure_settings.MeasureSettings``:
 ``precision``, ``channels_last``, ``compile``, ``tf32``, ``deterministic``) are applied
 here, once per measuring call:
 
@@ -32,7 +32,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+from ohlora_eval.errors import ConfigError
+from ohlora_eval.pipeline.measure_settings import PRECISIONS
+
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 CUBLAS_WORKSPACE = ":4096:8"
 CUBLAS_WORKSPACES = (":4096:8", ":16:8")  # the two values cuBLAS documents as deterministic
@@ -58,18 +60,18 @@ def check_device(key: str, value: object) -> str:
         return text
     if text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit()):
         if not torch.cuda.is_available():
-            raise ValueError(
+            raise ConfigError(
                 f"{key}={text}: this machine has no CUDA device (torch sees none);"
                 f" use {key}=auto or {key}=cpu"
             )
         index = int(text[5:]) if ":" in text else 0
         if index >= torch.cuda.device_count():
-            raise ValueError(
+            raise ConfigError(
                 f"{key}={text}: this machine has {torch.cuda.device_count()} CUDA device(s)"
                 f" (cuda:0 .. cuda:{torch.cuda.device_count() - 1})"
             )
         return text
-    raise ValueError(f"{key}={text!r} is not a device; use auto, cpu, cuda or cuda:<n>")
+    raise ConfigError(f"{key}={text!r} is not a device; use auto, cpu, cuda or cuda:<n>")
 
 
 def model_device(*models: object) -> torch.device:
@@ -87,12 +89,12 @@ def model_device(*models: object) -> torch.device:
 def check_precision(precision: str, device: torch.device) -> None:
     """Refuse a precision the device's autocast cannot run, naming the setting and the fix."""
     if precision not in PRECISIONS:
-        raise ValueError(f"measure.precision={precision!r} is not one of {', '.join(PRECISIONS)}")
+        raise ConfigError(f"measure.precision={precision!r} is not one of {', '.join(PRECISIONS)}")
     if precision == "fp32":
         return
     dtype = AUTOCAST_DTYPES[precision]
     if not torch.amp.is_autocast_available(device.type):
-        raise ValueError(
+        raise ConfigError(
             f"measure.precision={precision}: torch has no autocast on {device.type};"
             " use measure.precision=fp32"
         )
@@ -100,7 +102,7 @@ def check_precision(precision: str, device: torch.device) -> None:
         with torch.autocast(device.type, dtype=dtype):
             pass
     except (RuntimeError, ValueError) as exc:
-        raise ValueError(
+        raise ConfigError(
             f"measure.precision={precision} is not supported on {device.type} by this torch"
             f" ({exc}); use measure.precision=fp32 or bf16"
         ) from None
@@ -184,7 +186,7 @@ def set_cuda_flags(*, deterministic: bool, tf32: bool) -> None:
         cuda_environment(torch.device("cuda"))  # a model set up elsewhere: set it now
         workspace = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
         if workspace not in CUBLAS_WORKSPACES:
-            raise ValueError(
+            raise ConfigError(
                 f"measure.deterministic on CUDA needs CUBLAS_WORKSPACE_CONFIG={CUBLAS_WORKSPACE}"
                 f" in the environment before CUDA starts (it is {workspace!r}); export it, or"
                 " set measure.deterministic=false"

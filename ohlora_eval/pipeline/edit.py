@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ohlora_eval.errors import ConfigError
 from ohlora_eval.pipeline.directions import Directions
-from ohlora_eval.pipeline.fidelity import MeasureSettings
+from ohlora_eval.pipeline.measure_settings import MeasureSettings
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES, Generator, PropertyScorer
 
 
@@ -30,7 +31,7 @@ def grid_points(weights: Mapping[str, Sequence[float]]) -> np.ndarray:
     for prop in CORE_PROPERTIES:
         values = _weights(prop, weights.get(prop, ()))
         if len(set(values)) < 2:
-            raise ValueError(
+            raise ConfigError(
                 f"sampling.grid.{prop} needs at least 2 distinct weights to define a correlation;"
                 f" got {values}"
             )
@@ -41,9 +42,11 @@ def grid_points(weights: Mapping[str, Sequence[float]]) -> np.ndarray:
 
 
 def _weights(prop: str, values: object) -> list[float]:
-    """``sampling.grid.<prop>`` as finite floats, or a ValueError naming the entry."""
+    """``sampling.grid.<prop>`` as finite floats, or a ConfigError naming the entry."""
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-        raise ValueError(f"sampling.grid.{prop}={values!r} must be a list of numbers, e.g. [-1, 1]")
+        raise ConfigError(
+            f"sampling.grid.{prop}={values!r} must be a list of numbers, e.g. [-1, 1]"
+        )
     out = []
     for i, v in enumerate(values):
         try:
@@ -51,9 +54,9 @@ def _weights(prop: str, values: object) -> list[float]:
                 raise TypeError
             w = float(v)
         except (TypeError, ValueError):
-            raise ValueError(f"sampling.grid.{prop}[{i}]={v!r} is not a number") from None
+            raise ConfigError(f"sampling.grid.{prop}[{i}]={v!r} is not a number") from None
         if not math.isfinite(w):
-            raise ValueError(f"sampling.grid.{prop}[{i}]={v!r} must be a finite number")
+            raise ConfigError(f"sampling.grid.{prop}[{i}]={v!r} must be a finite number")
         out.append(w)
     return out
 
@@ -84,7 +87,7 @@ class EditSetup:
     directions: Directions
     grid: np.ndarray  # (m, 3) intended eyes/mouth/pose weights, from grid_points
     layer: str  # where the edits are applied: w | mapping_split1 | mapping_split2
-    measure: MeasureSettings = field(default_factory=MeasureSettings)  # clean by default
+    measure_settings: MeasureSettings = field(default_factory=MeasureSettings)  # clean default
 
     @property
     def m(self) -> int:

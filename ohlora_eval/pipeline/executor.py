@@ -11,7 +11,7 @@ depend on which process ran it. Two kinds of job:
   every worker edits along the very directions the driver resolved. The driver alone
   writes the cache and talks to MLflow; chunks already cached are never sent out.
 - ``FaceJob`` (in ``pipeline/sample.py``): a batch of the faces a direction fit samples,
-  measured by ``sample.face_batch``. Its ``build`` gives a ``FaceState``: the models only
+  measured by ``sample.face_batch``. Its ``build`` gives a ``FaceSetup``: the models only
   (there are no directions yet).
 
 Each job type lives beside the code it runs; this module knows jobs only as ``Job`` (``lo``,
@@ -42,14 +42,14 @@ from ohlora_eval.errors import ConfigError, UserError
 
 # A measured chunk as it comes back: (lo, hi, arrays, worker name).
 Done = tuple[int, int, dict[str, np.ndarray], str]
-# What a worker builds once; its jobs' ``run`` gets it (measure.ScreenState, sample.FaceState).
+# What a worker builds once; its jobs' ``run`` gets it (measure.ScreenState, sample.FaceSetup).
 WorkerBuild = Callable[[], Any]
 
 
 class Job(Protocol):
     """What the pool measures: items ``[lo, hi)`` of the work, run on a worker's state.
     ``measure.ChunkJob`` (a screening's chunk, on a ``measure.ScreenState``) and
-    ``sample.FaceJob`` (a fit's face batch, on a ``sample.FaceState``); this module
+    ``sample.FaceJob`` (a fit's face batch, on a ``sample.FaceSetup``); this module
     imports neither: a job brings its own code."""
 
     @property

@@ -12,7 +12,7 @@ then run full batches back to back). Each model's call is padded to its own
 copied to the host once; edited mid vectors go to a GPU through pinned memory. The
 optional file round trip (CPU work) runs on one worker thread while the next step is
 generated, and ``measure`` writes each finished chunk to the cache on one worker
-thread while the next chunk is measured. The speed switches of ``setup.measure``
+thread while the next chunk is measured. The speed switches of ``setup.measure_settings``
 (precision, channels_last, compile; on CUDA tf32 and deterministic) are applied by
 ``pipeline/device.py``. The padded model calls, ``step_vectors`` and ``computing`` are in
 ``pipeline/model_calls.py``.
@@ -38,16 +38,12 @@ from tqdm.auto import tqdm
 
 from ohlora_eval.pipeline import device as dev
 from ohlora_eval.pipeline.batching import pad_rows
-from ohlora_eval.pipeline.cache import MEASURE_VERSION, MeasurementCache
+from ohlora_eval.pipeline.cache import MEASURE_VERSION
+from ohlora_eval.pipeline.context import MeasureContext
 from ohlora_eval.pipeline.edit import EditSetup, edited_mids
-from ohlora_eval.pipeline.fidelity import (
-    MeasureSettings,
-    round_trip,
-    scorer_mode,
-    seeded,
-    vector_seed,
-)
+from ohlora_eval.pipeline.fidelity import round_trip, scorer_mode, seeded, vector_seed
 from ohlora_eval.pipeline.fingerprint import digest, model_identity
+from ohlora_eval.pipeline.measure_settings import MeasureSettings
 from ohlora_eval.pipeline.model_calls import (
     GroupFn,
     computing,
@@ -59,7 +55,6 @@ from ohlora_eval.pipeline.model_calls import (
 )
 from ohlora_eval.pipeline.protocols import (
     CORE_PROPERTIES,
-    Executor,
     PropertyScorer,
 )
 
@@ -84,14 +79,14 @@ def measure_chunk(
     Groups (when ``groups_of`` is given) come from the unedited images, as in the
     original, and pick each vector's grouped directions. The edits are generated
     and scored ``step_vectors`` vectors at a time, so images never pile up beyond
-    what the CPU caches or GPU memory hold. The ``setup.measure`` switches apply: the
+    what the CPU caches or GPU memory hold. The ``setup.measure_settings`` switches apply: the
     edit's precision, the file round trip before scoring (on a worker thread, while
     the next step is generated), the scorer's train mode, whose dropout draws are
     seeded per vector from ``cases`` (the vectors' case numbers; default 0..v-1), and
     the speed switches. Scores stay on the device until the chunk is done.
     """
     generator, scorer, layer, steps = setup.generator, setup.scorer, setup.layer, setup.steps
-    settings = setup.measure
+    settings = setup.measure_settings
     v, m = latents.shape[0], setup.m
     cases = list(range(v)) if cases is None else [int(c) for c in cases]
     parts: list[Tensor] = []
@@ -251,17 +246,17 @@ class ChunkJob:
 
 
 def _measure_remote(
-    executor: Executor,
+    context: MeasureContext,
     latents: Tensor,
     chunk: int,
-    cache: MeasurementCache | None,
     cases: Sequence[int] | None,
     bar: Any,
     writer: ThreadPoolExecutor,
     place: Callable[[int, int, Mapping[str, np.ndarray]], None],
 ) -> tuple[int, int]:
-    """Cached chunks are read here; the others go to ``executor`` and are written to the
-    cache (here, on ``writer``, one at a time) as they come back. (reused, computed)."""
+    """Cached chunks are read here; the others go to ``context.executor`` and are written to
+    the cache (here, on ``writer``, one at a time) as they come back. (reused, computed)."""
+    executor, cache = context.executor, context.cache
     n = latents.shape[0]
     reused, computed = 0, 0
 
@@ -324,23 +319,23 @@ def measure(
     *,
     groups_of: GroupFn | None = None,
     image_stats: ImageStats | None = None,
-    cache: MeasurementCache | None = None,
-    progress: bool = True,
     cases: Sequence[int] | None = None,
-    executor: Executor | None = None,
+    context: MeasureContext = MeasureContext(),
 ) -> Measured:
     """Every vector's scores, ``chunk`` vectors at a time: from the cache where a trustworthy
     chunk exists, else computed (and stored at once, on a worker thread while the next
     chunk is measured; a run killed at any point loses at most the chunk being measured
     and the one being written). Chunks start at multiples of ``chunk``: a resumed run
     computes exactly the batches an uninterrupted one would. ``cases`` numbers the
-    vectors (default 0..n-1): with ``setup.measure.scorer_mode=train`` they seed each
-    vector's dropout.
+    vectors (default 0..n-1): with ``setup.measure_settings.scorer_mode=train`` they seed
+    each vector's dropout.
 
-    ``executor`` (e.g. ``pipeline.executor.RayExecutor``) measures the chunks that are not
-    cached elsewhere, with the same ``chunk_arrays``; this process still reads and writes
-    the cache, so a run resumes the same way whichever measured its chunks."""
+    ``context``: the progress bar, the cache (None: nothing kept) and the executor (e.g.
+    ``pipeline.executor.RayExecutor``), which measures the chunks that are not cached
+    elsewhere, with the same ``chunk_arrays``; this process still reads and writes the
+    cache, so a run resumes the same way whichever measured its chunks."""
     n, m = latents.shape[0], setup.m
+    cache, executor = context.cache, context.executor
     scores = np.zeros((n, m, len(CORE_PROPERTIES)), np.float32)
     extras: dict[str, np.ndarray] = {}
     groups = [""] * n
@@ -362,14 +357,12 @@ def measure(
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="ohlora-cache") as writer,
         computing(setup),
         tqdm(
-            total=n, desc="screening", unit="vec", disable=not progress, dynamic_ncols=True
+            total=n, desc="screening", unit="vec", disable=not context.progress, dynamic_ncols=True
         ) as bar,
     ):
         t0 = time.perf_counter()
         if executor is not None:  # every chunk placed there; the local loop is skipped
-            reused, computed = _measure_remote(
-                executor, latents, chunk, cache, cases, bar, writer, place
-            )
+            reused, computed = _measure_remote(context, latents, chunk, cases, bar, writer, place)
         for lo in range(0, n, chunk) if executor is None else ():
             hi = min(n, lo + chunk)
             got = cache.load(lo, hi) if cache else None
@@ -416,10 +409,10 @@ def measurement_key(
         "directions_run_id": setup.directions.run_id,
         "n_vectors": int(latents.shape[0]),
     }
-    if setup.measure.identity() is not None:  # only when not the clean default
-        meta["measure"] = setup.measure.identity()
-    if setup.measure.speed_identity() is not None:  # bf16, channels_last, compile, ...
-        meta["speed"] = setup.measure.speed_identity()
+    if setup.measure_settings.identity() is not None:  # only when not the clean default
+        meta["measure"] = setup.measure_settings.identity()
+    if setup.measure_settings.speed_identity() is not None:  # bf16, channels_last, compile, ...
+        meta["speed"] = setup.measure_settings.speed_identity()
     rows = latents if hasattr(latents, "blocks") else latents.cpu().numpy()
     key = digest({**meta, "directions": setup.directions.identity(), "latents": rows})
     return key[:32], meta

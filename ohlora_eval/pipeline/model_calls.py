@@ -3,7 +3,7 @@ speed switches in force.
 
 ``to_mid``, ``synthesize`` and ``score`` pad each call to the model's own ``pad_multiple``
 (``pipeline/batching.py``); ``step_vectors`` decides how many vectors a step of the hot loop
-holds (``pipeline/measure.py``); ``computing`` puts the speed switches of ``setup.measure``
+holds (``pipeline/measure.py``); ``computing`` puts the speed switches of ``setup.measure_settings``
 in force (``pipeline/device.py``); ``group_fn`` is the look-alike grouping hook built from
 these calls. Used by the hot loop, by the sampling of faces (``pipeline/sample.py``) and by
 the contact sheets (``tracking/contact_sheets.py``).
@@ -87,12 +87,12 @@ def score_on_device(scorer: PropertyScorer, images: Tensor) -> dict[str, Tensor]
 
 @contextlib.contextmanager
 def computing(setup: EditSetup) -> Iterator[torch.device]:
-    """The speed switches of ``setup.measure`` in force for a block; yields the device.
+    """The speed switches of ``setup.measure_settings`` in force for a block; yields the device.
 
     Checks the precision against the device, sets the models' memory layout and
     compilation (restored afterwards) and, on CUDA, the exactness flags.
     """
-    settings = setup.measure
+    settings = setup.measure_settings
     device = dev.model_device(setup.generator, setup.scorer)
     dev.check_precision(settings.precision, device)
     models = (setup.generator, setup.scorer)

@@ -34,16 +34,7 @@ def add_review_columns(
     """``per_vector`` with the review columns appended (after ``fail_reason``), and the
     run metrics that summarise them (``review_metrics``)."""
     s = settings or ReviewSettings()
-    table = review_table(
-        grid,
-        scores,
-        per_vector,
-        locality,
-        rank_spec=s.rank_by,
-        n_boot=s.n_boot,
-        ci_level=s.ci_level,
-        seed=s.seed,
-    )
+    table = review_table(grid, scores, per_vector, locality, s)
     out = pd.concat([per_vector, table], axis=1)
     return out, review_metrics(out)
 

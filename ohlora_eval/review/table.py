@@ -11,13 +11,18 @@ from __future__ import annotations
 import ast
 import math
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from ohlora_eval.errors import ConfigError
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 from ohlora_eval.review.correlations import OFF_DIAGONAL, bootstrap_ci, leakage, spearman_rows
 from ohlora_eval.review.locality import LOCALITY_COLUMNS
+
+if TYPE_CHECKING:  # settings.py imports this module's names
+    from ohlora_eval.review.settings import ReviewSettings
 
 # Sum of |r| minus penalties: a leak of 0.3 costs as much as losing 0.3 of summed
 # |r|; background drift costs 0.1 per multiple of the run's median drift.
@@ -57,8 +62,8 @@ def _rank_columns(table: pd.DataFrame) -> list[str]:
     ]
 
 
-def _bad_spec(spec: object, why: str, allowed: list[str]) -> ValueError:
-    return ValueError(
+def _bad_spec(spec: object, why: str, allowed: list[str]) -> ConfigError:
+    return ConfigError(
         f"review.rank_by={spec!r}: {why}; allowed columns: {', '.join(allowed)};"
         f" functions: {', '.join(RANK_FUNCTIONS)}; operators: + - * / **"
     )
@@ -86,7 +91,7 @@ def rank_scores(table: pd.DataFrame, spec: str | Mapping[str, float]) -> np.ndar
     unary minus, parentheses, and abs/sqrt/log/exp/minimum/maximum), or a
     mapping ``{column: weight}`` meaning the weighted sum. The expression is
     parsed and evaluated here on whitelisted nodes only; nothing is handed to
-    ``eval``. Unknown names or syntax raise a ValueError that lists what is allowed.
+    ``eval``. Unknown names or syntax raise a ConfigError that lists what is allowed.
     """
     allowed = _rank_columns(table)
     cols = {c: table[c].to_numpy(dtype=np.float64) for c in allowed}
@@ -186,11 +191,7 @@ def review_table(
     scores: np.ndarray,
     per_vector: pd.DataFrame,
     locality: Mapping[str, np.ndarray] | None,
-    *,
-    rank_spec: str | Mapping[str, float] = DEFAULT_RANK_BY,
-    n_boot: int = 200,
-    ci_level: float = 0.95,
-    seed: int = 0,
+    settings: ReviewSettings,
 ) -> pd.DataFrame:
     """The review columns for ``per_vector`` (same index and row order), ``REVIEW_COLUMNS``.
 
@@ -199,8 +200,10 @@ def review_table(
     keys give NaN columns). ``bg_drift_rel`` is bg_drift over the run's median
     bg_drift (all vectors), so 1 = typical for this generator and the ranking
     weights need no per-generator tuning. ``review_rank`` is 1 for the best
-    vector of the run under ``rank_spec`` (passed or not).
+    vector of the run under ``settings.rank_by`` (passed or not); ``settings.n_boot``,
+    ``ci_level`` and ``seed`` draw the intervals.
     """
+    n_boot, ci_level, seed = settings.n_boot, settings.ci_level, settings.seed
     grid = np.asarray(grid, dtype=np.float64)
     scores = np.asarray(scores)
     n = scores.shape[0]
@@ -230,7 +233,7 @@ def review_table(
     with np.errstate(invalid="ignore", divide="ignore"):
         cols["bg_drift_rel"] = drift / med if med > 0 else np.where(np.isfinite(drift), 0.0, np.nan)
     out = pd.DataFrame(cols, index=per_vector.index)
-    ranked = rank_by(pd.concat([per_vector, out], axis=1), rank_spec)
+    ranked = rank_by(pd.concat([per_vector, out], axis=1), settings.rank_by)
     out["review_score"] = ranked["review_score"].reindex(per_vector.index)
     position = pd.Series(np.arange(1, n + 1), index=ranked.index)
     out["review_rank"] = position.reindex(per_vector.index).astype(np.int64)

@@ -37,8 +37,9 @@ from ohlora_eval.models.networks.stylegan_v9 import StyleGANV9Network
 from ohlora_eval.models.scorers.ohlora_cnn import OhLoRACNNScorer
 from ohlora_eval.pipeline import judge
 from ohlora_eval.pipeline.edit import EditSetup, edited_mids
-from ohlora_eval.pipeline.fidelity import MeasureSettings, rounded, to_uint8
+from ohlora_eval.pipeline.fidelity import rounded, to_uint8
 from ohlora_eval.pipeline.measure import measure_chunk
+from ohlora_eval.pipeline.measure_settings import MeasureSettings
 from ohlora_eval.pipeline.model_calls import synthesize
 
 DATA = ROOT / "tests" / "data"

@@ -138,8 +138,8 @@ def test_overlapped_scoring_measures_the_same(gen):
     z = gen.sample_latents(12, seed=4)
     here, pooled = DlibLandmarkScorer(workers=0), DlibLandmarkScorer(workers=2)
     try:
-        a = measure(EditSetup(gen, here, dirs, grid, "z"), z, 5, progress=False).scores
-        b = measure(EditSetup(gen, pooled, dirs, grid, "z"), z, 5, progress=False).scores
+        a = measure(EditSetup(gen, here, dirs, grid, "z"), z, 5).scores
+        b = measure(EditSetup(gen, pooled, dirs, grid, "z"), z, 5).scores
     finally:
         pooled.close()
     assert np.isfinite(a).all() and np.array_equal(a, b)

@@ -23,8 +23,9 @@ from ohlora_eval.models.scorers.ohlora_cnn import OhLoRACNNScorer
 from ohlora_eval.pipeline import device as dev
 from ohlora_eval.pipeline.directions import Directions
 from ohlora_eval.pipeline.edit import EditSetup, grid_points
-from ohlora_eval.pipeline.fidelity import MeasureSettings, seeded
+from ohlora_eval.pipeline.fidelity import seeded
 from ohlora_eval.pipeline.measure import measure
+from ohlora_eval.pipeline.measure_settings import MeasureSettings
 from ohlora_eval.tracking import store
 
 SYNTHETIC = {

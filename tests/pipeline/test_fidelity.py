@@ -12,14 +12,9 @@ from ohlora_eval.models.generators.synthetic import SyntheticFaceGenerator
 from ohlora_eval.models.scorers.synthetic import SyntheticScorer
 from ohlora_eval.pipeline.directions import Directions
 from ohlora_eval.pipeline.edit import EditSetup, edited_mids, grid_points
-from ohlora_eval.pipeline.fidelity import (
-    MeasureSettings,
-    from_uint8,
-    round_trip,
-    rounded,
-    to_uint8,
-)
+from ohlora_eval.pipeline.fidelity import from_uint8, round_trip, rounded, to_uint8
 from ohlora_eval.pipeline.measure import measure, measurement_key
+from ohlora_eval.pipeline.measure_settings import MeasureSettings
 
 GRID = grid_points(conf_grid())
 LAYER = "w"
@@ -46,7 +41,7 @@ def _setup(models, **switches) -> EditSetup:
 
 def _scores(setup: EditSetup, n: int = 6, chunk: int = 3, cases=None) -> np.ndarray:
     z = setup.generator.sample_latents(12, 5)[:n]
-    return measure(setup, z, chunk, progress=False, cases=cases).scores
+    return measure(setup, z, chunk, cases=cases).scores
 
 
 @pytest.mark.parametrize(
@@ -55,8 +50,8 @@ def _scores(setup: EditSetup, n: int = 6, chunk: int = 3, cases=None) -> np.ndar
         ("scorer_mode", "dropout", "measure.scorer_mode='dropout' is not one of eval, train"),
         ("round_trip", "gif", "measure.round_trip='gif' is not one of none, png, jpeg"),
         ("edit_dtype", "float16", "measure.edit_dtype='float16' is not one of"),
-        ("jpeg_quality", 0, "measure.jpeg_quality=0 must be in 1..100"),
-        ("score_decimals", -1, "measure.score_decimals=-1 must be null"),
+        ("jpeg_quality", 0, "measure.jpeg_quality=0 must be an integer in [1, 100]"),
+        ("score_decimals", -1, "measure.score_decimals=-1 must be an integer in [0, 12]"),
     ],
 )
 def test_bad_switches_name_the_key(key, value, message):

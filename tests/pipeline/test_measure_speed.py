@@ -14,14 +14,15 @@ import torch
 from ohlora_eval.models.generators.synthetic import SyntheticFaceGenerator
 from ohlora_eval.models.scorers.synthetic import SyntheticScorer
 from ohlora_eval.pipeline import device as dev
+from ohlora_eval.pipeline.context import MeasureContext
 from ohlora_eval.pipeline.directions import ALL_GROUPS, Directions
 from ohlora_eval.pipeline.edit import EditSetup, grid_points
-from ohlora_eval.pipeline.fidelity import MeasureSettings
 from ohlora_eval.pipeline.measure import (
     measure,
     measure_chunk,
     measurement_key,
 )
+from ohlora_eval.pipeline.measure_settings import MeasureSettings
 from ohlora_eval.pipeline.model_calls import step_vectors
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 
@@ -125,7 +126,7 @@ def test_round_trip_on_the_worker_thread_gives_the_sequential_result(synthetic_s
     from ohlora_eval.pipeline.model_calls import score, synthesize, to_mid
 
     settings = MeasureSettings(round_trip=trip).checked()
-    setup = dataclasses.replace(synthetic_setup, measure=settings)
+    setup = dataclasses.replace(synthetic_setup, measure_settings=settings)
     z = setup.generator.sample_latents(3, 5)
     got, _, _ = measure_chunk(setup, z)
     from ohlora_eval.pipeline.edit import edited_mids
@@ -143,11 +144,11 @@ def test_cache_writes_on_the_worker_match_and_their_errors_surface(synthetic_set
     from ohlora_eval.pipeline.cache import MeasurementCache
 
     z = synthetic_setup.generator.sample_latents(5, 1)
-    plain = measure(synthetic_setup, z, 2, progress=False)
+    plain = measure(synthetic_setup, z, 2)
     cache = MeasurementCache(tmp_path, "k", {"t": 1})
-    first = measure(synthetic_setup, z, 2, cache=cache, progress=False)
+    first = measure(synthetic_setup, z, 2, context=MeasureContext(cache=cache))
     assert len(list(cache.dir.glob("chunk_*.npz"))) == 3  # every write finished
-    again = measure(synthetic_setup, z, 2, cache=cache, progress=False)
+    again = measure(synthetic_setup, z, 2, context=MeasureContext(cache=cache))
     assert again.reused == 3 and again.computed == 0
     assert np.array_equal(plain.scores, first.scores)
     assert np.array_equal(plain.scores, again.scores)
@@ -156,8 +157,9 @@ def test_cache_writes_on_the_worker_match_and_their_errors_surface(synthetic_set
         def save(self, lo, hi, arrays):
             raise OSError("disk full")
 
+    broken = MeasureContext(cache=Broken(tmp_path, "b", {"t": 2}))
     with pytest.raises(OSError, match="disk full"):
-        measure(synthetic_setup, z, 2, cache=Broken(tmp_path, "b", {"t": 2}), progress=False)
+        measure(synthetic_setup, z, 2, context=broken)
 
 
 def test_speed_switches_are_checked_and_default_off():
@@ -194,14 +196,16 @@ def test_a_switch_that_changes_numbers_changes_the_measurement_key(synthetic_set
         MeasureSettings(tf32=True),
         MeasureSettings(deterministic=False),
     ):
-        setup = dataclasses.replace(synthetic_setup, measure=settings)
+        setup = dataclasses.replace(synthetic_setup, measure_settings=settings)
         keys.add(measurement_key(setup, z, 8, {})[0])
     assert len(keys) == 7
     same = measurement_key(synthetic_setup, z, 8, {})[0]
     assert (
         same
         == measurement_key(
-            dataclasses.replace(synthetic_setup, measure=MeasureSettings(deterministic=None)),
+            dataclasses.replace(
+                synthetic_setup, measure_settings=MeasureSettings(deterministic=None)
+            ),
             z,
             8,
             {},
@@ -212,7 +216,7 @@ def test_a_switch_that_changes_numbers_changes_the_measurement_key(synthetic_set
 def test_bf16_autocast_runs_on_cpu_and_moves_the_scores_a_little(synthetic_setup):
     z = synthetic_setup.generator.sample_latents(3, 2)
     fp32, _, _ = measure_chunk(synthetic_setup, z)
-    setup = dataclasses.replace(synthetic_setup, measure=MeasureSettings(precision="bf16"))
+    setup = dataclasses.replace(synthetic_setup, measure_settings=MeasureSettings(precision="bf16"))
     bf16, _, _ = measure_chunk(setup, z)
     assert np.isfinite(bf16).all()
     diff = np.abs(bf16 - fp32)
@@ -308,8 +312,10 @@ def test_measure_restores_the_models_speed_state():
 
     scorer = Hooked(8, 8)
     scorer.seen = []
-    setup = dataclasses.replace(setup, scorer=scorer, measure=MeasureSettings(channels_last=True))
-    measure(setup, setup.generator.sample_latents(2, 0), 1, progress=False)
+    setup = dataclasses.replace(
+        setup, scorer=scorer, measure_settings=MeasureSettings(channels_last=True)
+    )
+    measure(setup, setup.generator.sample_latents(2, 0), 1)
     assert {"channels_last": True, "compile": False} in scorer.seen
     assert scorer.speed == {"channels_last": False, "compile": False}
     assert scorer.calls  # it measured

@@ -22,7 +22,7 @@ from ohlora_eval.pipeline import judge
 from ohlora_eval.pipeline.edit import EditSetup, grid_points
 from ohlora_eval.pipeline.measure import measure
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
-from ohlora_eval.pipeline.sample import sample_and_score
+from ohlora_eval.pipeline.sample import FaceSetup, sample_and_score
 from ohlora_eval.review.correlations import bootstrap_ci, leakage, spearman_max, spearman_rows
 from ohlora_eval.review.locality import face_region, locality_stats
 from ohlora_eval.review.settings import ReviewSettings
@@ -50,7 +50,9 @@ def _table(scores: np.ndarray, locality: dict | None = None) -> pd.DataFrame:
     per_vector = judge.per_vector_table(corr, CUTOFFS)
     n = len(per_vector)
     locality = locality or {"bg_drift": np.linspace(0.01, 0.05, n), "face_iou": np.ones(n)}
-    return pd.concat([per_vector, review_table(GRID, scores, per_vector, locality)], axis=1)
+    return pd.concat(
+        [per_vector, review_table(GRID, scores, per_vector, locality, ReviewSettings())], axis=1
+    )
 
 
 # --- correlations --------------------------------------------------------------------------------
@@ -225,7 +227,7 @@ def test_review_table_without_locality_gives_nan_columns():
     scores = _noisy_scores(5, 0.5)
     corr = np.stack([judge.pearson_rows(GRID[:, k], scores[:, :, k]) for k in range(3)], 1)
     pv = judge.per_vector_table(corr, CUTOFFS)
-    out = review_table(GRID, scores, pv, None, rank_spec="sum_abs_corr - max_leak")
+    out = review_table(GRID, scores, pv, None, ReviewSettings(rank_by="sum_abs_corr - max_leak"))
     assert out["bg_drift"].isna().all() and out["face_iou"].isna().all()
     assert out["review_score"].notna().all()
 
@@ -306,7 +308,7 @@ def _measure(generator, scorer, directions: Directions) -> pd.DataFrame:
     settings = ReviewSettings()
     latents = generator.sample_latents(N_VECTORS, 11)
     setup = EditSetup(generator, scorer, directions, GRID, LAYER)
-    measured = measure(setup, latents, 8, image_stats=image_stats(settings), progress=False)
+    measured = measure(setup, latents, 8, image_stats=image_stats(settings))
     scores = measured.scores
     corr = np.stack([judge.pearson_rows(GRID[:, k], scores[:, :, k]) for k in range(3)], 1)
     per_vector = judge.per_vector_table(corr, CUTOFFS)
@@ -320,7 +322,7 @@ def constructed():
     torch.manual_seed(0)
     plain = SyntheticFaceGenerator(resolution=64, device="cpu")
     scorer = SyntheticScorer(resolution=64)
-    _, mid, sc = sample_and_score(plain, scorer, 2000, 7, LAYER)
+    _, mid, sc = sample_and_score(FaceSetup(plain, scorer, LAYER), 2000, 7)
     x = mid.numpy()
     vec = {p: fit_svm_direction(x, sc[p], 0.2, seed=7)[0] for p in CORE_PROPERTIES}
     directions = Directions(

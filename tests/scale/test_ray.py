@@ -19,6 +19,7 @@ from ohlora_eval.apps import execution
 from ohlora_eval.apps.build import edit_setup, preflight
 from ohlora_eval.apps.screen import evaluate
 from ohlora_eval.errors import ConfigError
+from ohlora_eval.pipeline.context import MeasureContext
 from ohlora_eval.pipeline.measure import measure
 from ohlora_eval.tracking import store as tracking
 
@@ -71,7 +72,7 @@ def _setup(make_scale_cfg, scale_store):
         resolved,
         setup.directions,
         setup.grid,
-        setup.measure,
+        setup.measure_settings,
         checked.review,
     )
     return setup, latents, group_fn(setup), stats, build
@@ -95,9 +96,10 @@ class ReversedAndKilled(RayExecutor):
 def test_order_and_a_killed_worker_do_not_change_the_numbers(make_scale_cfg, scale_store):
     setup, latents, groups_of, stats, build = _setup(make_scale_cfg, scale_store)
     chunk = 4
-    local = measure(setup, latents, chunk, groups_of=groups_of, image_stats=stats, progress=False)
+    local = measure(setup, latents, chunk, groups_of=groups_of, image_stats=stats)
     with ReversedAndKilled(build, workers=2, restarts=1) as ex:
-        got = measure(setup, latents, chunk, groups_of=groups_of, image_stats=stats, executor=ex)
+        on_ray = MeasureContext(executor=ex)
+        got = measure(setup, latents, chunk, groups_of=groups_of, image_stats=stats, context=on_ray)
     assert ex.order != sorted(ex.order)  # they really came back in another order
     assert ex.stats.retried >= 1, "no chunk was lost: the worker was not killed mid-run"
     assert sum(ex.stats.chunks.values()) == 12 and ex.stats.replaced == 1
@@ -120,7 +122,14 @@ def test_every_worker_dead_fails_the_run(make_scale_cfg, scale_store):
 
     with pytest.raises(RuntimeError, match="every Ray worker died"):
         with KillsAll(build, workers=1, restarts=0) as ex:
-            measure(setup, latents, 4, groups_of=groups_of, image_stats=stats, executor=ex)
+            measure(
+                setup,
+                latents,
+                4,
+                groups_of=groups_of,
+                image_stats=stats,
+                context=MeasureContext(executor=ex),
+            )
 
 
 def test_ray_resumes_from_the_cache(make_scale_cfg, scale_store, local_run, tmp_path):
@@ -157,17 +166,18 @@ def test_fit_faces_on_ray_are_the_local_faces(make_scale_cfg):
     """A fit's faces measured as Oh-LoRA did (dropout on, seeded by the batch's position; a
     JPEG round trip), in 5 batches sent last first to 2 workers, one of them killed: the
     mid vectors and scores are the ones measured in this process."""
-    from ohlora_eval.pipeline.fidelity import MeasureSettings
-    from ohlora_eval.pipeline.sample import sample_and_score
+    from ohlora_eval.pipeline.measure_settings import MeasureSettings
+    from ohlora_eval.pipeline.sample import FaceSetup, sample_and_score
 
     resolved = OmegaConf.to_container(make_scale_cfg(), resolve=True)
-    fidelity = MeasureSettings(scorer_mode="train", round_trip="jpeg")
+    as_published = MeasureSettings(scorer_mode="train", round_trip="jpeg")
     generator, scorer, _ = execution.models(resolved)
-    args = (generator, scorer, 1500, 11, resolved["layer"])
-    z, mid, scores = sample_and_score(*args, batch=300, measure=fidelity)
-    build = partial(execution.face_build, resolved, fidelity)
+    faces = FaceSetup(generator, scorer, resolved["layer"], as_published)
+    z, mid, scores = sample_and_score(faces, 1500, 11, batch=300)
+    build = partial(execution.face_build, resolved, as_published)
     with ReversedAndKilled(build, workers=2, restarts=1) as ex:
-        z2, mid2, scores2 = sample_and_score(*args, batch=300, measure=fidelity, executor=ex)
+        on_ray = MeasureContext(executor=ex)
+        z2, mid2, scores2 = sample_and_score(faces, 1500, 11, batch=300, context=on_ray)
     assert ex.order != sorted(ex.order) and ex.stats.retried >= 1
     assert sum(ex.stats.chunks.values()) == 5
     assert torch.equal(z2, z) and torch.equal(mid2, mid.cpu())
@@ -175,7 +185,7 @@ def test_fit_faces_on_ray_are_the_local_faces(make_scale_cfg):
     for p in scores:
         assert np.array_equal(scores2[p], scores[p]), p
     # the dropout draws really depend on the batch's position (else the check above is weak)
-    _, _, shifted = sample_and_score(*args, batch=500, measure=fidelity)
+    _, _, shifted = sample_and_score(faces, 1500, 11, batch=500)
     assert not np.array_equal(shifted["eyes"], scores["eyes"])
 
 
