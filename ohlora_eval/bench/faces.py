@@ -24,6 +24,7 @@ import torch
 
 from ohlora_eval.bench.config import compose, config_grid
 from ohlora_eval.bench.real import random_directions
+from ohlora_eval.bench.text import num, table
 from ohlora_eval.bench.timing import Runs, median, ratio
 from ohlora_eval.errors import ConfigError
 from ohlora_eval.pipeline.edit import EditSetup, edited_mids
@@ -123,7 +124,6 @@ def faces_section(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def faces_report(fc: dict[str, Any]) -> list[str]:
-    from ohlora_eval.bench.report import num, table
 
     out = ["\n[6] Real faces: the DCGAN and dlib's landmarks from PyPI (experiment=real_faces)"]
     if fc.get("skipped"):

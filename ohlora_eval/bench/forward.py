@@ -1,8 +1,9 @@
 """The two batched variants every section times.
 
 (p) ``pipeline_scores``: the SHIPPED measuring step, ``pipeline.measure.measure``
-    with ``cache=None, progress=False`` (chunking, padding, grouping and image
-    statistics exactly as the screening runs them; nothing re-implemented here).
+    with the default ``MeasureContext`` (no cache, no progress bar; chunking, padding,
+    grouping and image statistics exactly as the screening runs them; nothing
+    re-implemented here).
 (a) ``bare_forward``: the ceiling, ``generator.synthesize`` + ``scorer.score`` on
     edited mid vectors made beforehand (by the shipped ``to_mid`` and
     ``edited_mids``, not timed), at one fixed batch size with the models' own

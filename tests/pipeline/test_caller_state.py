@@ -107,10 +107,10 @@ def test_measuring_with_dropout_on_keeps_the_callers_rng(caller_rng):
     settings = MeasureSettings(scorer_mode="train").checked()
     setup = EditSetup(generator, scorer, directions, grid_points(conf_grid()), "w", settings)
     z = generator.sample_latents(4, 5)
-    first = measure(setup, z, 2, progress=False).scores
+    first = measure(setup, z, 2).scores
     assert torch.equal(caller_rng, torch.random.get_rng_state())
     torch.rand(3)  # whatever the caller draws in between does not change the measurement
-    assert np.array_equal(first, measure(setup, z, 2, progress=False).scores)
+    assert np.array_equal(first, measure(setup, z, 2).scores)
 
 
 def test_the_cuda_environment_is_set_only_for_a_cuda_device(monkeypatch):

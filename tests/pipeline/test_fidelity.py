@@ -3,11 +3,14 @@ default measures exactly as before, and noisy measurements are still reproducibl
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
 from helpers import conf_grid
 
+from ohlora_eval.errors import ConfigError
 from ohlora_eval.models.generators.synthetic import SyntheticFaceGenerator
 from ohlora_eval.models.scorers.synthetic import SyntheticScorer
 from ohlora_eval.pipeline.directions import Directions
@@ -55,7 +58,7 @@ def _scores(setup: EditSetup, n: int = 6, chunk: int = 3, cases=None) -> np.ndar
     ],
 )
 def test_bad_switches_name_the_key(key, value, message):
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         MeasureSettings(**{key: value}).checked()
 
 
