@@ -138,7 +138,9 @@ def test_bench_times_the_shipped_measuring_step(bench_run):
     assert len(calls) > len(p_calls) == REPEATS, calls
     for call in p_calls:
         assert call["latents"].shape[0] == syn["settings"]["vectors"]
-        assert call["groups_of"] is None and call["cache"] is None and call["progress"] is False
+        context = call["context"]  # the default: no cache, no progress bar, this process
+        assert call["groups_of"] is None and context.cache is None and context.executor is None
+        assert context.progress is False
     reported = syn["runs_seconds"]["p"]
     assert len(reported) == REPEATS
     for call, seconds in zip(p_calls, reported):
