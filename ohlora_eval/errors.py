@@ -1,5 +1,6 @@
 """The errors that mean "the input is wrong": any package may raise them; the commands
-(``apps/cli.friendly_errors``) print their message as one line and exit 2.
+(``apps/cli.friendly_errors``) print their message as one line and exit 2. Any other
+exception is a bug of ours: its traceback is shown and the command exits 1.
 
 Imports nothing of the package, so every layer can use it (docs/architecture.md); so can
 the range checks below, which say what is wrong in the same words everywhere.
@@ -17,6 +18,11 @@ class UserError(ValueError):
 
 class ConfigError(UserError):  # noqa: N818 - reads as the field it names
     """Bad configuration: the message names the field and what is allowed."""
+
+
+class MissingFile(UserError, FileNotFoundError):
+    """A file or folder the user named is not there (still a ``FileNotFoundError`` for
+    callers that catch one)."""
 
 
 class Stopped(KeyboardInterrupt):
@@ -45,9 +51,10 @@ def succeeded() -> None:
         signal.signal(sig, done)
 
 
-def int_in(key: str, value: Any, low: int, high: int | None = None) -> int:
+def int_in(key: str, value: Any, low: int, high: int | None = None, *, hint: str = "") -> int:
     """``value`` if it is an int in [low, high] (no upper bound when None), else a
-    ConfigError naming ``key``: "<key>=<value> must be an integer in [low, high]"."""
+    ConfigError naming ``key``: "<key>=<value> must be an integer in [low, high]", then
+    `` (<hint>)`` if one is given (what a value means, an example)."""
     if (
         not isinstance(value, int)
         or isinstance(value, bool)
@@ -55,7 +62,7 @@ def int_in(key: str, value: Any, low: int, high: int | None = None) -> int:
         or (high is not None and value > high)
     ):
         span = f"in [{low:,}, {high:,}]" if high is not None else f">= {low:,}"
-        raise ConfigError(f"{key}={value!r} must be an integer {span}")
+        raise ConfigError(f"{key}={value!r} must be an integer {span}{_hint(hint)}")
     return value
 
 
@@ -67,12 +74,18 @@ def number_in(
     *,
     low_open: bool = False,
     high_open: bool = False,
+    hint: str = "",
 ) -> float:
-    """``value`` if it is a finite number in the interval, else a ConfigError naming ``key``."""
+    """``value`` if it is a finite number in the interval, else a ConfigError naming ``key``
+    (then `` (<hint>)`` if one is given)."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (value > low if low_open else value >= low)
     ok = ok and (value < high if high_open else value <= high)
     if not ok:
         span = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        raise ConfigError(f"{key}={value!r} must be a number in {span}")
+        raise ConfigError(f"{key}={value!r} must be a number in {span}{_hint(hint)}")
     return float(value)
+
+
+def _hint(hint: str) -> str:
+    return f" ({hint})" if hint else ""

@@ -11,13 +11,14 @@ import os
 import signal
 import sys
 import threading
+import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import hydra
-from hydra.errors import HydraException
+from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
 from omegaconf.errors import OmegaConfBaseException
 
 from ohlora_eval.apps.config import CONFIG_DIR
@@ -253,8 +254,18 @@ def config_error_line(exc: BaseException) -> str:
     return line
 
 
+BUG_LINE = (
+    "ohlora_eval: this is a bug in ohlora_eval, not in your input; please report it with"
+    " the traceback above."
+)
+
+
 def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn bad input into a one-line message and exit status 2 instead of a traceback."""
+    """The one error boundary of a command. Bad input (our ``UserError``s, a config that
+    Hydra or OmegaConf cannot compose or read, a tracking store that stopped answering) is
+    one line, ``ohlora_eval: error: ...``, and exit status 2. Anything else is a bug of
+    ours: its traceback, then a line that says so, and exit status 1. Both go to the
+    terminal and to the command's job log (logged as ``ohlora_eval.apps.cli``)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -273,21 +284,33 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             print("\nohlora_eval: interrupted; what was measured is kept.", file=sys.stderr)
             sys.exit(130)
-        except OmegaConfBaseException as exc:  # a key or interpolation the config lacks
-            print(f"ohlora_eval: error: {config_error_line(exc)}", file=sys.stderr)
-            sys.exit(2)
-        except (ValueError, FileNotFoundError, KeyError) as exc:
-            text = " ".join(str(exc).split()) or type(exc).__name__
-            print(f"ohlora_eval: error: {text}", file=sys.stderr)
-            sys.exit(2)
+        except (OmegaConfBaseException, ConfigCompositionException, MissingConfigException) as exc:
+            _bad_input(config_error_line(exc))  # a key or interpolation the config lacks
+        except UserError as exc:
+            _bad_input(" ".join(str(exc).split()) or type(exc).__name__)
         except Exception as exc:
             gone = _store_gone(exc)
-            if gone is None:
-                raise
-            print(f"ohlora_eval: error: {gone}", file=sys.stderr)
-            sys.exit(2)
+            if gone is not None:
+                _bad_input(gone)
+            _bug()
 
     return wrapper
+
+
+def _bad_input(line: str) -> NoReturn:
+    """``ohlora_eval: error: <line>`` on the terminal (once) and in the job log; exit 2."""
+    with terminal():
+        log.error(f"ohlora_eval: error: {line}")
+    sys.exit(2)
+
+
+def _bug() -> NoReturn:
+    """The exception being handled is a bug of ours: its traceback and ``BUG_LINE`` on the
+    terminal and in the job log; exit 1."""
+    trace = traceback.format_exc().rstrip("\n")
+    with terminal():
+        log.error(f"{trace}\n{BUG_LINE}")
+    sys.exit(1)
 
 
 def _bound_store_waits(args: tuple) -> None:

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ohlora_eval.apps.cli import hydra_app
 from ohlora_eval.apps.rejudge import log_judged
+from ohlora_eval.errors import ConfigError, MissingFile
 from ohlora_eval.formats.ohlora_results import (
     compare_statistics,
     disagreements,
@@ -102,10 +103,10 @@ def import_results(cfg: DictConfig) -> Imported:
 
 def _input_file(cfg: DictConfig, key: str) -> Path:
     if OmegaConf.is_missing(cfg, key):
-        raise ValueError(f"{key}=<csv> is required: the Oh-LoRA test-result CSV to import")
+        raise ConfigError(f"{key}=<csv> is required: the Oh-LoRA test-result CSV to import")
     path = Path(str(cfg[key])).expanduser().resolve()
     if not path.is_file():
-        raise FileNotFoundError(f"{key}={cfg[key]}: no such file ({path})")
+        raise MissingFile(f"{key}={cfg[key]}: no such file ({path})")
     return path
 
 

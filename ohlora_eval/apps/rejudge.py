@@ -16,12 +16,12 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from ohlora_eval import review
 from ohlora_eval.apps.cli import hydra_app
+from ohlora_eval.errors import ConfigError, UserError
 from ohlora_eval.formats.ohlora_results import read_ohlora_results
 from ohlora_eval.formats.pictures import summary_plot
 from ohlora_eval.pipeline import judge
@@ -49,7 +49,7 @@ def rejudge(cfg: DictConfig) -> Rejudged:
     cutoffs = judge.check_cutoffs(cfg.cutoff)
     uri, _ = store.setup(cfg.tracking.experiment, cfg.tracking.uri, cfg.tracking.root)
     client = MlflowClient(uri)
-    source = _finished_run_with_table(client, source_id, uri)
+    source = _finished_run_with_table(client, source_id)
     per_vector = _read_source_table(client, source_id, cutoffs)
 
     own = OmegaConf.to_container(
@@ -100,28 +100,17 @@ def rejudge(cfg: DictConfig) -> Rejudged:
 
 def _source_run_id(cfg: DictConfig) -> str:
     if OmegaConf.is_missing(cfg, "run_id") or not cfg.run_id:
-        raise ValueError(
+        raise ConfigError(
             "run_id=<id> is required: the finished run whose per_vector.csv is re-judged"
             " (an evaluation, import or re-judge run)"
         )
     return str(cfg.run_id)
 
 
-def _finished_run_with_table(client: MlflowClient, run_id: str, uri: str) -> mlflow.entities.Run:
-    where = store.display_uri(uri)
-    try:
-        run = store.retry(client.get_run, run_id)
-    except MlflowException:
-        raise ValueError(f"run_id={run_id}: no such run in {where}") from None
-    if run.info.lifecycle_stage == "deleted":
-        raise ValueError(f"run_id={run_id}: the run is deleted")
-    if run.info.status != "FINISHED":
-        raise ValueError(
-            f"run_id={run_id}: the run is {run.info.status}; only a FINISHED run's"
-            " correlations are re-judged"
-        )
+def _finished_run_with_table(client: MlflowClient, run_id: str) -> mlflow.entities.Run:
+    run = store.finished_run(client, run_id, why="only a FINISHED run's correlations are re-judged")
     if PER_VECTOR not in {a.path for a in store.retry(client.list_artifacts, run_id)}:
-        raise ValueError(f"run_id={run_id}: the run has no {PER_VECTOR} to re-judge")
+        raise UserError(f"run_id={run_id}: the run has no {PER_VECTOR} to re-judge")
     return run
 
 
@@ -133,8 +122,8 @@ def _read_source_table(
         try:
             # An empty r in a native table is an undefined correlation: it fails, with reason.
             table = read_ohlora_results(path, cutoffs, allow_undefined=True)
-        except ValueError as exc:
-            raise ValueError(str(exc).replace(path, f"{PER_VECTOR} of run {run_id}")) from None
+        except UserError as exc:
+            raise UserError(str(exc).replace(path, f"{PER_VECTOR} of run {run_id}")) from None
     # Measurement-derived extras (review columns of a native run) travel with the table.
     return table.drop(columns=["file_passed"], errors="ignore")
 

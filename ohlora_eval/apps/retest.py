@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from ohlora_eval import review
 from ohlora_eval.apps.build import has_dropout, has_noise, int_list, replay_config
 from ohlora_eval.apps.cli import hydra_app
-from ohlora_eval.errors import UserError, int_in
+from ohlora_eval.errors import UserError, int_in, number_in
 from ohlora_eval.pipeline.judge import CORR_COLUMNS, wilson_interval
 from ohlora_eval.progress import STDOUT
 from ohlora_eval.tracking import store
@@ -70,8 +70,7 @@ def retest(cfg: DictConfig) -> Retest:
     int_in("seed", cfg.seed, 0, 2**32 - 1)
     if cfg.max_vectors is not None:
         int_in("max_vectors", cfg.max_vectors, 1)
-    if not 0 < float(cfg.ci_level) < 1:
-        raise UserError(f"ci_level={cfg.ci_level} must be in (0, 1)")
+    number_in("ci_level", cfg.ci_level, 0.0, 1.0, low_open=True, high_open=True)
     uri, exp_id = store.setup(RETEST_EXPERIMENT, cfg.tracking.uri, cfg.tracking.root)
     where = store.StoreRef(uri, cfg.tracking.root)
     client = where.client()
@@ -121,11 +120,10 @@ def retest(cfg: DictConfig) -> Retest:
 
 
 def _source(client, run_id: str):
-    try:
-        run = store.retry(client.get_run, run_id)
-    except Exception:
-        raise UserError(f"run_id={run_id}: no such run in the store") from None
-    if run.info.status != "FINISHED" or run.data.tags.get("ohlora.kind") != "evaluation":
+    run = store.finished_run(
+        client, run_id, why="re-tests re-measure vectors, so they need a finished screening run"
+    )
+    if run.data.tags.get("ohlora.kind") != "evaluation":
         raise UserError(
             f"run_id={run_id} is not a finished screening run (kind"
             f" {run.data.tags.get('ohlora.kind', '?')}, status {run.info.status});"

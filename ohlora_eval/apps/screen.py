@@ -151,10 +151,7 @@ def _evaluate_in_run(
     close_dead_runs(where.uri, key, run_id)
 
     cache = MeasurementCache(cfg.cache.dir, key, meta) if cfg.cache.enabled else None
-    try:
-        groups_of = group_fn(setup)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    groups_of = group_fn(setup)  # a ConfigError if the directions cannot be grouped
     with execution.executor(cfg.get("execution"), resolved, setup, settings) as executor:
         measured = measure(
             setup,

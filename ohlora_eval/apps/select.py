@@ -70,10 +70,7 @@ def _evaluate_z_csv(cfg: DictConfig) -> tuple[str, list[int]]:
     from ohlora_eval.apps.screen import evaluate
 
     eval_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in _SELECT_KEYS])
-    try:
-        z, cases = read_z_table(cfg.z_csv)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    z, cases = read_z_table(cfg.z_csv)  # a file that is not one: a UserError naming it
     res = evaluate(
         eval_cfg,
         latents=z,

@@ -28,8 +28,6 @@ from ohlora_eval.tracking.read_back import read_run_vectors
 
 log = logging.getLogger(__name__)
 
-log = logging.getLogger(__name__)
-
 ARTIFACT_DIR = "sheets/requested"
 
 
@@ -52,12 +50,7 @@ def render_sheets(cfg: DictConfig) -> Sheets:
     where = store.StoreRef(uri, cfg.tracking.root)
     client = where.client()
     with store.usable(uri):
-        try:
-            run = client.get_run(run_id)
-        except Exception:
-            raise UserError(f"run_id={run_id}: no such run in {store.display_uri(uri)}") from None
-    if run.info.lifecycle_stage == "deleted":
-        raise UserError(f"run_id={run_id}: the run is deleted; restore it in the UI first")
+        run = store.finished_run(client, run_id, finished=False)  # any run with vectors
     found = read_run_vectors(client, run_id)
     per_vector, latents, config = found.per_vector, found.latents, OmegaConf.create(found.config)
     cases = _which_cases(cfg, per_vector, config)

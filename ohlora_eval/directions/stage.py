@@ -174,20 +174,15 @@ _REFIT_HINT = (
 
 def load_run(client: MlflowClient, run_id: str, layer: str) -> Directions:
     """Directions logged by a finished direction run (the layer must match)."""
-    try:
-        run = client.get_run(run_id)
-    except Exception as exc:
-        raise ValueError(f"directions.run_id={run_id}: no such run in the store ({exc})") from None
+    run = store.finished_run(client, run_id, key="directions.run_id")
     if run.data.tags.get(KIND_TAG) != "directions":
-        raise ValueError(
+        raise UserError(
             f"directions.run_id={run_id} is not a direction run"
             " (made by python -m ohlora_eval.find_directions)"
         )
-    if run.info.status != "FINISHED":
-        raise ValueError(f"directions.run_id={run_id} did not finish (status {run.info.status})")
     run_layer = run.data.tags.get("layer")
     if run_layer != layer:
-        raise ValueError(
+        raise UserError(
             f"directions.run_id={run_id} holds directions for layer {run_layer!r} but"
             f" the evaluation uses layer {layer!r}"
         )

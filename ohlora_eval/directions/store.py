@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from ohlora_eval.directions.gradient import ScoreRegressor, gradient_field
-from ohlora_eval.errors import UserError
+from ohlora_eval.errors import MissingFile, UserError
 from ohlora_eval.models.networks.checkpoints import check_state_dict, read_state_file
 from ohlora_eval.pipeline.directions import Directions
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
@@ -111,7 +111,7 @@ def read_directions(folder: Path, layer: str, source: str = "") -> Directions:
     folder = Path(folder)
     where = source or str(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"directions.path={folder} is not a folder")
+        raise MissingFile(f"directions.path={folder} is not a folder")
     manifest = {}
     if (folder / MANIFEST).is_file():
         try:

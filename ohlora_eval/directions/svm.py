@@ -8,14 +8,17 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
 
+from ohlora_eval.errors import ConfigError, UserError, number_in
+
 
 def top_bottom(scores: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the top and bottom ``ratio`` of samples by score (ties broken by index)."""
-    if not 0.0 < ratio <= 0.5:
-        raise ValueError(f"ratio={ratio} must be in (0, 0.5]")
+    number_in("directions.ratio", ratio, 0.0, 0.5, low_open=True)
     k = int(len(scores) * ratio)
     if k < 2:
-        raise ValueError(f"ratio={ratio} of {len(scores)} samples leaves fewer than 2 per side")
+        raise ConfigError(
+            f"directions.ratio={ratio} of {len(scores)} samples leaves fewer than 2 per side"
+        )
     order = np.argsort(scores, kind="stable")
     return order[-k:], order[:k]
 
@@ -47,6 +50,6 @@ def fit_svm_direction(
     normal = svm.coef_[0]
     norm = np.linalg.norm(normal)
     if not np.isfinite(norm) or norm == 0:
-        raise ValueError("the SVM found no separating direction (all coefficients zero)")
+        raise UserError("the SVM found no separating direction (all coefficients zero)")
     acc = float(svm.score(x[val], y[val])) if n_val else None
     return (normal / norm).astype(np.float32), acc

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ohlora_eval.errors import MissingFile, UserError
 from ohlora_eval.pipeline import judge
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 
@@ -68,7 +69,7 @@ def read_ohlora_results(
     other columns (``vector_no``, ``passed_rechecked``, ...). ``sum_abs_corr`` and
     ``fail_reason`` are recomputed. ``allow_undefined`` reads an empty correlation as an
     undefined r (how this project writes one) instead of refusing it as missing.
-    ``.attrs["layout"]`` names the layout found. Raises ValueError naming the problem.
+    ``.attrs["layout"]`` names the layout found. Raises UserError naming the problem.
     """
     raw = _read_strings(path)
     layout = detect_layout(raw.columns, path)
@@ -86,9 +87,9 @@ def read_ohlora_results(
         key_columns = ["case", *(["vector_no"] if "vector_no" in extras else [])]
         _check_unique(pd.DataFrame({"case": cases, **extras})[key_columns], problems)
     if problems:
-        raise ValueError(f"{path}: " + "; ".join(problems))
+        raise UserError(f"{path}: " + "; ".join(problems))
     if raw.empty:
-        raise ValueError(f"{path}: no rows under the header {','.join(raw.columns)}")
+        raise UserError(f"{path}: no rows under the header {','.join(raw.columns)}")
     groups = raw[group_col].str.strip().tolist() if group_col else None
     no_face = None
     if judge.NO_FACE in raw.columns:  # a native run whose scorer missed faces
@@ -102,7 +103,7 @@ def read_ohlora_results(
 
 
 def detect_layout(columns: pd.Index | list[str], path: str | os.PathLike = "") -> Layout:
-    """The first of ``LAYOUTS`` whose columns are all present; a ValueError saying what is."""
+    """The first of ``LAYOUTS`` whose columns are all present; a UserError saying what is."""
     found = set(columns)
     for layout in LAYOUTS:
         if found.issuperset(layout.columns):
@@ -113,7 +114,7 @@ def detect_layout(columns: pd.Index | list[str], path: str | os.PathLike = "") -
     hint = ""
     if found.issuperset(judge.STATISTICS_COLUMNS):
         hint = " This is a statistics file: give it as statistics=<csv> beside path=<test result>."
-    raise ValueError(
+    raise UserError(
         f"{path}: not an Oh-LoRA test result: columns found {shown}; accepted layouts (any column"
         f" order, extra columns kept): {accepted}.{hint}"
     )
@@ -140,17 +141,17 @@ def read_ohlora_statistics(path: str | os.PathLike) -> pd.Series:
     raw = _read_strings(path)
     missing = [c for c in judge.STATISTICS_COLUMNS if c not in raw.columns]
     if missing:
-        raise ValueError(
+        raise UserError(
             f"{path}: not an Oh-LoRA statistics file: columns found {','.join(raw.columns)};"
             f" expected {','.join(judge.STATISTICS_COLUMNS)} (missing {','.join(missing)})"
         )
     if len(raw) != 1:
-        raise ValueError(f"{path}: a statistics file has one row, this one has {len(raw)}")
+        raise UserError(f"{path}: a statistics file has one row, this one has {len(raw)}")
     row = raw[judge.STATISTICS_COLUMNS].iloc[0]
     values = pd.to_numeric(row.str.strip(), errors="coerce")
     bad = [f"{c}={row[c]!r}" for c in judge.STATISTICS_COLUMNS if pd.isna(values[c])]
     if bad:
-        raise ValueError(f"{path}: statistics must be numbers: {', '.join(bad)}")
+        raise UserError(f"{path}: statistics must be numbers: {', '.join(bad)}")
     return values.astype(float)
 
 
@@ -171,11 +172,11 @@ def compare_statistics(file_stats: pd.Series, recomputed: pd.DataFrame) -> list[
 def _read_strings(path: str | os.PathLike) -> pd.DataFrame:
     """Every cell as stripped text (empty = missing), so each column is checked by us."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file")
+        raise MissingFile(f"{path}: no such file")
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not a readable CSV file ({str(exc).strip()})") from None
+        raise UserError(f"{path}: not a readable CSV file ({str(exc).strip()})") from None
     raw.columns = [str(c).strip() for c in raw.columns]
     return raw
 

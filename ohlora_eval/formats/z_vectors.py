@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ohlora_eval.errors import MissingFile, UserError
+
 Z_FILE = "ohlora_z_vectors.csv"
 MANIFEST = "selection.json"
 GRID_DIR = "grids"
@@ -39,55 +41,55 @@ def read_z_table(path: str | Path, dim: int | None = None) -> tuple[np.ndarray, 
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"z_csv={path} does not exist")
+        raise MissingFile(f"z_csv={path} does not exist")
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except pd.errors.EmptyDataError:
-        raise ValueError(f"z_csv={path} is empty: no header, no vectors") from None
+        raise UserError(f"z_csv={path} is empty: no header, no vectors") from None
     except UnicodeDecodeError:
-        raise ValueError(f"z_csv={path} is not UTF-8 text (a CSV of numbers)") from None
+        raise UserError(f"z_csv={path} is not UTF-8 text (a CSV of numbers)") from None
     except pd.errors.ParserError as exc:
-        raise ValueError(f"z_csv={path} is not a readable CSV file ({exc})".strip()) from None
+        raise UserError(f"z_csv={path} is not a readable CSV file ({exc})".strip()) from None
     if df.empty:
-        raise ValueError(f"z_csv={path} has a header but no vectors")
+        raise UserError(f"z_csv={path} has a header but no vectors")
     cases = None
     if len(df.columns) and not str(df.columns[0]).strip().isdigit():
         if str(df.columns[0]).strip() == "case":
             values, bad = int64_cells(df.iloc[:, 0])
             if bad.any():
-                raise ValueError(
+                raise UserError(
                     f"z_csv={path}: line {_line(bad)}: the case {df.iloc[int(np.argmax(bad)), 0]!r}"
                     " is not an integer in the 64-bit range"
                 )
             cases = values
             if len(set(cases.tolist())) != len(cases):
-                raise ValueError(f"z_csv={path}: the case column lists a case more than once")
+                raise UserError(f"z_csv={path}: the case column lists a case more than once")
         df = df.iloc[:, 1:]  # the case column or an unnamed index column
     cols = [str(c).strip() for c in df.columns]
     if cols != [str(i) for i in range(len(cols))]:
-        raise ValueError(
+        raise UserError(
             f"z_csv={path}: expected a header 0,1,...,{len(cols) - 1} (Oh-LoRA"
             f" z-vector layout); got {cols[:5]}..."
         )
     if dim is not None and len(cols) != dim:
-        raise ValueError(
+        raise UserError(
             f"z_csv={path} has {len(cols)} values per vector; the generator needs {dim}"
         )
     text = df.apply(lambda c: c.str.strip())
     empty = (text == "").to_numpy()
     if empty.any():
-        raise ValueError(f"z_csv={path}: line {_line(empty.any(axis=1))} has empty cells")
+        raise UserError(f"z_csv={path}: line {_line(empty.any(axis=1))} has empty cells")
     values = text.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
     junk = np.isnan(values) & ~text.apply(lambda c: c.str.lower() == "nan").to_numpy()
     if junk.any():
         row = _line(junk.any(axis=1))
-        raise ValueError(f"z_csv={path}: line {row} holds a value that is not a number")
+        raise UserError(f"z_csv={path}: line {row} holds a value that is not a number")
     if not np.isfinite(values).all():
         row = _line(~np.isfinite(values).all(axis=1))
-        raise ValueError(f"z_csv={path}: line {row} holds inf or NaN; every value must be finite")
+        raise UserError(f"z_csv={path}: line {row} holds inf or NaN; every value must be finite")
     if (np.abs(values) > np.finfo(np.float32).max).any():
         row = _line((np.abs(values) > np.finfo(np.float32).max).any(axis=1))
-        raise ValueError(f"z_csv={path}: line {row} holds a value too large for float32")
+        raise UserError(f"z_csv={path}: line {row} holds a value too large for float32")
     return values.astype(np.float32), cases
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ohlora_eval.errors import UserError
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 
 ALL_GROUPS = "all"
@@ -55,7 +56,7 @@ class Directions:
 
     def check_compatible(self, layer: str, dim: int) -> None:
         if self.layer != layer or self.dim != dim:
-            raise ValueError(
+            raise UserError(
                 f"directions ({self.source or 'given'}) are for layer {self.layer!r}"
                 f" (dim {self.dim}) but the evaluation uses layer {layer!r} (dim {dim});"
                 f" fit or pick directions for layer {layer!r}"
@@ -77,7 +78,7 @@ class Directions:
                 out[p] = (d / d.norm(dim=1, keepdim=True).clamp_min(1e-12)).to(dtype)
                 continue
             if p not in self.vectors:
-                raise ValueError(f"no direction for property {p!r} ({self.source})")
+                raise UserError(f"no direction for property {p!r} ({self.source})")
             table = self.vectors[p]
             if set(table) == {ALL_GROUPS}:
                 v = torch.as_tensor(table[ALL_GROUPS], dtype=dtype, device=mid.device)
@@ -87,7 +88,7 @@ class Directions:
                 raise ValueError(f"directions for {p!r} are grouped but no group names were given")
             missing = sorted(set(groups) - set(table))
             if missing:
-                raise ValueError(f"no {p!r} direction for group(s) {missing} ({self.source})")
+                raise UserError(f"no {p!r} direction for group(s) {missing} ({self.source})")
             stacked = torch.as_tensor(np.stack([table[g] for g in groups]), dtype=dtype)
             out[p] = stacked.to(mid.device)
         return out

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from ohlora_eval.errors import ConfigError
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 
 CORR_COLUMNS = [f"{p}_corr" for p in CORE_PROPERTIES]
@@ -52,19 +53,19 @@ def check_cutoffs(cutoffs: Mapping[str, float]) -> dict[str, float]:
     out = {}
     for p in CORE_PROPERTIES:
         if p not in cutoffs:
-            raise ValueError(f"cutoff.{p} is missing; set a value in [0, 1], e.g. cutoff.{p}=0.9")
+            raise ConfigError(f"cutoff.{p} is missing; set a value in [0, 1], e.g. cutoff.{p}=0.9")
         raw = cutoffs[p]
         if raw is None or isinstance(raw, bool):
             shown = "null" if raw is None else raw
-            raise ValueError(f"cutoff.{p}={shown} must be a number in [0, 1], e.g. cutoff.{p}=0.9")
+            raise ConfigError(f"cutoff.{p}={shown} must be a number in [0, 1], e.g. cutoff.{p}=0.9")
         try:
             v = float(raw)
         except (TypeError, ValueError):
-            raise ValueError(
+            raise ConfigError(
                 f"cutoff.{p}={raw!r} is not a number; set a value in [0, 1], e.g. cutoff.{p}=0.9"
             ) from None
         if not 0.0 <= v <= 1.0:
-            raise ValueError(f"cutoff.{p}={v} is outside [0, 1]; |r| can only be in [0, 1]")
+            raise ConfigError(f"cutoff.{p}={v} is outside [0, 1]; |r| can only be in [0, 1]")
         out[p] = v
     return out
 

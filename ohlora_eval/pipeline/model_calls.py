@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
+from ohlora_eval.errors import ConfigError
 from ohlora_eval.pipeline import device as dev
 from ohlora_eval.pipeline.batching import ROW_MULTIPLE, padded_call
 from ohlora_eval.pipeline.edit import EditSetup
@@ -123,7 +124,7 @@ def group_fn(setup: EditSetup) -> GroupFn | None:
     props = group_properties(scorer)
     if med is None or not can_group(scorer) or any(p not in med for p in props):
         if directions.grouped:
-            raise ValueError(
+            raise ConfigError(
                 "grouped directions need a scorer that measures the grouping properties"
                 f" {list(props)} and grouping medians"
             )

@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 
+from ohlora_eval.errors import int_in, number_in
 from ohlora_eval.pipeline.judge import pearson_rows
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 
@@ -43,10 +44,8 @@ def bootstrap_ci(
     y = np.asarray(y, dtype=np.float64)
     if y.ndim != 2 or x.shape != (y.shape[1],):
         raise ValueError(f"x must be (m,) and y (n, m); got {x.shape} and {y.shape}")
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"review.ci_level={level} must be in (0, 1)")
-    if n_boot < 2:
-        raise ValueError(f"review.n_boot={n_boot} must be >= 2")
+    number_in("review.ci_level", level, 0, 1, low_open=True, high_open=True)
+    int_in("review.n_boot", n_boot, 2)
     n, m = y.shape
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, m, size=(n_boot, m))

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ohlora_eval.errors import ConfigError, int_in
+
 # The face region used by ``locality_stats``: the ellipse inscribed in this box,
 # (x0, y0, x1, y1) in normalised image coordinates (x, y in [-1, 1], y down).
 # Suits centred portrait faces: the embedded synthetic faces (face within
@@ -27,12 +29,16 @@ LOCALITY_COLUMNS: tuple[str, ...] = ("bg_drift", "face_iou")
 
 
 def check_face_box(face_box: Sequence[float]) -> tuple[float, float, float, float]:
-    box = tuple(float(v) for v in face_box)
+    try:
+        box = tuple(float(v) for v in face_box)
+    except (TypeError, ValueError):
+        box = ()
     if len(box) != 4:
-        raise ValueError(f"review.face_box={list(face_box)} must be [x0, y0, x1, y1]")
+        shown = list(face_box) if isinstance(face_box, (list, tuple)) else face_box
+        raise ConfigError(f"review.face_box={shown!r} must be [x0, y0, x1, y1]")
     x0, y0, x1, y1 = box
     if not (-1.0 <= x0 < x1 <= 1.0 and -1.0 <= y0 < y1 <= 1.0):
-        raise ValueError(
+        raise ConfigError(
             f"review.face_box={list(box)} must satisfy -1 <= x0 < x1 <= 1 and -1 <= y0 < y1 <= 1"
             " (normalised image coordinates, y down)"
         )
@@ -143,8 +149,7 @@ def locality_stats(
     n_img = images.shape[0]
     if m < 1 or n_img % m:
         raise ValueError(f"{n_img} images is not a whole number of grids of {m}")
-    if analysis_size < 8:
-        raise ValueError(f"review.analysis_size={analysis_size} must be >= 8")
+    int_in("review.analysis_size", analysis_size, 8)
     if not 0.0 < border < 0.5:
         raise ValueError(f"review.border={border} must be in (0, 0.5)")
     v = n_img // m
@@ -155,7 +160,7 @@ def locality_stats(
     h, w = x.shape[-2] // f, x.shape[-1] // f
     outside = ~face_region(h, w, face_box)
     if not outside.any():
-        raise ValueError(f"review.face_box={list(face_box)} leaves no pixel outside the face")
+        raise ConfigError(f"review.face_box={list(face_box)} leaves no pixel outside the face")
     # Thresholds in the [-1, 1] units of the images: differences are twice as large.
     lo_hi = (2 * (fg_threshold - fg_softness), 2 * (fg_threshold + fg_softness))
     b = max(1, round(border * w))

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from ohlora_eval.errors import int_in
+from ohlora_eval.errors import ConfigError, int_in, number_in
 from ohlora_eval.pipeline.judge import PER_VECTOR_COLUMNS
 from ohlora_eval.review.locality import DEFAULT_FACE_BOX, check_face_box
 from ohlora_eval.review.table import DEFAULT_RANK_BY, REVIEW_COLUMNS, rank_scores
@@ -46,7 +46,7 @@ class ReviewSettings:
     def from_cfg(cls, node: Any | None) -> ReviewSettings:
         """From the ``review`` config node as a plain mapping (None = defaults).
 
-        Raises ValueError naming the ``review.*`` field on bad values, before any
+        Raises ConfigError (a ValueError) naming the ``review.*`` field on bad values, before any
         heavy work, so the run can fail with a one-line reason.
         """
         if node is None:
@@ -54,7 +54,7 @@ class ReviewSettings:
         raw = dict(node)  # type: ignore[arg-type]
         unknown = sorted(set(raw) - set(cls.__dataclass_fields__))
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"review.{unknown[0]} is not a review setting;"
                 f" known: {', '.join(cls.__dataclass_fields__)}"
             )
@@ -66,23 +66,22 @@ class ReviewSettings:
         _check_rank_spec(self.rank_by)
         int_in("review.n_boot", self.n_boot, 2, 100_000)
         int_in("review.seed", self.seed, 0, 2**32 - 1)
-        if not 0.0 < float(self.ci_level) < 1.0:
-            raise ValueError(f"review.ci_level={self.ci_level} must be in (0, 1), e.g. 0.95")
+        number_in(
+            "review.ci_level", self.ci_level, 0, 1, low_open=True, high_open=True, hint="e.g. 0.95"
+        )
         self.face_box = check_face_box(self.face_box)
         int_in("review.analysis_size", self.analysis_size, 8, 1024)
         if not isinstance(self.page, bool):
-            raise ValueError(f"review.page={self.page!r} must be true or false")
-        margin = self.near_miss_margin
-        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin <= 1:
-            raise ValueError(
-                f"review.near_miss_margin={margin!r} must be a number in [0, 1] (0 = no near"
-                " misses), e.g. 0.05"
-            )
-        self.near_miss_margin = float(margin)
-        if self.max_cards is not None and (
-            not isinstance(self.max_cards, int) or self.max_cards < 0
-        ):
-            raise ValueError(f"review.max_cards={self.max_cards} must be null or an integer >= 0")
+            raise ConfigError(f"review.page={self.page!r} must be true or false")
+        self.near_miss_margin = number_in(
+            "review.near_miss_margin",
+            self.near_miss_margin,
+            0,
+            1,
+            hint="0 = no near misses; e.g. 0.05",
+        )
+        if self.max_cards is not None:
+            int_in("review.max_cards", self.max_cards, 0, hint="or null: no limit")
         return self
 
 

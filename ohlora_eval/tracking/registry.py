@@ -86,19 +86,7 @@ SCREENING_KINDS = ("evaluation", "rejudge", "imported")
 
 def source_run(client: MlflowClient, run_id: str, verb: str = "select"):
     """The run ``run_id`` if it is live, finished and judged vectors; else a UserError."""
-    try:
-        run = client.get_run(run_id)
-    except Exception as exc:
-        if store.unavailable(exc):
-            raise  # the store is down, not the run missing
-        raise UserError(f"run_id={run_id}: no such run in the store") from None
-    if run.info.lifecycle_stage == "deleted":
-        raise UserError(f"run_id={run_id}: the run is deleted; restore it in the UI first")
-    if run.info.status != "FINISHED":
-        raise UserError(
-            f"run_id={run_id} did not finish (status {run.info.status}); {verb} from"
-            " a finished screening run"
-        )
+    run = store.finished_run(client, run_id, why=f"{verb} from a finished screening run")
     kind = run.data.tags.get("ohlora.kind", "")
     if kind and kind not in SCREENING_KINDS:
         raise UserError(

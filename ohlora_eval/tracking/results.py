@@ -173,7 +173,7 @@ def per_vector(
     text such as ``fail_reason`` is read as written."""
     client, resolved = _client(uri, root)
     with store.usable(resolved), tempfile.TemporaryDirectory() as tmp:
-        run = _run(client, run_id, resolved)
+        run = store.finished_run(client, run_id, finished=False, hint=_FIND_RUN_IDS)
         if PER_VECTOR not in {a.path for a in store.retry(client.list_artifacts, run_id)}:
             raise UserError(
                 f"run_id={run_id} ({run.info.run_name}) has no {PER_VECTOR}: only runs that"
@@ -186,21 +186,10 @@ def per_vector(
     return as_booleans(table, f"{PER_VECTOR} of run {run_id}")
 
 
-def _run(client: MlflowClient, run_id: str, uri: str):
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as exc:
-        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise
-        run = None
-    if run is None or run.info.lifecycle_stage == "deleted":
-        state = "is deleted" if run is not None else "is not"
-        raise UserError(
-            f"run_id={run_id!r} {state} in the store {store.display_uri(uri)}; find run ids"
-            " in ohlora_eval.runs() (column run_id) or the MLflow UI (make ui), or point"
-            " uri=/root= (or MLFLOW_TRACKING_URI) at the store that has it"
-        )
-    return run
+_FIND_RUN_IDS = (
+    "find run ids in ohlora_eval.runs() (column run_id) or the MLflow UI (make ui), or point"
+    " uri=/root= (or MLFLOW_TRACKING_URI) at the store that has it"
+)
 
 
 def as_booleans(table: pd.DataFrame, what: str) -> pd.DataFrame:

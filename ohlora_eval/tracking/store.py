@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import mlflow
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ohlora_eval.errors import ConfigError, UserError
@@ -238,6 +240,45 @@ def usable(uri: str) -> Iterator[None]:
         ) from None
     finally:
         db_log.setLevel(level)
+
+
+_NO_SUCH_RUN = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
+def finished_run(
+    client_or_uri: MlflowClient | str,
+    run_id: str,
+    key: str = "run_id",
+    *,
+    finished: bool = True,
+    why: str = "",
+    hint: str = "",
+) -> Run:
+    """The run ``run_id`` of the store, for a command that reads it; a ``UserError`` naming
+    ``key`` (the setting that gave the id) if there is no such run, if it was deleted, or
+    (``finished``, the default) if it did not finish. ``why`` says what needs a finished
+    run; ``hint``, where to find run ids. A store that stopped answering is not a missing
+    run: its error passes unchanged (``apps/cli`` reports it in one line)."""
+    client = MlflowClient(client_or_uri) if isinstance(client_or_uri, str) else client_or_uri
+    try:
+        run = retry(client.get_run, str(run_id))
+    except MlflowException as exc:
+        if unavailable(exc) or exc.error_code not in _NO_SUCH_RUN:
+            raise
+        where = display_uri(client.tracking_uri)
+        raise UserError(
+            f"{key}={run_id}: no such run in {where}" + (f"; {hint}" if hint else "")
+        ) from None
+    if run.info.lifecycle_stage == "deleted":
+        raise UserError(
+            f"{key}={run_id} was deleted (restore it in the MLflow UI or pick another run)"
+        )
+    if finished and run.info.status != "FINISHED":
+        raise UserError(
+            f"{key}={run_id} did not finish (status {run.info.status})"
+            + (f"; {why}" if why else "")
+        )
+    return run
 
 
 def check_experiment_name(name: object, key: str = "tracking.experiment") -> str:

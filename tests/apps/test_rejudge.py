@@ -150,7 +150,7 @@ def test_what_cannot_be_rejudged_is_named(imported):
         rejudge(rejudge_cfg(store, bare.info.run_id))
     failed = client_for(store).create_run(bare.info.experiment_id)
     client_for(store).set_terminated(failed.info.run_id, "FAILED")
-    with pytest.raises(ValueError, match=r"the run is FAILED; only a FINISHED run"):
+    with pytest.raises(ValueError, match=r"did not finish \(status FAILED\); only a FINISHED run"):
         rejudge(rejudge_cfg(store, failed.info.run_id))
 
 

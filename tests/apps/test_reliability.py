@@ -189,8 +189,8 @@ def test_choose_refuses_deleted_and_non_screening_runs(screened, store, make_cfg
     other = evaluate(make_cfg(*LOOSE, "sampling.seed=5"))
     client.delete_run(other.run_id)
     code, err = cli_run(choose_app.main, [f"tracking.root={store}", f"run_id={other.run_id}"])
-    assert code == 2 and "the run is deleted" in err, err
-    with pytest.raises(UserError, match="the run is deleted"):
+    assert code == 2 and "was deleted (restore it in the MLflow UI" in err, err
+    with pytest.raises(UserError, match=r"was deleted \(restore it in the MLflow UI"):
         render_sheets(compose_app("sheets", store, f"run_id={other.run_id}", "cases=[0]"))
 
 
@@ -230,7 +230,7 @@ def test_select_checks_everything_before_writing(screened, store, make_cfg):
     _client(store).delete_run(deleted.run_id)
     before = len(_all_runs(store))
     for args, message in [
-        ([f"run_id={deleted.run_id}", "cases=[0]"], "the run is deleted"),
+        ([f"run_id={deleted.run_id}", "cases=[0]"], "was deleted (restore it in the MLflow UI"),
         ([f"run_id={res.run_id}", "cases=[]"], "cases=[] is empty"),
     ]:
         code, err = cli_run(select_app.main, [f"tracking.root={store}", *args])

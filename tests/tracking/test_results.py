@@ -150,9 +150,7 @@ def test_per_vector_has_boolean_passed_and_keeps_the_ox(made):
 
 def test_per_vector_names_an_unknown_run_and_a_run_without_the_table(made):
     root, _, _, sel, _ = made
-    with pytest.raises(
-        UserError, match=r"run_id='0123abc' is not in the store .*ohlora_eval.runs\(\)"
-    ):
+    with pytest.raises(UserError, match=r"run_id=0123abc: no such run in .*ohlora_eval.runs\(\)"):
         ohlora_eval.per_vector("0123abc", root=root)
     # The selection run logged the model, not a per_vector.csv.
     with pytest.raises(UserError, match=rf"run_id={sel.run_id} .*has no per_vector.csv"):

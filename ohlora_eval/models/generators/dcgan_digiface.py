@@ -137,7 +137,7 @@ class DCGANFaceGenerator:
 
     def _check(self, x: Tensor, layer: str, dim: int, what: str) -> None:
         if layer not in self.layers:
-            raise ValueError(f"unknown layer {layer!r}; allowed: {', '.join(self.layers)}")
+            raise ConfigError(f"unknown layer {layer!r}; allowed: {', '.join(self.layers)}")
         if x.ndim != 2 or x.shape[1] != dim:
             raise ValueError(f"{what} must have shape (n, {dim}); got {tuple(x.shape)}")
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ohlora_eval.errors import ConfigError, int_in
 from ohlora_eval.models.networks.checkpoints import (
     chunks,
     load_checkpoint,
@@ -86,7 +87,9 @@ class StyleGANV9Generator:
         mapping_batch: int = 1,
     ) -> None:
         if postprocess not in POSTPROCESS_MODES:
-            raise ValueError(f"postprocess must be one of {POSTPROCESS_MODES}, got {postprocess!r}")
+            raise ConfigError(
+                f"postprocess must be one of {POSTPROCESS_MODES}, got {postprocess!r}"
+            )
         self.device = resolve_device(device)
         # None: 1 image per forward on a CPU (measured fastest there: a batch of 8 or 50
         # costs 2-3x more per image, its 256x256 activations leave the caches), 16 on a GPU.
@@ -100,9 +103,7 @@ class StyleGANV9Generator:
         # alone, as the original did, so it is the original's bit for bit and never depends
         # on the batch (a matrix product's bits change with its row count). The mapping
         # is cheap next to synthesis; raise it only for huge samples on a GPU.
-        if int(mapping_batch) < 1:
-            raise ValueError(f"generator.mapping_batch={mapping_batch} must be an integer >= 1")
-        self.mapping_batch = int(mapping_batch)
+        self.mapping_batch = int_in("generator.mapping_batch", mapping_batch, 1)
         with seeded(0):  # random-init builds are reproducible; the caller's RNG is kept
             network = _Network()
         self.weights_id = load_checkpoint(
@@ -156,7 +157,7 @@ class StyleGANV9Generator:
 
     def _check_layer(self, layer: str) -> None:
         if layer not in self.mid_dims:
-            raise ValueError(f"unknown layer {layer!r}; choose one of {self.layers}")
+            raise ConfigError(f"unknown layer {layer!r}; choose one of {self.layers}")
 
     def to_mid(self, z: Tensor, layer: str) -> Tensor:
         """(n, 519) latents -> (n, mid_dims[layer]) float32 mid vectors, returned on CPU."""

@@ -22,6 +22,7 @@ import math
 import torch
 from torch import Tensor
 
+from ohlora_eval.errors import ConfigError, int_in
 from ohlora_eval.models.generators.face_render import render_faces
 from ohlora_eval.pipeline.device import cuda_environment
 from ohlora_eval.pipeline.fingerprint import digest
@@ -45,13 +46,13 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but CUDA is not available; use device=cpu or auto")
+        raise ConfigError(f"device={device!r} but CUDA is not available; use device=cpu or auto")
     return cuda_environment(torch.device(device))
 
 
 def check_layer(layer: str, layers: tuple[str, ...]) -> None:
     if layer not in layers:
-        raise ValueError(f"unknown layer {layer!r}; allowed: {', '.join(layers)}")
+        raise ConfigError(f"unknown layer {layer!r}; allowed: {', '.join(layers)}")
 
 
 def _lrelu(x: Tensor) -> Tensor:
@@ -73,9 +74,7 @@ class SyntheticFaceGenerator:
         batch_size: int = 256,
         edit_scale: float = 1.6,
     ) -> None:
-        if resolution < 32:
-            raise ValueError(f"generator.resolution={resolution} is too small; use 32 or more")
-        self.resolution = int(resolution)
+        self.resolution = int_in("generator.resolution", resolution, 32)
         self.seed = int(seed)
         self.device = resolve_device(device)
         # Rendered a few hundred faces at a time (they stay in the CPU caches); a multiple of

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor
 
+from ohlora_eval.errors import ConfigError
 from ohlora_eval.models.networks.checkpoints import (
     chunks,
     load_checkpoint,
@@ -38,13 +39,18 @@ def _medians(group_medians: Mapping[str, float] | str | None) -> dict[str, float
     if isinstance(group_medians, str):
         if group_medians == "sample":
             return None
-        raise ValueError(
+        raise ConfigError(
             f"group_medians must be a mapping, null or 'sample', got {group_medians!r}"
         )
-    medians = {str(k): float(v) for k, v in group_medians.items()}
+    try:
+        medians = {str(k): float(v) for k, v in group_medians.items()}
+    except (AttributeError, TypeError, ValueError):
+        raise ConfigError(
+            f"group_medians must be a mapping, null or 'sample', got {group_medians!r}"
+        ) from None
     unknown = set(medians) - set(PROPERTY_COLUMNS)
     if unknown:
-        raise ValueError(f"group_medians has unknown properties {sorted(unknown)}")
+        raise ConfigError(f"group_medians has unknown properties {sorted(unknown)}")
     return medians
 
 

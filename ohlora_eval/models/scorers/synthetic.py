@@ -13,7 +13,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-from ohlora_eval.errors import ConfigError
+from ohlora_eval.errors import ConfigError, number_in
 
 PROPERTIES: tuple[str, ...] = (
     "eyes",
@@ -159,9 +159,9 @@ class SyntheticScorer:
         self._mean = dict(zip(PROPERTIES, mean))
         self._std = dict(zip(PROPERTIES, std))
         self.weights_id = f"synthetic-scorer-r{resolution}-n{calibration_n}-s{calibration_seed}"
-        if not 0.0 <= float(train_dropout) < 1.0:
-            raise ConfigError(f"scorer.train_dropout={train_dropout} must be in [0, 1)")
-        self.train_dropout = float(train_dropout)
+        self.train_dropout = number_in(
+            "scorer.train_dropout", train_dropout, 0.0, 1.0, high_open=True
+        )
         self._train = False
 
     def set_train_mode(self, on: bool) -> None:
