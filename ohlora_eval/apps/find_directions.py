@@ -42,11 +42,8 @@ def find_directions(cfg: DictConfig) -> str:
     )
     spec = hydra.utils.instantiate(cfg.directions)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    try:
-        spec.spec().check()
-        measuring = measure_settings(resolved)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    spec.spec().check()
+    measuring = measure_settings(resolved)
     execution.check(cfg.get("execution"))
     generator, scorer, _ = execution.models(resolved)  # as an evaluation (and a worker) builds them
     params = store.flatten(resolved)

@@ -105,7 +105,7 @@ def retest(cfg: DictConfig) -> Retest:
             passed.append((table["passed"] == "O").to_numpy())
             corrs.append(table[CORR_COLUMNS].to_numpy(dtype=np.float64))
         result = _summary(cases, np.array(passed), np.array(corrs), float(cfg.ci_level))
-        _log(client, parent, source.info.run_id, per_vector, result, k, cfg, recorded)
+        _log(client, parent, source.info.run_id, per_vector, result, cfg, recorded)
     store.retry(client.set_tag, source.info.run_id, "ohlora.retest", parent)
     below = float((result["re_pass_prob"] < 0.5).mean()) if len(result) else float("nan")
     log.info(
@@ -237,7 +237,8 @@ def _summary(cases: list[int], passed: np.ndarray, corrs: np.ndarray, level: flo
     return out
 
 
-def _log(client, parent: str, source_id: str, per_vector, result, k: int, cfg, recorded) -> None:
+def _log(client, parent: str, source_id: str, per_vector, result, cfg, recorded) -> None:
+    k = int(cfg.k)  # checked by retest
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)

@@ -126,6 +126,8 @@ class RayExecutor:
         in_flight: int = 2,
         start_timeout_s: float = 600.0,
     ) -> None:
+        """Eight parameters, one of two such in the package: each keyword is one
+        ``execution.*`` config key (conf/execution/ray.yaml), passed by name from the config."""
         self.build = build
         self.address = address
         self.workers = int(workers)

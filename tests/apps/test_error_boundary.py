@@ -84,11 +84,6 @@ def test_our_errors_are_one_line(exc, capsys):
     assert err == f"ohlora_eval: error: {' '.join(str(exc).split())}\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="directions/sources.py still raises ValueError for directions.fit_if_missing=false"
-    " (to be converted to ConfigError with the other do-not-edit files); drop this mark then",
-)
 def test_no_fitted_directions_and_no_fitting_is_bad_input(tmp_path):
     root = tmp_path / "mlruns"
     code, err = cli_run(

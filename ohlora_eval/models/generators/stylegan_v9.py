@@ -86,6 +86,8 @@ class StyleGANV9Generator:
         allow_random_init: bool = False,
         mapping_batch: int = 1,
     ) -> None:
+        """Eight parameters, one of two such in the package: Hydra instantiates this class
+        from ``conf/generator/stylegan_v9.yaml``, each parameter one ``generator.*`` key."""
         if postprocess not in POSTPROCESS_MODES:
             raise ConfigError(
                 f"postprocess must be one of {POSTPROCESS_MODES}, got {postprocess!r}"
