@@ -359,9 +359,10 @@ def _end_open_sweep(exc: BaseException) -> bool:
     """A sweep cut short (a signal, Ctrl-C, a job that exited with an error status): its
     workers are stopped and its parent and unfinished points end KILLED with the reason
     (``tracking.sweep.stop_open_sweep``). A clean exit of a sweep's last job leaves it be."""
-    from ohlora_eval.tracking.sweep import stop_open_sweep, sweep_open
-
-    if (isinstance(exc, SystemExit) and exc.code in (0, None)) or not sweep_open():
+    if isinstance(exc, SystemExit) and exc.code in (0, None):
+        return False
+    sweep = sys.modules.get("ohlora_eval.tracking.sweep")  # not loaded: no sweep was opened
+    if sweep is None or not sweep.sweep_open():
         return False
     status = "KILLED"
     if isinstance(exc, Stopped):
@@ -373,7 +374,7 @@ def _end_open_sweep(exc: BaseException) -> bool:
         reason, status = f"sweep ended by a job that exited with status {code}", "FAILED"
         if isinstance(code, int) and code > 128:
             reason, status = f"sweep stopped by {signal.Signals(code - 128).name}", "KILLED"
-    stop_open_sweep(reason, status=status)
+    sweep.stop_open_sweep(reason, status=status)
     return True
 
 

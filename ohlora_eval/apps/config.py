@@ -22,10 +22,9 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from ohlora_eval.directions.sources import TrackedDirections
-from ohlora_eval.directions.spec import GradientSpec
+from ohlora_eval.directions.spec import GradientSpec, TrackedSpec
 from ohlora_eval.pipeline.measure_settings import MeasureSettings
-from ohlora_eval.review import ReviewSettings
+from ohlora_eval.review.settings import ReviewSettings
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +32,12 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 @dataclass
-class LatestDirectionsConf(TrackedDirections):
+class LatestDirectionsConf(TrackedSpec):
     """``directions=latest``: the newest finished direction run fitted with exactly this
-    spec on this generator and scorer (``run_id`` pins one), else fit one now."""
+    spec on this generator and scorer (``run_id`` pins one), else fit one now. Named by its
+    path, not imported: composing a config (``--help`` too) loads no MLflow or torch."""
 
-    _target_: str = f"{TrackedDirections.__module__}.{TrackedDirections.__qualname__}"
+    _target_: str = "ohlora_eval.directions.sources.TrackedDirections"
     _convert_: str = "all"
     gradient: GradientSpec = field(default_factory=GradientSpec)
 

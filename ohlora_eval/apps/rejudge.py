@@ -27,7 +27,8 @@ from ohlora_eval.formats.pictures import summary_plot
 from ohlora_eval.pipeline import judge
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.artifacts import LinkedPage, select_command
-from ohlora_eval.tracking.contact_sheets import Linker, linked_sheets, local_dir
+from ohlora_eval.tracking.contact_sheets import Linker, local_dir
+from ohlora_eval.tracking.read_back import linked_sheets
 from ohlora_eval.tracking.runs import log_hydra_files, print_summary, timed, tracked_run
 
 PER_VECTOR = "per_vector.csv"
@@ -137,7 +138,7 @@ def log_judged(
 ) -> dict[str, float]:
     """Into the active run: a native run's metrics (no images_per_sec: nothing was generated),
     per_vector.csv, statistics.csv, summary.png, the config and Hydra's files; with ``page``,
-    a review page linking to ``sheets`` (case -> ``contact_sheets.Logged``), stored elsewhere."""
+    a review page linking to ``sheets`` (case -> ``read_back.Logged``), stored elsewhere."""
     metrics = judge.run_metrics(per_vector)
     store.retry(mlflow.log_metrics, metrics)
     with tempfile.TemporaryDirectory() as tmp, timed("writing the run's artifacts"):

@@ -35,8 +35,8 @@ from ohlora_eval.pipeline.judge import CORR_COLUMNS, wilson_interval
 from ohlora_eval.progress import STDOUT
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.artifacts import LinkedPage, select_command
-from ohlora_eval.tracking.contact_sheets import Linker, linked_sheets, local_dir
-from ohlora_eval.tracking.read_back import read_run_vectors
+from ohlora_eval.tracking.contact_sheets import Linker, local_dir
+from ohlora_eval.tracking.read_back import linked_sheets, read_run_vectors
 from ohlora_eval.tracking.runs import side_run
 
 log = logging.getLogger(__name__)

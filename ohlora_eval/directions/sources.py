@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ohlora_eval.directions.spec import FitSpec, method_label, spec_hash
+from ohlora_eval.directions.spec import TrackedSpec, method_label, spec_hash
 from ohlora_eval.directions.stage import find_latest, load_run, run_stage
 from ohlora_eval.directions.store import read_directions
 from ohlora_eval.errors import ConfigError
@@ -23,13 +23,10 @@ from ohlora_eval.tracking.store import StoreRef, store_root
 
 
 @dataclass
-class TrackedDirections(FitSpec):
+class TrackedDirections(TrackedSpec):
     """Directions from a direction run: ``run_id`` if given, else the newest finished run
     fitted with exactly this spec (the ``FitSpec`` fields) on this generator and scorer,
-    else fit one now (``directions=latest``, the default)."""
-
-    run_id: str | None = None
-    fit_if_missing: bool = True
+    else fit one now (``directions=latest``, the default; its fields: ``TrackedSpec``)."""
 
     def resolve(
         self, faces: FaceSetup, where: StoreRef, context: MeasureContext = MeasureContext()

@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ohlora_eval.errors import ConfigError, int_in, number_in
-from ohlora_eval.pipeline.fingerprint import digest, model_identity
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
-from ohlora_eval.pipeline.sample import FaceSetup
+
+if TYPE_CHECKING:  # annotations only: the schema loads without torch
+    from ohlora_eval.pipeline.sample import FaceSetup
 
 METHODS = ("svm", "gradient")
 PRESET_METHODS = {"mixed": {"eyes": "gradient", "mouth": "svm", "pose": "svm"}}
@@ -122,6 +123,8 @@ class FitSpec:
     def identity(self, faces: FaceSetup) -> dict:
         """The spec with the models, layer and (when not the clean default) the measuring
         switches it is fitted with."""
+        from ohlora_eval.pipeline import fingerprint  # numpy: not for composing a config
+
         out = {
             "n": self.n,
             "ratio": float(self.ratio),
@@ -132,8 +135,8 @@ class FitSpec:
             "svm_c": float(self.svm_c),
             "gradient": asdict(self.gradient),
             "layer": faces.layer,
-            "generator": model_identity(faces.generator),
-            "scorer": model_identity(faces.scorer),
+            "generator": fingerprint.model_identity(faces.generator),
+            "scorer": fingerprint.model_identity(faces.scorer),
         }
         switches = faces.measure_settings.identity()
         if switches:
@@ -141,6 +144,18 @@ class FitSpec:
         return out
 
 
+@dataclass
+class TrackedSpec(FitSpec):
+    """The ``directions=latest`` settings: a fit's spec, plus which fitted run to use
+    (``run_id``; null: the newest finished run fitted with exactly this spec, else fit one
+    now unless ``fit_if_missing`` is false). ``sources.TrackedDirections`` resolves them."""
+
+    run_id: str | None = None
+    fit_if_missing: bool = True
+
+
 def spec_hash(identity: Mapping[str, Any]) -> str:
     """Short fingerprint of a fit identity (the tag a direction run is found by)."""
+    from ohlora_eval.pipeline.fingerprint import digest  # numpy: not for composing a config
+
     return digest(identity)[:20]

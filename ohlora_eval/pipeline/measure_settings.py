@@ -34,10 +34,12 @@ Pure computation (no MLflow, Hydra or OmegaConf); docs/architecture.md.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from ohlora_eval.errors import ConfigError, UserError, int_in
+
+if TYPE_CHECKING:
+    import torch
 
 SCORER_MODES = ("eval", "train")
 ROUND_TRIPS = ("none", "png", "jpeg")
@@ -94,6 +96,8 @@ class MeasureSettings:
 
     @property
     def edit_torch_dtype(self) -> torch.dtype:
+        import torch  # here, not at the top: the schema loads without torch (--help)
+
         return torch.float64 if self.edit_dtype == "float64" else torch.float32
 
     def identity(self) -> dict | None:

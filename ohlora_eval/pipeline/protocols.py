@@ -8,10 +8,11 @@ anything that can measure properties on images can be screened.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import numpy as np
-from torch import Tensor
+if TYPE_CHECKING:  # annotations only: the protocols load without torch or numpy
+    import numpy as np
+    from torch import Tensor
 
 CORE_PROPERTIES: tuple[str, ...] = ("eyes", "mouth", "pose")
 GROUP_PROPERTIES: tuple[str, ...] = ("hair_color", "hair_length", "background_mean", "hairstyle")

@@ -20,67 +20,53 @@ the face shape stay) and a page to pick from:
   ``page_cases`` and ``build_review_page`` with the artifacts.
 
 ``review_order`` is used for everything shown in order. This module re-exports the
-names other packages use. This package may import ``pipeline`` only (docs/architecture.md).
+names other packages use, each loaded on first use (so importing ``review.settings``, as
+composing a config does, loads neither torch nor pandas). This package may import
+``pipeline`` only (docs/architecture.md).
 """
 
 from __future__ import annotations
 
-from ohlora_eval.review.correlations import (
-    bootstrap_ci,
-    leakage,
-    spearman_ceilings,
-    spearman_rows,
-)
-from ohlora_eval.review.locality import locality_stats
-from ohlora_eval.review.page import (
-    SELECT_COMMAND,
-    PageInputs,
-    SheetLink,
-    near_misses,
-    shown_rows,
-    write_review_page,
-    write_sheet_gallery,
-)
-from ohlora_eval.review.settings import ReviewSettings
-from ohlora_eval.review.steps import (
-    add_review_columns,
-    build_review_page,
-    image_stats,
-    page_cases,
-)
-from ohlora_eval.review.table import (
-    DEFAULT_RANK_BY,
-    REVIEW_COLUMNS,
-    rank_by,
-    rank_scores,
-    review_metrics,
-    review_order,
-    review_table,
-)
+import importlib
+from typing import Any
 
-__all__ = [
-    "DEFAULT_RANK_BY",
-    "SELECT_COMMAND",
-    "REVIEW_COLUMNS",
-    "PageInputs",
-    "ReviewSettings",
-    "SheetLink",
-    "add_review_columns",
-    "bootstrap_ci",
-    "build_review_page",
-    "image_stats",
-    "leakage",
-    "locality_stats",
-    "near_misses",
-    "page_cases",
-    "rank_by",
-    "rank_scores",
-    "review_metrics",
-    "review_order",
-    "review_table",
-    "shown_rows",
-    "spearman_ceilings",
-    "spearman_rows",
-    "write_review_page",
-    "write_sheet_gallery",
-]
+_WHERE = {
+    "correlations": ("bootstrap_ci", "leakage", "spearman_ceilings", "spearman_rows"),
+    "defaults": ("DEFAULT_RANK_BY",),
+    "locality": ("locality_stats",),
+    "page": (
+        "SELECT_COMMAND",
+        "PageInputs",
+        "SheetLink",
+        "near_misses",
+        "shown_rows",
+        "write_review_page",
+        "write_sheet_gallery",
+    ),
+    "settings": ("ReviewSettings",),
+    "steps": ("add_review_columns", "build_review_page", "image_stats", "page_cases"),
+    "table": (
+        "REVIEW_COLUMNS",
+        "rank_by",
+        "rank_scores",
+        "review_metrics",
+        "review_order",
+        "review_table",
+    ),
+}
+_MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ohlora_eval.review' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"ohlora_eval.review.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

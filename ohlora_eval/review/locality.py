@@ -16,13 +16,7 @@ import torch
 from torch import Tensor
 
 from ohlora_eval.errors import ConfigError, int_in
-
-# The face region used by ``locality_stats``: the ellipse inscribed in this box,
-# (x0, y0, x1, y1) in normalised image coordinates (x, y in [-1, 1], y down).
-# Suits centred portrait faces: the embedded synthetic faces (face within
-# y -0.55..0.55, shifting sideways by up to 0.1 when the head turns) and the
-# Oh-LoRA StyleGAN faces (the property CNN's eyes..mouth crops sit in y -0.25..0.63).
-DEFAULT_FACE_BOX: tuple[float, float, float, float] = (-0.55, -0.65, 0.55, 0.85)
+from ohlora_eval.review.defaults import DEFAULT_FACE_BOX
 
 # The per-vector arrays ``locality_stats`` returns.
 LOCALITY_COLUMNS: tuple[str, ...] = ("bg_drift", "face_iou")

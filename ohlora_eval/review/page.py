@@ -33,8 +33,9 @@ import pandas as pd
 from ohlora_eval.pipeline import judge
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 from ohlora_eval.review.correlations import OFF_DIAGONAL, spearman_ceilings
+from ohlora_eval.review.defaults import DEFAULT_RANK_BY
 from ohlora_eval.review.settings import ReviewSettings
-from ohlora_eval.review.table import DEFAULT_RANK_BY, review_order
+from ohlora_eval.review.table import review_order
 
 # Visual flags only (they change a colour, never a verdict).
 FLAG_LEAK = 0.3  # |r| of another edit with this property's score

@@ -7,12 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import pandas as pd
-
 from ohlora_eval.errors import ConfigError, int_in, number_in
-from ohlora_eval.pipeline.judge import PER_VECTOR_COLUMNS
-from ohlora_eval.review.locality import DEFAULT_FACE_BOX, check_face_box
-from ohlora_eval.review.table import DEFAULT_RANK_BY, REVIEW_COLUMNS, rank_scores
+from ohlora_eval.review.defaults import DEFAULT_FACE_BOX, DEFAULT_RANK_BY
 
 
 @dataclass
@@ -69,6 +65,8 @@ class ReviewSettings:
         number_in(
             "review.ci_level", self.ci_level, 0, 1, low_open=True, high_open=True, hint="e.g. 0.95"
         )
+        from ohlora_eval.review.locality import check_face_box  # torch: only when checking
+
         self.face_box = check_face_box(self.face_box)
         int_in("review.analysis_size", self.analysis_size, 8, 1024)
         if not isinstance(self.page, bool):
@@ -86,7 +84,14 @@ class ReviewSettings:
 
 
 def _check_rank_spec(spec: object) -> None:
-    """Evaluate ``spec`` on an empty table with every column a run has: bad names fail now."""
+    """Evaluate ``spec`` on an empty table with every column a run has: bad names fail now.
+    (pandas and the table are imported here, not with the schema: composing a config, as
+    ``--help`` does, needs neither.)"""
+    import pandas as pd
+
+    from ohlora_eval.pipeline.judge import PER_VECTOR_COLUMNS
+    from ohlora_eval.review.table import REVIEW_COLUMNS, rank_scores
+
     cols = [*PER_VECTOR_COLUMNS, *REVIEW_COLUMNS]
     empty = pd.DataFrame({c: pd.Series(dtype=object if c in _TEXT else float) for c in cols})
     rank_scores(empty, spec)  # type: ignore[arg-type]

@@ -19,14 +19,12 @@ import pandas as pd
 from ohlora_eval.errors import ConfigError
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 from ohlora_eval.review.correlations import OFF_DIAGONAL, bootstrap_ci, leakage, spearman_rows
+from ohlora_eval.review.defaults import DEFAULT_RANK_BY
 from ohlora_eval.review.locality import LOCALITY_COLUMNS
 
 if TYPE_CHECKING:  # settings.py imports this module's names
     from ohlora_eval.review.settings import ReviewSettings
 
-# Sum of |r| minus penalties: a leak of 0.3 costs as much as losing 0.3 of summed
-# |r|; background drift costs 0.1 per multiple of the run's median drift.
-DEFAULT_RANK_BY = "sum_abs_corr - 1.0*max_leak - 0.1*bg_drift_rel"
 
 REVIEW_COLUMNS: list[str] = [
     *(f"{p}_corr_{end}" for p in CORE_PROPERTIES for end in ("lo", "hi")),

@@ -37,15 +37,13 @@ from ohlora_eval.pipeline.cache import atomic_write, file_lock
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.contact_sheets import (
-    SHEETS,
     Linker,
-    Logged,
     SheetLedger,
     SheetMaker,
     local_dir,
     sheet_title,
 )
-from ohlora_eval.tracking.read_back import FILES_TAG
+from ohlora_eval.tracking.read_back import FILES_TAG, SHEETS, Logged
 from ohlora_eval.tracking.runs import log_hydra_files, timed
 
 

@@ -17,7 +17,6 @@ import io
 import json
 import os
 import posixpath
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +35,8 @@ from ohlora_eval.pipeline.edit import EditSetup, edited_mids
 from ohlora_eval.pipeline.model_calls import synthesize, to_mid
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 from ohlora_eval.tracking import store
+from ohlora_eval.tracking.read_back import SHEETS, Logged
 
-SHEETS = "review/sheets"  # the one folder of a run's own contact sheets
 LEDGER = "logged.json"  # beside the sheet files: case -> the run that logged it
 
 
@@ -118,14 +117,6 @@ def local_dir(artifact_uri: str | None) -> Path | None:
     if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
         return Path(artifact_uri)
     return None
-
-
-@dataclass(frozen=True)
-class Logged:
-    """A contact sheet stored in MLflow: the run and the artifact path."""
-
-    run_id: str
-    path: str
 
 
 class SheetLedger:
@@ -222,24 +213,3 @@ class Linker:
         elif artifact_dir and logged.run_id == self.run_id:
             src = posixpath.relpath(logged.path, artifact_dir)
         return review.SheetLink(src, logged.run_id, logged.path)
-
-
-def linked_sheets(client: MlflowClient, run_id: str) -> dict[int, Logged]:
-    """The contact sheets a run shows (``review/sheets.json``), else those it holds."""
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = client.download_artifacts(run_id, "review/sheets.json", tmp)
-            data = json.loads(Path(path).read_text())
-            return {int(k): Logged(v["run_id"], v["path"]) for k, v in data.items()}
-        except Exception:  # noqa: BLE001 - older runs: the sheets they hold themselves
-            pass
-    try:
-        files = store.retry(client.list_artifacts, run_id, SHEETS)
-    except Exception:  # noqa: BLE001 - no sheets: cards without pictures
-        return {}
-    found = {}
-    for a in files:
-        stem = Path(a.path).stem
-        if stem.startswith("case_") and stem[5:].isdigit():
-            found[int(stem[5:])] = Logged(run_id, a.path)
-    return found

@@ -7,6 +7,7 @@ the measurement's files again (``MEASURED_FILES``): its tag ``ohlora.measurement
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ from omegaconf import OmegaConf
 
 from ohlora_eval.errors import UserError
 from ohlora_eval.tracking import store
+
+SHEETS = "review/sheets"  # the one folder of a run's own contact sheets
 
 MEASURED_FILES = ("latents.npy", "per_image.csv")  # decided by the measurement and the cases
 FILES_TAG = "ohlora.measurement_files"  # the run that stores them, when not this one
@@ -64,3 +67,32 @@ def read_run_vectors(client: MlflowClient, run_id: str) -> RunVectors:
                 " screening runs carry their vectors (imported results and re-judges do not)"
             ) from None
     return RunVectors(per_vector, latents, config)
+
+
+@dataclass(frozen=True)
+class Logged:
+    """A contact sheet stored in MLflow: the run and the artifact path."""
+
+    run_id: str
+    path: str
+
+
+def linked_sheets(client: MlflowClient, run_id: str) -> dict[int, Logged]:
+    """The contact sheets a run shows (``review/sheets.json``), else those it holds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(run_id, "review/sheets.json", tmp)
+            data = json.loads(Path(path).read_text())
+            return {int(k): Logged(v["run_id"], v["path"]) for k, v in data.items()}
+        except Exception:  # noqa: BLE001 - older runs: the sheets they hold themselves
+            pass
+    try:
+        files = store.retry(client.list_artifacts, run_id, SHEETS)
+    except Exception:  # noqa: BLE001 - no sheets: cards without pictures
+        return {}
+    found = {}
+    for a in files:
+        stem = Path(a.path).stem
+        if stem.startswith("case_") and stem[5:].isdigit():
+            found[int(stem[5:])] = Logged(run_id, a.path)
+    return found

@@ -37,8 +37,7 @@ from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 from ohlora_eval.progress import STDOUT
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.aliases import alias_version, model_ref, move_alias
-from ohlora_eval.tracking.contact_sheets import linked_sheets
-from ohlora_eval.tracking.read_back import read_run_vectors
+from ohlora_eval.tracking.read_back import linked_sheets, read_run_vectors
 
 log = logging.getLogger(__name__)
 

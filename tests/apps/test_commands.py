@@ -111,7 +111,7 @@ def test_every_stage_is_a_command(helps):
     declared = declared_scripts()
     assert set(declared) == set(COMMANDS)
     for name, target in declared.items():
-        assert target.startswith("ohlora_eval.apps.") and target.endswith(":main"), target
+        assert target.startswith("ohlora_eval.apps.commands:"), target
         out = helps[name]
         assert out.returncode == 0, f"{name} --help exited {out.returncode}:\n{out.stderr}"
         assert out.stdout.startswith(f"{name}: {COMMANDS[name]}"), out.stdout[:300]
@@ -154,3 +154,38 @@ def test_shims_and_scripts_run_the_same_entry(helps):
     b = helps["ohlora-eval-choose"]
     assert a.stdout == b.stdout and a.returncode == b.returncode == 0
     assert os.path.basename(a.stdout.split(":")[0]) == "ohlora-eval-choose"
+
+
+LIGHT_CHECK = """
+import sys
+sys.argv = ["ohlora-eval", "--help"]
+from ohlora_eval.apps import commands
+for name in ("screen", "alias", "choose", "retest"):
+    try:
+        getattr(commands, name)()
+    except SystemExit as exc:
+        assert exc.code in (0, None), (name, exc.code)
+help_loaded = sorted(m for m in HEAVY if m in sys.modules)
+import ohlora_eval
+from ohlora_eval.apps import alias, choose  # the whole commands, not only their --help
+ohlora_eval.runs  # the results API (loaded on first use)
+print(help_loaded, sorted(m for m in HEAVY if m in sys.modules and m != "mlflow"))
+"""
+
+
+def test_help_and_the_light_commands_load_no_torch_and_no_models():
+    """``--help`` of every command loads neither torch, MLflow, pandas nor the models (the
+    app is imported when its job runs); ``alias``, ``choose`` and ``ohlora_eval.runs()``
+    load MLflow, but neither torch nor the models."""
+    heavy = ["torch", "mlflow", "pandas", "ohlora_eval.models", "ohlora_eval.apps.screen"]
+    code = f"HEAVY = {heavy!r}\n{LIGHT_CHECK}"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[] ['pandas']", out.stdout[-2000:]
