@@ -189,3 +189,41 @@ def test_help_and_the_light_commands_load_no_torch_and_no_models():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[] ['pandas']", out.stdout[-2000:]
+
+
+def test_a_typo_names_the_nearest_key_for_every_command():
+    """A misspelt key gives "unknown key ...; did you mean ...?" and exit 2 in every
+    command (Hydra's own advice, "To append to your config use +key=...", is wrong for a
+    typo); a misspelt group option names the nearest option."""
+    typos = {name: "tracking.rooot=/tmp/x" for name in declared_scripts()}
+    typos["ohlora-eval"] = "cutoff.eyse=0.9"
+    typos["ohlora-eval-retest"] = "kk=3"
+    wanted = {"tracking.rooot=/tmp/x": "tracking.root", "cutoff.eyse=0.9": "cutoff.eyes"}
+    wanted["kk=3"] = "k"
+    procs = {}
+    for name, target in declared_scripts().items():
+        module, _, function = target.partition(":")
+        code = f"import sys; sys.argv[0] = {name!r}; from {module} import {function}; {function}()"
+        procs[name] = subprocess.Popen(
+            [sys.executable, "-c", code, typos[name]],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=clean_env(),
+            cwd=ROOT,
+        )
+    for name, proc in procs.items():
+        _, err = proc.communicate(timeout=120)
+        typo = typos[name]
+        line = f"ohlora_eval: error: unknown key {typo.split('=')[0]}; did you mean {wanted[typo]}?"
+        assert proc.returncode == 2 and err.strip().splitlines()[-1] == line, (name, err[-800:])
+    out = subprocess.run(
+        [sys.executable, "-m", "ohlora_eval", "generator=synthetc"],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert out.returncode == 2
+    assert "did you mean generator=synthetic" in out.stderr.strip().splitlines()[-1], out.stderr
