@@ -200,7 +200,7 @@ def test_unusable_store_folder_is_one_line_from_a_shell(tmp_path, where):
         ("review.top=3", "review.top"),
         ("review.n_boot=abc", "review.n_boot=abc"),
         ("directions.gradient.epochs=0", "directions.gradient.epochs=0 must be an integer"),
-        ("generator=nope", "Could not find 'generator/nope'"),
+        ("generator=nope", "generator=nope is not an option of generator"),
         ("cutoff.eyes=[", "cutoff.eyes=["),
     ],
 )
