@@ -59,6 +59,7 @@ class Evaluation:
     grid: np.ndarray  # (m, 3) intended weights
     latents: np.ndarray | SeededLatents  # (n, latent_dim): given vectors, or the seed's
     metrics: dict[str, float]
+    speed: str = ""  # what was generated and scored now, how fast (Measured.speed_line)
 
 
 @hydra_app("config")
@@ -99,10 +100,7 @@ def evaluate(
         result = _evaluate_in_run(
             cfg, resolved, checked, run_id, store.StoreRef(uri, cfg.tracking.root), latents, cases
         )
-    notes = [f"{result.metrics['images_per_sec']:,.0f} images/s"]
-    reused = int(result.metrics.get("reused_chunks", 0))
-    if reused:
-        notes.append(f"re-used {reused} measured chunk(s) from the cache")
+    notes = [result.speed]
     print_summary(
         result.run_id,
         result.per_vector,
@@ -194,7 +192,8 @@ def _evaluate_in_run(
             review=settings,
         )
     )
-    return Evaluation(run_id, per_vector, measured.scores, grid, z, metrics)
+    speed = measured.speed_line(setup.m)
+    return Evaluation(run_id, per_vector, measured.scores, grid, z, metrics, speed)
 
 
 def _latents(

@@ -282,7 +282,7 @@ def _measure_remote(
             if writing is not None:
                 writing.result()
             writing = writer.submit(cache.save, lo, hi, got)
-        place(lo, hi, got)
+        place(lo, hi, got, now=True)
         computed += 1
         bar.update(hi - lo)
         bar.set_postfix_str(executor.stats.line() + (f", {reused} cached" if reused else ""))
@@ -301,15 +301,36 @@ class Measured:
     compute_seconds: float  # summed over chunks, whenever they were computed
     reused: int  # chunks read from the cache
     computed: int  # chunks measured now
+    measured_vectors: int = 0  # vectors of the chunks measured now
+    measured_seconds: float = 0.0  # their generating and scoring seconds, summed over chunks
 
     def metrics(self, m: int) -> dict[str, float]:
-        n = self.scores.shape[0]
-        return {
-            "images_per_sec": n * m / max(self.compute_seconds, 1e-9),
+        """Run metrics; ``images_per_sec`` counts only the images generated and scored now
+        (over their chunks' summed seconds), and is absent when every chunk was re-used."""
+        out = {
             "measure_seconds": self.compute_seconds,
             "reused_chunks": float(self.reused),
             "measured_chunks": float(self.computed),
+            "measured_images": float(self.measured_vectors * m),
         }
+        if self.measured_vectors:
+            out["images_per_sec"] = self.measured_vectors * m / max(self.measured_seconds, 1e-9)
+        return out
+
+    def speed_line(self, m: int) -> str:
+        """What the terminal says of the speed, and what the figure includes."""
+        chunks = self.reused + self.computed
+        if not self.measured_vectors:
+            return f"no images measured (all {chunks:,} chunks re-used from the cache)"
+        images = self.measured_vectors * m
+        line = (
+            f"{images:,} images generated and scored at"
+            f" {images / max(self.measured_seconds, 1e-9):,.0f} images/s"
+            " (model time summed over chunks, no tracking or sheets)"
+        )
+        if self.reused:
+            line += f"; {self.reused:,} of {chunks:,} chunks re-used from the cache"
+        return line
 
 
 def measure(
@@ -340,11 +361,16 @@ def measure(
     extras: dict[str, np.ndarray] = {}
     groups = [""] * n
     seconds, reused, computed = 0.0, 0, 0
+    fresh = {"vectors": 0, "seconds": 0.0}  # the chunks measured now
     writing: Future[None] | None = None
 
-    def place(lo: int, hi: int, got: Mapping[str, np.ndarray]) -> None:
-        """A chunk's arrays into the run's (any order: each chunk has its own rows)."""
+    def place(lo: int, hi: int, got: Mapping[str, np.ndarray], now: bool = False) -> None:
+        """A chunk's arrays into the run's (any order: each chunk has its own rows); ``now``:
+        measured by this call, not read from the cache."""
         nonlocal seconds
+        if now:
+            fresh["vectors"] += hi - lo
+            fresh["seconds"] += float(got["seconds"])
         scores[lo:hi] = got["scores"]
         groups[lo:hi] = [str(x) for x in got["groups"]]
         seconds += float(got["seconds"])
@@ -366,6 +392,7 @@ def measure(
         for lo in range(0, n, chunk) if executor is None else ():
             hi = min(n, lo + chunk)
             got = cache.load(lo, hi) if cache else None
+            now = got is None
             if got is None:
                 ids = list(range(lo, hi)) if cases is None else list(cases[lo:hi])
                 got = chunk_arrays(setup, latents[lo:hi], groups_of, image_stats, ids)
@@ -376,13 +403,17 @@ def measure(
                 computed += 1
             else:
                 reused += 1
-            place(lo, hi, got)
+            place(lo, hi, got, now)
             bar.update(hi - lo)
-            rate = hi * m / max(time.perf_counter() - t0, 1e-9)
-            bar.set_postfix_str(f"{rate:,.0f} images/s" + (f", {reused} cached" if reused else ""))
+            done = fresh["vectors"] * m  # images generated and scored by this call
+            rate = f"{done / max(time.perf_counter() - t0, 1e-9):,.0f} images/s" if done else ""
+            cached = f"{reused} cached" if reused else ""
+            bar.set_postfix_str(", ".join(x for x in (rate, cached) if x))
         if writing is not None:
             writing.result()
-    return Measured(scores, extras, groups, seconds, reused, computed)
+    return Measured(
+        scores, extras, groups, seconds, reused, computed, fresh["vectors"], fresh["seconds"]
+    )
 
 
 def measurement_key(

@@ -162,6 +162,30 @@ def test_cache_writes_on_the_worker_match_and_their_errors_surface(synthetic_set
         measure(synthetic_setup, z, 2, context=broken)
 
 
+def test_images_per_second_counts_only_what_was_measured_now(synthetic_setup, tmp_path):
+    """A run whose chunks all come from the cache measured nothing: it says so, and logs
+    no images/s (the cached chunks' old seconds are not a speed of this run); a half-cached
+    run's figure counts only its own chunks."""
+    from ohlora_eval.pipeline.cache import MeasurementCache
+
+    m = synthetic_setup.m
+    z = synthetic_setup.generator.sample_latents(6, 1)
+    cache = MeasurementCache(tmp_path, "k", {"t": 1})
+    half = MeasurementCache(tmp_path, "h", {"t": 1})
+    first = measure(synthetic_setup, z, 2, context=MeasureContext(cache=cache))
+    assert first.metrics(m)["measured_images"] == 6 * m
+    assert first.metrics(m)["images_per_sec"] == pytest.approx(6 * m / first.measured_seconds)
+    assert first.speed_line(m).startswith(f"{6 * m:,} images generated and scored at")
+    again = measure(synthetic_setup, z, 2, context=MeasureContext(cache=cache))
+    assert "images_per_sec" not in again.metrics(m) and again.metrics(m)["measured_images"] == 0
+    assert again.speed_line(m) == "no images measured (all 3 chunks re-used from the cache)"
+    measure(synthetic_setup, z[:2], 2, context=MeasureContext(cache=half))  # chunk 0 cached
+    part = measure(synthetic_setup, z, 2, context=MeasureContext(cache=half))
+    assert part.reused == 1 and part.metrics(m)["measured_images"] == 4 * m
+    assert part.measured_seconds < part.compute_seconds  # the cached chunk's seconds left out
+    assert part.speed_line(m).endswith("; 1 of 3 chunks re-used from the cache")
+
+
 def test_speed_switches_are_checked_and_default_off():
     s = MeasureSettings().checked()
     assert (s.precision, s.channels_last, s.compile, s.tf32, s.deterministic) == (
