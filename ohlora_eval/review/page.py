@@ -101,6 +101,17 @@ def _num(value: object, fmt: str = "{:.3f}") -> str:
     return "n/a" if not math.isfinite(v) else fmt.format(v)
 
 
+def near_miss_text(prop: str, r: float, cutoff: float, short: float) -> str:
+    """"pose |r| 0.8799 < 0.88 (short by 0.0001)": with as many decimals (3 at least) as it
+    takes for |r| to read below its cutoff and the shortfall to read above zero."""
+    digits = 3
+    while digits < 12 and (
+        f"{r:.{digits}f}" == f"{cutoff:.{digits}f}" or float(f"{short:.{digits}f}") == 0
+    ):
+        digits += 1
+    return f"{prop} |r| {r:.{digits}f} < {cutoff:g} (short by {short:.{digits}f})"
+
+
 def _get(row: pd.Series, col: str) -> float:
     v = row.get(col, np.nan)
     try:
@@ -171,8 +182,8 @@ def _card(
         head = [
             f"<h2>near miss {position} of {total} &middot; case {case}</h2>",
             f'<span class="nearbadge" title="{_e(row.get("fail_reason", ""))}">failed:'
-            f" {_e(prop)} |r| {_num(r)} &lt; {_e(cutoffs[prop])}"
-            f" (short by {_num(row['near_short'])})</span>",
+            f" {_e(near_miss_text(prop, r, float(cutoffs[prop]), float(row['near_short'])))}"
+            "</span>",
         ]
     else:
         head = [f"<h2>#{position} of {total} &middot; case {case}</h2>"]

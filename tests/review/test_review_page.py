@@ -308,3 +308,12 @@ def test_page_in_headless_chromium_builds_the_select_command(tmp_path, run_table
         Path(extra).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, extra)
     print(f"review page screenshot: {shot}" + (f" (and {extra})" if extra else ""))
+
+
+def test_a_near_miss_reads_below_its_cutoff_and_short_by_more_than_nothing():
+    from ohlora_eval.review.page import near_miss_text
+
+    assert near_miss_text("pose", 0.85, 0.88, 0.03) == "pose |r| 0.850 < 0.88 (short by 0.030)"
+    text = near_miss_text("pose", 0.87996, 0.88, 0.00004)
+    assert text == "pose |r| 0.87996 < 0.88 (short by 0.00004)", text
+    assert "0.000)" not in near_miss_text("eyes", 0.9199999, 0.92, 0.0000001)
