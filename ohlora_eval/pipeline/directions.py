@@ -81,7 +81,8 @@ class Directions:
                 raise UserError(f"no direction for property {p!r} ({self.source})")
             table = self.vectors[p]
             if set(table) == {ALL_GROUPS}:
-                v = torch.as_tensor(table[ALL_GROUPS], dtype=dtype, device=mid.device)
+                # a copy: a Ray worker's arrays are read-only (as_tensor would warn)
+                v = torch.tensor(table[ALL_GROUPS], dtype=dtype, device=mid.device)
                 out[p] = v.expand(n, -1)
                 continue
             if groups is None:

@@ -69,7 +69,7 @@ def edited_mids(
     Image ``i * m + j`` is vector ``i`` at grid point ``j``. ``dtype`` is the precision
     of the sum (float64: as the original, which added float64 directions, then cast).
     """
-    w = torch.as_tensor(grid, dtype=dtype, device=mid.device)  # (m, 3)
+    w = torch.tensor(grid, dtype=dtype, device=mid.device)  # (m, 3); a copy: never read-only
     moved = mid.to(dtype)[:, None, :].repeat(1, w.shape[0], 1)
     # Element-wise, in a fixed order, in place (no matmul, no temporaries): each edited
     # vector's bits do not depend on how many vectors share the batch.
