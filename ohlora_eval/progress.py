@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from types import MappingProxyType
@@ -31,15 +32,58 @@ def say(message: str) -> None:
     log.info(f"ohlora_eval: {message}")
 
 
+HEARTBEAT_S = 5.0
+"""A long step says where it is at least this often (seconds)."""
+
+
+class Step:
+    """A running ``phase``: ``advance(k)`` when k of its ``total`` units are done."""
+
+    def __init__(self, what: str, total: int | None, unit: str) -> None:
+        self.what, self.total, self.unit = what, total, unit
+        self.done = 0
+        self.start = time.perf_counter()
+
+    def advance(self, k: int = 1) -> None:
+        self.done += k
+
+    def line(self) -> str:
+        """``<what>: 12 s, 40 of 300 sheets, about 78 s left`` (what is known of it)."""
+        took = time.perf_counter() - self.start
+        text = f"{self.what.strip()}: {took:.0f} s"
+        if self.total:
+            text += f", {self.done:,} of {self.total:,} {self.unit}".rstrip()
+            if 0 < self.done < self.total:
+                text += f", about {took / self.done * (self.total - self.done):.0f} s left"
+        return text
+
+
 @contextlib.contextmanager
-def phase(what: str) -> Iterator[None]:
-    """``with phase("fitting directions"):`` says ``fitting directions ...`` now and
-    ``fitting directions: 12.3 s`` when the block ends (or ``... stopped after`` on error)."""
+def phase(
+    what: str, total: int | None = None, unit: str = "", every_s: float = HEARTBEAT_S
+) -> Iterator[Step]:
+    """``with phase("fitting directions") as step:`` says ``fitting directions ...`` now,
+    then every ``every_s`` seconds how long it has run (with ``total``, how many ``unit`` of
+    it ``step.advance()`` has counted and about how long is left), and
+    ``fitting directions: 12.3 s`` when the block ends (or ``... stopped after`` on error).
+    No step of a command is silent for longer than ``every_s``."""
     say(f"{what} ...")
-    start = time.perf_counter()
+    step = Step(what, total, unit)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every_s):
+            say(step.line())
+
+    ticker = threading.Thread(target=beat, name="ohlora-heartbeat", daemon=True)
+    ticker.start()
     try:
-        yield
+        yield step
     except BaseException:
-        say(f"{what}: stopped after {time.perf_counter() - start:.1f} s")
+        stop.set()
+        say(f"{what}: stopped after {time.perf_counter() - step.start:.1f} s")
         raise
-    say(f"{what}: {time.perf_counter() - start:.1f} s")
+    finally:
+        stop.set()
+        ticker.join()
+    say(f"{what}: {time.perf_counter() - step.start:.1f} s")

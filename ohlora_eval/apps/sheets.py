@@ -68,9 +68,10 @@ def render_sheets(cfg: DictConfig) -> Sheets:
     cell = int(config.get("tracking", {}).get("sheet_cell", SheetMaker.min_tile))
     maker = SheetMaker(setup, per_vector, latents, folder, min_tile=cell)
     files = []
-    with phase(f"rendering {len(cases)} contact sheet(s) of run {run_id}"):
+    with phase(f"rendering contact sheets of run {run_id}", len(cases), "sheets") as step:
         for case in cases:
             files.append(maker.path(case))
+            step.advance()
     for path in files:
         store.retry(client.log_artifact, run_id, str(path), ARTIFACT_DIR)
     table = per_vector.set_index("case")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +16,7 @@ from ohlora_eval.directions.svm import fit_svm_direction
 from ohlora_eval.pipeline.directions import ALL_GROUPS, Directions
 from ohlora_eval.pipeline.groups import all_group_names, group_names
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES, GROUP_PROPERTIES
+from ohlora_eval.progress import Step, say
 
 MIN_PER_SIDE = 5  # fewer top (or bottom) samples than this in a group: use the all-sample SVM
 
@@ -59,14 +60,15 @@ def fit_directions(
     layer: str,
     spec: FitSpec,
     medians: Mapping[str, float] | None = None,
-    say: Callable[[str], None] | None = None,
+    step: Step | None = None,
     group_props: Sequence[str] = GROUP_PROPERTIES,
 ) -> Fitted:
     """Fit every property's direction(s). SVM: per group (or one for all) on the top vs.
     bottom ``spec.ratio``; gradient: one regressor per property on all samples. Groups are
     ``group_props`` against ``medians`` (2^k groups of k properties). A face whose score of
     a property is NaN (not measured: no face found) is left out of that property's fit.
-    ``say`` gets a line per property when its fit is done (with its time)."""
+    ``step`` (a running ``progress.phase``) hears of each property when its fit is done,
+    and a line with its time is said."""
     method, grouped, ratio = spec.method, spec.grouped, spec.ratio
     val_fraction, seed, svm_c = spec.val_fraction, spec.seed, spec.svm_c
     methods = resolve_methods(method)
@@ -92,9 +94,10 @@ def fit_directions(
             regressors[p] = model
             fields[p] = gradient_field(model)
             report.gradient_val_mse[p] = mse
-            if say:
+            if step is not None:
                 took = time.perf_counter() - start
                 say(f"  {p}: gradient regressor, validation MSE {mse:.4g}, {took:.1f} s")
+                step.advance()
             continue
         table: dict[str, np.ndarray] = {}
         fallback = None
@@ -113,9 +116,10 @@ def fit_directions(
             if acc is not None:
                 report.svm_val_acc[(p, g)] = acc
         vectors[p] = table
-        if say:
+        if step is not None:
             took = time.perf_counter() - start
             say(f"  {p}: SVM directions for {len(names)} group(s), {took:.1f} s")
+            step.advance()
     if report.fallbacks:
         warnings.warn(
             f"{len(report.fallbacks)} property/group pairs had too few samples and use the"

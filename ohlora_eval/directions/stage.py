@@ -100,9 +100,9 @@ def run_stage(
                 + ", ".join(f"{p} {k:,} of {spec.n:,}" for p, k in unmeasured.items())
             )
         t1 = time.perf_counter()
-        with phase("  fitting"):
+        with phase("  fitting", total=len(CORE_PROPERTIES), unit="properties") as step:
             fitted = fit_directions(
-                mid.cpu().numpy(), scores, layer, spec, med, say=say, group_props=props
+                mid.cpu().numpy(), scores, layer, spec, med, step=step, group_props=props
             )
         t_fit = time.perf_counter() - t1
         all_params = {

@@ -102,7 +102,7 @@ def _num(value: object, fmt: str = "{:.3f}") -> str:
 
 
 def near_miss_text(prop: str, r: float, cutoff: float, short: float) -> str:
-    """"pose |r| 0.8799 < 0.88 (short by 0.0001)": with as many decimals (3 at least) as it
+    """ "pose |r| 0.8799 < 0.88 (short by 0.0001)": with as many decimals (3 at least) as it
     takes for |r| to read below its cutoff and the shortfall to read above zero."""
     digits = 3
     while digits < 12 and (

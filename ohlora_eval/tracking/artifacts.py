@@ -35,6 +35,7 @@ from ohlora_eval.formats.pictures import summary_plot
 from ohlora_eval.pipeline import fingerprint, judge
 from ohlora_eval.pipeline.cache import atomic_write, file_lock
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
+from ohlora_eval.progress import Step, phase
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.contact_sheets import (
     Linker,
@@ -120,11 +121,11 @@ def _shared_files_run(
 
 def log_artifacts(out: RunOutputs) -> None:
     """Tables, latents, config, plot, contact sheets and the review page into the active run."""
-    with timed("writing the run's artifacts"):
-        _log_artifacts(out)
+    with phase("writing the run's artifacts (tables, plot, contact sheets, review page)") as step:
+        _log_artifacts(out, step)
 
 
-def _log_artifacts(out: RunOutputs) -> None:
+def _log_artifacts(out: RunOutputs, step: Step) -> None:
     settings = out.config["tracking"]
     client = MlflowClient(mlflow.get_tracking_uri())
     run_dir = local_dir(mlflow.get_artifact_uri())
@@ -163,17 +164,20 @@ def _log_artifacts(out: RunOutputs) -> None:
         passed = ranked.loc[ranked["passed"] == "O", "case"].head(settings["grids"]["passed"])
         best = ranked["case"].head(settings["grids"]["best"])
         needed = _unique(review.page_cases(per_vector, out.cutoffs, out.review), passed, best)
+        step.total, step.unit = len(needed), "contact sheets"  # the heartbeat counts them
         with (
             timed(f"contact sheets and review page ({len(needed)} sheets)"),
             SheetLedger.open(out.sheets.folder, client) as ledger,
         ):
             where = ledger.lookup(needed)
             own = {c: f"{SHEETS}/case_{c:05d}.png" for c in needed if c not in where}
+            step.advance(len(needed) - len(own))  # stored by another run: linked, not made
             where.update({c: Logged(out.run_id, path) for c, path in own.items()})
             if own:
                 (folder / SHEETS).mkdir(parents=True, exist_ok=True)
             for case, path in own.items():
                 shutil.copyfile(out.sheets.path(case), folder / path)
+                step.advance()
             note = _sheets_note(len(own), len(needed) - len(own))
             page = LinkedPage(
                 out.run_id, per_vector, out.cutoffs, out.review, out.grid, note,
