@@ -62,6 +62,15 @@ class Evaluation:
     speed: str = ""  # what was generated and scored now, how fast (Measured.speed_line)
 
 
+def config_choices() -> dict[str, str]:
+    """Hydra's config group choices of the running command ({} outside one)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    return {k: str(v) for k, v in HydraConfig.get().runtime.choices.items()}
+
+
 @hydra_app("config")
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
@@ -91,9 +100,12 @@ def evaluate(
         "layer": str(cfg.layer),
         "git_commit": store.git_commit(),
         "ohlora.kind": "evaluation",
+        # where and how it ran, which changes no number: tags, not the run's name
+        "execution": str((cfg.get("execution") or {}).get("kind", "local")),
+        "cache": "on" if cfg.cache.enabled else "off",
         **process_tags(),
     }
-    name = run_name(resolved, int(cfg.sampling.n_vectors), tags)
+    name = run_name(resolved, int(cfg.sampling.n_vectors), tags, config_choices())
     with tracked_run({**base_tags, **(tags or {})}, run_name=name) as run_id:
         note_run(run_id, store.display_uri(uri))
         store.log_params(store.flatten(resolved))

@@ -17,6 +17,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
@@ -103,16 +104,60 @@ def timed(what: str, slow_s: float = SLOW_S) -> Iterator[None]:
         log.info(f"ohlora_eval: {what}: {took:.1f} s")
 
 
-def run_name(cfg: Mapping, n_vectors: int, tags: Mapping[str, str] | None = None) -> str:
-    """A screening run's name, from what makes it differ: its cutoffs and vector count, e.g.
-    ``eyes0.92 mouth0.88 pose0.88 | 2000 vectors`` (a verification or re-test repetition
-    says so first)."""
-    tags = tags or {}
-    cut = " ".join(f"{p}{cfg['cutoff'][p]:g}" for p in CORE_PROPERTIES)
-    name = f"{cut} | {n_vectors} vectors"
+DEFAULT_CHOICES = {"measure": "default", "experiment": None}
+"""Config group options a run name leaves out (the defaults)."""
+
+
+def differences(cfg: Mapping, choices: Mapping[str, Any] | None = None) -> list[str]:
+    """What makes a run's numbers differ from a default run, shortest first in importance:
+    the experiment, the generator and scorer when not the synthetic ones, the direction
+    method (and one group for all, or a file source), the layer when not mapping_split1,
+    and a measure preset. Settings that change no number (execution, cache) are tags."""
+    choices = dict(choices or {})
+    out = []
+    if choices.get("experiment") not in (None, "null", DEFAULT_CHOICES["experiment"]):
+        out.append(str(choices["experiment"]))
+    for key in ("generator", "scorer"):
+        target = str((cfg.get(key) or {}).get("_target_", ""))
+        module = target.rsplit(".", 2)[-2] if target.count(".") >= 2 else target
+        if module and module != "synthetic":
+            out.append(module)
+    directions = cfg.get("directions") or {}
+    if str(directions.get("_target_", "")).endswith("FileDirections"):
+        out.append("directions files")
+    elif directions:
+        method = directions.get("method", "gradient")
+        label = (
+            method if isinstance(method, str) else ",".join(f"{k}={v}" for k, v in method.items())
+        )
+        if label != "gradient":
+            out.append(str(label))
+        if directions.get("grouped") is False and label != "gradient":
+            out.append("one group")
+        if directions.get("run_id"):
+            out.append(f"directions {str(directions['run_id'])[:8]}")
     layer = cfg.get("layer")
     if layer and layer != "mapping_split1":
-        name += f" | {layer}"
+        out.append(str(layer))
+    measure = choices.get("measure")
+    if measure not in (None, DEFAULT_CHOICES["measure"]):
+        out.append(f"measure {measure}")
+    return out
+
+
+def run_name(
+    cfg: Mapping,
+    n_vectors: int,
+    tags: Mapping[str, str] | None = None,
+    choices: Mapping[str, Any] | None = None,
+) -> str:
+    """A screening run's name, leading with what makes it differ from a default run
+    (``differences``; the MLflow table cuts long names at the end), then its vector count
+    and cutoffs, e.g. ``svm | 300 vectors | eyes0.92 mouth0.88 pose0.88`` (a verification
+    or re-test repetition says so first). ``choices``: Hydra's config group choices."""
+    tags = tags or {}
+    cut = " ".join(f"{p}{cfg['cutoff'][p]:g}" for p in CORE_PROPERTIES)
+    name = " | ".join([*differences(cfg, choices), f"{n_vectors} vectors", cut])
     if "retest.repetition" in tags:
         return f"retest repetition {int(tags['retest.repetition']) + 1} | {name}"
     if "verify.model" in tags:

@@ -122,6 +122,9 @@ class SweepParent(Callback):
         keys = [o.partition("=")[0].lstrip("+~") for o in swept]
         (folder / SWEPT_FILE).write_text(json.dumps(keys))
         name = "sweep " + (" ".join(swept) or folder.name)
+        n_vectors = (config.get("sampling") or {}).get("n_vectors")
+        if n_vectors is not None and "sampling.n_vectors" not in keys:
+            name += f" | {int(n_vectors)} vectors"  # two sweeps of other sizes differ by name
         run = store.retry(
             client.create_run,
             exp_id,

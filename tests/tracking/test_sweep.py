@@ -74,7 +74,7 @@ def test_four_parallel_jobs_on_a_fresh_store_lose_nothing(parallel_sweep):
     names = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"sweep_comparison.csv", "sweep_comparison.png"} <= names
     # Named by what differs; the parent's description (and the terminal) has the table.
-    assert parent.info.run_name == "sweep cutoff.eyes=0.88,0.90,0.92,0.94"
+    assert parent.info.run_name == "sweep cutoff.eyes=0.88,0.90,0.92,0.94 | 24 vectors"
     assert {r.info.run_name for r in children} == {
         f"cutoff.eyes={r.data.params['cutoff.eyes']}" for r in children
     }
