@@ -286,7 +286,7 @@ def _register(
             "source_run_id": manifest["source_run_id"],
             "cutoffs": json.dumps(manifest["cutoffs"]),
             "n_selected": str(len(cases)),
-            "source_pass_rate": str(source_metrics.get("pass_rate", "unknown")),
+            "source_pass_rate": _rounded(source_metrics.get("pass_rate")),
             "cases": json.dumps(cases),
             "allow_failed": str(manifest["allow_failed"]).lower(),
             "directions_run_id": str(manifest["directions_run_id"]),
@@ -430,3 +430,8 @@ def load_selection(client: MlflowClient, spec: str, tmp: Path) -> tuple[dict, np
     except ValueError as exc:
         raise UserError(f"{what}: {MANIFEST} is not valid JSON ({exc})") from None
     return manifest, read_z_csv(folder / Z_FILE), f"{name}/{mv.version}"
+
+
+def _rounded(value: float | None, digits: int = 4) -> str:
+    """A metric as a tag shows it: rounded (the metric itself keeps full precision)."""
+    return "unknown" if value is None else f"{float(value):.{digits}g}"

@@ -334,7 +334,7 @@ def print_summary(
 ) -> None:
     """The closing lines of every judging run, with ``notes`` on where the numbers came from;
     the same summary, in markdown, becomes the run's description in MLflow."""
-    cut = ", ".join(f"{p} {cutoffs[p]}" for p in CORE_PROPERTIES)
+    cut = ", ".join(f"{p} {float(cutoffs[p]):g}" for p in CORE_PROPERTIES)
     means = ", ".join(f"{p} {metrics[f'{p}_abs_corr_mean']:.4f}" for p in CORE_PROPERTIES)
     signed = ", ".join(f"{metrics[f'{p}_corr_mean']:+.4f}" for p in CORE_PROPERTIES)
     client = MlflowClient(uri)
