@@ -86,8 +86,19 @@ def test_review_page_shows_its_sheets_in_the_artifact_view(ui_sweep, mlflow_ui, 
     )
     frame = _blob_frame(page)  # MLflow shows an .html artifact in a sandboxed blob: iframe
     frame.wait_for_selector("article.card img", timeout=TIMEOUT_MS)
+    # Sheets load as their cards come near the screen: the first one first ...
     frame.wait_for_function(
-        "() => Array.from(document.images).every(i => i.complete)", timeout=TIMEOUT_MS
+        "() => document.images.length && document.images[0].complete"
+        " && document.images[0].naturalWidth > 0",
+        timeout=TIMEOUT_MS,
+    )
+    # ... and every other one once scrolled to.
+    frame.evaluate(
+        "() => document.querySelectorAll('article.card').forEach(c => c.scrollIntoView())"
+    )
+    frame.wait_for_function(
+        "() => Array.from(document.images).every(i => i.src && i.complete && i.naturalWidth > 0)",
+        timeout=TIMEOUT_MS,
     )
     images = frame.evaluate(
         "() => Array.from(document.images).map(i => ({w: i.naturalWidth, run: i.dataset.run,"
