@@ -21,11 +21,13 @@ def to_uint8(images: Tensor) -> np.ndarray:
 def contact_sheet(
     images: Tensor, grid: np.ndarray, title: str, min_tile: int = 128, max_tile: int = 4096
 ) -> Image.Image:
-    """One row per mouth weight, one column per (eyes, pose) pair, labelled.
+    """One row per mouth weight, one column per (eyes, pose) pair, labelled, and a line
+    under the grid on its pose axis.
 
     ``images`` are the grid's edits in ``pm_idx`` order (``grid`` rows). Small
     images are enlarged by an integer factor to at least ``min_tile``; large ones
-    are reduced (area average) to at most ``max_tile``.
+    are reduced (area average) to at most ``max_tile``. The labels' size grows with the
+    tiles, so they stay readable where a page shows the sheet scaled down.
     """
     pix = to_uint8(images)
     n, h, w, _ = pix.shape
@@ -36,15 +38,21 @@ def contact_sheet(
         th, tw = h * scale, w * scale
     mouth_vals = sorted(set(grid[:, 1]))
     col_keys = sorted({(e, p) for e, p in grid[:, [0, 2]]})
-    font = ImageFont.load_default()
-    top, left = 48, 64
-    sheet = Image.new("RGB", (left + tw * len(col_keys), top + th * len(mouth_vals)), "white")
+    size = max(11, tw // 9)  # about 14 px for 128-px tiles
+    font = ImageFont.load_default(size=size)
+    line = size + 4
+    top, left, bottom = 4 + 3 * line, 5 * size, line + 8
+    width, height = left + tw * len(col_keys), top + th * len(mouth_vals)
+    sheet = Image.new("RGB", (width, height + bottom), "white")
     draw = ImageDraw.Draw(sheet)
     draw.text((4, 4), title, fill="black", font=font)
     for c, (e, p) in enumerate(col_keys):
-        draw.text((left + c * tw + 3, 20), f"eyes {e:+.1f}\npose {p:+.1f}", fill="black", font=font)
+        at = (left + c * tw + 3, 4 + line)
+        draw.text(at, f"eyes {e:+.1f}\npose {p:+.1f}", fill="black", font=font, spacing=4)
     for r, m in enumerate(mouth_vals):
-        draw.text((4, top + r * th + th // 2 - 12), f"mouth\n{m:+.1f}", fill="black", font=font)
+        at = (4, top + r * th + th // 2 - line)
+        draw.text(at, f"mouth\n{m:+.1f}", fill="black", font=font, spacing=4)
+    draw.text((4, height + 4), pose_axis_note(grid), fill="#444444", font=font)
     for i in range(n):
         e, m, p = grid[i]
         r, c = mouth_vals.index(m), col_keys.index((e, p))
@@ -52,6 +60,17 @@ def contact_sheet(
         tile = Image.fromarray(pix[i]).resize((tw, th), resample)
         sheet.paste(tile, (left + c * tw, top + r * th))
     return sheet
+
+
+def pose_axis_note(grid: np.ndarray) -> str:
+    """One line on the grid's pose weights: where they run, and why an off-centre range
+    (Oh-LoRA v3.1's -1.8 ... +0.6) does not bias r."""
+    lo, hi = float(np.min(grid[:, 2])), float(np.max(grid[:, 2]))
+    centred = "" if abs(lo + hi) < 1e-9 else ", not centred on 0"
+    return (
+        f"pose weights run {lo:+.1f} ... {hi:+.1f} (sampling.grid.pose{centred}): r is taken"
+        " against the weights, so an offset does not change it"
+    )
 
 
 def summary_plot(per_vector: pd.DataFrame, cutoffs: dict[str, float], path: Path) -> None:
