@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
 
 from ohlora_eval import review
 from ohlora_eval.apps.build import has_dropout, has_noise, int_list, replay_config
@@ -42,6 +43,7 @@ from ohlora_eval.tracking.runs import side_run
 log = logging.getLogger(__name__)
 
 RETEST_EXPERIMENT = "ohlora-retest"
+TOP_SHOWN = 10  # vectors in the printed re-pass table (all are in retest.csv and the page)
 
 
 @dataclass
@@ -86,37 +88,71 @@ def retest(cfg: DictConfig) -> Retest:
         "retest.source_run_id": source.info.run_id,
         "git_commit": store.git_commit(),
     }
-    name = f"retest {source.info.run_name or source.info.run_id} x{k}"
+    source_name = source.info.run_name or source.info.run_id
+    name = f"retest {len(cases)} vectors x{k} | {source_name}"
     with side_run(client, exp_id, {**tags, "mlflow.runName": name}) as parent:
         passed, corrs = [], []
+        bar = tqdm(total=k, desc="re-testing", unit="repetition", disable=not _progress(cfg))
         for i in range(k):
             rep = base.copy()
             rep.measure.dropout_seed = int(cfg.seed) + i
             if noisy_generator and cfg.noise_seeds:
                 rep.noise_seed = i
-            log.info(f"ohlora_eval.retest: repetition {i + 1} of {k}")
             res = evaluate(
                 rep,
                 latents=z,
                 cases=np.asarray(cases),
                 tags={**tags, "mlflow.parentRunId": parent, "retest.repetition": str(i)},
+                report=False,  # one summary for all repetitions, below
             )
             table = res.per_vector.set_index("case").loc[cases]
             passed.append((table["passed"] == "O").to_numpy())
             corrs.append(table[CORR_COLUMNS].to_numpy(dtype=np.float64))
+            bar.update(1)
+        bar.close()
         result = _summary(cases, np.array(passed), np.array(corrs), float(cfg.ci_level))
         _log(client, parent, source.info.run_id, per_vector, result, cfg, recorded)
     store.retry(client.set_tag, source.info.run_id, "ohlora.retest", parent)
-    below = float((result["re_pass_prob"] < 0.5).mean()) if len(result) else float("nan")
-    log.info(
-        f"\nohlora_eval.retest: {len(result)} vector(s) of run {source.info.run_id},"
-        f" {k} repetitions under {_noise_text(base)}\n"
-        f"  mean re-pass probability {result['re_pass_prob'].mean():.3f};"
-        f" below 0.5: {below:.1%}\n"
-        f"  retest run {parent} in experiment {RETEST_EXPERIMENT!r}",
-        extra=STDOUT,
-    )
+    log.info(_report(result, source.info.run_id, base, parent, client), extra=STDOUT)
     return Retest(parent, source.info.run_id, result, k)
+
+
+def _progress(cfg: DictConfig) -> bool:
+    import sys
+
+    return bool(cfg.tracking.get("progress", True)) and sys.stderr.isatty()
+
+
+def _report(result: pd.DataFrame, source_id: str, base: DictConfig, parent: str, client) -> str:
+    """The one summary of a re-test: its numbers, the re-pass table of the top vectors (in
+    the source run's review order) and where the page with all of them is."""
+    from ohlora_eval.tracking.ui_links import ui_url
+
+    k = int(result["k"].iloc[0]) if len(result) else 0
+    below = float((result["re_pass_prob"] < 0.5).mean()) if len(result) else float("nan")
+    top = result.head(TOP_SHOWN)
+    rows = [
+        f"  {int(r.case):>6}  {int(r.re_passes):>3}/{k:<3} {r.re_pass_prob:>6.2f}"
+        f"  [{r.re_pass_lo:.2f}, {r.re_pass_hi:.2f}]"
+        for r in top.itertuples()
+    ]
+    run = store.retry(client.get_run, parent)
+    uri = client.tracking_uri
+    more = f" (the first {TOP_SHOWN} of {len(result)})" if len(result) > TOP_SHOWN else ""
+    return "\n".join(
+        [
+            f"\nohlora_eval.retest: {len(result)} vector(s) of run {source_id},"
+            f" {k} repetitions under {_noise_text(base)}",
+            f"  mean re-pass probability {result['re_pass_prob'].mean():.3f};"
+            f" below 0.5: {below:.1%}",
+            f"  re-pass table{more}, best review rank first:",
+            "    case  passes    prob  interval",
+            *rows,
+            f"  retest run {parent} in experiment {RETEST_EXPERIMENT!r}",
+            f"  the re-test page (every vector, with its contact sheet): artifact"
+            f" review/index.html of that run, {ui_url(uri, run.info.experiment_id, parent)}",
+        ]
+    )
 
 
 def _source(client, run_id: str):

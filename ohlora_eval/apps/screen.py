@@ -43,6 +43,7 @@ from ohlora_eval.tracking.runs import (
     print_summary,
     process_tags,
     run_name,
+    summarize,
     tracked_run,
 )
 
@@ -81,12 +82,14 @@ def evaluate(
     latents: np.ndarray | None = None,
     cases: np.ndarray | None = None,
     tags: dict[str, str] | None = None,
+    report: bool = True,
 ) -> Evaluation:
     """Run one tracked evaluation. Raises on bad input after marking the run FAILED.
 
     By default the vectors are ``generator.sample_latents(sampling.n_vectors,
     sampling.seed)`` numbered 0..n-1; ``latents`` (and their ``cases`` numbers)
-    evaluate given vectors instead (a z-vector file, a recorded selection).
+    evaluate given vectors instead (a z-vector file, a recorded selection). ``report``: print
+    the run's summary (off for a re-test's repetitions, which report as one).
     """
     if latents is not None:
         cfg = cfg.copy()
@@ -113,7 +116,7 @@ def evaluate(
             cfg, resolved, checked, run_id, store.StoreRef(uri, cfg.tracking.root), latents, cases
         )
     notes = [result.speed]
-    print_summary(
+    (print_summary if report else summarize)(
         result.run_id,
         result.per_vector,
         result.metrics,

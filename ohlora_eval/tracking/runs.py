@@ -334,6 +334,26 @@ def print_summary(
 ) -> None:
     """The closing lines of every judging run, with ``notes`` on where the numbers came from;
     the same summary, in markdown, becomes the run's description in MLflow."""
+    log.info(
+        summarize(
+            run_id, per_vector, metrics, cutoffs, experiment=experiment, uri=uri, notes=notes
+        ),
+        extra=STDOUT,
+    )
+
+
+def summarize(
+    run_id: str,
+    per_vector: pd.DataFrame,
+    metrics: Mapping[str, float],
+    cutoffs: Mapping[str, float],
+    *,
+    experiment: str,
+    uri: str,
+    notes: list[str],
+) -> str:
+    """``print_summary``'s lines, returned (the run's description is set all the same): for
+    a caller that reports many runs as one (a re-test's repetitions)."""
     cut = ", ".join(f"{p} {float(cutoffs[p]):g}" for p in CORE_PROPERTIES)
     means = ", ".join(f"{p} {metrics[f'{p}_abs_corr_mean']:.4f}" for p in CORE_PROPERTIES)
     signed = ", ".join(f"{metrics[f'{p}_corr_mean']:+.4f}" for p in CORE_PROPERTIES)
@@ -351,4 +371,4 @@ def print_summary(
         f" ({store.display_uri(uri)})",
         f"  look at it: {store.ui_hint(uri)}, then {ui_url(uri, run.info.experiment_id, run_id)}",
     ]
-    log.info("\n".join(lines), extra=STDOUT)
+    return "\n".join(lines)
