@@ -43,8 +43,11 @@ class Step:
         self.what, self.total, self.unit = what, total, unit
         self.done = 0
         self.start = time.perf_counter()
+        self._first: tuple[float, int] | None = None  # (when, done) at the first advance
 
     def advance(self, k: int = 1) -> None:
+        if self._first is None:  # the rate is taken from here: work before it is not counted
+            self._first = (time.perf_counter(), self.done)
         self.done += k
 
     def line(self) -> str:
@@ -53,8 +56,10 @@ class Step:
         text = f"{self.what.strip()}: {took:.0f} s"
         if self.total:
             text += f", {self.done:,} of {self.total:,} {self.unit}".rstrip()
-            if 0 < self.done < self.total:
-                text += f", about {took / self.done * (self.total - self.done):.0f} s left"
+            since, before = self._first or (self.start, 0)
+            if self.done > before and self.done < self.total:
+                rate = (time.perf_counter() - since) / (self.done - before)
+                text += f", about {rate * (self.total - self.done):.0f} s left"
         return text
 
 
