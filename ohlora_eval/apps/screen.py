@@ -69,7 +69,8 @@ def config_choices() -> dict[str, str]:
 
     if not HydraConfig.initialized():
         return {}
-    return {k: str(v) for k, v in HydraConfig.get().runtime.choices.items()}
+    choices = HydraConfig.get().runtime.choices
+    return {k: str(v) for k, v in choices.items() if v is not None}  # None: none chosen
 
 
 @hydra_app("config")

@@ -115,7 +115,7 @@ def differences(cfg: Mapping, choices: Mapping[str, Any] | None = None) -> list[
     and a measure preset. Settings that change no number (execution, cache) are tags."""
     choices = dict(choices or {})
     out = []
-    if choices.get("experiment") not in (None, "null", DEFAULT_CHOICES["experiment"]):
+    if choices.get("experiment") not in (None, "null", "None", DEFAULT_CHOICES["experiment"]):
         out.append(str(choices["experiment"]))
     for key in ("generator", "scorer"):
         target = str((cfg.get(key) or {}).get("_target_", ""))
