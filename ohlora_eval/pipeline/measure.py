@@ -174,11 +174,7 @@ def _groups(
         return [""] * mid.shape[0]
     if not settings.train:
         return groups_of(mid)
-    out: list[str] = []
-    for i, case in enumerate(cases):
-        with seeded(vector_seed(settings.dropout_seed, case) + 1):
-            out += groups_of(mid[i : i + 1])
-    return out
+    return groups_of(mid, [vector_seed(settings.dropout_seed, case) + 1 for case in cases])
 
 
 def _score_per_vector(

@@ -12,7 +12,7 @@ the contact sheets (``tracking/contact_sheets.py``).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -21,11 +21,12 @@ from ohlora_eval.errors import ConfigError
 from ohlora_eval.pipeline import device as dev
 from ohlora_eval.pipeline.batching import ROW_MULTIPLE, padded_call
 from ohlora_eval.pipeline.edit import EditSetup
+from ohlora_eval.pipeline.fidelity import seeded
 from ohlora_eval.pipeline.groups import can_group, group_names, group_properties
 from ohlora_eval.pipeline.protocols import Generator, PropertyScorer
 
 # unedited mid vectors of a chunk -> each vector's look-alike group name
-GroupFn = Callable[[Tensor], list[str]]
+GroupFn = Callable[..., list[str]]  # (mid, seeds=None) -> each vector's group name
 
 # Images per step on a GPU at least (and at least 4 of the larger model batch): enough
 # that the models run full batches back to back and the per-step costs (launches, the
@@ -130,8 +131,19 @@ def group_fn(setup: EditSetup) -> GroupFn | None:
             )
         return None
 
-    def groups(mid: Tensor) -> list[str]:
-        s = score(scorer, synthesize(setup.generator, mid, setup.layer))
+    def groups(mid: Tensor, seeds: Sequence[int] | None = None) -> list[str]:
+        """The groups of ``mid``'s unedited images, synthesized in one call (synthesis
+        draws no random numbers). ``seeds``: each image is scored alone under its own
+        seeded dropout draws (train mode; the same bits as synthesizing it alone)."""
+        images = synthesize(setup.generator, mid, setup.layer)
+        if seeds is None:
+            s = score(scorer, images)
+        else:
+            parts = []
+            for i, seed in enumerate(seeds):
+                with seeded(seed):
+                    parts.append(score(scorer, images[i : i + 1]))
+            s = {p: torch.cat([x[p] for x in parts]) for p in props}
         return group_names({p: s[p].float().cpu().numpy() for p in props}, med, props)
 
     return groups
