@@ -99,11 +99,12 @@ def frontier(cfg: DictConfig) -> FrontierResult:
     t0 = time.perf_counter()
     front = fr.frontier(abs_r, grids, valid, reps, reliable_at)
     out_table = front.table()
-    answers: dict[str, tuple | None] = {f"strictest leaving >= {want}": fr.strictest(front, want)}
+    answers: dict[str, tuple | None] = {
+        f"strictest cutoffs leaving >= {want} vectors": fr.strictest(front, want)
+    }
     if front.has_retest:
-        answers[f"strictest leaving >= {want} re-passing with p >= {reliable_at:g}"] = fr.strictest(
-            front, want, reliable=True
-        )
+        label = f"strictest cutoffs leaving >= {want} with re-pass probability >= {reliable_at:g}"
+        answers[label] = fr.strictest(front, want, reliable=True)
         answers["most expected to re-pass"] = fr.most_expected(front)
     grid_seconds = time.perf_counter() - t0
 
