@@ -99,13 +99,11 @@ def frontier(cfg: DictConfig) -> FrontierResult:
     t0 = time.perf_counter()
     front = fr.frontier(abs_r, grids, valid, reps, reliable_at)
     out_table = front.table()
-    answers: dict[str, tuple | None] = {
-        f"strictest cutoffs leaving >= {want} vectors": fr.strictest(front, want)
+    asked = _questions(front, want)
+    answers = {
+        label: (fr.most_expected(front) if count is None else fr.strictest(front, want, count))
+        for label, count in asked.items()
     }
-    if front.has_retest:
-        label = f"strictest cutoffs leaving >= {want} with re-pass probability >= {reliable_at:g}"
-        answers[label] = fr.strictest(front, want, reliable=True)
-        answers["most expected to re-pass"] = fr.most_expected(front)
     grid_seconds = time.perf_counter() - t0
 
     own = fr.judge_at(abs_r, own_cut, valid, reps, reliable_at) if own_cut else None
@@ -116,7 +114,7 @@ def frontier(cfg: DictConfig) -> FrontierResult:
                 f"note: the run's table marks {recorded} passed; its r at its own cutoffs"
                 f" pass {own['passed']}"
             )
-    text = _report(run, front, grids, grid_seconds, own, answers, want, retest_id, notes)
+    text = _report(run, front, grids, grid_seconds, own, answers, asked, want, retest_id, notes)
     log.info(text, extra=STDOUT)
     result = FrontierResult(
         run_id, retest_id, front, out_table, own, answers, grid_seconds, text, notes
@@ -277,13 +275,36 @@ def _repetitions(
         raise UserError(
             f"re-test {retest_id} re-measured cases {missing[:5]} that run's table does not have"
         )
-    reps = fr.Repetitions(np.array([index[int(c)] for c in cases]), abs_r, valid)
-    # The re-test judged its repetitions at its source's cutoffs: the repetitions' r give
-    # back its own re-pass probabilities there (a check that they were read right).
-    passes = (summary["re_pass_prob"].to_numpy(dtype=np.float64) * k).round()
-    if not np.array_equal(passes, summary["re_passes"].to_numpy(dtype=np.float64)):
-        notes.append(f"note: re-test {retest_id}'s retest.csv is inconsistent")
+    try:  # the cutoffs the re-test judged at: its repetitions' (its source run's)
+        cut = {p: float(children[0].data.params[f"cutoff.{p}"]) for p in fr.PROPERTIES}
+    except (KeyError, ValueError):
+        raise UserError(f"re-test {retest_id}: its repetitions recorded no cutoffs") from None
+    reps = fr.Repetitions(np.array([index[int(c)] for c in cases]), abs_r, cut, valid)
+    # The repetitions' r, judged at those cutoffs, must give back the re-test's own
+    # re-pass counts (a check that they were read right).
+    if not np.array_equal(reps.passes(), summary["re_passes"].to_numpy()):
+        notes.append(
+            f"note: re-test {retest_id}: its repetitions' r do not give back its retest.csv"
+            " re-pass counts at its cutoffs"
+        )
     return reps
+
+
+def _questions(front: fr.Frontier, want: int) -> dict[str, str | None]:
+    """What is answered: label -> the count that must reach ``want`` (None: the most
+    expected to re-pass)."""
+    asked: dict[str, str | None] = {f"strictest cutoffs leaving >= {want} vectors": "passed"}
+    if front.has_retest:
+        at = f"{front.reliable_at:g}"
+        cut = _cut_text(front.retest_cutoffs)
+        asked[f"strictest cutoffs leaving >= {want} that re-pass {cut} with p >= {at}"] = "reliable"
+        asked[f"strictest cutoffs leaving >= {want} that re-pass those cutoffs with p >= {at}"] = (
+            "reliable_here"
+        )
+        asked[
+            "most expected to re-pass (among cutoffs whose passing vectors were all re-tested)"
+        ] = None
+    return asked
 
 
 def _cut_text(row: dict[str, float]) -> str:
@@ -294,9 +315,11 @@ def _figures(row: dict[str, float], front: fr.Frontier) -> str:
     text = f"{int(row['passed']):,} pass"
     if front.has_retest:
         tested = int(row["passed"]) - int(row["not_retested"])
+        at = f"{front.reliable_at:g}"
         text += (
-            f"; of the {tested} re-tested, {row['expected_re_pass']:.2f} expected to re-pass,"
-            f" {int(row['reliable'])} with re-pass probability >= {front.reliable_at:g}"
+            f"; of the {tested} re-tested: {row['expected_re_pass']:.2f} expected to re-pass"
+            f" ({int(row['reliable'])} with p >= {at}), at these cutoffs"
+            f" {row['expected_here']:.2f} ({int(row['reliable_here'])})"
         )
         if row["not_retested"]:
             text += f"; {int(row['not_retested'])} not re-tested (no probability known, left out)"
@@ -310,6 +333,7 @@ def _report(
     seconds: float,
     own: dict[str, float] | None,
     answers: dict[str, tuple | None],
+    asked: dict[str, str | None],
     want: int,
     retest_id: str | None,
     notes: list[str],
@@ -326,9 +350,11 @@ def _report(
     ]
     if retest_id:
         lines.append(
-            f"  re-test {retest_id}: {front.retested} vectors x k={front.k} repetitions; a"
-            " vector's re-pass probability at each triple is the share of its repetitions"
-            " whose r pass it"
+            f"  re-test {retest_id}: {front.retested} vectors x k={front.k} repetitions at"
+            f" {_cut_text(front.retest_cutoffs)}; a vector's re-pass probability p is the"
+            " share of its repetitions that pass those cutoffs (expected to re-pass: the sum"
+            ' of p over the vectors a triple passes) or, "at these cutoffs", the triple'
+            " itself (judged again from the repetitions' r)"
         )
     else:
         lines.append(
@@ -338,28 +364,22 @@ def _report(
         lines.append(f"  the run's own cutoffs ({_cut_text(own)}): {_figures(own, front)}")
     for label, index in answers.items():
         if index is None:
-            lines.append(f"  {label}: {_none_text(label, front, want)}")
+            lines.append(f"  {label}: {_none_text(asked[label], front, want)}")
             continue
         row = front.at(index)
         lines.append(
             f"  {label}: {_cut_text(row)} (sum {row['strictness']:.2f}): {_figures(row, front)}"
         )
-    if front.has_retest:
-        lines.append(
-            "  (strictest = the largest sum of the three cutoffs; most expected = among triples"
-            " whose passing vectors were all re-tested)"
-        )
-    else:
-        lines.append("  (strictest = the largest sum of the three cutoffs)")
+    lines.append("  (strictest = the largest sum of the three cutoffs)")
     lines += [f"  {n}" for n in notes]
     return "\n".join(lines)
 
 
-def _none_text(label: str, front: fr.Frontier, want: int) -> str:
-    if label.startswith("most expected"):
+def _none_text(count: str | None, front: fr.Frontier, want: int) -> str:
+    if count is None:
         return "no triple whose passing vectors were all re-tested"
-    counts = front.reliable if "re-pass probability" in label else front.passed
-    most = int(counts.max()) if counts is not None and counts.size else 0
+    counts = getattr(front, count)
+    most = int(counts.max()) if counts.size else 0
     return f"no triple on the grid leaves {want}; the most any leaves is {most}"
 
 

@@ -12,17 +12,19 @@ from the top along each axis, gives every triple's count at once. The work is
 O(vectors + grid size), about a millisecond for 19^3 triples and 2,000 vectors.
 
 With a re-test (k re-measurements of some vectors, each with its own r), a vector's
-re-pass probability *at a triple* is the share of its repetitions that pass that triple:
-the re-test's own ``re_pass_prob`` is this at the run's own cutoffs, and it is judged
-again at every triple from the repetitions' stored r, never held fixed (a stricter cutoff
-fails more repetitions). Per triple:
+re-pass probability is the share of its repetitions that pass. Two readings, per triple:
 
-- ``expected``: the expected number of the passing vectors that re-pass, the sum of their
-  re-pass probabilities (vectors that were re-tested);
-- ``reliable``: how many passing vectors re-pass with probability >= ``reliable_at``;
+- ``expected`` / ``reliable``: re-passing *the re-test's cutoffs* (the run's own; the
+  re-test's ``re_pass_prob``): the sum of the re-pass probabilities of the vectors the
+  triple passes, and how many of them have one >= ``reliable_at``. The triple selects,
+  the run's own test is the one to pass again.
+- ``expected_here`` / ``reliable_here``: re-passing *the triple itself*: each vector's
+  probability judged again at that triple from the repetitions' stored r (a stricter
+  cutoff fails more repetitions: a vector with eyes r 0.99 that always re-passes eyes
+  0.92 may rarely re-pass 0.98).
 - ``not_retested``: passing vectors that were not re-tested. No re-pass probability is
-  known for them; they are left out of ``expected`` and ``reliable`` (not counted as 0 or
-  1), and a triple where any pass is marked. A re-test of the passed vectors covers every
+  known for them; they are left out of both readings (not counted as 0 or 1), and a
+  triple where any pass is marked. A re-test of all the passed vectors covers every
   triple at least as strict as the run's own cutoffs (a vector that passes a stricter
   triple passed the run's own); looser triples let in vectors it did not re-measure.
 
@@ -70,7 +72,12 @@ def _shape(grids: Sequence[np.ndarray]) -> tuple[int, int, int]:
     return tuple(len(g) for g in grids)  # type: ignore[return-value]
 
 
-def _histogram(lv: np.ndarray, shape: tuple[int, int, int], groups: int = 1) -> np.ndarray:
+def _histogram(
+    lv: np.ndarray,
+    shape: tuple[int, int, int],
+    groups: int = 1,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
     """(groups, rows, 3) levels -> (groups, Ge+1, Gm+1, Gp+1) counts, indexed by how many grid
     values each level falls *short* of (``G - level``), so that a prefix sum (``_passing``)
     counts the rows at or above a level."""
@@ -79,7 +86,7 @@ def _histogram(lv: np.ndarray, shape: tuple[int, int, int], groups: int = 1) -> 
     size = (ge + 1) * (gm + 1) * (gp + 1)
     flat = (rev[..., 0] * (gm + 1) + rev[..., 1]) * (gp + 1) + rev[..., 2]
     flat = flat.reshape(groups, -1) + (np.arange(groups) * size)[:, None]
-    hist = np.bincount(flat.ravel(), minlength=groups * size)
+    hist = np.bincount(flat.ravel(), weights=weights, minlength=groups * size)
     return hist.reshape(groups, ge + 1, gm + 1, gp + 1)
 
 
@@ -92,20 +99,34 @@ def _passing(hist: np.ndarray) -> np.ndarray:
     return hist[:, :-1, :-1, :-1][:, ::-1, ::-1, ::-1]
 
 
-def count_passing(lv: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """(n, 3) levels -> (Ge, Gm, Gp): at each grid triple, how many rows pass it."""
-    return _passing(_histogram(lv, shape))[0].copy()
+def count_passing(
+    lv: np.ndarray, shape: tuple[int, int, int], weights: np.ndarray | None = None
+) -> np.ndarray:
+    """(n, 3) levels -> (Ge, Gm, Gp): at each grid triple, how many rows pass it (or the sum
+    of their ``weights``)."""
+    return _passing(_histogram(lv, shape, weights=weights))[0].copy()
 
 
 @dataclass
 class Repetitions:
     """A re-test: ``rows`` (m,) index the run's vectors that were re-measured, ``abs_r``
-    (m, k, 3) their |r| in each of the k repetitions, ``valid`` (m, k) False where a
-    repetition cannot pass whatever the cutoffs (a face not found)."""
+    (m, k, 3) their |r| in each of the k repetitions, ``cutoffs`` the cutoffs it judged
+    them at (its source run's), ``valid`` (m, k) False where a repetition cannot pass
+    whatever the cutoffs (a face not found)."""
 
     rows: np.ndarray
     abs_r: np.ndarray
+    cutoffs: Mapping[str, float]
     valid: np.ndarray | None = None
+
+    def passes(self) -> np.ndarray:
+        """(m,) how many repetitions of each vector pass the re-test's own cutoffs."""
+        cut = np.array([float(self.cutoffs[p]) for p in PROPERTIES])
+        with np.errstate(invalid="ignore"):
+            ok = (np.asarray(self.abs_r, dtype=np.float64) >= cut).all(axis=2)
+        if self.valid is not None:
+            ok &= np.asarray(self.valid, dtype=bool)
+        return ok.sum(axis=1)
 
     @property
     def k(self) -> int:
@@ -119,11 +140,14 @@ class Frontier:
     grids: tuple[np.ndarray, np.ndarray, np.ndarray]
     n_vectors: int
     passed: np.ndarray  # int
-    expected: np.ndarray | None = None  # float: sum of re-pass probabilities
-    reliable: np.ndarray | None = None  # int: re-pass probability >= reliable_at
+    expected: np.ndarray | None = None  # sum of re-pass probabilities (the re-test's cutoffs)
+    reliable: np.ndarray | None = None  # int: that probability >= reliable_at
+    expected_here: np.ndarray | None = None  # the same, re-passing the triple itself
+    reliable_here: np.ndarray | None = None
     not_retested: np.ndarray | None = None  # int: passing, no re-pass probability known
     reliable_at: float = 0.8
     k: int = 0  # repetitions of the re-test
+    retest_cutoffs: Mapping[str, float] | None = None  # the cutoffs the re-test judged
     retested: int = 0  # vectors it re-measured
 
     @property
@@ -144,6 +168,8 @@ class Frontier:
         if self.has_retest:
             row["expected_re_pass"] = float(self.expected[index])  # type: ignore[index]
             row["reliable"] = int(self.reliable[index])  # type: ignore[index]
+            row["expected_here"] = float(self.expected_here[index])  # type: ignore[index]
+            row["reliable_here"] = int(self.reliable_here[index])  # type: ignore[index]
             row["not_retested"] = int(self.not_retested[index])  # type: ignore[index]
         row["strictness"] = float(self.strictness()[index])
         return row
@@ -164,8 +190,11 @@ class Frontier:
         out = {"eyes": ge.ravel(), "mouth": gm.ravel(), "pose": gp.ravel()}
         out["passed"] = self.passed.ravel()
         if self.has_retest:
+            at = f"{self.reliable_at:g}"
             out["expected_re_pass"] = self.expected.ravel()  # type: ignore[union-attr]
-            out[f"re_pass_prob_ge_{self.reliable_at:g}"] = self.reliable.ravel()  # type: ignore[union-attr]
+            out[f"re_pass_prob_ge_{at}"] = self.reliable.ravel()  # type: ignore[union-attr]
+            out["expected_re_pass_at_triple"] = self.expected_here.ravel()  # type: ignore[union-attr]
+            out[f"re_pass_prob_at_triple_ge_{at}"] = self.reliable_here.ravel()  # type: ignore[union-attr]
             out["not_retested"] = self.not_retested.ravel()  # type: ignore[union-attr]
         out["strictness"] = self.strictness().ravel()
         out["pareto"] = self.pareto().ravel()
@@ -194,23 +223,33 @@ def frontier(
     rep = levels(retest.abs_r, grids)
     if retest.valid is not None:
         rep[~np.asarray(retest.valid, dtype=bool)] = 0
-    # A repetition re-passes a triple when it passes it and the vector passed it in the run.
+    need = _need(k, reliable_at)
+    # Re-passing the re-test's cutoffs: each re-tested vector weighs its passes there.
+    passes = retest.passes()
+    result.expected = count_passing(lv[rows], shape, weights=passes.astype(np.float64)) / k
+    result.reliable = count_passing(lv[rows][passes >= need], shape)
+    # Re-passing the triple itself: a repetition counts where it passes the triple and the
+    # vector passed the triple in the run.
     both = np.minimum(rep, lv[rows][:, None, :])  # (m, k, 3)
-    result.expected = count_passing(both.reshape(-1, 3), shape) / k
+    result.expected_here = count_passing(both.reshape(-1, 3), shape) / k
+    result.reliable_here = _reliable(both, shape, need)
     untested = np.ones(len(lv), dtype=bool)
     untested[rows] = False
     result.not_retested = count_passing(lv[untested], shape)
-    result.reliable = _reliable(both, shape, reliable_at)
-    result.k, result.retested = k, m
+    result.k, result.retested, result.retest_cutoffs = k, m, dict(retest.cutoffs)
     return result
 
 
-def _reliable(both: np.ndarray, shape: tuple[int, int, int], at: float) -> np.ndarray:
-    """How many vectors re-pass each triple in at least ``at`` of their repetitions: one
+def _need(k: int, at: float) -> int:
+    """The fewest passes of k whose share reaches ``at`` (compared as re_pass_prob =
+    passes / k is)."""
+    return int(np.flatnonzero(np.arange(k + 1) / k >= at)[0])
+
+
+def _reliable(both: np.ndarray, shape: tuple[int, int, int], need: int) -> np.ndarray:
+    """How many vectors re-pass each triple in at least ``need`` of their repetitions: one
     histogram per vector (its repetitions' level triples), a chunk of vectors at a time."""
     m, k = both.shape[:2]
-    # the fewest passes whose share reaches ``at``, as re_pass_prob = passes / k is compared
-    need = int(np.flatnonzero(np.arange(k + 1) / k >= at)[0])
     size = int(np.prod(np.array(shape) + 1))
     out = np.zeros(shape, dtype=np.int64)
     step = max(1, _CELLS_PER_CHUNK // size)
@@ -243,11 +282,15 @@ def judge_at(
         rep_ok = (np.asarray(retest.abs_r, dtype=np.float64) >= cut).all(axis=2)
     if retest.valid is not None:
         rep_ok &= np.asarray(retest.valid, dtype=bool)
-    prob = rep_ok.mean(axis=1) * ok[rows]
+    sel = ok[rows]  # the re-tested vectors these cutoffs pass
+    prob = retest.passes() / retest.k  # re-passing the re-test's own cutoffs
+    here = rep_ok.mean(axis=1)  # re-passing these cutoffs
     tested = np.zeros(len(ok), dtype=bool)
     tested[rows] = True
-    out["expected_re_pass"] = float(prob.sum())
-    out["reliable"] = int((ok[rows] & (prob >= reliable_at)).sum())
+    out["expected_re_pass"] = float(prob[sel].sum())
+    out["reliable"] = int((prob[sel] >= reliable_at).sum())
+    out["expected_here"] = float(here[sel].sum())
+    out["reliable_here"] = int((here[sel] >= reliable_at).sum())
     out["not_retested"] = int((ok & ~tested).sum())
     return out
 
@@ -283,10 +326,12 @@ def _best(fr: Frontier, candidates: np.ndarray, first: np.ndarray | None = None)
     return tuple(int(i) for i in np.unravel_index(pick, fr.passed.shape))
 
 
-def strictest(fr: Frontier, want: int, reliable: bool = False) -> tuple | None:
-    """The strictest triple that leaves at least ``want`` vectors passing (``reliable``:
-    re-passing with probability >= ``fr.reliable_at``); None when no triple does."""
-    counts = fr.reliable if reliable else fr.passed
+def strictest(fr: Frontier, want: int, count: str = "passed") -> tuple | None:
+    """The strictest triple that leaves at least ``want`` vectors: passing (``count`` =
+    "passed"), re-passing the re-test's cutoffs with probability >= ``fr.reliable_at``
+    ("reliable") or re-passing the triple itself so ("reliable_here"); None when no
+    triple does."""
+    counts = getattr(fr, count)
     if counts is None:
         return None
     return _best(fr, counts >= want)
@@ -319,7 +364,7 @@ def plot(
     import matplotlib.pyplot as plt
 
     table = fr.table()
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    fig, ax = plt.subplots(figsize=(8, 5))
     x = table["passed"].to_numpy()
     if fr.has_retest:
         y = table["expected_re_pass"].to_numpy()
@@ -334,9 +379,10 @@ def plot(
             alpha=0.5,
             label="... a passing vector not re-tested (its probability left out)",
         )
-        top = max(1.0, float(x.max()))
+        top = max(1.0, float(y.max()) * 1.1)  # the diagonal within the points' height
         ax.plot([0, top], [0, top], ":", color="grey", lw=1, label="every passing vector re-passes")
-        ylabel = f"expected number that re-pass (k={fr.k} repetitions)"
+        cut = ", ".join(f"{p} {float(fr.retest_cutoffs[p]):g}" for p in PROPERTIES)
+        ylabel = f"expected number that re-pass {cut}\n(the re-test's {fr.k} repetitions)"
     else:
         y = table["strictness"].to_numpy()
         ax.scatter(x, y, s=6, color="#8da0cb", alpha=0.5, label="cutoff triples")
@@ -391,9 +437,10 @@ def plot(
 
         ax.set_xscale("symlog", linthresh=10)
         ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.set_xlim(left=-0.5)
     ax.set_title(title or "cutoff frontier", fontsize=10)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.1), frameon=False)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")  # the legend below the axes too
     plt.close(fig)

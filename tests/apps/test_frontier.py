@@ -40,7 +40,7 @@ def _values(spec) -> list[float]:
 @pytest.fixture(scope="module")
 def screened(make_cfg_module):
     """A small screening run with more passed vectors than the re-test below re-measures."""
-    source = evaluate(make_cfg_module(*LOOSE))
+    source = evaluate(make_cfg_module(*LOOSE, "directions.method=svm", "directions.grouped=false"))
     assert (source.per_vector["passed"] == "O").sum() > 4  # some passed vectors not re-tested
     return source
 
@@ -100,19 +100,25 @@ def test_expected_re_pass_equals_a_hand_sum(screened, store):
     cols = ["eyes_corr", "mouth_corr", "pose_corr"]
 
     def by_hand(cut):
-        expected, reliable, untested = 0.0, 0, 0
+        """Over the vectors ``cut`` passes: the sum of the re-test's re_pass_prob and how many
+        are >= 0.8; the same with each probability judged at ``cut`` from the repetitions'
+        r; and how many were not re-tested."""
+        expected = reliable = here = reliable_here = untested = 0
         for case, row in table.iterrows():
             if not all(abs(row[c]) >= cut[i] for i, c in enumerate(cols)):
                 continue
             if case not in summary.index:
                 untested += 1
                 continue
+            prob = summary.loc[case, "re_pass_prob"]
+            expected += prob
+            reliable += prob >= 0.8
             hits = sum(
                 all(abs(rep.loc[case, c]) >= cut[i] for i, c in enumerate(cols)) for rep in reps
             )
-            expected += hits / 2
-            reliable += hits / 2 >= 0.8
-        return expected, reliable, untested
+            here += hits / 2
+            reliable_here += hits / 2 >= 0.8
+        return expected, reliable, here, reliable_here, untested
 
     rows = got.table.set_index(["eyes", "mouth", "pose"])
     # The run's own cutoffs: the sum of the re-test's own re-pass probabilities.
@@ -121,12 +127,16 @@ def test_expected_re_pass_equals_a_hand_sum(screened, store):
     assert rows.loc[own, "expected_re_pass"] == pytest.approx(summary["re_pass_prob"].sum())
     assert rows.loc[own, "not_retested"] == (table["passed"] == "O").sum() - 4
     assert rows.loc[own, "re_pass_prob_ge_0.8"] == (summary["re_pass_prob"] >= 0.8).sum()
+    assert rows.loc[own, "expected_re_pass_at_triple"] == rows.loc[own, "expected_re_pass"]
     for cut in [own, (0.7, 0.5, 0.3), (0.5, 0.8, 0.5), (0.3, 0.3, 0.2), (0.9, 0.9, 0.9)]:
-        expected, reliable, untested = by_hand(cut)
+        expected, reliable, here, reliable_here, untested = by_hand(cut)
         assert rows.loc[cut, "expected_re_pass"] == pytest.approx(expected), cut
         assert rows.loc[cut, "re_pass_prob_ge_0.8"] == reliable, cut
+        assert rows.loc[cut, "expected_re_pass_at_triple"] == pytest.approx(here), cut
+        assert rows.loc[cut, "re_pass_prob_at_triple_ge_0.8"] == reliable_here, cut
         assert rows.loc[cut, "not_retested"] == untested, cut
-    assert f"re-test {test.run_id}: 4 vectors x k=2 repetitions" in got.text
+    assert f"re-test {test.run_id}: 4 vectors x k=2 repetitions at eyes 0.50" in got.text
+    assert not got.notes  # the repetitions' r give back the re-test's own counts
     assert "most expected to re-pass" in got.text
 
     # retest=none ignores it; a re-test run given as the run is refused with the way out

@@ -31,13 +31,26 @@ def _data(seed: int, n: int = 60, m: int = 25, k: int = 7):
     reps[:, ::3, 1] = abs_r[rows][:, None, 1]  # repetitions tied with the run's own r
     reps[0, 0, 0] = np.nan
     rep_valid = rng.uniform(size=(m, k)) > 0.1
-    return abs_r, valid, F.Repetitions(rows, reps, rep_valid)
+    own = {"eyes": GRIDS[0][2], "mouth": GRIDS[1][1], "pose": GRIDS[2][1]}
+    return abs_r, valid, F.Repetitions(rows, reps, own, rep_valid)
 
 
 def _brute(abs_r, valid, reps, cut, at):
-    """One triple, vector by vector, repetition by repetition."""
-    passed = expected = reliable = untested = 0
+    """One triple, vector by vector, repetition by repetition: passed; re-passing the
+    re-test's cutoffs (expected, reliable); re-passing the triple (expected, reliable);
+    passing but not re-tested."""
+    passed = expected = reliable = here = reliable_here = untested = 0
     tested = {int(r): i for i, r in enumerate(reps.rows)}
+    own = [reps.cutoffs[p] for p in ("eyes", "mouth", "pose")]
+
+    def share(i, c):
+        hits = sum(
+            1
+            for t in range(reps.k)
+            if reps.valid[i, t] and all(reps.abs_r[i, t, p] >= c[p] for p in range(3))
+        )
+        return hits / reps.k
+
     for v in range(len(abs_r)):
         ok = valid[v] and all(abs_r[v, p] >= cut[p] for p in range(3))  # NaN >= c is False
         if not ok:
@@ -46,15 +59,12 @@ def _brute(abs_r, valid, reps, cut, at):
         if v not in tested:
             untested += 1
             continue
-        i = tested[v]
-        hits = sum(
-            1
-            for t in range(reps.k)
-            if reps.valid[i, t] and all(reps.abs_r[i, t, p] >= cut[p] for p in range(3))
-        )
-        expected += hits / reps.k
-        reliable += hits / reps.k >= at
-    return passed, expected, reliable, untested
+        p_own, p_here = share(tested[v], own), share(tested[v], cut)
+        expected += p_own
+        reliable += p_own >= at
+        here += p_here
+        reliable_here += p_here >= at
+    return passed, expected, reliable, here, reliable_here, untested
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -65,20 +75,32 @@ def test_every_triple_equals_a_loop_over_vectors_and_repetitions(seed):
     checked = 0
     for idx in itertools.product(*(range(len(g)) for g in GRIDS)):
         cut = [GRIDS[p][idx[p]] for p in range(3)]
-        passed, expected, reliable, untested = _brute(abs_r, valid, reps, cut, 0.7)
+        passed, expected, reliable, here, reliable_here, untested = _brute(
+            abs_r, valid, reps, cut, 0.7
+        )
         assert got.passed[idx] == passed, (idx, cut)
         assert got.expected[idx] == pytest.approx(expected, abs=1e-12)
         assert got.reliable[idx] == reliable
+        assert got.expected_here[idx] == pytest.approx(here, abs=1e-12)
+        assert got.reliable_here[idx] == reliable_here
         assert got.not_retested[idx] == untested
         one = F.judge_at(abs_r, dict(zip(F.PROPERTIES, cut)), valid, reps, 0.7)
-        assert (one["passed"], one["reliable"], one["not_retested"]) == (
-            passed,
-            reliable,
-            untested,
+        assert one == pytest.approx(
+            {
+                **dict(zip(F.PROPERTIES, cut)),
+                "passed": passed,
+                "expected_re_pass": expected,
+                "reliable": reliable,
+                "expected_here": here,
+                "reliable_here": reliable_here,
+                "not_retested": untested,
+            }
         )
         checked += passed > 0
     assert checked > 10  # the data leave vectors at many triples
-    assert got.passed.max() > got.passed.min() and got.reliable.max() > 0
+    assert got.passed.max() > got.passed.min() and got.reliable_here.max() > 0
+    # the two readings differ: stricter triples fail repetitions that pass the run's cutoffs
+    assert (got.expected_here != got.expected).any()
 
 
 def test_counts_without_a_retest_and_the_table():
@@ -90,12 +112,8 @@ def test_counts_without_a_retest_and_the_table():
     assert list(table.columns) == ["eyes", "mouth", "pose", "passed", "strictness", "pareto"]
     for _, row in table.sample(20, random_state=0).iterrows():
         cut = [row.eyes, row.mouth, row.pose]
-        assert (
-            row.passed
-            == _brute(abs_r, valid, F.Repetitions(np.array([], int), np.zeros((0, 1, 3))), cut, 1)[
-                0
-            ]
-        )
+        none = F.Repetitions(np.array([], int), np.zeros((0, 1, 3)), dict(zip(F.PROPERTIES, cut)))
+        assert row.passed == _brute(abs_r, valid, none, cut, 1)[0]
 
 
 def test_the_grid_holds_the_configured_cutoffs_exactly():
