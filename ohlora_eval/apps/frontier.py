@@ -5,8 +5,9 @@ grid of cutoff triples (``grid.eyes=[0.80,0.98,0.01]``, ...), from what the run 
 (``per_vector.csv``'s r) and, where it has a re-test (its tag ``ohlora.retest``, or
 ``retest=<id>``), the r of each of the re-test's repetitions (its child runs'
 ``per_vector.csv``): nothing is measured. The computation is ``review/frontier.py``
-(definitions there: re-pass probability judged again at each triple, vectors not
-re-tested left out of the expectation, "strictest" as the largest sum of cutoffs).
+(definitions there: re-passing the re-test's cutoffs, as its ``re_pass_prob``, and
+re-passing the triple itself, judged again from the repetitions' r; vectors not re-tested
+left out of both and counted; "strictest" as the largest sum of the three cutoffs).
 
 Prints the answer and logs, into the run itself under ``frontier/``: ``frontier.csv`` (one
 row per cutoff triple), ``frontier.png`` and ``frontier.md`` (the printed answer), with
