@@ -20,6 +20,7 @@ CONFIG_OF = {
     "ohlora_eval.select": "select",
     "ohlora_eval.verify": "verify",
     "ohlora_eval.retest": "retest",
+    "ohlora_eval.frontier": "frontier",
     "ohlora_eval.sheets": "sheets",
     "ohlora_eval.alias": "alias",
     "ohlora_eval.choose": "choose",

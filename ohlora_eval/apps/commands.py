@@ -68,3 +68,8 @@ def rejudge(cfg: Any) -> Any:
 @hydra_app("retest")
 def retest(cfg: Any) -> Any:
     return _run("retest", cfg)
+
+
+@hydra_app("frontier")
+def frontier(cfg: Any) -> Any:
+    return _run("frontier", cfg)

@@ -26,7 +26,7 @@ from mlflow.tracking import MlflowClient
 from ohlora_eval.errors import Stopped
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 from ohlora_eval.progress import STDOUT
-from ohlora_eval.tracking import store
+from ohlora_eval.tracking import store, system_metrics
 from ohlora_eval.tracking.ui_links import ui_url
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,9 @@ def tracked_run(
 ) -> Iterator[str]:
     """The active (fluent) MLflow run of a command: it ends FINISHED, or FAILED with the
     reason in a tag, or KILLED on Ctrl-C. Sweep jobs are tagged and nested under their
-    sweep's parent run, and named by their swept values."""
+    sweep's parent run, and named by their swept values. While it is open it records
+    MLflow's system metrics (``tracking.system_metrics``; ``system_metrics.py``)."""
+    cost = system_metrics.current()  # a bad setting is an error before any run opens
     sweep_tags = _sweep_tags()
     from ohlora_eval.tracking.sweep import point_name
 
@@ -194,9 +196,12 @@ def tracked_run(
             run_name=name,
             tags={**tags, **sweep_tags},
             experiment_id=experiment_id,
+            log_system_metrics=False,  # ours (system_metrics.monitored), never MLflow's too
         )
+    client = MlflowClient(mlflow.get_tracking_uri())
     try:
-        yield run.info.run_id
+        with system_metrics.monitored(client, run.info.run_id, cost):
+            yield run.info.run_id
     except BaseException as exc:
         status, why = _ending(exc)
         _best_effort(lambda: store.retry(mlflow.set_tags, why))
@@ -219,14 +224,16 @@ def _best_effort(step: Callable[[], object]) -> None:
 @contextlib.contextmanager
 def side_run(client: MlflowClient, experiment_id: str, tags: Mapping[str, str]) -> Iterator[str]:
     """A run made through the client, beside whatever run is active (a direction fit
-    started by an evaluation): the same endings as ``tracked_run``."""
+    started by an evaluation): the same endings and system metrics as ``tracked_run``."""
+    cost = system_metrics.current()
     with store.usable(client.tracking_uri):
         run = store.retry(
             client.create_run, experiment_id, tags=dict(tags), run_name=_side_name(tags)
         )
     run_id = run.info.run_id
     try:
-        yield run_id
+        with system_metrics.monitored(client, run_id, cost):
+            yield run_id
     except BaseException as exc:
         status, why = _ending(exc)
         for k, v in why.items():

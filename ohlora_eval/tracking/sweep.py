@@ -3,7 +3,9 @@
 A Hydra callback (registered in conf/config.yaml) opens the parent run before
 the jobs start (named by the sweep, e.g. ``sweep cutoff.eyes=0.86,0.88``) and,
 when they are done, logs a table and a plot of passed and pass rate against the
-swept values, sets the table (markdown) as the parent's description and prints it.
+swept values, sets the table (markdown) as the parent's description and prints it,
+with what the sweep cost: its wall time and the images its points measured (also the
+parent's metrics ``wall_seconds`` and ``images_measured``).
 Each job's run is nested under it (tag ``mlflow.parentRunId``) and named by its
 swept values (``point_name``, e.g. ``cutoff.eyes=0.9``), so the MLflow UI shows
 the sweep as one expandable row. Works with the joblib launcher too: jobs find
@@ -19,6 +21,7 @@ import os
 import signal
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +38,10 @@ from ohlora_eval.tracking.ui_links import ui_url
 
 log = logging.getLogger(__name__)
 
-log = logging.getLogger(__name__)
-
 _OPEN: dict[str, str] = {}
 """The sweep this process opened and has not ended yet: its parent run and store."""
+_MONITOR: list[Any] = []
+"""The open sweep's system-metrics monitor (``system_metrics.RunMonitor``), if any."""
 
 PARENT_FILE = ".mlflow_parent_run"
 SWEPT_FILE = ".ohlora_swept_keys"
@@ -58,6 +61,9 @@ COMPARED = [
     "pose_abs_corr_mean",
     "sum_abs_corr_mean",
     "images_per_sec",
+    "measure_seconds",
+    "measured_chunks",
+    "measured_images",
     "reused_chunks",
     "pass_rate_ci_lo",
     "pass_rate_ci_hi",
@@ -138,6 +144,7 @@ class SweepParent(Callback):
         )
         (folder / PARENT_FILE).write_text(run.info.run_id)
         _OPEN.update(parent=run.info.run_id, uri=uri)
+        _watch(client, run.info.run_id, config.tracking)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.enabled or "tracking" not in config:
@@ -149,20 +156,27 @@ class SweepParent(Callback):
         if parent is None:
             return
         _OPEN.clear()
+        _unwatch()
         uri = store.resolve_uri(config.tracking.uri, config.tracking.root)
         client = MlflowClient(uri)
         table = compare(client, parent, folder)
+        started = store.retry(client.get_run, parent).info.start_time
+        wall_s = max(0.0, time.time() - started / 1000) if started else float("nan")
+        cost = sweep_cost(table, wall_s)
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
             table.to_csv(out / "sweep_comparison.csv", index=False)
             plot_sweep(table, out / "sweep_comparison.png")
             store.retry(client.log_artifacts, parent, str(out))
         finished = table["status"].eq("FINISHED") if len(table) else pd.Series([], dtype=bool)
-        text = sweep_note(table)
+        text = sweep_note(table, cost)
         store.retry(client.set_tag, parent, NOTE_TAG, text)
         if len(table):
             store.retry(client.log_metric, parent, "points", float(len(table)))
             store.retry(client.log_metric, parent, "points_finished", float(finished.sum()))
+        if wall_s == wall_s:
+            store.retry(client.log_metric, parent, "wall_seconds", wall_s)
+        store.retry(client.log_metric, parent, "images_measured", float(cost["images"]))
         status = "FINISHED" if len(table) and finished.all() else "FAILED"
         store.retry(client.set_terminated, parent, status)
         exp_id = client.get_run(parent).info.experiment_id
@@ -172,6 +186,30 @@ class SweepParent(Callback):
             f"\n  all runs (after make ui): {ui_url(uri, exp_id)}",
             extra=STDOUT,
         )
+
+
+def _watch(client: MlflowClient, parent: str, tracking: Any) -> None:
+    """The parent run records the system metrics of the whole sweep (``tracking.system_metrics``;
+    a bad value is left for the first job to report in one line)."""
+    from ohlora_eval.tracking import system_metrics
+
+    try:
+        settings = system_metrics.check(
+            tracking.get("system_metrics", True),
+            tracking.get("system_metrics_interval_s", system_metrics.DEFAULT_INTERVAL_S),
+        )
+    except ValueError:
+        return
+    if settings.enabled:
+        try:
+            _MONITOR.append(system_metrics.RunMonitor(client, parent, settings.interval_s).start())
+        except Exception as exc:  # noqa: BLE001 - the sweep goes on without them
+            log.warning(f"ohlora_eval: no system metrics for sweep run {parent}: {exc}")
+
+
+def _unwatch() -> None:
+    while _MONITOR:
+        _MONITOR.pop().close()
 
 
 def sweep_open() -> bool:
@@ -189,6 +227,7 @@ def stop_open_sweep(reason: str, grace_s: float = 8.0, status: str = "KILLED") -
         return
     parent, uri = _OPEN["parent"], _OPEN["uri"]
     _OPEN.clear()
+    _unwatch()
     _stop_children(grace_s)
     client = MlflowClient(uri)
     try:
@@ -279,11 +318,71 @@ def compare(client: MlflowClient, parent: str, folder: Path) -> pd.DataFrame:
             **overrides,
             "run_id": run.info.run_id if run else "",
             "status": run.info.status if run else "MISSING",
+            "wall_s": _run_seconds(run),
         }
         for m in COMPARED:
             row[m] = run.data.metrics.get(m) if run else None
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _run_seconds(run: Any) -> float:
+    """A run's wall time from its start to its end (NaN while it has no end)."""
+    if run is None or not run.info.start_time or not run.info.end_time:
+        return float("nan")
+    return (run.info.end_time - run.info.start_time) / 1000
+
+
+def images_measured(row: Mapping[str, Any]) -> int:
+    """How many images one point generated and scored itself (its ``measured_images``
+    metric; 0 for a point that measured nothing: re-used chunks, a re-judge)."""
+    try:
+        v = float(row.get("measured_images"))
+    except (TypeError, ValueError):
+        return 0
+    return 0 if v != v else int(v)
+
+
+def sweep_cost(table: pd.DataFrame, wall_s: float) -> dict[str, float]:
+    """What the sweep cost: its wall time (the parent's start to now), its points' run times
+    summed (more than the wall time when they ran in parallel), the images they measured and
+    how many points measured any."""
+    rows = [r for _, r in table.iterrows()] if len(table) else []
+    images = [images_measured(r) for r in rows]
+    points = [float(r.get("wall_s")) for r in rows if r.get("wall_s") == r.get("wall_s")]
+    return {
+        "wall_s": wall_s,
+        "points_s": float(sum(points)) if points else float("nan"),
+        "images": int(sum(images)),
+        "measuring_points": int(sum(1 for i in images if i > 0)),
+        "points": len(rows),
+    }
+
+
+def _duration(seconds: float) -> str:
+    if seconds != seconds:
+        return "n/a"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, sec = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {sec:02d} s"
+
+
+def cost_line(cost: Mapping[str, float]) -> str:
+    """One line: wall time, the points' summed run time, images measured and by how many."""
+    images = int(cost["images"])
+    if images:
+        by = f"by {cost['measuring_points']} of {cost['points']} points"
+        measured = f"{images:,} images measured ({by}; the others re-used measured chunks)"
+        if cost["measuring_points"] == cost["points"]:
+            measured = f"{images:,} images measured (by every point)"
+    else:
+        measured = "no image measured (every point re-used a measurement or re-judged one)"
+    return (
+        f"cost: {_duration(cost['wall_s'])} wall time from the sweep's start to its end"
+        f" (its points' runs {_duration(cost['points_s'])} in all); {measured}"
+    )
 
 
 def _overrides(job_dir: Path) -> dict[str, Any]:
@@ -305,7 +404,7 @@ def _number(text: str) -> Any:
 
 
 def swept_keys(table: pd.DataFrame) -> list[str]:
-    fixed = {"job", "run_id", "run_name", "status", *COMPARED}
+    fixed = {"job", "run_id", "run_name", "status", "wall_s", *COMPARED}
     return [c for c in table.columns if c not in fixed and table[c].nunique(dropna=False) > 1]
 
 
@@ -348,14 +447,18 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(rows)
 
 
-def sweep_note(table: pd.DataFrame) -> str:
-    """The parent run's description: one line (what the runs table shows), then the table."""
+def sweep_note(table: pd.DataFrame, cost: Mapping[str, float] | None = None) -> str:
+    """The parent run's description: one line (what the runs table shows: the points' passed
+    counts, and with ``cost`` the wall time and images measured), the table, then the cost."""
     keys = swept_keys(table)
     done = table[table["status"] == "FINISHED"] if len(table) else table
     passed = ", ".join(_fmt(v, ".0f") for v in done.sort_values(keys or ["job"])["passed"])
     over = " x ".join(keys) or "jobs"
     head = f"{len(table)} points over {over}: passed {passed or 'none'}"
-    return f"{head}\n\n{markdown_table(table)}"
+    if cost is None:
+        return f"{head}\n\n{markdown_table(table)}"
+    head += f" | {_duration(cost['wall_s'])}, {int(cost['images']):,} images measured"
+    return f"{head}\n\n{markdown_table(table)}\n\n{cost_line(cost)}"
 
 
 def plot_sweep(table: pd.DataFrame, path: Path) -> None:
