@@ -42,12 +42,15 @@ class Step:
     def __init__(self, what: str, total: int | None, unit: str) -> None:
         self.what, self.total, self.unit = what, total, unit
         self.done = 0
-        self.start = time.perf_counter()
-        self._first: tuple[float, int] | None = None  # (when, done) at the first advance
+        self.start = self._counting_since = time.perf_counter()
+
+    def count(self, total: int, unit: str) -> None:
+        """From now on the step counts ``total`` ``unit`` (the time left is estimated from
+        the rate since now: work before this is not counted)."""
+        self.total, self.unit, self.done = total, unit, 0
+        self._counting_since = time.perf_counter()
 
     def advance(self, k: int = 1) -> None:
-        if self._first is None:  # the rate is taken from here: work before it is not counted
-            self._first = (time.perf_counter(), self.done)
         self.done += k
 
     def line(self) -> str:
@@ -56,9 +59,8 @@ class Step:
         text = f"{self.what.strip()}: {took:.0f} s"
         if self.total:
             text += f", {self.done:,} of {self.total:,} {self.unit}".rstrip()
-            since, before = self._first or (self.start, 0)
-            if self.done > before and self.done < self.total:
-                rate = (time.perf_counter() - since) / (self.done - before)
+            if 0 < self.done < self.total:
+                rate = (time.perf_counter() - self._counting_since) / self.done
                 text += f", about {rate * (self.total - self.done):.0f} s left"
         return text
 

@@ -164,7 +164,7 @@ def _log_artifacts(out: RunOutputs, step: Step) -> None:
         passed = ranked.loc[ranked["passed"] == "O", "case"].head(settings["grids"]["passed"])
         best = ranked["case"].head(settings["grids"]["best"])
         needed = _unique(review.page_cases(per_vector, out.cutoffs, out.review), passed, best)
-        step.total, step.unit = len(needed), "contact sheets"  # the heartbeat counts them
+        step.count(len(needed), "contact sheets")  # the heartbeat counts them from here
         with (
             timed(f"contact sheets and review page ({len(needed)} sheets)"),
             SheetLedger.open(out.sheets.folder, client) as ledger,
