@@ -27,6 +27,7 @@ COMMANDS = {
     "ohlora-eval-import": "import the original Oh-LoRA test results",
     "ohlora-eval-rejudge": "judge a run's measured correlations again",
     "ohlora-eval-retest": "re-measure a run's passed vectors",
+    "ohlora-eval-compare": "compare two finished runs",
 }
 
 
