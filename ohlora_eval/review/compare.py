@@ -344,7 +344,7 @@ def _markdown(c: Comparison, changes_csv: str | None) -> str:
     lines += ["", f"Directions: {'the same run' if same_dirs else 'differ or unknown'}."]
     if c.forced and not c.candidates.same:
         lines.append(
-            f"Candidates: NOT the same ({c.candidates.how}); force=true: compared the"
+            f"Candidates: NOT the same: {c.candidates.how}. force=true: compared the"
             f" {c.compared:,} case numbers both runs have, as independent samples."
         )
     else:
@@ -363,7 +363,7 @@ def _markdown(c: Comparison, changes_csv: str | None) -> str:
     how = (
         f"paired: the same vectors, phi {rate.phi:.3f}"
         if rate.paired
-        else "independent samples (phi 0)"
+        else "independent samples, phi 0"
     )
     lines += [
         "",
