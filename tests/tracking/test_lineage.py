@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from ohlora_eval.apps.screen import evaluate
 from ohlora_eval.apps.select import select
+from ohlora_eval.apps.verify import verify
 from ohlora_eval.pipeline import fingerprint
 from ohlora_eval.tracking import lineage
 from ohlora_eval.tracking import store as tracking
@@ -113,3 +114,9 @@ def test_a_selection_logs_the_vectors_it_holds(screened, store):
     model = client.get_logged_model(mv.source.removeprefix("models:/"))
     (metric,) = [m for m in model.metrics if m.key == "n_selected"]
     assert metric.value == 3 and metric.dataset_digest == held.digest
+
+    # Re-measuring the selection screens the very vectors it holds: given, not drawn.
+    check = verify(compose_app("verify", store, "model=lineage-test/1", "tracking.progress=false"))
+    given = _inputs(client, check.run_id)["candidates"]
+    assert given.digest == held.digest
+    assert json.loads(given.source)["given"] is True and json.loads(given.profile)["seed"] is None
