@@ -26,6 +26,7 @@ CONFIG_OF = {
     "ohlora_eval.choose": "choose",
     "ohlora_eval.import_results": "import_results",
     "ohlora_eval.rejudge": "rejudge",
+    "ohlora_eval.compare": "compare",
 }
 FILL = {"<run id>": "0123abcd", "<run>": "0123abcd", "<it>": "0123abcd", "<case>": "1"}
 

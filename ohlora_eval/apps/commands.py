@@ -73,3 +73,8 @@ def retest(cfg: Any) -> Any:
 @hydra_app("frontier")
 def frontier(cfg: Any) -> Any:
     return _run("frontier", cfg)
+
+
+@hydra_app("compare")
+def compare(cfg: Any) -> Any:
+    return _run("compare", cfg)

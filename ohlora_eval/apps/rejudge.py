@@ -25,7 +25,7 @@ from ohlora_eval.errors import ConfigError, UserError
 from ohlora_eval.formats.ohlora_results import read_ohlora_results
 from ohlora_eval.formats.pictures import summary_plot
 from ohlora_eval.pipeline import judge
-from ohlora_eval.tracking import store
+from ohlora_eval.tracking import lineage, store
 from ohlora_eval.tracking.artifacts import LinkedPage, select_command
 from ohlora_eval.tracking.contact_sheets import Linker, local_dir
 from ohlora_eval.tracking.read_back import linked_sheets
@@ -73,6 +73,7 @@ def rejudge(cfg: DictConfig) -> Rejudged:
     cut = " ".join(f"{p}{cutoffs[p]:g}" for p in ("eyes", "mouth", "pose"))
     with tracked_run(tags, run_name=f"rejudge {cut} | {source_name}") as run_id:
         store.log_params(params)
+        lineage.log_inputs_of(source)  # the same candidates and directions as the source
         page = None
         if sheets:  # a screening's table (an import has no pictures and no review columns)
             settings = review.ReviewSettings(local_dir=str(Path(cfg.tracking.root) / "review"))

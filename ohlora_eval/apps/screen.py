@@ -35,7 +35,7 @@ from ohlora_eval.pipeline.latents import SeededLatents, array_of, seeded_latents
 from ohlora_eval.pipeline.measure import measure, measurement_key
 from ohlora_eval.pipeline.model_calls import group_fn
 from ohlora_eval.pipeline.protocols import Generator
-from ohlora_eval.tracking import store
+from ohlora_eval.tracking import lineage, store
 from ohlora_eval.tracking.artifacts import RunOutputs, log_artifacts
 from ohlora_eval.tracking.contact_sheets import SheetMaker
 from ohlora_eval.tracking.runs import (
@@ -162,6 +162,8 @@ def _evaluate_in_run(
             "ohlora.measure_key": key,
         }
     )
+    seed = None if given is not None else int(cfg.sampling.seed)  # None: vectors given
+    lineage.log_screening_inputs(latents, directions, seed, generator)
     close_dead_runs(where.uri, key, run_id)
 
     cache = MeasurementCache(cfg.cache.dir, key, meta) if cfg.cache.enabled else None

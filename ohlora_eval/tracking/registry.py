@@ -35,7 +35,7 @@ from ohlora_eval.formats.z_vectors import (
 from ohlora_eval.pipeline import judge
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 from ohlora_eval.progress import STDOUT
-from ohlora_eval.tracking import store
+from ohlora_eval.tracking import lineage, store
 from ohlora_eval.tracking.aliases import alias_version, model_ref, move_alias
 from ohlora_eval.tracking.read_back import linked_sheets, read_run_vectors
 
@@ -152,7 +152,7 @@ def record(where: store.StoreRef, request: SelectionRequest) -> Selection:
             "stability": _stability(client, run, cases, src),
         }
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_json_default))
-        return _register(where, out, manifest, run, request)
+        return _register(where, out, manifest, run, request, chosen)
 
 
 def _stability(client: MlflowClient, run, cases: list[int], tmp: Path) -> dict | None:
@@ -247,7 +247,12 @@ by an interruption is finished by the next ``select`` or ``verify`` (``repair``)
 
 
 def _register(
-    where: store.StoreRef, folder: Path, manifest: dict, source, request: SelectionRequest
+    where: store.StoreRef,
+    folder: Path,
+    manifest: dict,
+    source,
+    request: SelectionRequest,
+    vectors: np.ndarray,
 ) -> Selection:
     """Log the selection, then create its version with every tag at once (a cut-off
     ``select`` leaves no version, or one tagged incomplete that ``repair`` finishes)."""
@@ -277,6 +282,7 @@ def _register(
             artifacts=artifacts,
             pip_requirements=["mlflow", "pandas"],
         )
+        held = lineage.log_selection(vectors, cases, manifest["source_run_id"], info.model_id)
         # The alias this version is to get, decided now (select's rule), recorded on it so a
         # repair after an interruption sets what select would have set.
         wanted = request.alias or (
@@ -293,6 +299,7 @@ def _register(
             "ohlora.alias_wanted": wanted,
             "ohlora.note": note[:4000],
             COMPLETE_TAG: "false",
+            **held,  # the dataset of the vectors it holds (tracking/lineage.py)
         }
         if manifest.get("stability"):
             probs = [v["re_pass_prob"] for v in manifest["stability"]["cases"].values()]

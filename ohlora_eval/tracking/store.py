@@ -74,6 +74,7 @@ _UI_COLUMNS = [  # metrics, then params (the UI groups them so), then the descri
     "params.`cutoff.mouth`",
     "params.`cutoff.pose`",
     "params.`sampling.n_vectors`",
+    "attributes.`Dataset`",  # the candidates and directions a run used (tracking/lineage.py)
     "attributes.`Description`",
 ]
 _RUN_NAME = "attributes.`Run Name`"

@@ -28,6 +28,7 @@ COMMANDS = {
     "ohlora-eval-rejudge": "judge a run's measured correlations again",
     "ohlora-eval-retest": "re-measure a run's passed vectors",
     "ohlora-eval-frontier": "how many vectors every triple of cutoffs",
+    "ohlora-eval-compare": "compare two finished runs",
 }
 
 
