@@ -114,11 +114,11 @@ def frontier(cfg: DictConfig) -> FrontierResult:
                 f"note: the run's table marks {recorded} passed; its r at its own cutoffs"
                 f" pass {own['passed']}"
             )
-    text = _report(run, front, grids, grid_seconds, own, answers, asked, want, retest_id, notes)
-    log.info(text, extra=STDOUT)
     result = FrontierResult(
-        run_id, retest_id, front, out_table, own, answers, grid_seconds, text, notes
+        run_id, retest_id, front, out_table, own, answers, grid_seconds, "", notes
     )
+    result.text = text = _report(run, result, grids, asked, want)
+    log.info(text, extra=STDOUT)
     if cfg.log:
         _log(client, run_id, result, cfg, grids)
         log.info(
@@ -309,18 +309,10 @@ def _figures(row: dict[str, float], front: fr.Frontier) -> str:
     return text
 
 
-def _report(
-    run,
-    front: fr.Frontier,
-    grids,
-    seconds: float,
-    own: dict[str, float] | None,
-    answers: dict[str, tuple | None],
-    asked: dict[str, str | None],
-    want: int,
-    retest_id: str | None,
-    notes: list[str],
-) -> str:
+def _report(run, result: FrontierResult, grids, asked: dict[str, str | None], want: int) -> str:
+    """What the command prints (and logs as frontier.md) of ``result``."""
+    front, seconds, own = result.frontier, result.grid_seconds, result.own
+    answers, retest_id, notes = result.answers, result.retest_run_id, result.notes
     spans = " x ".join(
         f"{p} {g[0]:.2f}..{g[-1]:.2f}" + (f" step {g[1] - g[0]:.2f}" if len(g) > 1 else "")
         for p, g in zip(fr.PROPERTIES, grids)

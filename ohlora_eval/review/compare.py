@@ -233,8 +233,7 @@ def passed_bool(table: pd.DataFrame) -> pd.Series:
 def compare_tables(
     a: RunSide,
     b: RunSide,
-    table_a: pd.DataFrame,
-    table_b: pd.DataFrame,
+    tables: tuple[pd.DataFrame, pd.DataFrame],
     candidates: CandidateCheck,
     settings: pd.DataFrame,
     *,
@@ -242,8 +241,8 @@ def compare_tables(
     list_max: int = LIST_MAX,
 ) -> Comparison:
     """Compare the two runs' ``per_vector`` tables over the cases both have (``case``,
-    ``passed`` O/X or bool, ``*_corr``, optionally ``fail_reason``)."""
-    left_t, right_t = _prepared(table_a), _prepared(table_b)
+    ``passed`` O/X or bool, ``*_corr``, optionally ``fail_reason``): ``tables`` (a's, b's)."""
+    left_t, right_t = _prepared(tables[0]), _prepared(tables[1])
     joined = left_t.join(right_t, how="inner", lsuffix="_a", rsuffix="_b").sort_index()
     if joined.empty:
         raise ValueError("the two runs share no case number: nothing to compare")

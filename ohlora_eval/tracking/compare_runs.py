@@ -160,8 +160,7 @@ def compare_runs(
         return pure.compare_tables(
             first.side,
             second.side,
-            first.table,
-            second.table,
+            (first.table, second.table),
             check,
             settings,
             forced=force,

@@ -14,7 +14,8 @@ from test_hardening import TINY, cli_run, error_lines
 
 from ohlora_eval.apps import screen
 from ohlora_eval.tracking import store as tracking
-from ohlora_eval.tracking import sweep, system_metrics
+from ohlora_eval.tracking import sweep_table as sweep
+from ohlora_eval.tracking import system_metrics
 
 CPU = "system/cpu_utilization_percentage"
 # A quick direction fit (the runs here are about their cost, not their directions).
