@@ -4,6 +4,7 @@ directions it used, and the vectors a selection holds, read back from the runs' 
 from __future__ import annotations
 
 import json
+import tempfile
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from ohlora_eval.apps.verify import verify
 from ohlora_eval.pipeline import fingerprint
 from ohlora_eval.tracking import lineage
 from ohlora_eval.tracking import store as tracking
+from ohlora_eval.tracking.read_back import run_file
 
 LOOSE = ["cutoff.eyes=0.5", "cutoff.mouth=0.5", "cutoff.pose=0.3"]
 
@@ -46,8 +48,10 @@ def test_a_screening_logs_its_candidates_and_directions(screened, store):
     assert set(inputs) == {"candidates", "directions"}
 
     cand = inputs["candidates"]
-    # The digest of the latents as stored, computed here from the file itself.
-    z = np.load(client.download_artifacts(screened.run_id, "latents.npy"))
+    # The digest of the latents as stored, computed here from the file itself (stored by this
+    # run, or by the run of the same measurement it re-used: run_file follows the tag).
+    with tempfile.TemporaryDirectory() as tmp:
+        z = np.load(run_file(client, screened.run_id, "latents.npy", tmp))
     assert z.shape == (24, 519) and z.dtype == np.float32
     want = fingerprint.digest(z)
     assert cand.digest == want[: lineage.DIGEST_CHARS]
