@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
@@ -25,8 +25,10 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Run
 from mlflow.tracking import MlflowClient
 
 from ohlora_eval.pipeline import fingerprint
-from ohlora_eval.pipeline.directions import Directions
 from ohlora_eval.tracking import store
+
+if TYPE_CHECKING:  # annotations only: a selection's registry loads no torch
+    from ohlora_eval.pipeline.directions import Directions
 
 CANDIDATES = "candidates"
 DIRECTIONS = "directions"
