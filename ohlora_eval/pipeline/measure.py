@@ -302,15 +302,19 @@ class Measured:
 
     def metrics(self, m: int) -> dict[str, float]:
         """Run metrics; ``images_per_sec`` counts only the images generated and scored now
-        (over their chunks' summed seconds), and is absent when every chunk was re-used."""
+        (over their chunks' summed seconds), and is NaN (not measured) when every chunk was
+        re-used: the cached chunks' old seconds are no speed of this run."""
         out = {
             "measure_seconds": self.compute_seconds,
             "reused_chunks": float(self.reused),
             "measured_chunks": float(self.computed),
             "measured_images": float(self.measured_vectors * m),
         }
-        if self.measured_vectors:
-            out["images_per_sec"] = self.measured_vectors * m / max(self.measured_seconds, 1e-9)
+        out["images_per_sec"] = (
+            self.measured_vectors * m / max(self.measured_seconds, 1e-9)
+            if self.measured_vectors
+            else float("nan")
+        )
         return out
 
     def speed_line(self, m: int) -> str:
