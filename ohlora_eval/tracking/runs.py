@@ -329,24 +329,9 @@ def describe(
     return "\n".join(lines)
 
 
-def print_summary(
-    run_id: str,
-    per_vector: pd.DataFrame,
-    metrics: Mapping[str, float],
-    cutoffs: Mapping[str, float],
-    *,
-    experiment: str,
-    uri: str,
-    notes: list[str],
-) -> None:
-    """The closing lines of every judging run, with ``notes`` on where the numbers came from;
-    the same summary, in markdown, becomes the run's description in MLflow."""
-    log.info(
-        summarize(
-            run_id, per_vector, metrics, cutoffs, experiment=experiment, uri=uri, notes=notes
-        ),
-        extra=STDOUT,
-    )
+def print_summary(*args: Any, **kwargs: Any) -> None:
+    """``summarize`` (the same arguments), printed: the closing lines of every judging run."""
+    log.info(summarize(*args, **kwargs), extra=STDOUT)
 
 
 def summarize(
@@ -359,8 +344,9 @@ def summarize(
     uri: str,
     notes: list[str],
 ) -> str:
-    """``print_summary``'s lines, returned (the run's description is set all the same): for
-    a caller that reports many runs as one (a re-test's repetitions)."""
+    """The closing lines of a judging run, with ``notes`` on where the numbers came from,
+    returned; the same summary, in markdown, becomes the run's description in MLflow (set
+    here). ``print_summary`` prints them; a re-test's repetitions report as one instead."""
     cut = ", ".join(f"{p} {float(cutoffs[p]):g}" for p in CORE_PROPERTIES)
     means = ", ".join(f"{p} {metrics[f'{p}_abs_corr_mean']:.4f}" for p in CORE_PROPERTIES)
     signed = ", ".join(f"{metrics[f'{p}_corr_mean']:+.4f}" for p in CORE_PROPERTIES)
