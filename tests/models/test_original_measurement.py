@@ -142,7 +142,7 @@ def _measure(capture, models, inputs, i: int, switches: dict, seed: int = 0) -> 
     setup = EditSetup(generator, scorer, directions, _grid(capture), LAYER, settings)
     latents = torch.as_tensor(z[vec["index"] : vec["index"] + 1])
     scores, _, groups = measure_chunk(
-        setup, latents, groups_of=lambda mid: [vec["group_name"]], cases=[vec["case"]]
+        setup, latents, groups_of=lambda mid, seeds=None: [vec["group_name"]], cases=[vec["case"]]
     )
     assert groups == [vec["group_name"]]
     return scores[0]
