@@ -34,7 +34,7 @@ def test_sweep_opens_on_runs_named_by_what_differs(ui_sweep, mlflow_ui, chromium
     parent_name = ui_sweep.parent.info.run_name
     point_names = [f"cutoff.eyes={c}" for c in CUTOFFS]
     assert [r.info.run_name for r in ui_sweep.points] == point_names
-    assert parent_name == "sweep cutoff.eyes=" + ",".join(CUTOFFS)
+    assert parent_name == "sweep cutoff.eyes=" + ",".join(CUTOFFS) + " | 24 vectors"
 
     page = chromium.new_page()
     errors: list[str] = []

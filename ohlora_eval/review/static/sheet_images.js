@@ -1,9 +1,9 @@
 (function () {
   "use strict";
   // Inside MLflow's UI the page is a blob: (or get-artifact) document whose relative image
-  // paths do not resolve: each sheet is fetched from the artifact endpoint instead, and only
-  // when its card comes near the screen (the first screenful first; 300 sheets at once
-  // kept the page grey for seconds).
+  // paths do not resolve: each sheet is fetched from the artifact endpoint instead, a few at
+  // a time in page order, so the first screenful arrives first (300 requests at once kept
+  // the page grey for seconds).
   var base = null;
   if (location.protocol === "blob:") {
     var ref = document.referrer;
@@ -12,25 +12,23 @@
     base = location.href;
   }
   if (!base) { return; }
-  function load(img) {
-    img.src = new URL("get-artifact?path=" + encodeURIComponent(img.getAttribute("data-path"))
-      + "&run_uuid=" + encodeURIComponent(img.getAttribute("data-run")), base).href;
+  var queue = Array.prototype.slice.call(document.querySelectorAll("img[data-run][data-path]"));
+  var active = 0;
+  var AT_ONCE = 4;
+  function next() {
+    while (active < AT_ONCE && queue.length) {
+      var img = queue.shift();
+      active += 1;
+      img.removeAttribute("loading");
+      img.addEventListener("load", done, { once: true });
+      img.addEventListener("error", done, { once: true });
+      img.src = new URL("get-artifact?path=" + encodeURIComponent(img.getAttribute("data-path"))
+        + "&run_uuid=" + encodeURIComponent(img.getAttribute("data-run")), base).href;
+    }
   }
-  var images = document.querySelectorAll("img[data-run][data-path]");
-  if (!("IntersectionObserver" in window)) {
-    Array.prototype.forEach.call(images, load);
-    return;
+  function done() {
+    active -= 1;
+    next();
   }
-  var watcher = new IntersectionObserver(function (entries) {
-    entries.forEach(function (entry) {
-      if (entry.isIntersecting) {
-        watcher.unobserve(entry.target);
-        load(entry.target);
-      }
-    });
-  }, { rootMargin: "800px 0px" });
-  Array.prototype.forEach.call(images, function (img) {
-    img.removeAttribute("loading");
-    watcher.observe(img);
-  });
+  next();
 })();
