@@ -38,6 +38,10 @@ def test_agreement_of_identical_and_moved_scores():
     assert diff["same_verdict_share"] == pytest.approx(0.8)
 
 
+@pytest.mark.slow  # 800 s of a 1,959 s run: the switches' measuring paths are covered by
+# tests/pipeline/test_measure_speed.py (bf16 on the CPU, the real scorer's speed hook, checked
+# settings, the measurement key), this section's parsing and agreement by the tests above, the
+# benchmark command by tests/bench/test_bench.py; `make test-all` runs it
 def test_switch_section_on_cpu_runs_or_explains_each_switch(tmp_path, capsys):
     out = tmp_path / "bench.json"
     rc = cli.main(
