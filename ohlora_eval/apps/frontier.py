@@ -79,7 +79,6 @@ def frontier(cfg: DictConfig) -> FrontierResult:
     run_id = str(cfg.run_id)
     uri, _ = store.setup(cfg.tracking.experiment, cfg.tracking.uri, cfg.tracking.root)
     client = MlflowClient(uri)
-    where = store.display_uri(uri)
     run = store.finished_run(client, run_id, why="the frontier reads a finished run's correlations")
     if run.data.tags.get("ohlora.kind") == "retest":
         source = run.data.tags.get("retest.source_run_id", "?")
@@ -93,7 +92,7 @@ def frontier(cfg: DictConfig) -> FrontierResult:
     own_cut = _own_cutoffs(run)
 
     notes: list[str] = []
-    retest_id = _retest_id(run, str(cfg.retest), client, where)
+    retest_id = _retest_id(run, str(cfg.retest), client)
     reps = _repetitions(client, retest_id, table, notes) if retest_id else None
 
     t0 = time.perf_counter()
@@ -194,7 +193,7 @@ def _own_cutoffs(run) -> dict[str, float] | None:
         return None
 
 
-def _retest_id(run, choice: str, client: MlflowClient, where: str) -> str | None:
+def _retest_id(run, choice: str, client: MlflowClient) -> str | None:
     """The re-test to use: the run's latest (tag ``ohlora.retest``), none, or one by id."""
     if choice.lower() in ("none", "null", "false", ""):
         return None
