@@ -149,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="scale section: faces a direction fit samples, local vs Ray (0 skips it)",
     )
     p.add_argument(
+        "--scale-faces-batch",
+        type=int,
+        default=2000,
+        help="scale section: faces per batch of that sampling (default 2,000, as a fit)",
+    )
+    p.add_argument(
         "--switches",
         type=parse_switches,
         default=list(DEFAULT_SWITCHES),
@@ -261,6 +267,7 @@ def run(args: argparse.Namespace, now: dt.datetime) -> dict[str, Any]:
         result["scale"] = scale.measure_scale(
             scale.parse(
                 ["--vectors", f"{args.scale_vectors}", "--faces", f"{args.scale_faces}"]
+                + ["--faces-batch", f"{args.scale_faces_batch}"]
                 + ["--repeats", "1"]
             )
         )

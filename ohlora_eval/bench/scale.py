@@ -37,7 +37,7 @@ from ohlora_eval.pipeline.edit import EditSetup
 from ohlora_eval.pipeline.executor import RayExecutor
 from ohlora_eval.pipeline.measure import measure
 from ohlora_eval.pipeline.model_calls import group_fn
-from ohlora_eval.pipeline.sample import FaceSetup, sample_and_score
+from ohlora_eval.pipeline.sample import BATCH, FaceSetup, sample_and_score
 from ohlora_eval.review import ReviewSettings, image_stats
 
 TARGET_RAY1_OVER_LOCAL = 0.85
@@ -61,7 +61,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=8000,
         help="faces of the direction-fit timing (sampled, generated and scored in batches of"
-        " 2,000, as find_directions does; 0 skips it)",
+        " --faces-batch; 0 skips it)",
+    )
+    p.add_argument(
+        "--faces-batch",
+        type=int,
+        default=BATCH,
+        help=f"faces per batch of the direction-fit timing (default {BATCH:,}, as find_directions)",
     )
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     return p.parse_args(argv)
@@ -113,7 +119,11 @@ def measure_scale(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     t_local, local = best(lambda: measure(setup, latents, chunk, **hooks))
     fit = partial(
-        sample_and_score, FaceSetup(generator, scorer, layer, setup.measure_settings), args.faces, 1
+        sample_and_score,
+        FaceSetup(generator, scorer, layer, setup.measure_settings),
+        args.faces,
+        1,
+        batch=args.faces_batch,
     )
     if args.faces:
         t_faces, faces_local = best(fit)
@@ -198,7 +208,12 @@ def measure_scale(args: argparse.Namespace) -> dict[str, Any]:
     out["ray1_over_local"] = r1
     if args.faces:
         rate = args.faces / t_faces
-        out["faces_local"] = {"faces": args.faces, "seconds": t_faces, "faces_per_sec": rate}
+        out["faces_local"] = {
+            "faces": args.faces,
+            "batch": args.faces_batch,
+            "seconds": t_faces,
+            "faces_per_sec": rate,
+        }
     return out
 
 
@@ -252,8 +267,9 @@ def report(out: dict[str, Any]) -> str:
             f" (identical: {out[k]['identical_to_local']})"
             for k in sorted(k for k in out if k.startswith("faces_ray_"))
         )
+        batch = f.get("batch", BATCH)
         lines.append(
-            f"  direction fit, {f['faces']:,} faces in batches of 2,000, faces/s:"
+            f"  direction fit, {f['faces']:,} faces in batches of {batch:,}, faces/s:"
             f" local {f['faces_per_sec']:,.0f}; {rays}"
         )
     lines += [

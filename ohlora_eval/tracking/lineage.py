@@ -10,7 +10,8 @@ Nothing is uploaded again: a dataset here is a name, a digest, a source (where t
 the seed that draws the vectors, the direction run, the source run and cases) and a profile
 (count, dimension, the full SHA-256). The digest is ``pipeline.fingerprint.digest`` of the
 float32 latents (the same for ``latents.npy`` read back), cut to ``DIGEST_CHARS`` (MLflow
-keeps at most 36); the dataset's name carries its first 12 characters.
+keeps at most 36); the dataset's name carries its first 12 characters (a selection's also
+the first 8 of the run it was selected from: ``selection-<digest>-from-<run>``).
 """
 
 from __future__ import annotations
@@ -46,9 +47,15 @@ def latents_digest(latents: Any) -> str:
     return fingerprint.digest(latents)[:DIGEST_CHARS]
 
 
-def _dataset(kind: str, digest: str, source: Mapping[str, Any], profile: Mapping) -> Dataset:
+def _dataset(
+    kind: str, digest: str, source: Mapping[str, Any], profile: Mapping, origin: str = ""
+) -> Dataset:
+    """MLflow keeps one record per name and digest in an experiment, with the source of the
+    first run that logged it: where the same vectors can come from several places (a
+    selection, from any run that measured them), ``origin`` goes into the name so that each
+    place has its own record and its source stays true."""
     return Dataset(
-        name=f"{kind}-{digest[:12]}",
+        name=f"{kind}-{digest[:12]}" + (f"-{origin}" if origin else ""),
         digest=digest,
         source_type=SOURCE_TYPE,
         source=json.dumps(dict(source), sort_keys=True, default=str),
@@ -118,7 +125,7 @@ def log_selection(
     cases = [int(c) for c in cases]
     source = {"run_id": source_run_id, "cases": cases, "file": "selection/ohlora_z_vectors.csv"}
     profile = {"count": n, "dim": dim, "cases": cases, "digest": digest}
-    dataset = _dataset(SELECTION, digest, source, profile)
+    dataset = _dataset(SELECTION, digest, source, profile, origin=f"from-{source_run_id[:8]}")
     run_id = mlflow.active_run().info.run_id
     client = MlflowClient(mlflow.get_tracking_uri())
     store.retry(client.log_inputs, run_id, datasets=[_input(dataset, SELECTION)])

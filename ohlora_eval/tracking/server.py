@@ -47,6 +47,21 @@ class ServerError(Exception):
     """A server that cannot be started or stopped: the message says why and what to do."""
 
 
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs. A child of this process that has ended is reaped
+    here (until then it is a zombie that ``kill(pid, 0)`` still finds: stopping a server this
+    process started would wait for it in vain)."""
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:
+        ended, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not our child: kill(pid, 0) said enough
+        return True
+    return ended != pid
+
+
 def port_holder(port: int) -> str | None:
     """What listens on ``port`` of 127.0.0.1 (a command line when it can be found), or None
     when the port is free."""
@@ -264,10 +279,9 @@ class TeamServer:
     def _mlflow_pid(self) -> int | None:
         try:
             pid = int(self.pid_file.read_text().strip())
-            os.kill(pid, 0)
-            return pid
         except (OSError, ValueError):
             return None
+        return pid if _alive(pid) else None
 
     def _start_mlflow(self, wait_s: float) -> None:
         log = self.folder / "mlflow.log"

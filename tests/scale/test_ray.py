@@ -103,7 +103,8 @@ def test_order_and_a_killed_worker_do_not_change_the_numbers(make_scale_cfg, sca
     assert ex.order != sorted(ex.order)  # they really came back in another order
     assert ex.stats.retried >= 1, "no chunk was lost: the worker was not killed mid-run"
     assert sum(ex.stats.chunks.values()) == 12 and ex.stats.replaced == 1
-    assert ex.victim not in ex.stats.chunks  # it died before finishing any chunk
+    # (the victim may have finished one chunk whose result was already on its way when it was
+    # killed: that one counts; the ones it still held are the retried ones)
     assert np.array_equal(got.scores, local.scores)
     assert got.groups == local.groups
     assert got.extras.keys() == local.extras.keys()

@@ -106,14 +106,12 @@ def test_a_selection_logs_the_vectors_it_holds(screened, store):
     assert set(inputs) == {"selection"}
     held = inputs["selection"]
     rows = [list(screened.per_vector["case"]).index(c) for c in chosen]
-    z = np.asarray(screened.latents, dtype=np.float32)[rows]
+    with tempfile.TemporaryDirectory() as tmp:  # the vectors as stored (as select reads them)
+        z = np.load(run_file(client, screened.run_id, "latents.npy", tmp))[rows]
     assert held.digest == fingerprint.digest(z)[: lineage.DIGEST_CHARS]
     assert json.loads(held.profile)["cases"] == chosen
-    # the run the vectors were selected from: this one, or (a session store holds several)
-    # a run of the same measurement, whose vectors are the same
-    source = client.get_run(json.loads(held.source)["run_id"])
-    key = "ohlora.measure_key"
-    assert source.data.tags[key] == client.get_run(screened.run_id).data.tags[key]
+    assert json.loads(held.source)["run_id"] == screened.run_id
+    assert held.name == f"selection-{held.digest[:12]}-from-{screened.run_id[:8]}"
 
     mv = client.get_model_version("lineage-test", sel.version)
     assert mv.tags["ohlora.dataset"] == held.name
@@ -128,3 +126,31 @@ def test_a_selection_logs_the_vectors_it_holds(screened, store):
     given = _inputs(client, check.run_id)["candidates"]
     assert given.digest == held.digest
     assert json.loads(given.source)["given"] is True and json.loads(given.profile)["seed"] is None
+
+
+def test_the_same_vectors_selected_from_two_runs_name_each_run(screened, store, make_cfg):
+    """MLflow keeps one dataset record per name and digest, with the first source logged: two
+    selections of the same vectors (from two runs of one measurement) each name their own run."""
+    other = evaluate(make_cfg("cutoff.eyes=0.4", "cutoff.mouth=0.4", "cutoff.pose=0.2"))
+    both = set(screened.per_vector.loc[screened.per_vector["passed"] == "O", "case"]) & set(
+        other.per_vector.loc[other.per_vector["passed"] == "O", "case"]
+    )
+    chosen = sorted(both)[:2]
+    client = _client(store)
+    held = {}
+    for run in (screened, other):
+        sel = select(
+            compose_app(
+                "select",
+                store,
+                *SMALL,
+                f"run_id={run.run_id}",
+                f"cases={chosen}",
+                "name=lineage-twice",
+            )
+        )
+        held[run.run_id] = _inputs(client, sel.run_id)["selection"]
+    first, second = held[screened.run_id], held[other.run_id]
+    assert first.digest == second.digest  # the same vectors ...
+    for run_id, dataset in held.items():  # ... each recorded as selected from its own run
+        assert json.loads(dataset.source)["run_id"] == run_id

@@ -92,14 +92,23 @@ def test_review_page_shows_its_sheets_in_the_artifact_view(ui_sweep, mlflow_ui, 
         " && document.images[0].naturalWidth > 0",
         timeout=TIMEOUT_MS,
     )
-    # ... and every other one once scrolled to.
-    frame.evaluate(
-        "() => document.querySelectorAll('article.card').forEach(c => c.scrollIntoView())"
+    # ... the far ones not yet (asked for when they come within a screen of it) ...
+    page.wait_for_timeout(1000)
+    n, asked, far = frame.evaluate(
+        "() => [document.images.length,"
+        " Array.from(document.images).filter(i => i.src).length,"
+        " Array.from(document.images).filter(i => !i.src"
+        "   || i.getBoundingClientRect().top > 4 * innerHeight).length]"
     )
-    frame.wait_for_function(
-        "() => Array.from(document.images).every(i => i.src && i.complete && i.naturalWidth > 0)",
-        timeout=TIMEOUT_MS,
-    )
+    assert asked < n or not far, f"all {n} sheets asked for at once, {far} of them far below"
+    # ... and every one once scrolled to.
+    for k in range(n):
+        frame.evaluate(f"() => document.images[{k}].scrollIntoView()")
+        frame.wait_for_function(
+            f"() => {{ const i = document.images[{k}];"
+            " return i.src && i.complete && i.naturalWidth > 0; }",
+            timeout=TIMEOUT_MS,
+        )
     images = frame.evaluate(
         "() => Array.from(document.images).map(i => ({w: i.naturalWidth, run: i.dataset.run,"
         " src: i.src}))"
