@@ -18,14 +18,18 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
-	@$(BIN)/python -m pip install -q -e ".[browser]" || \
-		echo "note: playwright could not be installed; the review-page browser test will be skipped"
-	@$(BIN)/python -m pip install -q -e ".[scale]" || \
-		echo "note: ray/psycopg2 could not be installed; execution=ray and the tests/scale tests will be skipped"
-	@$(BIN)/python -m pip install -q -e ".[faces]" && \
-		$(BIN)/python -m pip install -q --no-deps "$(FACES_GAN)" || \
-		echo "note: the real-faces packages could not be installed; experiment=real_faces will say how"
+	@# Everything in one resolve (a minute less than one per extra); where that fails, each
+	@# extra on its own, so that what can be installed is.
+	$(BIN)/python -m pip install -q -e ".[dev,browser,scale,faces]" || { \
+	  $(BIN)/python -m pip install -q -e ".[dev]" && { \
+	  $(BIN)/python -m pip install -q -e ".[browser]" || \
+	    echo "note: playwright could not be installed; the review-page browser test will be skipped"; \
+	  $(BIN)/python -m pip install -q -e ".[scale]" || \
+	    echo "note: ray/psycopg2 could not be installed; execution=ray and the tests/scale tests will be skipped"; \
+	  $(BIN)/python -m pip install -q -e ".[faces]" || \
+	    echo "note: the real-faces packages could not be installed; experiment=real_faces will say how"; }; }
+	@$(BIN)/python -m pip install -q --no-deps "$(FACES_GAN)" || \
+		echo "note: the real-faces GAN could not be installed; experiment=real_faces will say how"
 	@touch $(STAMP)
 
 setup: $(STAMP)

@@ -25,7 +25,7 @@
     img.removeAttribute("loading");
     img.setAttribute("style", PLACEHOLDER);
   });
-  function url(img) {
+  function artifactAddress(img) {
     return new URL("get-artifact?path=" + encodeURIComponent(img.getAttribute("data-path"))
       + "&run_uuid=" + encodeURIComponent(img.getAttribute("data-run")), base).href;
   }
@@ -39,7 +39,7 @@
       active += 1;
       img.addEventListener("load", done, { once: true });
       img.addEventListener("error", done, { once: true });
-      img.src = url(img);
+      img.src = artifactAddress(img);
     }
   }
   function done(event) {
