@@ -18,7 +18,7 @@ from test_hardening import TINY, cli_run, error_lines, running_runs
 
 from ohlora_eval.apps import screen
 
-EXAMPLES = 60
+EXAMPLES = 40
 
 # Values that should be refused (or, for some fields, happen to be fine): the junk a user
 # types by mistake or a script produces.

@@ -13,9 +13,11 @@ import pytest
 from helpers import CONF_DIR, ROOT, clean_env, conf_cutoffs, reference_file
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
+from test_hardening import cli_run
 
 from ohlora_eval.apps.cli import terminal
 from ohlora_eval.apps.import_results import import_results
+from ohlora_eval.apps.import_results import main as import_main
 from ohlora_eval.formats import ohlora_results as results_io
 from ohlora_eval.pipeline import judge
 from ohlora_eval.tracking import store as tracking
@@ -283,13 +285,15 @@ def test_cli_imports_and_refuses_bad_input_in_one_line(tmp_path):
     assert "ohlora_eval: passed 43 of 2000 (2.15%)" in ok.stdout
     assert (store / "hydra").is_dir()  # Hydra's files follow the store
 
+    # The refusals through the same entry point in this process (`python -m` start-up and exit
+    # codes of the console scripts: tests/apps/test_commands.py)
     for args, expected in [
         ([f"path={tmp_path / 'missing.csv'}"], "missing.csv: no such file"),
         ([f"path={reference_file(STATISTICS)}"], "not an Oh-LoRA test result"),
         ([], "path=<csv> is required"),
     ]:
-        proc = _cli(*args, f"tracking.root={store}")
-        assert proc.returncode == 2, proc.stderr
-        errors = [line for line in proc.stderr.splitlines() if "ohlora_eval: error" in line]
-        assert len(errors) == 1 and expected in errors[0], proc.stderr
-        assert "Traceback" not in proc.stderr
+        code, err = cli_run(import_main, [*args, f"tracking.root={store}"])
+        assert code == 2, err
+        errors = [line for line in err.splitlines() if "ohlora_eval: error" in line]
+        assert len(errors) == 1 and expected in errors[0], err
+        assert "Traceback" not in err

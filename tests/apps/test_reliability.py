@@ -280,7 +280,7 @@ def test_a_server_that_stops_answering_is_one_line_within_the_wait(tmp_path):
     try:
         t0 = time.monotonic()
         proc = subprocess.run(
-            [sys.executable, "-m", "ohlora_eval.choose", "run_id=abc", "tracking.store_wait_s=8"],
+            [sys.executable, "-m", "ohlora_eval.choose", "run_id=abc", "tracking.store_wait_s=3"],
             cwd=tmp_path,
             env={**env, "PYTHONPATH": str(ROOT)},
             capture_output=True,

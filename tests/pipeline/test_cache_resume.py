@@ -111,6 +111,9 @@ def test_a_chunk_out_of_place_is_measured_again(make_cfg, store, tmp_path):
         assert foreign.load(0, 8) is None
 
 
+CHUNKS = 24  # of a run of _cli
+
+
 def _cli(store: Path, *extra: str) -> list[str]:
     return [
         sys.executable,
@@ -119,7 +122,7 @@ def _cli(store: Path, *extra: str) -> list[str]:
         f"tracking.root={store}",
         "device=cpu",
         "tracking.progress=false",
-        "sampling.n_vectors=160",
+        "sampling.n_vectors=96",  # 24 chunks of 4
         "sampling.vectors_per_batch=4",
         "tracking.grids.passed=1",
         "tracking.grids.best=1",
@@ -150,7 +153,7 @@ def _start_and_stop(store: Path, sig: int, after_chunks: int) -> subprocess.Comp
         time.sleep(0.02)
     out, err = proc.communicate(timeout=120)
     n = len(list(cache.glob("*/chunk_*.npz")))
-    assert 0 < n < 40, f"the run was not stopped mid-way ({n} chunks): {err[-2000:]}"
+    assert 0 < n < CHUNKS, f"the run was not stopped mid-way ({n} chunks): {err[-2000:]}"
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
@@ -187,7 +190,7 @@ def test_sigkill_then_same_command_resumes_identically(tmp_path, uninterrupted):
     dead, new = runs[0], runs[-1]
     assert new.info.status == "FINISHED"
     assert new.data.metrics["reused_chunks"] >= done_before
-    assert new.data.metrics["measured_chunks"] == 40 - new.data.metrics["reused_chunks"]
+    assert new.data.metrics["measured_chunks"] == CHUNKS - new.data.metrics["reused_chunks"]
     assert dead.info.status == "FAILED"
     assert dead.data.tags["ohlora.resumed_by"] == new.info.run_id
     assert new.data.tags["ohlora.resumed_from"] == dead.info.run_id

@@ -23,9 +23,9 @@ def test_bench_has_a_scale_section(tmp_path, capsys):
             "--scale-vectors",
             "8",
             "--scale-faces",
-            "500",
+            "200",
             "--scale-faces-batch",
-            "250",
+            "100",
             "--threads",
             "1",
             "--out",
@@ -41,8 +41,8 @@ def test_bench_has_a_scale_section(tmp_path, capsys):
     assert scale["local"]["images_per_sec"] > 0 and scale["ray1_over_local"] > 0
     for key in ("faces_ray_1", "faces_ray_2"):  # a direction fit's sampling, 2 batches
         assert scale[key]["identical_to_local"] is True and scale[key]["faces_per_sec"] > 0
-    assert scale["faces_local"]["faces"] == 500
+    assert scale["faces_local"]["faces"] == 200
     printed = capsys.readouterr().out
     assert "[5] Scale: one process vs Ray workers" in printed
     assert "Ray 1 worker / local:" in printed
-    assert "direction fit, 500 faces in batches of 250" in printed
+    assert "direction fit, 200 faces in batches of 100" in printed

@@ -154,7 +154,7 @@ def test_sigterm_stops_a_sweep_and_its_workers_and_ends_every_run(tmp_path, laun
     store = tmp_path / "mlruns"
     args = [
         sys.executable, "-m", "ohlora_eval", "-m", f"tracking.root={store}", *TINY,
-        "sampling.n_vectors=200", "directions.seed=11,12", f"hydra/launcher={launcher}",
+        "sampling.n_vectors=96", "directions.seed=11,12", f"hydra/launcher={launcher}",
     ]  # fmt: skip
     proc = subprocess.Popen(
         args, cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -187,7 +187,7 @@ def test_sigterm_stops_a_sweep_and_its_workers_and_ends_every_run(tmp_path, laun
     assert parent[0].data.tags["ohlora.end_reason"] == "sweep stopped by SIGTERM"
     if launcher == "basic":
         return  # the resume is the same for both launchers: checked once
-    again = _sweep(store, "sampling.n_vectors=200", "directions.seed=11,12")
+    again = _sweep(store, "sampling.n_vectors=96", "directions.seed=11,12")
     assert again.returncode == 0, again.stderr[-2000:]
     assert "re-used" in again.stdout + again.stderr  # what was measured was kept
 
