@@ -27,9 +27,26 @@ log = logging.getLogger(__name__)
 STDOUT = MappingProxyType({"stream": "stdout"})
 
 
-def say(message: str) -> None:
-    """One line on stderr, prefixed ``ohlora_eval:`` (an INFO record of this module)."""
-    log.info(f"ohlora_eval: {message}")
+_quiet = 0  # > 0 inside ``quiet()``
+
+
+def say(message: str, *, always: bool = False) -> None:
+    """One line on stderr, prefixed ``ohlora_eval:`` (an INFO record of this module); inside
+    ``quiet()`` only where ``always`` (a phase begun before it)."""
+    if always or not _quiet:
+        log.info(f"ohlora_eval: {message}")
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Inside, progress lines are not said (a re-test's repetitions, each a screening: its
+    own phase over all of them speaks instead). Results and warnings are not affected."""
+    global _quiet
+    _quiet += 1
+    try:
+        yield
+    finally:
+        _quiet -= 1
 
 
 HEARTBEAT_S = 5.0
@@ -65,6 +82,9 @@ class Step:
         return text
 
 
+_say = say
+
+
 @contextlib.contextmanager
 def phase(
     what: str, total: int | None = None, unit: str = "", every_s: float = HEARTBEAT_S
@@ -73,7 +93,14 @@ def phase(
     then every ``every_s`` seconds how long it has run (with ``total``, how many ``unit`` of
     it ``step.advance()`` has counted and about how long is left), and
     ``fitting directions: 12.3 s`` when the block ends (or ``... stopped after`` on error).
-    No step of a command is silent for longer than ``every_s``."""
+    No step of a command is silent for longer than ``every_s``. A phase begun inside
+    ``quiet()`` says nothing; one begun before it goes on speaking."""
+    loud = not _quiet
+
+    def say(message: str) -> None:
+        if loud:
+            _say(message, always=True)
+
     say(f"{what} ...")
     step = Step(what, total, unit)
     stop = threading.Event()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from ohlora_eval.apps.build import has_dropout, has_noise, int_list, replay_conf
 from ohlora_eval.apps.cli import hydra_app
 from ohlora_eval.errors import UserError, int_in, number_in
 from ohlora_eval.pipeline.judge import CORR_COLUMNS, wilson_interval
-from ohlora_eval.progress import STDOUT
+from ohlora_eval.progress import STDOUT, phase, quiet
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.artifacts import LinkedPage, select_command
 from ohlora_eval.tracking.contact_sheets import Linker, local_dir
@@ -92,23 +93,36 @@ def retest(cfg: DictConfig) -> Retest:
     name = f"retest {len(cases)} vectors x{k} | {source_name}"
     with side_run(client, exp_id, {**tags, "mlflow.runName": name}) as parent:
         passed, corrs = [], []
-        bar = tqdm(total=k, desc="re-testing", unit="repetition", disable=not _progress(cfg))
-        for i in range(k):
-            rep = base.copy()
-            rep.measure.dropout_seed = int(cfg.seed) + i
-            if noisy_generator and cfg.noise_seeds:
-                rep.noise_seed = i
-            res = evaluate(
-                rep,
-                latents=z,
-                cases=np.asarray(cases),
-                tags={**tags, "mlflow.parentRunId": parent, "retest.repetition": str(i)},
-                report=False,  # one summary for all repetitions, below
-            )
-            table = res.per_vector.set_index("case").loc[cases]
-            passed.append((table["passed"] == "O").to_numpy())
-            corrs.append(table[CORR_COLUMNS].to_numpy(dtype=np.float64))
-            bar.update(1)
+        # One bar over the repetitions on a terminal, else a line every few seconds; each
+        # repetition's own screening bar and steps are not shown (one summary, below).
+        tty = _progress(cfg)
+        bar = tqdm(total=k, desc="re-testing", unit="repetition", disable=not tty)
+        lines = (
+            phase(f"re-testing {len(cases)} vectors", total=k, unit="repetitions")
+            if not tty and bool(cfg.tracking.get("progress", True))
+            else nullcontext(None)
+        )
+        with lines as step:
+            for i in range(k):
+                rep = base.copy()
+                rep.measure.dropout_seed = int(cfg.seed) + i
+                rep.tracking.progress = False
+                if noisy_generator and cfg.noise_seeds:
+                    rep.noise_seed = i
+                with quiet():
+                    res = evaluate(
+                        rep,
+                        latents=z,
+                        cases=np.asarray(cases),
+                        tags={**tags, "mlflow.parentRunId": parent, "retest.repetition": str(i)},
+                        report=False,  # one summary for all repetitions, below
+                    )
+                table = res.per_vector.set_index("case").loc[cases]
+                passed.append((table["passed"] == "O").to_numpy())
+                corrs.append(table[CORR_COLUMNS].to_numpy(dtype=np.float64))
+                bar.update(1)
+                if step is not None:
+                    step.advance()
         bar.close()
         result = _summary(cases, np.array(passed), np.array(corrs), float(cfg.ci_level))
         _log(client, parent, source.info.run_id, per_vector, result, cfg, recorded)

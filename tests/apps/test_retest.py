@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,21 @@ def test_retest_reports_each_passed_vector_and_is_reproducible(make_cfg, store, 
     assert recorded["retest_run_id"] == again.run_id and recorded["k"] == 3
     row = table.set_index("case").loc[chosen]
     assert recorded["cases"][str(chosen)]["re_pass_prob"] == pytest.approx(row["re_pass_prob"])
+
+
+def test_retest_says_one_progress_and_one_summary(make_cfg, store, caplog):
+    """Issue 24, item 7: not a screening's steps and summary per repetition, but one line of
+    progress over the repetitions (every few seconds, off a terminal) and one summary."""
+    source = evaluate(make_cfg("cutoff.eyes=0.5", "cutoff.mouth=0.5", "cutoff.pose=0.3"))
+    cfg = _retest_cfg(store, f"run_id={source.run_id}", "k=3", "max_vectors=3")
+    cfg.tracking.progress = True  # as typed; stderr is no terminal here: lines, not a bar
+    with caplog.at_level(logging.INFO, logger="ohlora_eval"):
+        retest(cfg)
+    said = [r.getMessage() for r in caplog.records]
+    assert not [m for m in said if "writing the run's artifacts" in m], said
+    assert not [m for m in said if "look at it" in m], said
+    assert [m for m in said if m.startswith("ohlora_eval: re-testing 3 vectors")], said
+    assert len([m for m in said if m.lstrip().startswith("ohlora_eval.retest:")]) == 1, said
 
 
 def test_retest_refuses_what_it_cannot_retest(store):
