@@ -97,6 +97,7 @@ def test_retest_says_one_progress_and_one_summary(make_cfg, store, caplog):
     cfg = _retest_cfg(store, f"run_id={source.run_id}", "k=3", "max_vectors=3")
     cfg.tracking.progress = True  # as typed; stderr is no terminal here: lines, not a bar
     with caplog.at_level(logging.INFO, logger="ohlora_eval"):
+        caplog.clear()  # what the re-test says, not the source run above
         retest(cfg)
     said = [r.getMessage() for r in caplog.records]
     assert not [m for m in said if "writing the run's artifacts" in m], said
