@@ -73,16 +73,13 @@ class Step:
     def line(self) -> str:
         """``<what>: 12 s, 40 of 300 sheets, about 78 s left`` (what is known of it)."""
         took = time.perf_counter() - self.start
-        text = f"{self.what.strip()}: {took:.0f} s"
+        text = f"{self.what.rstrip()}: {took:.0f} s"
         if self.total:
             text += f", {self.done:,} of {self.total:,} {self.unit}".rstrip()
             if 0 < self.done < self.total:
                 rate = (time.perf_counter() - self._counting_since) / self.done
                 text += f", about {rate * (self.total - self.done):.0f} s left"
         return text
-
-
-_say = say
 
 
 @contextlib.contextmanager
@@ -97,17 +94,17 @@ def phase(
     ``quiet()`` says nothing; one begun before it goes on speaking."""
     loud = not _quiet
 
-    def say(message: str) -> None:
+    def speak(message: str) -> None:
         if loud:
-            _say(message, always=True)
+            say(message, always=True)
 
-    say(f"{what} ...")
+    speak(f"{what} ...")
     step = Step(what, total, unit)
     stop = threading.Event()
 
     def beat() -> None:
         while not stop.wait(every_s):
-            say(step.line())
+            speak(step.line())
 
     ticker = threading.Thread(target=beat, name="ohlora-heartbeat", daemon=True)
     ticker.start()
@@ -115,9 +112,9 @@ def phase(
         yield step
     except BaseException:
         stop.set()
-        say(f"{what}: stopped after {time.perf_counter() - step.start:.1f} s")
+        speak(f"{what}: stopped after {time.perf_counter() - step.start:.1f} s")
         raise
     finally:
         stop.set()
         ticker.join()
-    say(f"{what}: {time.perf_counter() - step.start:.1f} s")
+    speak(f"{what}: {time.perf_counter() - step.start:.1f} s")
