@@ -151,8 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--scale-faces-batch",
         type=int,
-        default=2000,
-        help="scale section: faces per batch of that sampling (default 2,000, as a fit)",
+        default=None,
+        help="scale section: faces per batch of that sampling (default: a fit's, 2,000)",
     )
     p.add_argument(
         "--switches",
@@ -267,7 +267,7 @@ def run(args: argparse.Namespace, now: dt.datetime) -> dict[str, Any]:
         result["scale"] = scale.measure_scale(
             scale.parse(
                 ["--vectors", f"{args.scale_vectors}", "--faces", f"{args.scale_faces}"]
-                + ["--faces-batch", f"{args.scale_faces_batch}"]
+                + (["--faces-batch", f"{args.scale_faces_batch}"] if args.scale_faces_batch else [])
                 + ["--repeats", "1"]
             )
         )

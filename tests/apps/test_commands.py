@@ -121,15 +121,21 @@ def test_every_stage_is_a_command(helps):
         assert "== Config (override any key as key=value) ==" in out.stdout, name
 
 
-def test_tab_completion_offers_the_keys():
-    env = {**clean_env(), "COMP_LINE": "ohlora-eval cutoff.", "COMP_POINT": "19"}
-    out = subprocess.run(
-        [str(_script("ohlora-eval")), "-sc", "query=bash"],
+def _run(argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``argv`` from the project's root with the test environment, its output as text."""
+    return subprocess.run(
+        argv,
         capture_output=True,
         text=True,
-        env=env,
+        env=clean_env() if env is None else env,
         cwd=ROOT,
+        timeout=120,
     )
+
+
+def test_tab_completion_offers_the_keys():
+    env = {**clean_env(), "COMP_LINE": "ohlora-eval cutoff.", "COMP_POINT": "19"}
+    out = _run([str(_script("ohlora-eval")), "-sc", "query=bash"], env=env)
     assert out.stdout.split() == ["cutoff.eyes=", "cutoff.mouth=", "cutoff.pose="]
 
 
@@ -146,13 +152,7 @@ def test_the_job_folder_holds_the_log_and_names_the_run(tmp_path):
 
 def test_shims_and_scripts_run_the_same_entry(helps):
     """python -m ohlora_eval.choose and ohlora-eval-choose: one entry point."""
-    a = subprocess.run(
-        [sys.executable, "-m", "ohlora_eval.choose", "--help"],
-        capture_output=True,
-        text=True,
-        env=clean_env(),
-        cwd=ROOT,
-    )
+    a = _run([sys.executable, "-m", "ohlora_eval.choose", "--help"])
     b = helps["ohlora-eval-choose"]
     assert a.stdout == b.stdout and a.returncode == b.returncode == 0
     assert os.path.basename(a.stdout.split(":")[0]) == "ohlora-eval-choose"
@@ -181,14 +181,7 @@ def test_help_and_the_light_commands_load_no_torch_and_no_models():
     load MLflow, but neither torch nor the models."""
     heavy = ["torch", "mlflow", "pandas", "ohlora_eval.models", "ohlora_eval.apps.screen"]
     code = f"HEAVY = {heavy!r}\n{LIGHT_CHECK}"
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=clean_env(),
-        cwd=ROOT,
-        timeout=120,
-    )
+    out = _run([sys.executable, "-c", code])
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[] ['pandas']", out.stdout[-2000:]
 
@@ -219,13 +212,6 @@ def test_a_typo_names_the_nearest_key_for_every_command():
         typo = typos[name]
         line = f"ohlora_eval: error: unknown key {typo.split('=')[0]}; did you mean {wanted[typo]}?"
         assert proc.returncode == 2 and err.strip().splitlines()[-1] == line, (name, err[-800:])
-    out = subprocess.run(
-        [sys.executable, "-m", "ohlora_eval", "generator=synthetc"],
-        capture_output=True,
-        text=True,
-        env=clean_env(),
-        cwd=ROOT,
-        timeout=120,
-    )
+    out = _run([sys.executable, "-m", "ohlora_eval", "generator=synthetc"])
     assert out.returncode == 2
     assert "did you mean generator=synthetic" in out.stderr.strip().splitlines()[-1], out.stderr
