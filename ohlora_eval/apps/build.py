@@ -122,7 +122,32 @@ def preflight(cfg: DictConfig, resolved: Mapping[str, Any]) -> Checked:
     check_devices(resolved)
     check_writable_cache(resolved)
     check_installed(resolved)
+    check_identity(resolved, cutoffs)
     return Checked(cutoffs, grid, settings, measuring)
+
+
+def check_identity(resolved: Mapping[str, Any], cutoffs: Mapping[str, float]) -> None:
+    """An identity cutoff needs an identity model to measure the distances it judges."""
+    if judge.identity_cutoff(cutoffs) is not None and not resolved.get("identity"):
+        raise ConfigError(
+            f"cutoff.identity={cutoffs['identity']:g} needs an identity model to measure the"
+            " distances: add identity=dlib_resnet (experiment=real_faces has it), or leave"
+            " cutoff.identity=null"
+        )
+
+
+def build_identity(cfg: DictConfig) -> Any | None:
+    """The configured identity model (``identity=...``), or None for ``identity=none``."""
+    node = cfg.get("identity")
+    if not node:
+        return None
+    model = instantiate_node(node)
+    for attr in ("embed", "threshold"):
+        if not hasattr(model, attr):
+            raise ConfigError(
+                f"identity model {type(model).__name__} lacks {attr!r} (IdentityModel protocol)"
+            )
+    return model
 
 
 def check_writable_cache(resolved: Mapping[str, Any]) -> None:
@@ -147,7 +172,7 @@ def check_devices(resolved: Mapping[str, Any]) -> None:
     """``device`` and the models' own ``device`` settings name a device this machine has."""
     if "device" in resolved:
         check_device("device", resolved["device"])
-    for key in ("generator", "scorer"):
+    for key in ("generator", "scorer", "identity"):
         node = resolved.get(key) or {}
         if "device" in node:
             check_device(f"{key}.device", node["device"])
@@ -158,8 +183,8 @@ def set_device(rec: DictConfig, device: Any) -> None:
     config holds them as plain values, not as ``${device}``); checked here."""
     check_device("device", device)
     rec.device = str(device)
-    for key in ("generator", "scorer"):
-        if key in rec and "device" in rec[key]:
+    for key in ("generator", "scorer", "identity"):
+        if rec.get(key) and "device" in rec[key]:
             rec[key].device = str(device)
 
 
@@ -169,7 +194,7 @@ def check_installed(resolved: Mapping[str, Any]) -> None:
     that installs it."""
     from hydra.utils import get_class
 
-    for key in ("generator", "scorer"):
+    for key in ("generator", "scorer", "identity"):
         node = dict(resolved.get(key) or {})
         target = node.pop("_target_", None)
         try:

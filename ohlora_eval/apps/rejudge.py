@@ -70,7 +70,10 @@ def rejudge(cfg: DictConfig) -> Rejudged:
         "git_commit": store.git_commit(),
     }
     sheets = linked_sheets(client, source_id)
+    threshold = identity_threshold(cutoffs, source)
     cut = " ".join(f"{p}{cutoffs[p]:g}" for p in ("eyes", "mouth", "pose"))
+    if judge.identity_cutoff(cutoffs) is not None:
+        cut += f" identity{cutoffs['identity']:g}"
     with tracked_run(tags, run_name=f"rejudge {cut} | {source_name}") as run_id:
         store.log_params(params)
         lineage.log_inputs_of(source)  # the same candidates and directions as the source
@@ -86,8 +89,15 @@ def rejudge(cfg: DictConfig) -> Rejudged:
                 settings,
                 note=f"re-judged from run {source_id}; contact sheets as that run shows them",
                 command=select_command(OmegaConf.to_container(cfg.tracking, resolve=True)),
+                identity_threshold=threshold,
             )
-        metrics = log_judged(per_vector, cutoffs, OmegaConf.to_yaml(own), page, sheets)
+        metrics = log_judged(
+            per_vector, cutoffs, OmegaConf.to_yaml(own), page, sheets, identity_threshold=threshold
+        )
+    notes = [f"re-judged run {source_id} ({tags['rejudge.source_kind']}); nothing generated"]
+    if threshold is not None:
+        name = source.data.tags.get("identity", "identity model")
+        notes.append(identity_note(metrics, name, judge.identity_cutoff(cutoffs)))
     print_summary(
         run_id,
         per_vector,
@@ -95,7 +105,7 @@ def rejudge(cfg: DictConfig) -> Rejudged:
         cutoffs,
         experiment=cfg.tracking.experiment,
         uri=uri,
-        notes=[f"re-judged run {source_id} ({tags['rejudge.source_kind']}); nothing generated"],
+        notes=notes,
     )
     return Rejudged(run_id, source_id, per_vector, metrics)
 
@@ -130,17 +140,45 @@ def _read_source_table(
     return table.drop(columns=["file_passed"], errors="ignore")
 
 
+def identity_threshold(cutoffs: Mapping[str, float], source: mlflow.entities.Run) -> float | None:
+    """The distance a re-judge counts "same person" at: its identity cutoff, else the one its
+    source run counted at (None: the source measured no identity)."""
+    limit = judge.identity_cutoff(cutoffs)
+    if limit is not None:
+        return limit
+    value = source.data.metrics.get("identity_threshold")
+    return None if value is None else float(value)
+
+
+def identity_note(metrics: Mapping[str, float], name: str, limit: float | None) -> str:
+    """What a re-judge says of identity: the counts, and the vectors it could not judge
+    (no stored distance: the source run measured only its own scope)."""
+    line = judge.identity_summary(metrics, name, limit)
+    unknown = int(metrics.get("r_passed_identity_unknown", 0))
+    if unknown and limit is not None:
+        line += (
+            f". {unknown} vectors clear the three r cutoffs but have no stored distance (outside"
+            " the source run's identity.scope, or faces not aligned): they fail here, never"
+            " kept; screen with these cutoffs (or identity.scope=all) to measure them"
+        )
+    return line
+
+
 def log_judged(
     per_vector: pd.DataFrame,
     cutoffs: Mapping[str, float],
     config_yaml: str,
     page: LinkedPage | None = None,
     sheets: Mapping[int, object] | None = None,
+    identity_threshold: float | None = None,
 ) -> dict[str, float]:
-    """Into the active run: a native run's metrics (no images_per_sec: nothing was generated),
-    per_vector.csv, statistics.csv, summary.png, the config and Hydra's files; with ``page``,
-    a review page linking to ``sheets`` (case -> ``read_back.Logged``), stored elsewhere."""
-    metrics = judge.run_metrics(per_vector)
+    """Into the active run: a native run's metrics (``measured_images`` 0, no images_per_sec:
+    nothing was generated; the identity counts at ``identity_threshold`` when the table has
+    identity columns), per_vector.csv, statistics.csv, summary.png, the config and Hydra's
+    files; with ``page``, a review page linking to ``sheets`` (case -> ``read_back.Logged``),
+    stored elsewhere."""
+    metrics = judge.run_metrics(per_vector, identity_threshold=identity_threshold)
+    metrics["measured_images"] = 0.0
     store.retry(mlflow.log_metrics, metrics)
     with tempfile.TemporaryDirectory() as tmp, timed("writing the run's artifacts"):
         out = Path(tmp)

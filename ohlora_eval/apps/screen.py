@@ -9,7 +9,9 @@ a run that died resumes where it stopped. The flow: docs/architecture.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -22,22 +24,25 @@ from ohlora_eval.apps import execution
 from ohlora_eval.apps.build import (
     Checked,
     ConfigError,
+    build_identity,
     edit_setup,
     model_tags,
     preflight,
 )
 from ohlora_eval.apps.cli import hydra_app, note_run
+from ohlora_eval.pipeline import identity as ident
 from ohlora_eval.pipeline import judge
-from ohlora_eval.pipeline.cache import MeasurementCache
+from ohlora_eval.pipeline.cache import EmbeddingCache, MeasurementCache
 from ohlora_eval.pipeline.context import MeasureContext
 from ohlora_eval.pipeline.fidelity import rounded
+from ohlora_eval.pipeline.fingerprint import digest
 from ohlora_eval.pipeline.latents import SeededLatents, array_of, seeded_latents
 from ohlora_eval.pipeline.measure import measure, measurement_key
 from ohlora_eval.pipeline.model_calls import group_fn
 from ohlora_eval.pipeline.protocols import Generator
 from ohlora_eval.tracking import lineage, store
 from ohlora_eval.tracking.artifacts import RunOutputs, log_artifacts
-from ohlora_eval.tracking.contact_sheets import SheetMaker
+from ohlora_eval.tracking.contact_sheets import IdentityMarks, SheetMaker
 from ohlora_eval.tracking.runs import (
     close_dead_runs,
     print_summary,
@@ -61,6 +66,7 @@ class Evaluation:
     latents: np.ndarray | SeededLatents  # (n, latent_dim): given vectors, or the seed's
     metrics: dict[str, float]
     speed: str = ""  # what was generated and scored now, how fast (Measured.speed_line)
+    identity: str = ""  # what the run says of identity (one line)
 
 
 def config_choices() -> dict[str, str]:
@@ -116,7 +122,7 @@ def evaluate(
         result = _evaluate_in_run(
             cfg, resolved, checked, run_id, store.StoreRef(uri, cfg.tracking.root), latents, cases
         )
-    notes = [result.speed]
+    notes = [result.speed, result.identity]
     (print_summary if report else summarize)(
         result.run_id,
         result.per_vector,
@@ -181,10 +187,21 @@ def _evaluate_in_run(
     judged = rounded(measured.scores, measuring.score_decimals)
     corr = np.stack([judge.pearson_rows(grid[:, k], judged[:, :, k]) for k in range(3)], 1)
     no_face = np.isnan(measured.scores).any(axis=2).sum(axis=1)
-    per_vector = judge.per_vector_table(
-        corr, cutoffs, measured.groups, cases, no_face=no_face, images_per_vector=setup.m
+    table = partial(
+        judge.per_vector_table,
+        corr,
+        groups=measured.groups,
+        cases=cases,
+        no_face=no_face,
+        images_per_vector=setup.m,
     )
-    metrics = judge.run_metrics(per_vector)
+    by_r = table({p: cutoffs[p] for p in ("eyes", "mouth", "pose")})  # identity's scope
+    identity = _identity(cfg, setup, by_r, latents, measured.groups, cache, settings)
+    per_vector = table(cutoffs, identity=identity.table.columns if identity else None)
+    threshold = identity.threshold if identity else None
+    metrics = judge.run_metrics(per_vector, identity_threshold=threshold)
+    if identity:
+        metrics.update(identity.stage_metrics())
     per_vector, review_metrics = review.add_review_columns(
         per_vector, grid, measured.scores, measured.extras, settings
     )
@@ -195,6 +212,10 @@ def _evaluate_in_run(
     z = array_of(latents)
     cell = int(cfg.tracking.get("sheet_cell", SheetMaker.min_tile))  # checked by preflight
     sheets = "sheets" if cell == SheetMaker.min_tile else f"sheets_{cell}px"
+    marks = None
+    if identity:  # cells past the threshold are marked: another folder of sheets
+        sheets += f"_{identity.folder}"
+        marks = IdentityMarks(identity.table.distances, identity.threshold)
     sheet_dir = (cache.dir if cache else Path(cfg.tracking.root) / "sheets" / run_id) / sheets
     log_artifacts(
         RunOutputs(
@@ -206,12 +227,76 @@ def _evaluate_in_run(
             latents=z,
             metrics=metrics,
             cutoffs=cutoffs,
-            sheets=SheetMaker(setup, per_vector, z, sheet_dir, min_tile=cell),
+            sheets=SheetMaker(setup, per_vector, z, sheet_dir, min_tile=cell, marks=marks),
             review=settings,
+            identity=identity.table.distances if identity else None,
         )
     )
     speed = measured.speed_line(setup.m)
-    return Evaluation(run_id, per_vector, measured.scores, grid, z, metrics, speed)
+    said = identity.line(metrics, cutoffs) if identity else ident.NOT_MEASURED
+    return Evaluation(run_id, per_vector, measured.scores, grid, z, metrics, speed, said)
+
+
+@dataclass
+class _Identity:
+    """What the identity stage of a run measured (``pipeline/identity.py``)."""
+
+    name: str
+    threshold: float  # cutoff.identity, or the model's same-person distance
+    found: ident.Embeddings
+    table: ident.IdentityTable
+    folder: str  # the contact sheets' folder suffix (marks depend on model and threshold)
+
+    def stage_metrics(self) -> dict[str, float]:
+        out = {
+            "identity_measured_now": float(self.found.measured),
+            "identity_reused": float(self.found.reused),
+            "identity_seconds": float(self.found.seconds),
+        }
+        if self.found.measured:
+            out["identity_faces_per_sec"] = float(self.found.faces_per_sec)
+        return out
+
+    def line(self, metrics: dict[str, float], cutoffs: dict[str, float]) -> str:
+        line = judge.identity_summary(metrics, self.name, judge.identity_cutoff(cutoffs))
+        if self.found.measured:
+            line += (
+                f" ({self.found.measured * (self.table.distances.shape[1] + 1):,} faces"
+                f" embedded at {self.found.faces_per_sec:,.0f} faces/s)"
+            )
+        if self.found.reused:
+            line += f"; {self.found.reused} kept from an earlier run"
+        return line
+
+
+def _identity(
+    cfg: DictConfig,
+    setup: Any,
+    judged: pd.DataFrame,
+    latents: Any,
+    groups: list[str],
+    cache: MeasurementCache | None,
+    settings: review.ReviewSettings,
+) -> _Identity | None:
+    """The identity stage, after judging r: the vectors in the model's scope (``judged``
+    at the run's cutoffs) embedded, from the measurement cache where kept."""
+    model = build_identity(cfg)
+    if model is None:
+        return None
+    cutoffs = judge.check_cutoffs(cfg.cutoff)
+    scope = str(getattr(model, "scope", "near_pass"))
+    rows = np.flatnonzero(ident.in_scope(judged, cutoffs, settings.near_miss_margin, scope))
+    model_id = digest([type(model).__name__, str(getattr(model, "weights_id", "unknown"))])[:16]
+    kept = EmbeddingCache(cache.dir, cache.key, model_id) if cache else None
+    found = ident.measure_identity(
+        setup, model, latents, rows, groups, cache=kept, progress=bool(cfg.tracking.progress)
+    )
+    table = ident.identity_columns(found, setup.grid, len(judged))
+    limit = judge.identity_cutoff(cutoffs)
+    threshold = float(model.threshold if limit is None else limit)
+    name = str(getattr(model, "name", type(model).__name__))
+    mlflow.set_tags({"identity": name, "identity.weights_id": model_id})
+    return _Identity(name, threshold, found, table, f"identity-{model_id[:8]}-{threshold:g}")
 
 
 def _latents(

@@ -55,7 +55,7 @@ LAYOUTS: tuple[Layout, ...] = (
 )
 GROUP_COLUMNS = ("svm_group_name", "group_name")  # v3.1 name first, then the older one
 # File columns that the native table recomputes or renames; all others are kept as they are.
-_NOT_KEPT = {*judge.PER_VECTOR_COLUMNS, *GROUP_COLUMNS, judge.NO_FACE}
+_NOT_KEPT = {*judge.PER_VECTOR_COLUMNS, *GROUP_COLUMNS, judge.NO_FACE, *judge.IDENTITY_COLUMNS}
 
 
 def read_ohlora_results(
@@ -94,12 +94,38 @@ def read_ohlora_results(
     no_face = None
     if judge.NO_FACE in raw.columns:  # a native run whose scorer missed faces
         no_face = pd.to_numeric(raw[judge.NO_FACE], errors="coerce").fillna(0).to_numpy(int)
-    table = judge.per_vector_table(corr, cutoffs, groups, cases, no_face=no_face)
+    identity = _identity(raw, cutoffs, path)
+    table = judge.per_vector_table(corr, cutoffs, groups, cases, no_face=no_face, identity=identity)
     table[FILE_VERDICT] = verdict.to_numpy()
     for name, values in extras.items():
         table[name] = values
     table.attrs["layout"] = layout.name
     return table
+
+
+def _identity(
+    raw: pd.DataFrame, cutoffs: Mapping[str, float], path: str | os.PathLike
+) -> pd.DataFrame | None:
+    """A native run's identity columns (numbers; empty = not measured), or None without them.
+    An identity cutoff needs them: a file without distances cannot be judged by one."""
+    if "identity_max" not in raw.columns:
+        if cutoffs.get("identity") is not None:
+            raise UserError(
+                f"{path}: cutoff.identity={cutoffs['identity']} needs identity distances, and"
+                " this table has none (its run measured no identity: screen with"
+                " identity=dlib_resnet, or leave cutoff.identity=null)"
+            )
+        return None
+    missing = [c for c in judge.IDENTITY_COLUMNS if c not in raw.columns]
+    if missing:
+        raise UserError(f"{path}: identity columns without {missing[0]}")
+    out = pd.DataFrame(index=raw.index)
+    for c in judge.IDENTITY_COLUMNS:
+        if c == "identity_note":
+            out[c] = raw[c].fillna("").astype(str)
+        else:
+            out[c] = pd.to_numeric(raw[c].replace("", np.nan), errors="coerce")
+    return out
 
 
 def detect_layout(columns: pd.Index | list[str], path: str | os.PathLike = "") -> Layout:

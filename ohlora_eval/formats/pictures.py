@@ -18,8 +18,16 @@ def to_uint8(images: Tensor) -> np.ndarray:
     return x.byte().permute(0, 2, 3, 1).numpy()
 
 
+IDENTITY_MARK = (214, 39, 40)  # the frame of a cell whose face is another person
+
+
 def contact_sheet(
-    images: Tensor, grid: np.ndarray, title: str, min_tile: int = 128, max_tile: int = 4096
+    images: Tensor,
+    grid: np.ndarray,
+    title: str,
+    min_tile: int = 128,
+    max_tile: int = 4096,
+    identity: tuple[np.ndarray, float] | None = None,
 ) -> Image.Image:
     """One row per mouth weight, one column per (eyes, pose) pair, labelled, and a line
     under the grid on its pose axis.
@@ -27,7 +35,9 @@ def contact_sheet(
     ``images`` are the grid's edits in ``pm_idx`` order (``grid`` rows). Small
     images are enlarged by an integer factor to at least ``min_tile``; large ones
     are reduced (area average) to at most ``max_tile``. The labels' size grows with the
-    tiles, so they stay readable where a page shows the sheet scaled down.
+    tiles, so they stay readable where a page shows the sheet scaled down. ``identity``:
+    (each cell's identity distance from the unedited face, the threshold): a cell past the
+    threshold gets a red frame and its distance, and the line under the grid says so.
     """
     pix = to_uint8(images)
     n, h, w, _ = pix.shape
@@ -52,14 +62,43 @@ def contact_sheet(
     for r, m in enumerate(mouth_vals):
         at = (4, top + r * th + th // 2 - line)
         draw.text(at, f"mouth\n{m:+.1f}", fill="black", font=font, spacing=4)
-    draw.text((4, height + 4), pose_axis_note(grid), fill="#444444", font=font)
+    note = pose_axis_note(grid)
+    if identity is not None:
+        dist, limit = np.asarray(identity[0], dtype=np.float64), float(identity[1])
+        marked = int((dist > limit).sum())
+        note += (
+            f"\nidentity: {marked} of {n} faces farther than {limit:g} from the unedited face"
+            " (red frame: another person by that threshold)"
+        )
+        sheet = _taller(sheet, line + 4)
+        draw = ImageDraw.Draw(sheet)
+    draw.text((4, height + 4), note, fill="#444444", font=font, spacing=4)
     for i in range(n):
         e, m, p = grid[i]
         r, c = mouth_vals.index(m), col_keys.index((e, p))
         resample = Image.NEAREST if th >= h else Image.BOX
         tile = Image.fromarray(pix[i]).resize((tw, th), resample)
-        sheet.paste(tile, (left + c * tw, top + r * th))
+        x0, y0 = left + c * tw, top + r * th
+        sheet.paste(tile, (x0, y0))
+        if identity is not None and np.isfinite(dist[i]) and dist[i] > limit:
+            frame = max(2, tw // 32)
+            draw.rectangle((x0, y0, x0 + tw - 1, y0 + th - 1), outline=IDENTITY_MARK, width=frame)
+            label = f"{dist[i]:.2f}"
+            box = draw.textbbox((0, 0), label, font=font)
+            at = (x0 + frame + 1, y0 + th - frame - 2 - (box[3] - box[1]) - box[1])
+            draw.rectangle(
+                (at[0] - 1, at[1] + box[1] - 1, at[0] + box[2] + 1, at[1] + box[3] + 1),
+                fill=IDENTITY_MARK,
+            )
+            draw.text(at, label, fill="white", font=font)
     return sheet
+
+
+def _taller(sheet: Image.Image, extra: int) -> Image.Image:
+    """``sheet`` with ``extra`` more white rows at the bottom."""
+    out = Image.new("RGB", (sheet.width, sheet.height + extra), "white")
+    out.paste(sheet, (0, 0))
+    return out
 
 
 def pose_axis_note(grid: np.ndarray) -> str:

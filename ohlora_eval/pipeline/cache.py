@@ -119,3 +119,55 @@ def file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class EmbeddingCache:
+    """An identity model's descriptors of one measurement's vectors, kept beside its chunks:
+    ``<measurement dir>/identity/<model id>/part_<rows digest>.npz``, each file the vectors
+    of one step (their rows, (k, m + 1, d) descriptors and each face's reason), checksummed
+    with the measurement key, the model id and its rows like a chunk. Parts are read all at
+    once (a run's scope is a few hundred vectors, an ``identity.scope=all`` run its all)."""
+
+    def __init__(self, measurement_dir: str | os.PathLike, key: str, model_id: str) -> None:
+        self.dir = Path(measurement_dir) / "identity" / model_id
+        self.key = f"{key}/{model_id}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def load(self) -> dict[int, tuple[np.ndarray, list[str]]]:
+        """row -> (descriptors (m + 1, d), reasons); untrustworthy parts are removed."""
+        out: dict[int, tuple[np.ndarray, list[str]]] = {}
+        for path in sorted(self.dir.glob("part_*.npz")):
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    arrays = {k: z[k] for k in z.files}
+                stored = str(arrays.pop("__checksum__"))
+                if stored != _checksum(arrays):
+                    raise ValueError("its checksum does not match its contents")
+                if str(arrays["__key__"]) != self.key:
+                    raise ValueError(f"it belongs to {arrays['__key__']}, not {self.key}")
+                rows, vectors, reasons = arrays["rows"], arrays["vectors"], arrays["reasons"]
+                if vectors.shape[0] != len(rows) or reasons.shape[:1] != rows.shape:
+                    raise ValueError("its arrays do not have one row per vector")
+            except Exception as exc:  # noqa: BLE001 - whatever is wrong with it, it is not trusted
+                warnings.warn(
+                    f"identity cache part {path} is not used ({exc}); measuring those vectors"
+                    " again",
+                    stacklevel=2,
+                )
+                path.unlink(missing_ok=True)
+                continue
+            for i, row in enumerate(rows):
+                out[int(row)] = (vectors[i], [str(r) for r in reasons[i]])
+        return out
+
+    def save(self, rows: list[int], vectors: np.ndarray, reasons: list[list[str]]) -> None:
+        payload = {
+            "rows": np.asarray(rows, dtype=np.int64),
+            "vectors": np.asarray(vectors, dtype=np.float32),
+            "reasons": np.array(reasons, dtype="<U200"),
+            "__key__": np.array(self.key),
+        }
+        buf = io.BytesIO()
+        np.savez(buf, __checksum__=np.array(_checksum(payload)), **payload)
+        name = f"part_{digest([int(r) for r in rows])[:16]}.npz"
+        atomic_write(self.dir / name, buf.getvalue())

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from ohlora_eval.errors import ConfigError
+from ohlora_eval.errors import ConfigError, number_in
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 
 CORR_COLUMNS = [f"{p}_corr" for p in CORE_PROPERTIES]
@@ -19,6 +19,19 @@ PER_VECTOR_COLUMNS = [
     "sum_abs_corr",
     "fail_reason",
 ]
+IDENTITY_COLUMNS = [
+    "identity_max",
+    "identity_mean",
+    *(f"identity_{p}" for p in CORE_PROPERTIES),
+    "identity_worst_pm_idx",
+    "identity_unaligned",
+    "identity_note",
+]
+"""Columns of a run that measured identity (``pipeline/identity.py`` says what each is),
+after ``fail_reason`` (and ``no_face``); NaN where a vector was not measured."""
+IDENTITY_CUTOFF_HINT = (
+    "the largest allowed identity distance, e.g. 0.6 (dlib's same person); null = off"
+)
 STATISTICS_COLUMNS = [
     "eyes_corr_mean",
     "mouth_corr_mean",
@@ -67,7 +80,18 @@ def check_cutoffs(cutoffs: Mapping[str, float]) -> dict[str, float]:
         if not 0.0 <= v <= 1.0:
             raise ConfigError(f"cutoff.{p}={v} is outside [0, 1]; |r| can only be in [0, 1]")
         out[p] = v
+    raw = cutoffs.get("identity") if hasattr(cutoffs, "get") else None
+    if raw is not None:  # absent or null: identity does not decide (the default)
+        out["identity"] = number_in(
+            "cutoff.identity", raw, 0, 10, low_open=True, hint=IDENTITY_CUTOFF_HINT
+        )
     return out
+
+
+def identity_cutoff(cutoffs: Mapping[str, float]) -> float | None:
+    """The largest allowed identity distance of checked ``cutoffs``, or None (off)."""
+    value = cutoffs.get("identity")
+    return None if value is None else float(value)
 
 
 def shortfall(corrs: pd.DataFrame, cutoffs: Mapping[str, float]) -> pd.Series:
@@ -118,10 +142,40 @@ def judge(
             reasons[i].append(f"{p}: correlation undefined (measured score constant)")
         for i in np.flatnonzero(~np.isnan(r) & (np.abs(r) < cut[p])):
             reasons[i].append(f"{p} |r|={abs(r[i]):.4f} < {cut[p]}")
+    if "identity" in cut:
+        _judge_identity(corrs, cut["identity"], reasons, images_per_vector)
     fail = ["; ".join(rs) for rs in reasons]
     return pd.DataFrame(
         {"passed": ["X" if f else "O" for f in fail], "fail_reason": fail}, index=corrs.index
     )
+
+
+def _judge_identity(
+    table: pd.DataFrame, limit: float, reasons: list[list[str]], images: int | None
+) -> None:
+    """Add the identity cutoff's reasons: a distance over ``limit`` (naming the edit that
+    moves the face most), faces that could not be aligned, or, for a vector that clears the
+    three r cutoffs, distances never measured (unknown is never "kept")."""
+    if "identity_max" not in table.columns:
+        raise ValueError("the identity cutoff needs the identity columns (identity_max, ...)")
+    worst = table["identity_max"].to_numpy(dtype=np.float64)
+    unaligned = table["identity_unaligned"].to_numpy(dtype=np.float64)
+    notes = table["identity_note"].fillna("").astype(str).to_numpy()
+    along = table[[f"identity_{p}" for p in CORE_PROPERTIES]].to_numpy(dtype=np.float64)
+    faces = f" of {images + 1}" if images else ""
+    for i in range(len(table)):
+        if unaligned[i] > 0:
+            note = f" ({notes[i]})" if notes[i] else ""
+            reasons[i].append(f"identity: {int(unaligned[i])}{faces} faces not aligned{note}")
+        elif np.isnan(worst[i]):
+            if not reasons[i]:
+                reasons[i].append("identity: not measured (outside identity.scope)")
+        elif worst[i] > limit:
+            k = int(np.nanargmax(along[i])) if np.isfinite(along[i]).any() else 0
+            reasons[i].append(
+                f"identity distance {worst[i]:.4f} > {limit:g}"
+                f" ({CORE_PROPERTIES[k]} edit {along[i, k]:.3f})"
+            )
 
 
 def per_vector_table(
@@ -131,12 +185,15 @@ def per_vector_table(
     cases: np.ndarray | None = None,
     no_face: np.ndarray | None = None,
     images_per_vector: int | None = None,
+    identity: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The Oh-LoRA test-result table (plus ``fail_reason``) from an (n, 3) r array.
 
     ``no_face``: per vector, how many of its ``images_per_vector`` images had no face found
     (their scores NaN). When any did, the table gets a ``no_face`` column after
-    ``fail_reason`` and those vectors fail with that reason."""
+    ``fail_reason`` and those vectors fail with that reason. ``identity``: the run's
+    ``IDENTITY_COLUMNS`` (n rows), appended after those; with ``cutoffs["identity"]`` they
+    are judged too (``_judge_identity``)."""
     n = corr.shape[0]
     df = pd.DataFrame(corr, columns=CORR_COLUMNS)
     df.insert(0, "case", np.arange(n) if cases is None else np.asarray(cases))
@@ -146,6 +203,10 @@ def per_vector_table(
     if no_face is not None and np.asarray(no_face).any():
         df[NO_FACE] = np.asarray(no_face, dtype=np.int64)
         columns.append(NO_FACE)
+    if identity is not None:
+        for c in IDENTITY_COLUMNS:
+            df[c] = identity[c].to_numpy()
+        columns += IDENTITY_COLUMNS
     j = judge(df, cutoffs, images_per_vector)
     df.insert(2, "passed", j["passed"])
     df["fail_reason"] = j["fail_reason"]
@@ -192,10 +253,58 @@ def mean_interval(values: pd.Series, level: float = 0.95) -> tuple[float, float]
     return float(v.mean() - half), float(v.mean() + half)
 
 
-def run_metrics(per_vector: pd.DataFrame) -> dict[str, float]:
+def r_passed(per_vector: pd.DataFrame) -> pd.Series:
+    """The vectors that clear the three r cutoffs, whatever their identity (every reason
+    they fail, if any, is an identity one)."""
+    reasons = per_vector["fail_reason"].fillna("").astype(str)
+    return reasons.map(lambda t: all(x.startswith("identity") for x in t.split("; ") if x))
+
+
+def identity_metrics(per_vector: pd.DataFrame, threshold: float) -> dict[str, float]:
+    """How many vectors that clear the three r cutoffs keep their identity: distances at
+    most ``threshold`` (the identity cutoff, or the identity model's same-person distance
+    when the run has none), farther, or unknown (not measured, faces not aligned)."""
+    ok = r_passed(per_vector)
+    worst = per_vector["identity_max"].astype(float)
+    measured = per_vector["identity_unaligned"].astype(float).notna()
+    out = {
+        "identity_threshold": float(threshold),
+        "identity_measured": float(measured.sum()),
+        "r_passed": float(ok.sum()),
+        "r_passed_same_person": float((ok & (worst <= threshold)).sum()),
+        "r_passed_other_person": float((ok & (worst > threshold)).sum()),
+        "r_passed_identity_unknown": float((ok & worst.isna()).sum()),
+    }
+    for name, rows in (("", measured), ("_r_passed", ok & worst.notna())):
+        if rows.any():
+            out[f"identity_max{name}_mean"] = float(worst[rows].mean())
+    return out
+
+
+def identity_summary(metrics: Mapping[str, float], name: str, limit: float | None) -> str:
+    """What the run's summary says of identity (from ``judge.identity_metrics``)."""
+    t = float(metrics["identity_threshold"])
+    rule = f"cutoff.identity {t:g}" if limit is not None else f"{name}'s same-person {t:g}"
+    kept = int(metrics["r_passed_same_person"])
+    line = (
+        f"identity ({name}; distance from the unedited face, {rule}): of the"
+        f" {int(metrics['r_passed'])} vectors that clear the three r cutoffs, {kept} keep"
+        f" their person (every edit within {t:g}), {int(metrics['r_passed_other_person'])}"
+        " do not"
+    )
+    unknown = int(metrics["r_passed_identity_unknown"])
+    if unknown:
+        line += f", {unknown} unknown (not measured or faces not aligned)"
+    return line + f"; {int(metrics['identity_measured'])} vectors measured"
+
+
+def run_metrics(
+    per_vector: pd.DataFrame, identity_threshold: float | None = None
+) -> dict[str, float]:
     """The scalar metrics every evaluation run logs (full precision), with 95 % intervals of
     the pass rate (Wilson, ``pass_rate_ci_lo``/``_hi``) and of each mean |r|
-    (``<p>_abs_corr_ci_lo``/``_hi``): over the vectors, as a sample of the generator's."""
+    (``<p>_abs_corr_ci_lo``/``_hi``): over the vectors, as a sample of the generator's.
+    A table with identity columns adds ``identity_metrics`` at ``identity_threshold``."""
     df = per_vector
     n = len(df)
     ok = df["passed"] == "O"
@@ -214,4 +323,6 @@ def run_metrics(per_vector: pd.DataFrame) -> dict[str, float]:
         m[f"{p}_pass_rate"] = float((~reason).mean()) if n else 0.0
         m[f"{p}_undefined"] = float(r.isna().sum())
     m["sum_abs_corr_mean"] = float(df["sum_abs_corr"].mean())
+    if "identity_max" in df.columns and identity_threshold is not None:
+        m.update(identity_metrics(df, identity_threshold))
     return m

@@ -1,4 +1,4 @@
-"""The two plug points every model implements (docs/architecture.md, "Plug points"), and
+"""The plug points every model implements (docs/architecture.md, "Plug points"), and
 the shape of an executor that measures elsewhere.
 
 Kept tiny on purpose: anything that can produce images from latents and
@@ -70,6 +70,26 @@ class PropertyScorer(Protocol):
     properties: tuple[str, ...]
 
     def score(self, images: Tensor) -> dict[str, Tensor]: ...
+
+
+@runtime_checkable
+class IdentityModel(Protocol):
+    """Faces -> descriptors whose distance says whether two faces are the same person.
+
+    ``embed`` takes images as the generators make them ((n, 3, H, W) float in [-1, 1]) and
+    returns an (n, dim) float array; a face it cannot align is a row of NaN (never a guess).
+    ``threshold``: the model's own same-person distance (below it: the same person), which
+    marks contact sheets and counts "same person" where no ``cutoff.identity`` is set.
+    Optional: ``embed_detailed(images)`` (``.vectors`` as ``embed``, ``.reasons``: per row
+    why it is NaN, "" otherwise), ``weights_id`` (keys the kept descriptors), ``name``,
+    ``scope`` (which vectors a screening measures: ``near_pass``, ``passed`` or ``all``),
+    ``check_installed(**config)`` (as for generators).
+    """
+
+    dim: int
+    threshold: float
+
+    def embed(self, images: Tensor) -> np.ndarray: ...
 
 
 class Executor(Protocol):

@@ -73,6 +73,7 @@ class PageInputs:
     note: str = ""
     command: str = SELECT_COMMAND
     title: str = "ohlora_eval review"
+    identity_threshold: float | None = None  # the identity cutoff or model's same person
 
 
 def _asset(name: str) -> str:
@@ -139,13 +140,18 @@ def near_misses(
     ``cutoff - |r|``) and ``near_prop`` (the property that falls shortest)."""
     if margin <= 0 or per_vector.empty:
         return per_vector.iloc[:0].assign(near_short=pd.Series(dtype=float), near_prop="")
-    mask = judge.near_misses(per_vector, cutoffs, margin) & (per_vector["passed"] != "O")
+    failed = per_vector["passed"] != "O"
+    mask = judge.near_misses(per_vector, cutoffs, margin) & failed
+    if judge.identity_cutoff(cutoffs) is not None:  # cleared every r cutoff, failed identity
+        mask |= failed & judge.r_passed(per_vector)
     near = review_order(per_vector[mask], rank_spec)
     gaps = pd.DataFrame(
         {p: float(cutoffs[p]) - near[f"{p}_corr"].astype(float).abs() for p in CORE_PROPERTIES},
         index=near.index,
     )
-    near = near.assign(near_short=gaps.max(axis=1), near_prop=gaps.idxmax(axis=1))
+    short = gaps.max(axis=1).clip(lower=0.0)
+    prop = gaps.idxmax(axis=1).where(short > 0, "identity")
+    near = near.assign(near_short=short, near_prop=prop)
     return near.sort_values("near_short", kind="mergesort")
 
 
@@ -164,6 +170,38 @@ def _picture(case: int, sheet: SheetLink | None, alt: str | None = None) -> str:
     )
 
 
+def _identity_text(row: pd.Series, threshold: float | None, grid: np.ndarray | None) -> str:
+    """The card's identity figures: the largest distance of an edited face from the unedited
+    one, the cell that has it, the mean, and the largest along each property's edit."""
+    worst = _get(row, "identity_max")
+    unaligned = _get(row, "identity_unaligned")
+    if not math.isfinite(worst):
+        if math.isfinite(unaligned) and unaligned > 0:
+            why = str(row.get("identity_note", "") or "")
+            why = "" if why.lower() == "nan" else why
+            return _flag(f"{int(unaligned)} faces not aligned", True, why or "not aligned")
+        return '<span class="note">not measured (outside identity.scope)</span>'
+    cell = _cell_name(row.get("identity_worst_pm_idx"), grid)
+    along = ", ".join(f"{p} {_num(row.get(f'identity_{p}'), '{:.2f}')}" for p in CORE_PROPERTIES)
+    far = threshold is not None and worst > threshold
+    why = f"farther than {threshold:g} from the unedited face: another person" if far else ""
+    return (
+        f"{_flag(f'max {worst:.3f}', far, why)} at {_e(cell)}"
+        f' <span class="note">(mean {_num(row.get("identity_mean"))};'
+        f" largest along one edit: {along})</span>"
+    )
+
+
+def _cell_name(pm_idx: object, grid: np.ndarray | None) -> str:
+    try:
+        i = int(float(pm_idx))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "?"
+    if grid is None or not 0 <= i < len(grid):
+        return f"cell pm_idx {i}"
+    return " ".join(f"{p} {float(w):+.1f}" for p, w in zip(CORE_PROPERTIES, grid[i]))
+
+
 def _card(
     row: pd.Series,
     position: int,
@@ -171,6 +209,7 @@ def _card(
     sheet: SheetLink | None,
     cutoffs: Mapping[str, float],
     near: bool = False,
+    identity: tuple[float | None, np.ndarray | None] | None = None,
 ) -> str:
     case = int(row["case"])
     group = str(row.get("svm_group_name", "") or "")
@@ -178,12 +217,15 @@ def _card(
         group = ""
     if near:
         prop = str(row["near_prop"])
-        r = abs(_get(row, f"{prop}_corr"))
+        reason = str(row.get("fail_reason", ""))
+        if prop == "identity":  # every r cleared its cutoff; identity did not
+            text = next((x for x in reason.split("; ") if x.startswith("identity")), reason)
+        else:
+            r = abs(_get(row, f"{prop}_corr"))
+            text = near_miss_text(prop, r, float(cutoffs[prop]), float(row["near_short"]))
         head = [
             f"<h2>near miss {position} of {total} &middot; case {case}</h2>",
-            f'<span class="nearbadge" title="{_e(row.get("fail_reason", ""))}">failed:'
-            f" {_e(near_miss_text(prop, r, float(cutoffs[prop]), float(row['near_short'])))}"
-            "</span>",
+            f'<span class="nearbadge" title="{_e(reason)}">failed: {_e(text)}</span>',
         ]
     else:
         head = [f"<h2>#{position} of {total} &middot; case {case}</h2>"]
@@ -234,8 +276,14 @@ def _card(
         )
         why = f"passed again in fewer than half of the re-tests (below {FLAG_RE_PASS})"
         loc += f"<dt>re-pass probability</dt><dd>{_flag(again, p_again < FLAG_RE_PASS, why)}</dd>"
+    data = f' data-rank="{position}"'
+    if identity is not None:
+        loc += f"<dt>identity distance</dt><dd>{_identity_text(row, *identity)}</dd>"
+        worst = _get(row, "identity_max")
+        data += f' data-identity="{worst:.6f}"' if math.isfinite(worst) else ' data-identity=""'
     return (
-        f'<article class="card{" near" if near else ""}" id="card-{case}" data-case="{case}">'
+        f'<article class="card{" near" if near else ""}" id="card-{case}" data-case="{case}"'
+        f"{data}>"
         f"<header>{''.join(head)}</header>"
         f'<div class="sheet">{picture}</div>'
         '<div class="figures"><table class="r"><thead><tr><th>property</th><th>r</th>'
@@ -245,7 +293,22 @@ def _card(
     )
 
 
-def _legend(ci_level: float, spearman_max: Mapping[str, float] | None) -> str:
+def _legend(
+    ci_level: float,
+    spearman_max: Mapping[str, float] | None,
+    identity: tuple[float | None, np.ndarray | None] | None = None,
+) -> str:
+    who = ""
+    if identity is not None:
+        at = f" {identity[0]:g}" if identity[0] is not None else " the threshold"
+        who = (
+            "<li><b>identity distance</b>: how far each edited face is from the vector's"
+            " unedited face by the identity model (dlib's face descriptor: below 0.6 is the"
+            " same person); max is the farthest edit (the cell named), and the largest"
+            " distance between two faces that differ only in one property's weight says which"
+            f" edit changes the person; amber beyond{at}. Red frames on the sheet mark the"
+            " same cells. Order the cards by it at the top.</li>"
+        )
     ceil = ""
     if spearman_max:
         parts = ", ".join(f"{_e(p)} {v:.3f}" for p, v in spearman_max.items())
@@ -269,10 +332,11 @@ def _legend(ci_level: float, spearman_max: Mapping[str, float] | None) -> str:
         " +0.6, not centred on 0): Pearson r is taken against the weights, so the offset"
         " does not change it.</li>"
         "<li><b>near miss</b> (dashed amber cards after the passed ones): failed, but every"
-        " |r| is within <code>review.near_miss_margin</code> of its cutoff.</li>"
+        " |r| is within <code>review.near_miss_margin</code> of its cutoff (or, with an"
+        " identity cutoff, every |r| cleared its cutoff and the identity distance did not).</li>"
         "<li>Tick the vectors to keep; the bar at the top builds the select command"
         f" (cases in ascending order; <code>{ALLOW_FAILED}</code> when a near miss is"
-        " ticked).</li></ul></details>"
+        f" ticked).</li>{who}</ul></details>"
     )
 
 
@@ -346,11 +410,13 @@ def write_review_page(
         max_cards=max_cards,
         near_miss_margin=near_miss_margin,
     )
+    has_identity = "identity_max" in per_vector.columns
+    identity = (inputs.identity_threshold, inputs.grid) if has_identity else None
     cards = []
     for position, (_, row) in enumerate(shown.iterrows(), start=1):
         case = int(row["case"])
         link = _link(case, sheets.get(case), out_dir, run_id, artifact_dir)
-        cards.append(_card(row, position, total, link, cutoffs))
+        cards.append(_card(row, position, total, link, cutoffs, identity=identity))
     if not cards:
         body = (
             '<p class="empty">No vector passed the cutoffs in this run, so there is nothing to'
@@ -372,7 +438,7 @@ def write_review_page(
         for position, (_, row) in enumerate(near.iterrows(), start=1):
             case = int(row["case"])
             link = _link(case, sheets.get(case), out_dir, run_id, artifact_dir)
-            cards.append(_card(row, position, n_near, link, cutoffs, near=True))
+            cards.append(_card(row, position, n_near, link, cutoffs, True, identity))
             body += cards[-1]
         if len(near) < n_near:
             body += (
@@ -382,6 +448,17 @@ def write_review_page(
         elif not n_near:
             body += '<p class="note">None.</p>'
     cut = ", ".join(f"{_e(p)} {_e(cutoffs[p])}" for p in CORE_PROPERTIES if p in cutoffs)
+    if cutoffs.get("identity") is not None:
+        cut += f"; identity distance &le; {_e(cutoffs['identity'])}"
+    order = ""
+    if has_identity:
+        order = (
+            '<label class="order">order cards by <select id="order">'
+            '<option value="rank">review rank</option>'
+            '<option value="identity-desc">identity distance, largest first</option>'
+            '<option value="identity-asc">identity distance, smallest first</option>'
+            "</select></label>"
+        )
     spec = rank_spec if isinstance(rank_spec, str) else dict(rank_spec)
     n_all = len(per_vector)
     near_txt = f" &middot; {n_near} near misses (within {near_miss_margin:g})" if n_near else ""
@@ -403,7 +480,7 @@ def write_review_page(
         '<span class="hint" id="hint">tick vectors below to build the select command</span>'
         '<button type="button" id="copy" disabled>Copy command</button>'
         '<button type="button" id="clear" disabled>Clear</button>'
-        '<span class="status" id="status" aria-live="polite"></span></div>'
+        f'<span class="status" id="status" aria-live="polite"></span>{order}</div>'
         f"<main>{body}</main><script>{_IMG_JS}</script><script>{_JS}</script></body></html>\n"
     )
     path = out_dir / "index.html"

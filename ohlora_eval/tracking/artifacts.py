@@ -48,24 +48,40 @@ from ohlora_eval.tracking.read_back import FILES_TAG, SHEETS, Logged
 from ohlora_eval.tracking.runs import log_hydra_files, timed
 
 
-def per_image_table(scores: np.ndarray, grid: np.ndarray, cases: np.ndarray) -> pd.DataFrame:
+def per_image_table(
+    scores: np.ndarray,
+    grid: np.ndarray,
+    cases: np.ndarray,
+    identity: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """One row per image: case, pm_idx, the intended weights, the measured scores and, when
+    the run measured identity, ``identity_distance`` (from the vector's unedited face;
+    empty where the vector was not measured)."""
     n, m, _ = scores.shape
     df = pd.DataFrame({"case": np.repeat(cases, m), "pm_idx": np.tile(np.arange(m), n)})
     for k, p in enumerate(CORE_PROPERTIES):
         df[f"{p}_pm"] = np.tile(grid[:, k], n)
     for k, p in enumerate(CORE_PROPERTIES):
         df[f"{p}_score"] = scores[:, :, k].reshape(-1)
+    if identity is not None:
+        df["identity_distance"] = np.asarray(identity, dtype=np.float64).reshape(-1)
     return df
 
 
 def write_per_image(
-    path: Path, scores: np.ndarray, grid: np.ndarray, cases: np.ndarray, block: int = 20_000
+    path: Path,
+    scores: np.ndarray,
+    grid: np.ndarray,
+    cases: np.ndarray,
+    block: int = 20_000,
+    identity: np.ndarray | None = None,
 ) -> None:
     """``per_image_table(...).to_csv(path, index=False)`` written ``block`` vectors at a time
     (the same bytes; the table of a 1,000,000-vector run, 50 million rows, is never whole)."""
     with open(path, "w", newline="") as fh:
         for lo in range(0, max(len(cases), 1), block):
-            part = per_image_table(scores[lo : lo + block], grid, cases[lo : lo + block])
+            ids = None if identity is None else identity[lo : lo + block]
+            part = per_image_table(scores[lo : lo + block], grid, cases[lo : lo + block], ids)
             part.to_csv(fh, index=False, header=lo == 0)
 
 
@@ -83,6 +99,7 @@ class RunOutputs:
     cutoffs: dict[str, float]
     sheets: SheetMaker
     review: review.ReviewSettings
+    identity: np.ndarray | None = None  # (n, m) identity distances (NaN: not measured)
 
 
 def _unique(*groups: Iterable[int]) -> list[int]:
@@ -97,10 +114,15 @@ FILES_LEDGER = "files.json"  # beside the cache's sheet folder: who stored them
 
 
 def _shared_files_run(
-    client: MlflowClient, ledger: Path, cases: np.ndarray, names: Iterable[str]
+    client: MlflowClient,
+    ledger: Path,
+    cases: np.ndarray,
+    names: Iterable[str],
+    identity: str | None = None,
 ) -> str | None:
     """A live run of this store that holds ``names`` for exactly these cases of this
-    measurement (recorded in ``ledger``), or None."""
+    measurement (recorded in ``ledger``), with the same identity distances (``identity``:
+    their digest, None when the run measured none), or None."""
     try:
         entry = json.loads(ledger.read_text())
     except (OSError, ValueError):
@@ -108,6 +130,8 @@ def _shared_files_run(
     if entry.get("uri") != store.display_uri(client.tracking_uri):
         return None
     if entry.get("cases") != fingerprint.digest(np.asarray(cases, dtype=np.int64).tolist()):
+        return None
+    if entry.get("identity") != identity:
         return None
     try:
         run = store.retry(client.get_run, entry["run_id"])
@@ -140,11 +164,14 @@ def _log_artifacts(out: RunOutputs, step: Step) -> None:
         cases = per_vector["case"].to_numpy()
         names = ["latents.npy", *(["per_image.csv"] if settings["per_image"] else [])]
         files_ledger = out.sheets.folder.parent / FILES_LEDGER
+        ids = None if out.identity is None else fingerprint.digest(out.identity)[:32]
         with file_lock(out.sheets.folder.parent / ".files.lock"):
-            shared = _shared_files_run(client, files_ledger, cases, names)
+            shared = _shared_files_run(client, files_ledger, cases, names, ids)
             if shared is None:
                 if settings["per_image"]:
-                    write_per_image(folder / "per_image.csv", out.scores, out.grid, cases)
+                    write_per_image(
+                        folder / "per_image.csv", out.scores, out.grid, cases, identity=out.identity
+                    )
                 if hasattr(out.latents, "save_npy"):  # drawn from the seed block by block
                     out.latents.save_npy(folder / "latents.npy")
                 else:
@@ -153,6 +180,7 @@ def _log_artifacts(out: RunOutputs, step: Step) -> None:
                     "uri": store.display_uri(client.tracking_uri),
                     "run_id": out.run_id,
                     "cases": fingerprint.digest(np.asarray(cases, dtype=np.int64).tolist()),
+                    "identity": ids,
                 }
                 atomic_write(files_ledger, json.dumps(entry).encode())
             else:
@@ -181,7 +209,7 @@ def _log_artifacts(out: RunOutputs, step: Step) -> None:
             note = _sheets_note(len(own), len(needed) - len(own))
             page = LinkedPage(
                 out.run_id, per_vector, out.cutoffs, out.review, out.grid, note,
-                select_command(settings),
+                select_command(settings), out.metrics.get("identity_threshold"),
             )  # fmt: skip
             page.write(folder, where, linker, run_dir)
             for name, cases in (("passed", passed), ("best", best)):
@@ -232,6 +260,7 @@ class LinkedPage:
     grid: np.ndarray | None = None
     note: str = ""
     command: str = review.SELECT_COMMAND  # with the store's key when not ./mlruns
+    identity_threshold: float | None = None  # cells and cards past it are flagged
 
     def _write(self, out_dir: Path, sheets: Mapping[int, Path | review.SheetLink]) -> None:
         inputs = review.PageInputs(
@@ -241,6 +270,7 @@ class LinkedPage:
             grid=self.grid,
             note=self.note,
             command=self.command,
+            identity_threshold=self.identity_threshold,
         )
         review.write_review_page(out_dir, inputs, sheets, self.settings)
 

@@ -44,7 +44,23 @@ def sheet_title(row: pd.Series) -> str:
     """Measurement facts only (no verdict): the same sheet serves every cutoff."""
     rs = "  ".join(f"{p} r={row[f'{p}_corr']:+.3f}" for p in CORE_PROPERTIES)
     group = f" group {row['svm_group_name']}" if row["svm_group_name"] else ""
-    return f"case {int(row['case'])}{group}: {rs}"
+    worst = pd.to_numeric(pd.Series([row.get("identity_max")]), errors="coerce").iloc[0]
+    identity = f"  identity max {worst:.2f}" if np.isfinite(worst) else ""
+    return f"case {int(row['case'])}{group}: {rs}{identity}"
+
+
+@dataclass(frozen=True)
+class IdentityMarks:
+    """Which cells of a sheet are marked: each edited face's identity distance from the
+    unedited one (``distances``, (n, m) by the run's row, NaN: not measured) past
+    ``threshold`` (the identity cutoff, or the identity model's same-person distance)."""
+
+    distances: np.ndarray
+    threshold: float
+
+    def cells(self, row: int) -> np.ndarray | None:
+        d = self.distances[row]
+        return None if np.isnan(d).all() else d
 
 
 def render_sheet(
@@ -54,14 +70,18 @@ def render_sheet(
     title: str,
     min_tile: int = 128,
     max_tile: int = 4096,
+    identity: tuple[np.ndarray, float] | None = None,
 ) -> Image.Image:
-    """Generate one vector's edit grid again and lay it out as a labelled contact sheet."""
+    """Generate one vector's edit grid again and lay it out as a labelled contact sheet
+    (``identity``: each cell's distance and the threshold past which a cell is marked)."""
     generator, layer = setup.generator, setup.layer
     with torch.inference_mode():
         mid = to_mid(generator, torch.as_tensor(latent, dtype=torch.float32), layer)
         dirs = setup.directions.for_vectors(mid, groups if setup.directions.grouped else None)
         images = synthesize(generator, edited_mids(mid, dirs, setup.steps), layer)
-    return contact_sheet(images, setup.grid, title, min_tile=min_tile, max_tile=max_tile)
+    return contact_sheet(
+        images, setup.grid, title, min_tile=min_tile, max_tile=max_tile, identity=identity
+    )
 
 
 @dataclass
@@ -75,6 +95,7 @@ class SheetMaker:
     folder: Path
     min_tile: int = 64  # small faces enlarged to this (tracking.sheet_cell; a page holds hundreds)
     max_tile: int = 128  # large ones (StyleGAN's 256 px) are reduced
+    marks: IdentityMarks | None = None  # identity distances: cells past the threshold marked
 
     def __post_init__(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -90,6 +111,7 @@ class SheetMaker:
         if not path.exists():
             i = self._index[int(case)]
             row = self.per_vector.iloc[i]
+            cells = self.marks.cells(i) if self.marks is not None else None
             sheet = render_sheet(
                 self.setup,
                 self.latents[i : i + 1],
@@ -97,6 +119,7 @@ class SheetMaker:
                 sheet_title(row),
                 self.min_tile,
                 self.max_tile,
+                None if cells is None else (cells, self.marks.threshold),  # type: ignore[union-attr]
             )
             buf = io.BytesIO()
             sheet.save(buf, format="PNG")

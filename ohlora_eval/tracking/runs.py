@@ -157,6 +157,8 @@ def run_name(
     or re-test repetition says so first). ``choices``: Hydra's config group choices."""
     tags = tags or {}
     cut = " ".join(f"{p}{cfg['cutoff'][p]:g}" for p in CORE_PROPERTIES)
+    if (cfg["cutoff"].get("identity")) is not None:
+        cut += f" identity{cfg['cutoff']['identity']:g}"
     name = " | ".join([*differences(cfg, choices), f"{n_vectors} vectors", cut])
     if "retest.repetition" in tags:
         return f"retest repetition {int(tags['retest.repetition']) + 1} | {name}"
@@ -300,7 +302,8 @@ def describe(
     n = len(per_vector)
     lines = [
         f"passed {int(metrics['passed'])} of {n} ({metrics['pass_rate']:.1%}) at cutoffs"
-        f" |r| >= {', '.join(f'{p} {cutoffs[p]:g}' for p in CORE_PROPERTIES)}",
+        f" |r| >= {', '.join(f'{p} {cutoffs[p]:g}' for p in CORE_PROPERTIES)}"
+        + _identity_rule(cutoffs),
         "",
         "| | " + " | ".join(CORE_PROPERTIES) + " |",
         "|---|" + "---|" * len(CORE_PROPERTIES),
@@ -329,6 +332,12 @@ def describe(
     return "\n".join(lines)
 
 
+def _identity_rule(cutoffs: Mapping[str, Any]) -> str:
+    """``, identity distance <= 0.6`` when the cutoffs have an identity cutoff."""
+    limit = cutoffs.get("identity")
+    return "" if limit is None else f", identity distance <= {float(limit):g}"
+
+
 def print_summary(*args: Any, **kwargs: Any) -> None:
     """``summarize`` (the same arguments), printed: the closing lines of every judging run."""
     log.info(summarize(*args, **kwargs), extra=STDOUT)
@@ -347,7 +356,7 @@ def summarize(
     """The closing lines of a judging run, with ``notes`` on where the numbers came from,
     returned; the same summary, in markdown, becomes the run's description in MLflow (set
     here). ``print_summary`` prints them; a re-test's repetitions report as one instead."""
-    cut = ", ".join(f"{p} {float(cutoffs[p]):g}" for p in CORE_PROPERTIES)
+    cut = ", ".join(f"{p} {float(cutoffs[p]):g}" for p in CORE_PROPERTIES) + _identity_rule(cutoffs)
     means = ", ".join(f"{p} {metrics[f'{p}_abs_corr_mean']:.4f}" for p in CORE_PROPERTIES)
     signed = ", ".join(f"{metrics[f'{p}_corr_mean']:+.4f}" for p in CORE_PROPERTIES)
     client = MlflowClient(uri)

@@ -62,3 +62,36 @@
   boxes.forEach(function (b) { b.addEventListener("change", update); });
   update();
 })();
+(function () {
+  "use strict";
+  // Order the cards by identity distance (a run that measured it) or back by review rank;
+  // the passed cards and the near misses are each ordered in their own place.
+  var select = document.getElementById("order");
+  if (!select) { return; }
+  function value(card, name) {
+    var v = card.getAttribute("data-" + name);
+    return v === null || v === "" ? NaN : parseFloat(v);
+  }
+  function compare(by) {
+    return function (a, b) {
+      if (by === "rank") { return value(a, "rank") - value(b, "rank"); }
+      var x = value(a, "identity"), y = value(b, "identity");
+      if (isNaN(x) || isNaN(y)) {  // not measured: last either way
+        return (isNaN(x) ? 1 : 0) - (isNaN(y) ? 1 : 0) || value(a, "rank") - value(b, "rank");
+      }
+      return (by === "identity-asc" ? x - y : y - x) || value(a, "rank") - value(b, "rank");
+    };
+  }
+  function reorder() {
+    ["article.card:not(.near)", "article.card.near"].forEach(function (selector) {
+      var cards = Array.prototype.slice.call(document.querySelectorAll(selector));
+      if (cards.length < 2) { return; }
+      var parent = cards[0].parentNode;
+      var mark = document.createComment("cards");
+      parent.insertBefore(mark, cards[0]);
+      cards.sort(compare(select.value)).forEach(function (c) { parent.insertBefore(c, mark); });
+      parent.removeChild(mark);
+    });
+  }
+  select.addEventListener("change", reorder);
+})();
