@@ -92,11 +92,20 @@ def frontier(cfg: DictConfig) -> FrontierResult:
     own_cut = _own_cutoffs(run)
 
     notes: list[str] = []
+    identity = _identity(cfg.get("identity_cutoff", "run"), run, table)
+    if identity is not None:
+        unknown = int(np.isnan(identity.worst).sum())
+        notes.append(
+            f"identity: every triple also needs identity_max <= {identity.limit:g}; {unknown:,}"
+            " of the run's vectors have no stored distance (outside its identity.scope, or"
+            " faces not aligned): never counted as passing, and where a triple's r cutoffs"
+            " pass them they are counted in identity_unknown"
+        )
     retest_id = _retest_id(run, str(cfg.retest), client)
     reps = _repetitions(client, retest_id, table, notes) if retest_id else None
 
     t0 = time.perf_counter()
-    front = fr.frontier(abs_r, grids, valid, reps, reliable_at)
+    front = fr.frontier(abs_r, grids, valid, reps, reliable_at, identity)
     out_table = front.table()
     asked = _questions(front, want)
     answers = {
@@ -105,7 +114,7 @@ def frontier(cfg: DictConfig) -> FrontierResult:
     }
     grid_seconds = time.perf_counter() - t0
 
-    own = fr.judge_at(abs_r, own_cut, valid, reps, reliable_at) if own_cut else None
+    own = fr.judge_at(abs_r, own_cut, valid, reps, reliable_at, identity) if own_cut else None
     if own is not None and "passed" in table.columns:
         recorded = int((table["passed"].astype(str) == "O").sum())
         if recorded != own["passed"]:
@@ -184,6 +193,33 @@ def _valid(table: pd.DataFrame) -> np.ndarray | None:
     if NO_FACE not in table.columns:
         return None
     return table[NO_FACE].fillna(0).to_numpy(dtype=np.float64) == 0
+
+
+def _identity(choice: Any, run, table: pd.DataFrame) -> fr.IdentityFilter | None:
+    """``identity_cutoff``: ``run`` (the run's own ``cutoff.identity``, off where it had none),
+    a largest allowed distance, or null (off)."""
+    if choice is None or (isinstance(choice, str) and choice.lower() in ("null", "none")):
+        return None
+    if isinstance(choice, str):
+        if choice != "run":
+            raise ConfigError(
+                f"identity_cutoff={choice!r} must be run (the run's own cutoff.identity), a"
+                " largest allowed distance (e.g. identity_cutoff=0.6) or null"
+            )
+        raw = run.data.params.get("cutoff.identity")
+        if raw in (None, "", "None", "null"):
+            return None
+        limit = float(raw)
+    else:
+        limit = number_in("identity_cutoff", choice, 0, 10, low_open=True, hint="e.g. 0.6")
+    if "identity_max" not in table.columns:
+        raise UserError(
+            f"identity_cutoff={limit:g}: run {run.info.run_id} has no identity distances (it"
+            " measured no identity: screen with identity=dlib_resnet), so no triple can be"
+            " judged by it"
+        )
+    worst = pd.to_numeric(table["identity_max"], errors="coerce").to_numpy(dtype=np.float64)
+    return fr.IdentityFilter(worst, limit)
 
 
 def _own_cutoffs(run) -> dict[str, float] | None:
@@ -295,6 +331,8 @@ def _cut_text(row: dict[str, float]) -> str:
 
 def _figures(row: dict[str, float], front: fr.Frontier) -> str:
     text = f"{int(row['passed']):,} pass"
+    if row.get("identity_unknown"):
+        text += f" (+{int(row['identity_unknown'])} with no identity distance, not counted)"
     if front.has_retest:
         tested = int(row["passed"]) - int(row["not_retested"])
         at = f"{front.reliable_at:g}"
@@ -360,6 +398,7 @@ def _none_text(count: str | None, front: fr.Frontier, want: int) -> str:
 def _log(client: MlflowClient, run_id: str, result: FrontierResult, cfg: DictConfig, grids) -> None:
     settings = {
         "run_id": run_id,
+        "identity": result.frontier.identity_limit,
         "retest_run_id": result.retest_run_id,
         "want": int(cfg.want),
         "reliable": float(cfg.reliable),

@@ -218,6 +218,12 @@ def _base_config(recorded: DictConfig, source, cfg: DictConfig) -> DictConfig:
     rec.tracking.per_image = False
     rec.review.page = False
     rec.measure = OmegaConf.merge(rec.get("measure", {}), cfg.noise)
+    # A repetition re-measures r only: the noise model is the scorer's (and the generator's
+    # noise, which no real-faces generator has); the identity distances of the source stand.
+    if rec.get("identity") is not None:
+        rec.identity = None
+    if rec.get("cutoff") is not None and rec.cutoff.get("identity") is not None:
+        rec.cutoff.identity = None
     return rec
 
 

@@ -244,4 +244,3 @@ def cell_label(grid: np.ndarray, pm_idx: float) -> str:
     if not 0 <= i < len(grid):
         return ""
     return " ".join(f"{p} {float(w):+.1f}" for p, w in zip(CORE_PROPERTIES, grid[i]))
-

@@ -168,9 +168,13 @@ CHANGE_COLUMNS = [
     "case",
     "change",
     *[f"{c}_{s}" for c in CORR for s in ("a", "b")],
+    "identity_max_a",
+    "identity_max_b",
     "fail_reason_a",
     "fail_reason_b",
 ]
+"""``identity_max``: the largest identity distance of the vector's edits (empty where its run
+measured none): a change made by an identity cutoff shows it."""
 
 
 @dataclass(frozen=True)
@@ -189,6 +193,7 @@ class Comparison:
     changes: pd.DataFrame  # CHANGE_COLUMNS, one row per vector that entered or left
     settings: pd.DataFrame  # the differing params: param, a, b
     list_max: int = LIST_MAX
+    identity: tuple[float, float] | None = None  # mean identity_max of each run's passed
 
     @property
     def rate_a(self) -> float:
@@ -264,6 +269,12 @@ def compare_tables(
     moved = joined.assign(change=change)[change != ""].reset_index()
     changes = moved.reindex(columns=CHANGE_COLUMNS)
     changes = changes.sort_values(["change", "case"], kind="stable").reset_index(drop=True)
+    identity = None
+    if joined[["identity_max_a", "identity_max_b"]].notna().any().any():
+        identity = (
+            float(joined.loc[ok_a, "identity_max_a"].mean()),
+            float(joined.loc[ok_b, "identity_max_b"].mean()),
+        )
     return Comparison(
         a=a,
         b=b,
@@ -277,6 +288,7 @@ def compare_tables(
         changes=changes,
         settings=settings,
         list_max=list_max,
+        identity=identity,
     )
 
 
@@ -291,6 +303,9 @@ def _prepared(table: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({"passed": passed_bool(table).to_numpy()}, index=cases.to_numpy())
     for c in CORR:
         out[c] = pd.to_numeric(table[c], errors="coerce").to_numpy(dtype=np.float64)
+    worst = table["identity_max"] if "identity_max" in table.columns else np.nan
+    worst = pd.to_numeric(pd.Series(worst, index=table.index), errors="coerce")
+    out["identity_max"] = worst.to_numpy(dtype=np.float64)
     reason = table["fail_reason"] if "fail_reason" in table.columns else pd.Series("", table.index)
     out["fail_reason"] = reason.fillna("").astype(str).to_numpy()
     out.index.name = "case"
@@ -315,6 +330,10 @@ def _pct(x: float) -> str:
 
 def _points(x: float) -> str:
     return f"{100 * x:+.2f}"
+
+
+def _dist(x: float, fmt: str = "{:.4f}") -> str:
+    return "" if x != x else fmt.format(x)
 
 
 def _run_cell(side: RunSide) -> str:
@@ -377,6 +396,12 @@ def _markdown(c: Comparison, changes_csv: str | None) -> str:
     ]
     for p, row in c.mean_abs_r.iterrows():
         lines.append(f"| mean \\|r\\| {p} | {row.a:.4f} | {row.b:.4f} | {row['diff']:+.4f} |")
+    if c.identity is not None:
+        ia, ib = c.identity
+        lines.append(
+            f"| passed, mean identity distance | {_dist(ia)} | {_dist(ib)} |"
+            f" {_dist(ib - ia, '{:+.4f}')} |"
+        )
     lines += [
         "",
         "The interval is Newcombe's hybrid score interval from the two Wilson intervals"
@@ -392,17 +417,21 @@ def _markdown(c: Comparison, changes_csv: str | None) -> str:
     if c.changes.empty:
         lines += ["", "None: the same vectors pass in both runs."]
     elif c.listed:
+        ident = c.identity is not None
         head = " | ".join(f"{p} r a | {p} r b" for p in CORE_PROPERTIES)
+        head += " | identity a | identity b" if ident else ""
         lines += [
             "",
             f"| case | change | {head} | why it fails |",
-            "| --- | --- |" + " --- |" * (2 * len(CORE_PROPERTIES)) + " --- |",
+            "| --- | --- |" + " --- |" * (2 * len(CORE_PROPERTIES) + 2 * ident) + " --- |",
         ]
         for row in c.changes.itertuples(index=False):
             r = row._asdict()
             rs = " | ".join(
                 f"{_r(r[f'{p}_corr_a'])} | {_r(r[f'{p}_corr_b'])}" for p in CORE_PROPERTIES
             )
+            if ident:
+                rs += f" | {_dist(r['identity_max_a'])} | {_dist(r['identity_max_b'])}"
             why = r["fail_reason_a"] if row.change == "entered" else r["fail_reason_b"]
             side = "a" if row.change == "entered" else "b"
             lines.append(f"| {row.case} | {row.change} | {rs} | {side}: {_md(why)} |")

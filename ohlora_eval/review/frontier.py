@@ -22,6 +22,9 @@ re-pass probability is the share of its repetitions that pass. Two readings, per
   probability judged again at that triple from the repetitions' stored r (a stricter
   cutoff fails more repetitions: a vector with eyes r 0.99 that always re-passes eyes
   0.92 may rarely re-pass 0.98).
+- ``identity_unknown`` (with an identity cutoff, ``IdentityFilter``): vectors that pass the
+  triple's three r cutoffs but have no stored identity distance (outside the run's
+  ``identity.scope``, or faces not aligned). They are not counted as passing.
 - ``not_retested``: passing vectors that were not re-tested. No re-pass probability is
   known for them; they are left out of both readings (not counted as 0 or 1), and a
   triple where any pass is marked. A re-test of all the passed vectors covers every
@@ -149,6 +152,8 @@ class Frontier:
     k: int = 0  # repetitions of the re-test
     retest_cutoffs: Mapping[str, float] | None = None  # the cutoffs the re-test judged
     retested: int = 0  # vectors it re-measured
+    identity_limit: float | None = None  # every triple also needs identity_max <= this
+    identity_unknown: np.ndarray | None = None  # int: pass the r triple, no distance known
 
     @property
     def has_retest(self) -> bool:
@@ -171,6 +176,8 @@ class Frontier:
             row["expected_here"] = float(self.expected_here[index])  # type: ignore[index]
             row["reliable_here"] = int(self.reliable_here[index])  # type: ignore[index]
             row["not_retested"] = int(self.not_retested[index])  # type: ignore[index]
+        if self.identity_unknown is not None:
+            row["identity_unknown"] = int(self.identity_unknown[index])
         row["strictness"] = float(self.strictness()[index])
         return row
 
@@ -196,9 +203,28 @@ class Frontier:
             out["expected_re_pass_at_triple"] = self.expected_here.ravel()  # type: ignore[union-attr]
             out[f"re_pass_prob_at_triple_ge_{at}"] = self.reliable_here.ravel()  # type: ignore[union-attr]
             out["not_retested"] = self.not_retested.ravel()  # type: ignore[union-attr]
+        if self.identity_unknown is not None:
+            out["identity_unknown"] = self.identity_unknown.ravel()
         out["strictness"] = self.strictness().ravel()
         out["pareto"] = self.pareto().ravel()
         return pd.DataFrame(out)
+
+
+@dataclass(frozen=True)
+class IdentityFilter:
+    """An identity cutoff over every triple: a vector passes only where its ``worst`` (n,)
+    identity distance is at most ``limit``; NaN (not measured, faces not aligned) never
+    passes, and is counted per triple as ``identity_unknown``."""
+
+    worst: np.ndarray
+    limit: float
+
+    def kept(self) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            return np.asarray(self.worst, dtype=np.float64) <= self.limit
+
+    def unknown(self) -> np.ndarray:
+        return np.isnan(np.asarray(self.worst, dtype=np.float64))
 
 
 def frontier(
@@ -207,15 +233,23 @@ def frontier(
     valid: np.ndarray | None = None,
     retest: Repetitions | None = None,
     reliable_at: float = 0.8,
+    identity: IdentityFilter | None = None,
 ) -> Frontier:
     """Every triple of ``grids`` (each ascending) for the (n, 3) ``abs_r`` of a run's vectors
-    (``valid``: False for a vector that fails whatever the cutoffs, a face not found)."""
+    (``valid``: False for a vector that fails whatever the cutoffs, a face not found;
+    ``identity``: an identity cutoff every triple applies too)."""
     grids = tuple(np.asarray(g, dtype=np.float64) for g in grids)
     shape = _shape(grids)
     lv = levels(abs_r, grids)
     if valid is not None:
         lv[~np.asarray(valid, dtype=bool)] = 0
+    unknown = None
+    if identity is not None:
+        unknown = count_passing(lv[identity.unknown()], shape)
+        lv[~identity.kept()] = 0
     result = Frontier(grids, len(lv), count_passing(lv, shape), reliable_at=reliable_at)  # type: ignore[arg-type]
+    if identity is not None:
+        result.identity_limit, result.identity_unknown = identity.limit, unknown
     if retest is None:
         return result
     rows = np.asarray(retest.rows, dtype=np.int64)
@@ -266,6 +300,7 @@ def judge_at(
     valid: np.ndarray | None = None,
     retest: Repetitions | None = None,
     reliable_at: float = 0.8,
+    identity: IdentityFilter | None = None,
 ) -> dict[str, float]:
     """The same figures at one triple of cutoffs (on the grid or not), with plain masks."""
     cut = np.array([float(cutoffs[p]) for p in PROPERTIES])
@@ -274,6 +309,9 @@ def judge_at(
     if valid is not None:
         ok &= np.asarray(valid, dtype=bool)
     out: dict[str, float] = {**{p: float(cutoffs[p]) for p in PROPERTIES}}
+    if identity is not None:
+        out["identity_unknown"] = int((ok & identity.unknown()).sum())
+        ok &= identity.kept()
     out["passed"] = int(ok.sum())
     if retest is None:
         return out

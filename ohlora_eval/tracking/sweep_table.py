@@ -37,6 +37,14 @@ COMPARED = [
     "pass_rate_ci_lo",
     "pass_rate_ci_hi",
     *(f"{p}_abs_corr_ci_{end}" for p in PROPS for end in ("lo", "hi")),
+    # runs that measured identity (pipeline.judge.identity_metrics)
+    "identity_threshold",
+    "r_passed",
+    "r_passed_same_person",
+    "r_passed_other_person",
+    "r_passed_identity_unknown",
+    "identity_measured",
+    "identity_faces_per_sec",
 ]
 
 
@@ -174,7 +182,10 @@ def markdown_table(table: pd.DataFrame) -> str:
     keys = swept_keys(table) or ["job"]
     intervals = "pass_rate_ci_lo" in table and table["pass_rate_ci_lo"].notna().any()
     ci = " (95 % CI)" if intervals else ""
-    head = [*keys, "passed", f"pass rate{ci}", *(f"mean abs r {p}{ci}" for p in PROPS), "status"]
+    identity = "r_passed" in table and table["r_passed"].notna().any()
+    same = ["clear r", "same person of those (<= threshold)"] if identity else []
+    head = [*keys, "passed", f"pass rate{ci}", *(f"mean abs r {p}{ci}" for p in PROPS), *same]
+    head.append("status")
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.sort_values(list(dict.fromkeys([*keys, "job"]))).iterrows():
         rate = _with_interval(r, "pass_rate", "pass_rate_ci_lo", "pass_rate_ci_hi", ".1%")
@@ -185,6 +196,12 @@ def markdown_table(table: pd.DataFrame) -> str:
             for p in PROPS
         ]
         cells = [*(str(r[k]) for k in keys), _fmt(r.get("passed"), ".0f"), rate, *means]
+        if identity:
+            t = _fmt(r.get("identity_threshold"), "g")
+            cells += [
+                _fmt(r.get("r_passed"), ".0f"),
+                f"{_fmt(r.get('r_passed_same_person'), '.0f')} (<= {t})",
+            ]
         rows.append("| " + " | ".join([*cells, str(r["status"])]) + " |")
     return "\n".join(rows)
 
