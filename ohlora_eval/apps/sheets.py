@@ -104,7 +104,7 @@ def _which_cases(cfg: DictConfig, per_vector: pd.DataFrame, config: DictConfig) 
         raise UserError("give cases=[...] or near_miss=<margin>, e.g. near_miss=0.05")
     margin = number_in("near_miss", cfg.near_miss, 0.0, 1.0, low_open=True)
     limit = int_in("max_cases", cfg.max_cases, 1)
-    cutoffs = {p: float(v) for p, v in config.cutoff.items()}
+    cutoffs = judge.check_cutoffs(config.cutoff)
     gap = judge.shortfall(per_vector, cutoffs)
     near = per_vector.assign(shortfall=gap)[judge.near_misses(per_vector, cutoffs, margin)]
     if near.empty:

@@ -5,8 +5,10 @@ Times, on the same vectors (``--faces-vectors`` x 50 edits, random unit directio
 does not depend on which): generating alone (the edited faces, the hot loop's step sizes),
 scoring alone (every landmark worker), and the whole measuring step
 (``pipeline.measure.measure``, no cache), where the next faces are generated while the
-workers measure the last ones. Ratios: the pipeline over the slower stage alone, and over
-the two stages one after the other (what the overlap buys).
+workers measure the last ones; then the identity stage (``identity=dlib_resnet``: each
+vector's 51 faces generated and embedded) and the descriptor alone, ours against dlib's.
+Ratios: the pipeline over the slower stage alone, and over the two stages one after the
+other (what the overlap buys).
 
 On a CPU both stages compete for the same cores, so the pipeline cannot reach the slower
 stage alone when each stage alone already uses every core; the per-image core-seconds of
@@ -88,6 +90,7 @@ def faces_section(args: argparse.Namespace) -> dict[str, Any]:
     close = getattr(scorer, "close", None)
     if close:
         close()
+    identity = _identity_rates(cfg, setup, latents, runs, args.repeats)
 
     rate = {k: runs.rate(k, n) for k in runs.wall}
     slower = min(rate["generate"], rate["score"])
@@ -120,6 +123,50 @@ def faces_section(args: argparse.Namespace) -> dict[str, Any]:
         "stages_in_turn_images_per_sec": serial,
         "cpu_bound_images_per_sec": cpu_bound,
         "cores": cores,
+        "identity": identity,
+    }
+
+
+def _identity_rates(
+    cfg: Any, setup: EditSetup, latents: torch.Tensor, runs: Runs, repeats: int
+) -> dict[str, Any]:
+    """The identity stage (``identity=dlib_resnet``) on the same vectors: each vector's
+    unedited face and 50 edits generated and embedded (``pipeline.identity``, no cache), and
+    the descriptor alone, ours (torch) against dlib's own ``compute_face_descriptor``."""
+    from hydra.utils import instantiate
+
+    from ohlora_eval.pipeline.identity import grid_faces, measure_identity
+    from ohlora_eval.progress import quiet
+
+    model = instantiate(cfg.identity)
+    v = int(latents.shape[0])
+    rows, groups = list(range(v)), [""] * v
+    with quiet():
+        measure_identity(setup, model, latents[:1], [0], [""])  # warm-up
+        for _ in range(repeats):
+            runs.time("identity", lambda: measure_identity(setup, model, latents, rows, groups))
+    with torch.inference_mode():
+        faces = grid_faces(setup, latents[:1], [""])  # 51 faces
+    import dlib
+
+    theirs = dlib.face_recognition_model_v1(model.path)
+    model.embed(faces[:8])  # warm-up
+    for _ in range(repeats):  # both from the same images, the same alignment included
+        runs.time("descriptor", lambda: model.embed(faces))
+        runs.time(
+            "descriptor_dlib",
+            lambda: [
+                theirs.compute_face_descriptor(img, shp) for img, shp, _ in model.aligned(faces)
+            ],
+        )
+    m1 = setup.m + 1
+    return {
+        "model": repr(model),
+        "vectors": v,
+        "faces": v * m1,
+        "faces_per_sec": runs.rate("identity", v * m1),
+        "descriptor_faces_per_sec": runs.rate("descriptor", m1),
+        "descriptor_dlib_faces_per_sec": runs.rate("descriptor_dlib", m1),
     }
 
 
@@ -155,4 +202,14 @@ def faces_report(fc: dict[str, Any]) -> list[str]:
         f" {fc['cores']} cores can do at best ({num(fc['cpu_bound_images_per_sec'], 0)} images/s,"
         f" from the 1-core rates): {num(q['pipeline_over_cpu_bound'], 2)}"
     )
+    idn = fc.get("identity")
+    if idn:
+        out.append(
+            f"  identity (identity=dlib_resnet, {idn['vectors']} vectors x 51 faces: the unedited"
+            f" face and the 50 edits, generated and embedded): {num(idn['faces_per_sec'], 0)}"
+            " faces/s; the descriptor alone (alignment included)"
+            f" {num(idn['descriptor_faces_per_sec'], 0)} faces/s in torch,"
+            f" {num(idn['descriptor_dlib_faces_per_sec'], 1)} faces/s by dlib's"
+            " own compute_face_descriptor (one core, no BLAS in dlib-bin)"
+        )
     return out

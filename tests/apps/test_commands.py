@@ -136,7 +136,8 @@ def _run(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Compl
 def test_tab_completion_offers_the_keys():
     env = {**clean_env(), "COMP_LINE": "ohlora-eval cutoff.", "COMP_POINT": "19"}
     out = _run([str(_script("ohlora-eval")), "-sc", "query=bash"], env=env)
-    assert out.stdout.split() == ["cutoff.eyes=", "cutoff.mouth=", "cutoff.pose="]
+    want = ["cutoff.eyes=", "cutoff.identity=", "cutoff.mouth=", "cutoff.pose="]
+    assert out.stdout.split() == want
 
 
 def test_the_job_folder_holds_the_log_and_names_the_run(tmp_path):

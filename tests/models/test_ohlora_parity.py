@@ -355,5 +355,5 @@ def test_ohlora_experiment_is_one_switch():
         0.9,
         1.8,
     ]
-    assert dict(cfg.cutoff) == {"eyes": 0.92, "mouth": 0.88, "pose": 0.88}
+    assert dict(cfg.cutoff) == {"eyes": 0.92, "mouth": 0.88, "pose": 0.88, "identity": None}
     assert cfg.generator.checkpoint is None  # the user points it at the published file
