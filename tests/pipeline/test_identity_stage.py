@@ -1,6 +1,7 @@
 """Identity across the edit grid (pipeline/identity.py), judged by cutoff.identity
-(pipeline/judge.py), kept in the measurement cache: fast tests on the synthetic generator with
-a small identity model built here (the real one, dlib's ResNet: tests/models/test_identity_model.py)."""
+(pipeline/judge.py), kept in the measurement cache: fast tests on the synthetic generator
+with a small identity model built here (the real one, dlib's ResNet:
+tests/models/test_identity_model.py)."""
 
 from __future__ import annotations
 
