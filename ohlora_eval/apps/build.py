@@ -127,12 +127,22 @@ def preflight(cfg: DictConfig, resolved: Mapping[str, Any]) -> Checked:
 
 
 def check_identity(resolved: Mapping[str, Any], cutoffs: Mapping[str, float]) -> None:
-    """An identity cutoff needs an identity model to measure the distances it judges."""
-    if judge.identity_cutoff(cutoffs) is not None and not resolved.get("identity"):
+    """An identity cutoff, or a ranking by an identity column, needs an identity model to
+    measure the distances."""
+    if resolved.get("identity"):
+        return
+    if judge.identity_cutoff(cutoffs) is not None:
         raise ConfigError(
             f"cutoff.identity={cutoffs['identity']:g} needs an identity model to measure the"
             " distances: add identity=dlib_resnet (experiment=real_faces has it), or leave"
             " cutoff.identity=null"
+        )
+    rank = str((resolved.get("review") or {}).get("rank_by", ""))
+    used = [c for c in judge.IDENTITY_COLUMNS if c in rank]
+    if used:
+        raise ConfigError(
+            f"review.rank_by uses {used[0]}, which only a run with an identity model has: add"
+            " identity=dlib_resnet, or rank by other columns"
         )
 
 

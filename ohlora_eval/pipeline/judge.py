@@ -285,16 +285,15 @@ def identity_summary(metrics: Mapping[str, float], name: str, limit: float | Non
     """What the run's summary says of identity (from ``judge.identity_metrics``)."""
     t = float(metrics["identity_threshold"])
     rule = f"cutoff.identity {t:g}" if limit is not None else f"{name}'s same-person {t:g}"
-    kept = int(metrics["r_passed_same_person"])
     line = (
-        f"identity ({name}; distance from the unedited face, {rule}): of the"
-        f" {int(metrics['r_passed'])} vectors that clear the three r cutoffs, {kept} keep"
-        f" their person (every edit within {t:g}), {int(metrics['r_passed_other_person'])}"
-        " do not"
+        f"identity ({name}; distance of each edit from the unedited face, {rule}): of the"
+        f" {int(metrics['r_passed'])} vectors that clear the three r cutoffs, same person"
+        f" (every edit within {t:g}): {int(metrics['r_passed_same_person'])}, another person:"
+        f" {int(metrics['r_passed_other_person'])}"
     )
     unknown = int(metrics["r_passed_identity_unknown"])
     if unknown:
-        line += f", {unknown} unknown (not measured or faces not aligned)"
+        line += f", unknown (not measured or faces not aligned): {unknown}"
     return line + f"; {int(metrics['identity_measured'])} vectors measured"
 
 

@@ -89,12 +89,12 @@ def _check_rank_spec(spec: object) -> None:
     ``--help`` does, needs neither.)"""
     import pandas as pd
 
-    from ohlora_eval.pipeline.judge import PER_VECTOR_COLUMNS
+    from ohlora_eval.pipeline.judge import IDENTITY_COLUMNS, PER_VECTOR_COLUMNS
     from ohlora_eval.review.table import REVIEW_COLUMNS, rank_scores
 
-    cols = [*PER_VECTOR_COLUMNS, *REVIEW_COLUMNS]
+    cols = [*PER_VECTOR_COLUMNS, *IDENTITY_COLUMNS, *REVIEW_COLUMNS]
     empty = pd.DataFrame({c: pd.Series(dtype=object if c in _TEXT else float) for c in cols})
     rank_scores(empty, spec)  # type: ignore[arg-type]
 
 
-_TEXT = {"svm_group_name", "passed", "fail_reason"}
+_TEXT = {"svm_group_name", "passed", "fail_reason", "identity_note"}

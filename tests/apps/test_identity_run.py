@@ -146,3 +146,23 @@ def test_rejudge_and_frontier_use_the_stored_distances(runs):
     )
     assert out.frontier.identity_limit == limit
     assert int(out.frontier.passed.ravel()[0]) == second.metrics["passed"]
+
+
+@pytest.mark.parametrize(
+    "override, said",
+    [
+        ("cutoff.identity=0.6", "cutoff.identity=0.6 needs an identity model"),
+        ("review.rank_by=sum_abs_corr - identity_max", "review.rank_by uses identity_max"),
+    ],
+)
+def test_identity_settings_without_an_identity_model_are_refused_before_a_run(
+    tmp_path, override, said
+):
+    from omegaconf import OmegaConf
+
+    from ohlora_eval.apps.build import preflight
+    from ohlora_eval.errors import ConfigError
+
+    cfg = compose_app("config", tmp_path, override)  # the synthetic default: identity=none
+    with pytest.raises(ConfigError, match=said):
+        preflight(cfg, OmegaConf.to_container(cfg, resolve=True))
