@@ -5,6 +5,7 @@ from the run's latents, config and directions, and logged into that run."""
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +24,8 @@ from ohlora_eval.errors import int_in, number_in
 from ohlora_eval.pipeline import judge
 from ohlora_eval.progress import STDOUT, phase
 from ohlora_eval.tracking import store
-from ohlora_eval.tracking.contact_sheets import SheetMaker
-from ohlora_eval.tracking.read_back import read_run_vectors
+from ohlora_eval.tracking.contact_sheets import IdentityMarks, SheetMaker
+from ohlora_eval.tracking.read_back import read_run_vectors, run_file
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,10 @@ def render_sheets(cfg: DictConfig) -> Sheets:
     setup = edit_setup(rec, checked, where)
     folder = store.store_root(cfg.tracking.root) / "sheets" / run_id
     cell = int(config.get("tracking", {}).get("sheet_cell", SheetMaker.min_tile))
-    maker = SheetMaker(setup, per_vector, latents, folder, min_tile=cell)
+    marks = _identity_marks(client, run, per_vector, setup.m)
+    if marks is not None:
+        folder = folder / f"identity-{marks.threshold:g}"
+    maker = SheetMaker(setup, per_vector, latents, folder, min_tile=cell, marks=marks)
     files = []
     with phase(f"rendering contact sheets of run {run_id}", len(cases), "sheets") as step:
         for case in cases:
@@ -84,6 +88,23 @@ def render_sheets(cfg: DictConfig) -> Sheets:
         extra=STDOUT,
     )
     return Sheets(run_id, cases, files, ARTIFACT_DIR)
+
+
+def _identity_marks(client, run, per_vector: pd.DataFrame, m: int) -> IdentityMarks | None:
+    """A run that measured identity: each cell's distance (its per_image.csv) and the
+    threshold it counted at, so the sheets frame the cells past it as the run's did."""
+    threshold = run.data.metrics.get("identity_threshold")
+    if "identity_max" not in per_vector.columns or threshold is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = run_file(client, run.info.run_id, "per_image.csv", tmp)
+        except Exception:  # noqa: BLE001 - no per-image table (tracking.per_image=false)
+            return None
+        cells = pd.read_csv(path, usecols=["case", "pm_idx", "identity_distance"])
+    table = cells.pivot(index="case", columns="pm_idx", values="identity_distance")
+    table = table.reindex(index=per_vector["case"].astype(int), columns=range(m))
+    return IdentityMarks(table.to_numpy(dtype=float), float(threshold))
 
 
 def _which_cases(cfg: DictConfig, per_vector: pd.DataFrame, config: DictConfig) -> list[int]:

@@ -28,9 +28,11 @@ def contact_sheet(
     min_tile: int = 128,
     max_tile: int = 4096,
     identity: tuple[np.ndarray, float] | None = None,
+    reference: Tensor | None = None,
 ) -> Image.Image:
     """One row per mouth weight, one column per (eyes, pose) pair, labelled, and a line
-    under the grid on its pose axis.
+    under the grid on its pose axis (``reference``: the unedited face, (1, 3, H, W), shown
+    in a column of its own to the right, in the row of the mouth weight nearest 0).
 
     ``images`` are the grid's edits in ``pm_idx`` order (``grid`` rows). Small
     images are enlarged by an integer factor to at least ``min_tile``; large ones
@@ -53,8 +55,18 @@ def contact_sheet(
     line = size + 4
     top, left, bottom = 4 + 3 * line, 5 * size, line + 8
     width, height = left + tw * len(col_keys), top + th * len(mouth_vals)
+    gap = tw // 4
+    if reference is not None:
+        width += gap + tw
     sheet = Image.new("RGB", (width, height + bottom), "white")
     draw = ImageDraw.Draw(sheet)
+    if reference is not None:
+        x0 = left + tw * len(col_keys) + gap
+        r = int(np.argmin(np.abs(np.asarray(mouth_vals))))
+        draw.text((x0 + 3, 4 + line), "unedited\n(all 0)", fill="black", font=font, spacing=4)
+        unedited = Image.fromarray(to_uint8(reference)[0])
+        resample = Image.NEAREST if th >= h else Image.BOX
+        sheet.paste(unedited.resize((tw, th), resample), (x0, top + r * th))
     draw.text((4, 4), title, fill="black", font=font)
     for c, (e, p) in enumerate(col_keys):
         at = (left + c * tw + 3, 4 + line)

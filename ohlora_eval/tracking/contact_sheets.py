@@ -73,14 +73,23 @@ def render_sheet(
     identity: tuple[np.ndarray, float] | None = None,
 ) -> Image.Image:
     """Generate one vector's edit grid again and lay it out as a labelled contact sheet
-    (``identity``: each cell's distance and the threshold past which a cell is marked)."""
+    (``identity``: each cell's distance and the threshold past which a cell is marked; the
+    unedited face is then shown beside the grid)."""
     generator, layer = setup.generator, setup.layer
     with torch.inference_mode():
         mid = to_mid(generator, torch.as_tensor(latent, dtype=torch.float32), layer)
         dirs = setup.directions.for_vectors(mid, groups if setup.directions.grouped else None)
         images = synthesize(generator, edited_mids(mid, dirs, setup.steps), layer)
+        # the face every distance is taken from, beside the grid
+        unedited = synthesize(generator, mid, layer) if identity is not None else None
     return contact_sheet(
-        images, setup.grid, title, min_tile=min_tile, max_tile=max_tile, identity=identity
+        images,
+        setup.grid,
+        title,
+        min_tile=min_tile,
+        max_tile=max_tile,
+        identity=identity,
+        reference=unedited,
     )
 
 

@@ -88,6 +88,21 @@ def test_what_an_identity_run_leaves(runs):
     assert list((store / "cache").rglob("sheets_128px_identity-*"))
 
 
+def test_sheets_on_request_frame_the_cells_past_the_threshold(runs):
+    from PIL import Image
+
+    from ohlora_eval.apps.sheets import render_sheets
+    from ohlora_eval.formats.pictures import IDENTITY_MARK
+
+    store, first, _, _ = runs
+    table = first.per_vector
+    case = int(table.loc[table["identity_max"].idxmax(), "case"])  # past 0.6 somewhere
+    assert table["identity_max"].max() > 0.6
+    out = render_sheets(compose_app("sheets", store, f"run_id={first.run_id}", f"cases=[{case}]"))
+    pix = np.asarray(Image.open(out.files[0]).convert("RGB"))
+    assert (pix == np.array(IDENTITY_MARK, np.uint8)).all(-1).sum() > 100
+
+
 def test_the_identity_cutoff_removes_exactly_the_vectors_past_it(runs):
     _, first, second, limit = runs
     a, b = first.per_vector.set_index("case"), second.per_vector.set_index("case")

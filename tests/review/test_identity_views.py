@@ -129,6 +129,11 @@ def test_a_sheet_frames_the_cells_past_the_threshold():
     # Only the bottom-right cell is framed (5 mouth rows x 10 columns of 64 px).
     assert xs.min() > marked.shape[1] - 64 - 2 and ys.max() < marked.shape[0] - 20
     assert marked.shape[0] > plain.shape[0]  # the line that says what the frames mean
+    # The unedited face every distance is taken from, in a column beside the grid.
+    white = torch.ones(1, 3, 32, 32)
+    ref = np.asarray(contact_sheet(images, GRID, "t", 64, identity=(dist, 0.6), reference=white))
+    assert ref.shape[1] == marked.shape[1] + 64 + 16
+    assert (ref[:, marked.shape[1] + 16 :] == 255).all(-1).sum() >= 64 * 64
 
 
 def test_the_frontier_applies_an_identity_cutoff_to_every_triple():
