@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import mlflow
 import numpy as np
@@ -24,18 +23,17 @@ from ohlora_eval.apps import execution
 from ohlora_eval.apps.build import (
     Checked,
     ConfigError,
-    build_identity,
     edit_setup,
     model_tags,
     preflight,
 )
 from ohlora_eval.apps.cli import hydra_app, note_run
+from ohlora_eval.apps.identity import identity_stage
 from ohlora_eval.pipeline import identity as ident
 from ohlora_eval.pipeline import judge
-from ohlora_eval.pipeline.cache import EmbeddingCache, MeasurementCache
+from ohlora_eval.pipeline.cache import MeasurementCache
 from ohlora_eval.pipeline.context import MeasureContext
 from ohlora_eval.pipeline.fidelity import rounded
-from ohlora_eval.pipeline.fingerprint import digest
 from ohlora_eval.pipeline.latents import SeededLatents, array_of, seeded_latents
 from ohlora_eval.pipeline.measure import measure, measurement_key
 from ohlora_eval.pipeline.model_calls import group_fn
@@ -196,7 +194,7 @@ def _evaluate_in_run(
         images_per_vector=setup.m,
     )
     by_r = table({p: cutoffs[p] for p in ("eyes", "mouth", "pose")})  # identity's scope
-    identity = _identity(cfg, setup, by_r, latents, measured.groups, cache, settings)
+    identity = identity_stage(cfg, setup, by_r, latents, measured.groups, cache, settings)
     per_vector = table(cutoffs, identity=identity.table.columns if identity else None)
     threshold = identity.threshold if identity else None
     metrics = judge.run_metrics(per_vector, identity_threshold=threshold)
@@ -235,68 +233,6 @@ def _evaluate_in_run(
     speed = measured.speed_line(setup.m)
     said = identity.line(metrics, cutoffs) if identity else ident.NOT_MEASURED
     return Evaluation(run_id, per_vector, measured.scores, grid, z, metrics, speed, said)
-
-
-@dataclass
-class _Identity:
-    """What the identity stage of a run measured (``pipeline/identity.py``)."""
-
-    name: str
-    threshold: float  # cutoff.identity, or the model's same-person distance
-    found: ident.Embeddings
-    table: ident.IdentityTable
-    folder: str  # the contact sheets' folder suffix (marks depend on model and threshold)
-
-    def stage_metrics(self) -> dict[str, float]:
-        out = {
-            "identity_measured_now": float(self.found.measured),
-            "identity_reused": float(self.found.reused),
-            "identity_seconds": float(self.found.seconds),
-        }
-        if self.found.measured:
-            out["identity_faces_per_sec"] = float(self.found.faces_per_sec)
-        return out
-
-    def line(self, metrics: dict[str, float], cutoffs: dict[str, float]) -> str:
-        line = judge.identity_summary(metrics, self.name, judge.identity_cutoff(cutoffs))
-        if self.found.measured:
-            line += (
-                f" ({self.found.measured * (self.table.distances.shape[1] + 1):,} faces"
-                f" embedded at {self.found.faces_per_sec:,.0f} faces/s)"
-            )
-        if self.found.reused:
-            line += f"; {self.found.reused} kept from an earlier run"
-        return line
-
-
-def _identity(
-    cfg: DictConfig,
-    setup: Any,
-    judged: pd.DataFrame,
-    latents: Any,
-    groups: list[str],
-    cache: MeasurementCache | None,
-    settings: review.ReviewSettings,
-) -> _Identity | None:
-    """The identity stage, after judging r: the vectors in the model's scope (``judged``
-    at the run's cutoffs) embedded, from the measurement cache where kept."""
-    model = build_identity(cfg)
-    if model is None:
-        return None
-    cutoffs = judge.check_cutoffs(cfg.cutoff)
-    scope = str(getattr(model, "scope", "near_pass"))
-    rows = np.flatnonzero(ident.in_scope(judged, cutoffs, settings.near_miss_margin, scope))
-    model_id = digest([type(model).__name__, str(getattr(model, "weights_id", "unknown"))])[:16]
-    kept = EmbeddingCache(cache.dir, cache.key, model_id) if cache else None
-    found = ident.measure_identity(
-        setup, model, latents, rows, groups, cache=kept, progress=bool(cfg.tracking.progress)
-    )
-    table = ident.identity_columns(found, setup.grid, len(judged))
-    limit = judge.identity_cutoff(cutoffs)
-    threshold = float(model.threshold if limit is None else limit)
-    name = str(getattr(model, "name", type(model).__name__))
-    mlflow.set_tags({"identity": name, "identity.weights_id": model_id})
-    return _Identity(name, threshold, found, table, f"identity-{model_id[:8]}-{threshold:g}")
 
 
 def _latents(
