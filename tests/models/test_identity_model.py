@@ -95,6 +95,13 @@ def test_bad_settings_and_a_wrong_file_are_one_line(tmp_path):
     wrong.write_bytes(b"\x01\x01\x01\x05hello")
     with pytest.raises(ConfigError, match="is not dlib's face ResNet"):
         DlibResNetIdentity(model=str(wrong))
+    # dlib's own file cut short: refused with where it ends, never half a network.
+    from ohlora_eval.models.identity.dlib_resnet import resnet_path
+
+    whole = Path(resnet_path(None)).read_bytes()
+    wrong.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ConfigError, match="ends at byte .* inside a value"):
+        DlibResNetIdentity(model=str(wrong))
 
 
 def _one_vector_setup(gen, eyes: np.ndarray) -> EditSetup:

