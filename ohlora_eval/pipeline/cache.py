@@ -39,6 +39,17 @@ def _checksum(arrays: Mapping[str, np.ndarray]) -> str:
     return digest({k: np.asarray(v) for k, v in arrays.items()})
 
 
+def _read_checked(path: Path) -> dict[str, np.ndarray]:
+    """A kept file's arrays (without its checksum), or a ValueError when they do not match
+    the checksum stored with them."""
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    stored = str(arrays.pop("__checksum__"))
+    if stored != _checksum(arrays):
+        raise ValueError("its checksum does not match its contents")
+    return arrays
+
+
 class MeasurementCache:
     """Chunks of one measurement (one key) on disk."""
 
@@ -63,11 +74,7 @@ class MeasurementCache:
         if not path.exists():
             return None
         try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-            stored = str(arrays.pop("__checksum__"))
-            if stored != _checksum(arrays):
-                raise ValueError("its checksum does not match its contents")
+            arrays = _read_checked(path)
             key, span = str(arrays.pop("__key__", "")), arrays.pop("__range__", None)
             if key != self.key or span is None or [int(x) for x in span] != [lo, hi]:
                 where = f"vectors {list(map(int, span))}" if span is not None else "no range"
@@ -138,11 +145,7 @@ class EmbeddingCache:
         out: dict[int, tuple[np.ndarray, list[str]]] = {}
         for path in sorted(self.dir.glob("part_*.npz")):
             try:
-                with np.load(path, allow_pickle=False) as z:
-                    arrays = {k: z[k] for k in z.files}
-                stored = str(arrays.pop("__checksum__"))
-                if stored != _checksum(arrays):
-                    raise ValueError("its checksum does not match its contents")
+                arrays = _read_checked(path)
                 if str(arrays["__key__"]) != self.key:
                     raise ValueError(f"it belongs to {arrays['__key__']}, not {self.key}")
                 rows, vectors, reasons = arrays["rows"], arrays["vectors"], arrays["reasons"]

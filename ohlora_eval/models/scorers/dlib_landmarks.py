@@ -69,6 +69,18 @@ DEFAULT_BOX = (0.10, 0.10, 0.90, 0.95)
 LUMA = (0.299, 0.587, 0.114)
 
 
+def check_box(key: str, box: Sequence[float]) -> tuple[float, float, float, float]:
+    """A fixed face box ``[left, top, right, bottom]`` (fractions of the side), or a
+    ConfigError naming ``key``."""
+    out = tuple(float(v) for v in box)
+    if len(out) != 4 or not (0 <= out[0] < out[2] <= 1 and 0 <= out[1] < out[3] <= 1):
+        raise ConfigError(
+            f"{key}={list(out)} must be [left, top, right, bottom] fractions of the"
+            " image side with 0 <= left < right <= 1 and 0 <= top < bottom <= 1"
+        )
+    return out  # type: ignore[return-value]
+
+
 def _import_dlib() -> Any:
     try:
         import dlib
@@ -236,12 +248,7 @@ class DlibLandmarkScorer:
         batch_size: int = 256,
     ) -> None:
         int_in("scorer.upscale", upscale, 32, 2048)
-        box = tuple(float(v) for v in box)
-        if len(box) != 4 or not (0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1):
-            raise ConfigError(
-                f"scorer.box={list(box)} must be [left, top, right, bottom] fractions of the"
-                " image side with 0 <= left < right <= 1 and 0 <= top < bottom <= 1"
-            )
+        box = check_box("scorer.box", box)
         if not isinstance(detect, bool):
             raise ConfigError(f"scorer.detect={detect!r} must be true or false")
         cores = os.cpu_count() or 1
