@@ -56,6 +56,7 @@ from ohlora_eval.models.scorers.dlib_landmarks import (
     _file_id,
     _import_dlib,
     check_box,
+    wheel_file,
 )
 from ohlora_eval.pipeline.fingerprint import digest
 from ohlora_eval.pipeline.identity import SCOPES
@@ -71,15 +72,7 @@ MIN_EYE_GAP = 1 / 8  # of the image side: closer eyes are no face to align
 
 def resnet_path(model: str | None) -> str:
     """``identity.model`` or, when null, the ResNet file inside the installed wheel."""
-    if model is not None and str(model).strip():
-        path = Path(model).expanduser()
-        if not path.is_file():
-            raise ConfigError(
-                f"identity.model={path}: no such file; leave it null to use the ResNet inside"
-                f" the {DISTRIBUTION} wheel ({INSTALL_HINT})"
-            )
-        return str(path)
-    return str(packaged_file(DISTRIBUTION, RESNET_IN_WHEEL, "identity.model", INSTALL_HINT))
+    return str(wheel_file("identity.model", model, RESNET_IN_WHEEL))
 
 
 @dataclass(frozen=True)

@@ -91,17 +91,23 @@ def _import_dlib() -> Any:
     return dlib
 
 
-def predictor_path(model: str | None) -> Path:
-    """``scorer.model`` or, when null, the file inside the installed wheel."""
+def wheel_file(key: str, model: str | None, path_in_wheel: str) -> Path:
+    """The file ``key`` names or, when null, ``path_in_wheel`` inside the installed
+    face-recognition-models wheel (a ConfigError naming ``key`` when either is missing)."""
     if model is not None and str(model).strip():
         path = Path(model).expanduser()
         if not path.is_file():
             raise ConfigError(
-                f"scorer.model={path}: no such file; leave it null to use the model inside the"
+                f"{key}={path}: no such file; leave it null to use the model inside the"
                 f" {DISTRIBUTION} wheel ({INSTALL_HINT})"
             )
         return path
-    return packaged_file(DISTRIBUTION, MODEL_IN_WHEEL, "scorer.model", INSTALL_HINT)
+    return packaged_file(DISTRIBUTION, path_in_wheel, key, INSTALL_HINT)
+
+
+def predictor_path(model: str | None) -> Path:
+    """``scorer.model`` or, when null, the 68-point predictor inside the installed wheel."""
+    return wheel_file("scorer.model", model, MODEL_IN_WHEEL)
 
 
 @lru_cache(maxsize=4)
