@@ -43,7 +43,7 @@ from ohlora_eval.pipeline.fidelity import round_trip
 from ohlora_eval.pipeline.judge import IDENTITY_COLUMNS
 from ohlora_eval.pipeline.model_calls import computing, synthesize, to_mid
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
-from ohlora_eval.progress import phase, say
+from ohlora_eval.progress import HEARTBEAT_S, phase, say
 
 SCOPES = ("near_pass", "passed", "all")
 NOT_MEASURED = (
@@ -156,8 +156,9 @@ def measure_identity(
         return out
     per_step = max(1, STEP_IMAGES // m1)
     t0 = time.perf_counter()
+    beat = HEARTBEAT_S if not progress else 1e6  # a bar on the terminal says it instead
     with (
-        phase(f"identity: embedding {len(todo) * m1:,} faces", len(todo), "vectors") as step,
+        phase(f"identity: embedding {len(todo) * m1:,} faces", len(todo), "vectors", beat) as step,
         tqdm(
             total=len(todo), desc="identity", unit="vec", disable=not progress, dynamic_ncols=True
         ) as bar,
