@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.ohlora-installed
 
-.PHONY: setup browser run test test-all ui bench lint format clean-store server server-stop bench-scale
+.PHONY: setup browser run test test-all ui bench lint format clean-store server server-stop server-user bench-scale
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,8 +60,10 @@ ui: setup
 
 # A team server: PostgreSQL (data in .server/pg, owned by $(PG_USER) when run as root: it
 # refuses to run as root) and `mlflow server` on it, artifacts proxied into .server/artifacts,
-# both on 127.0.0.1, every database connection with a generated password (.server/secrets).
-# Point every command at it: MLFLOW_TRACKING_URI=http://127.0.0.1:$(PORT)
+# both on 127.0.0.1, every database connection with a generated password (.server/secrets),
+# every MLflow request with a login (make server prints the admin's; make server-user NAME=...).
+# Point every command at it: MLFLOW_TRACKING_URI=http://127.0.0.1:$(PORT) plus
+# MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD.
 SERVER_DIR ?= $(CURDIR)/.server
 PG_BIN     ?= /usr/lib/postgresql/15/bin
 PG_PORT    ?= 5433
@@ -73,6 +75,10 @@ server: setup
 
 server-stop:
 	@$(BIN)/python -m ohlora_eval.tracking.server stop $(SERVER_ARGS)
+
+# A teammate's account on the running server: make server-user NAME=alice
+server-user:
+	@$(BIN)/python -m ohlora_eval.tracking.server add-user --name "$(NAME)" $(SERVER_ARGS)
 
 bench: setup
 	$(BIN)/python -m ohlora_eval.bench $(ARGS)

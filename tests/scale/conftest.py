@@ -9,6 +9,7 @@ reason (``pip install -e '.[scale]'``, ``apt-get install postgresql``).
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -68,9 +69,18 @@ def team_server() -> Iterator:
     # Not under pytest's own tmp folder: it is private to root, and PostgreSQL runs as another user.
     base = Path(tempfile.mkdtemp(prefix="ohlora-team-"))
     server = TeamServer(base, free_port(), free_port(), PG_BIN, PG_USER, MLFLOW)
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
     try:
         server.start()
+        # every request needs a login: this process's clients log in as the admin
+        user, password = server.credentials
+        os.environ.update(MLFLOW_TRACKING_USERNAME=user, MLFLOW_TRACKING_PASSWORD=password)
         yield server
     finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         server.stop()
         shutil.rmtree(base, ignore_errors=True)

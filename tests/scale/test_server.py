@@ -8,12 +8,15 @@ the model registry, each as the user types it (``MLFLOW_TRACKING_URI=http://...`
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
+from helpers import free_port
 from mlflow.tracking import MlflowClient
 
 from .scale_common import ROOT, SMALL
@@ -23,7 +26,13 @@ CUTOFFS = ["0.86", "0.88", "0.9", "0.92"]
 
 def _cli(server, module: str, *args: str, root) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env.update(MLFLOW_TRACKING_URI=server.uri, OMP_NUM_THREADS="1")
+    user, password = server.credentials
+    env.update(
+        MLFLOW_TRACKING_URI=server.uri,
+        MLFLOW_TRACKING_USERNAME=user,
+        MLFLOW_TRACKING_PASSWORD=password,
+        OMP_NUM_THREADS="1",
+    )
     done = subprocess.run(
         [sys.executable, "-m", module, *args, f"tracking.root={root}"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
@@ -123,9 +132,17 @@ def test_the_database_wants_a_password_and_the_mlflow_role_is_no_superuser(team_
     assert row == (False, False, False)
     with pytest.raises(psycopg2.Error, match="superuser|pg_execute_server_program"):
         team_server.sql("COPY (SELECT 1) TO PROGRAM 'id'")  # the shell the tester got
-    for path in (team_server.pgpass, team_server.admin_password_file):
+    for path in (team_server.pgpass, team_server.password_file("admin"), team_server.auth_config):
         assert path.stat().st_mode & 0o777 == 0o600
     assert team_server.secrets.stat().st_mode & 0o777 == 0o700
+    # The superuser's password is kept nowhere, and it no longer logs in with any.
+    assert not any("superuser" in p.name or "admin.password" == p.name
+                   for p in team_server.secrets.iterdir())  # fmt: skip
+    with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+        psycopg2.connect(
+            host="127.0.0.1", port=team_server.pg_port, user="ohlora_admin", password="x",
+            dbname="postgres",
+        )  # fmt: skip
     pid = int(team_server.pid_file.read_text())
     cmdline = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
     password = team_server.pgpass.read_text().strip().rsplit(":", 1)[1]
@@ -144,3 +161,130 @@ def test_a_taken_port_is_one_line_naming_it(team_server, tmp_path):
     assert len(lines) == 1 and f"port {team_server.port}" in lines[0], lines
     assert "mlflow" in lines[0] or "uvicorn" in lines[0]  # what holds it
     assert not (tmp_path / "pg").exists()  # nothing started
+
+
+# --- nobody else can take it over (issue 32, items 1 to 3) --------------------------------------
+
+
+def _as_nobody(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["runuser", "-u", "nobody", "--", *argv], capture_output=True, text=True, timeout=60
+    )
+
+
+def _curl(url: str, *args: str, user: str | None = None) -> tuple[int, str]:
+    """curl as the local user nobody: (HTTP status, body)."""
+    auth = ["-u", user] if user else []
+    done = _as_nobody("curl", "-s", "-w", "\n%{http_code}", *auth, *args, url)
+    body, _, code = done.stdout.rpartition("\n")
+    return int(code or 0), body
+
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("curl") is None or shutil.which("runuser") is None,
+    reason="runs the attack as the local user nobody: needs root, runuser and curl",
+)
+
+
+@needs_root
+def test_the_takeover_as_nobody_fails_at_every_step(team_server):
+    """The hostile tester's attack (a local user, curl to 127.0.0.1): an experiment whose
+    artifact location is the server's secrets, a run in it, then get-artifact of the
+    superuser's and the MLflow role's passwords, upload-artifact into the secrets folder."""
+    base, secrets = team_server.uri, team_server.secrets
+    api = f"{base}/api/2.0/mlflow"
+    create = ["-X", "POST", "-H", "Content-Type: application/json", "-d"]
+    evil = json.dumps({"name": "evil", "artifact_location": f"file://{secrets}"})
+    # 1. No login: every API call is refused.
+    assert _curl(f"{api}/experiments/create", *create, evil)[0] == 401
+    assert _curl(f"{api}/experiments/search?max_results=5")[0] == 401
+    assert _curl(f"{base}/get-artifact?path=mlflow.pgpass&run_uuid=x")[0] == 401
+    assert _curl(f"{base}/ajax-api/2.0/mlflow/upload-artifact?run_uuid=x&path=a")[0] == 401
+    # 2. A teammate's account: an artifact location outside the store is refused.
+    done = subprocess.run(
+        [sys.executable, "-m", "ohlora_eval.tracking.server", "add-user", "--name", "mallory",
+         "--dir", str(team_server.folder), "--port", str(team_server.port),
+         "--pg-port", str(team_server.pg_port)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    login = f"mallory:{team_server.password_file('mallory').read_text().strip()}"
+    for where in (f"file://{secrets}", str(secrets), "file:///tmp/x"):
+        body = json.dumps({"name": "evil", "artifact_location": where})
+        code, said = _curl(f"{api}/experiments/create", *create, body, user=login)
+        assert code == 403 and "refused" in said, said
+    client = MlflowClient(team_server.uri)
+    assert client.get_experiment_by_name("evil") is None
+    # 3. An ordinary run of the proxied store: no path reaches outside it.
+    exp_code, said = _curl(f"{api}/experiments/create", *create, '{"name": "plain"}', user=login)
+    assert exp_code == 200, said
+    run = client.create_run(client.get_experiment_by_name("plain").experiment_id)
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+    for path in ("../../secrets/mlflow.pgpass", "../../../secrets/mlflow.pgpass",
+                 "%2e%2e/%2e%2e/secrets/mlflow.pgpass", str(team_server.pgpass)):  # fmt: skip
+        code, said = _curl(
+            f"{base}/get-artifact?path={path}&run_uuid={run.info.run_id}", user=login
+        )
+        assert code != 200 and ROLE_PASSWORD(team_server) not in said, (path, code)
+    # 4. The files themselves: no superuser password anywhere, the others unreadable.
+    assert _as_nobody("cat", str(team_server.pgpass)).returncode != 0
+    assert _as_nobody("ls", str(secrets)).returncode != 0
+    found = subprocess.run(["grep", "-rl", "ohlora_admin", str(secrets)], capture_output=True)
+    assert found.stdout == b""  # nothing stores the superuser (or its password)
+
+
+def ROLE_PASSWORD(server) -> str:  # noqa: N802 - reads as the secret it is
+    return server.pgpass.read_text().strip().rsplit(":", 1)[1]
+
+
+def test_stop_stops_only_the_server_it_can_prove_is_its_own(team_server, tmp_path):
+    """The tester's `make server-stop` with mlflow.pid pointing at another process: it
+    killed that process and left the server running. Now the other process lives."""
+    from ohlora_eval.tracking.server import TeamServer
+
+    other = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        fake = TeamServer(tmp_path, team_server.port + 7, team_server.pg_port + 7)
+        fake.pid_file.write_text(f"{other.pid}\n")
+        said = fake.stop(wait_s=1)
+        assert other.poll() is None, "stop killed a process that is not its server"
+        assert "named no server" in said and not fake.pid_file.exists()
+        # The real server's folder with a wrong pid file: still found by its port, by its
+        # command line (not stopped here: the other tests use it).
+        real = TeamServer(team_server.folder, team_server.port, team_server.pg_port)
+        pid = int(team_server.pid_file.read_text())
+        assert real._mlflow_pid() == pid
+        team_server.pid_file.write_text(f"{other.pid}\n")
+        try:
+            assert real._mlflow_pid() is None and real._server_on_port() == pid
+        finally:
+            team_server.pid_file.write_text(f"{pid}\n")
+    finally:
+        other.kill()
+        other.wait()
+
+
+@needs_root
+def test_a_server_folder_another_user_controls_is_refused(tmp_path):
+    """The tester's SERVER_DIR owned by nobody with secrets/... linked to a root-owned file:
+    root then overwrote that file. Now nothing is written and the target is untouched."""
+    folder = tmp_path / "theirs"
+    folder.mkdir()
+    os.chmod(tmp_path, 0o755)
+    target = tmp_path / "precious"
+    target.write_text("keep me\n")
+    os.chmod(target, 0o644)
+    (folder / "secrets").mkdir()
+    (folder / "secrets" / "mlflow.pgpass").symlink_to(target)
+    shutil.chown(folder, "nobody")
+    shutil.chown(folder / "secrets", "nobody")
+    done = subprocess.run(
+        [sys.executable, "-m", "ohlora_eval.tracking.server", "start", "--dir", str(folder),
+         "--port", str(free_port()), "--pg-port", str(free_port())],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "belongs to nobody, not to you" in lines[0], lines
+    assert target.read_text() == "keep me\n" and target.stat().st_mode & 0o777 == 0o644
+    assert not (folder / "pg").exists()
