@@ -8,7 +8,9 @@ the range checks below, which say what is wrong in the same words everywhere.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -36,19 +38,49 @@ class Stopped(KeyboardInterrupt):
 
 
 def succeeded() -> None:
-    """The command's work is done and reported: from now on SIGTERM or SIGHUP end the
-    process with status 0 (nothing is left to lose), not as a stop (``Stopped``)."""
+    """The command's work is done and reported: from now on SIGTERM and SIGHUP are ignored,
+    so the process ends as it would have, with status 0 (nothing is left to lose), not as a
+    stop (``Stopped``). Ignored, not handled: Python puts its own handlers back to the
+    default (death by the signal, status 143) while the interpreter shuts down, which takes
+    a second with torch and MLflow loaded; an ignored signal stays ignored."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         return
-
-    def done(_signum: int, _frame: object) -> None:
-        raise SystemExit(0)
-
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, done)
+        signal.signal(sig, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """A step that must finish once begun (the files of one result being logged): SIGTERM,
+    SIGHUP and SIGINT that arrive meanwhile are held and delivered as it ends, so a stop
+    leaves the whole result or none of it, never a mix. (SIGKILL cannot be held.)"""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    sigs = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+    before = {sig: signal.getsignal(sig) for sig in sigs}
+
+    def hold(signum: int, _frame: object) -> None:
+        held.append(signum)
+
+    for sig in sigs:
+        if before[sig] not in (signal.SIG_IGN, None):
+            signal.signal(sig, hold)
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+        for signum in dict.fromkeys(held):
+            signal.raise_signal(signum)
 
 
 def int_in(key: str, value: Any, low: int, high: int | None = None, *, hint: str = "") -> int:

@@ -12,6 +12,7 @@ from ohlora_eval.progress import STDOUT
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.aliases import check_alias, check_model_name, move_alias
 from ohlora_eval.tracking.registry import SELECTIONS_EXPERIMENT
+from ohlora_eval.tracking.runs import note_run
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,10 @@ def set_alias(cfg: DictConfig) -> str:
     check_model_name(name, "model")
     alias = check_alias("" if cfg.alias is None else str(cfg.alias))
     uri, _ = store.setup(SELECTIONS_EXPERIMENT, cfg.tracking.uri, cfg.tracking.root)
-    return move_alias(store.StoreRef(uri, cfg.tracking.root).client(), name, version, alias)
+    client = store.StoreRef(uri, cfg.tracking.root).client()
+    said = move_alias(client, name, version, alias)
+    note_run(store.retry(client.get_model_version, name, version).run_id or "", uri)
+    return said
 
 
 if __name__ == "__main__":

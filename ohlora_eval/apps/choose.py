@@ -11,6 +11,7 @@ from ohlora_eval.apps.cli import hydra_app
 from ohlora_eval.progress import STDOUT
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.registry import choose_run
+from ohlora_eval.tracking.runs import note_run
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,9 @@ def main(cfg: DictConfig) -> None:
 def choose(cfg: DictConfig) -> str:
     uri = store.resolve_uri(cfg.tracking.uri, cfg.tracking.root)
     with store.usable(uri):
-        return choose_run(store.StoreRef(uri, cfg.tracking.root).client(), str(cfg.run_id))
+        said = choose_run(store.StoreRef(uri, cfg.tracking.root).client(), str(cfg.run_id))
+    note_run(str(cfg.run_id), uri)
+    return said
 
 
 if __name__ == "__main__":

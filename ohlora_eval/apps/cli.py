@@ -21,6 +21,7 @@ import hydra
 from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
 from omegaconf.errors import OmegaConfBaseException
 
+from ohlora_eval import lifeline
 from ohlora_eval.apps.config import CONFIG_DIR
 from ohlora_eval.apps.typos import unknown_key_line, unknown_option_line
 from ohlora_eval.errors import Stopped, UserError, succeeded
@@ -45,6 +46,7 @@ def hydra_app(config_name: str) -> Callable[[Callable[[Any], Any]], Callable[...
 
         @functools.wraps(task)
         def entry(cfg: Any = None) -> Any:
+            lifeline.mark_command()  # what it starts dies with it (lifeline.py)
             if cfg is not None or os.environ.get("HYDRA_FULL_ERROR"):
                 with terminal():
                     return composed(cfg)
@@ -85,17 +87,6 @@ def job_folder() -> Path | None:
         return Path(HydraConfig.get().runtime.output_dir)
     except Exception:  # not under Hydra (tests, the Python API)
         return None
-
-
-RUN_FILE = "mlflow_run.txt"
-
-
-def note_run(run_id: str, uri: str) -> None:
-    """Name the run in the command's Hydra folder (``mlflow_run.txt``), so each multirun
-    sub-folder says which run it holds."""
-    folder = job_folder()
-    if folder is not None and folder.is_dir():
-        (folder / RUN_FILE).write_text(f"{run_id}\n{uri}\n")
 
 
 class _Terminal(logging.StreamHandler):
@@ -333,12 +324,14 @@ def _bound_store_waits(args: tuple) -> None:
 
 def _store_gone(exc: BaseException) -> str | None:
     """One line for a tracking store that stopped answering (MLflow's own report is pages of
-    retries), or None for any other error."""
+    retries) or an SQLite store another process kept locked, or None for any other error."""
     from mlflow.exceptions import MlflowException
     from requests.exceptions import RequestException
 
     from ohlora_eval.tracking import store
 
+    if store.locked(exc):  # an SQLite store locked past its busy timeout, outside ``retry``
+        return store.locked_line(os.environ.get("MLFLOW_TRACKING_URI") or _active_uri())
     if not isinstance(exc, (MlflowException, RequestException, ConnectionError, TimeoutError)):
         return None
     why = store.unavailable(exc)

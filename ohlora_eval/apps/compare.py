@@ -19,6 +19,7 @@ from ohlora_eval.progress import STDOUT
 from ohlora_eval.review.compare import Comparison
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.compare_runs import compare_runs, log_report
+from ohlora_eval.tracking.runs import note_run
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ def compare(cfg: DictConfig) -> tuple[Comparison, str]:
             client, a, b, force=cfg.force, list_max=list_max, where=store.display_uri(uri)
         )
         md_path, csv_path = log_report(client, result)
+    note_run(b, uri)
     text = result.markdown(csv_path)
     log.info(text, extra=STDOUT)
     also = f" and {csv_path}" if csv_path else ""

@@ -77,10 +77,16 @@ def check(node: Any) -> dict[str, Any]:
     return conf
 
 
-def models(resolved: Mapping[str, Any]) -> tuple[Any, Any, DictConfig]:
+def models(resolved: Mapping[str, Any], cpus: float | None = None) -> tuple[Any, Any, DictConfig]:
     """This run's generator and scorer as ``edit_setup`` builds them (the same seed and
-    noise), in any process: (generator, scorer, the config)."""
+    noise), in any process: (generator, scorer, the config). ``cpus``: the CPUs this process
+    may use (a Ray actor's share): a scorer with worker processes left at one per core
+    (``scorer.workers=null``) gets that many instead, so the actors of a node together start
+    as many as it has cores, not actors x cores."""
     cfg = OmegaConf.create(dict(resolved))
+    scorer = cfg.get("scorer") or {}
+    if cpus is not None and "workers" in scorer and scorer.get("workers") is None:
+        cfg.scorer.workers = max(1, int(round(cpus)))
     with seeded(0):  # as edit_setup: the global torch RNG seeded, the caller's restored after
         generator, scorer = build_models(cfg)
         apply_noise_seed(generator, cfg.get("noise_seed"))
@@ -93,18 +99,21 @@ def worker_build(
     grid: np.ndarray,
     measure_settings: Any,
     review_settings: Any,
+    cpus: float | None = None,
 ) -> ScreenState:
     """What a screening's Ray worker builds once: this run's models, the driver's
     directions, and the hooks a screening passes to ``measure``."""
-    generator, scorer, cfg = models(resolved)
+    generator, scorer, cfg = models(resolved, cpus)
     setup = EditSetup(generator, scorer, directions, grid, str(cfg.layer), measure_settings)
     stats = review.image_stats(review_settings) if review_settings is not None else None
     return ScreenState(setup, group_fn(setup), stats)
 
 
-def face_build(resolved: Mapping[str, Any], measure_settings: Any) -> FaceSetup:
+def face_build(
+    resolved: Mapping[str, Any], measure_settings: Any, cpus: float | None = None
+) -> FaceSetup:
     """What a direction fit's Ray worker builds once: this run's models."""
-    generator, scorer, cfg = models(resolved)
+    generator, scorer, cfg = models(resolved, cpus)
     return FaceSetup(generator, scorer, str(cfg.layer), measure_settings)
 
 
@@ -145,7 +154,7 @@ def _pool(node: Any, build: Any) -> Iterator[Any]:
     from ohlora_eval.pipeline.executor import RayExecutor
 
     with RayExecutor(
-        build,
+        partial(build, cpus=float(conf["cpus_per_worker"]) or None),
         address=conf.get("address"),
         workers=conf["workers"],
         cpus_per_worker=float(conf["cpus_per_worker"]),

@@ -14,13 +14,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from ohlora_eval.apps import execution
 from ohlora_eval.apps.build import ConfigError
-from ohlora_eval.apps.cli import hydra_app, note_run
+from ohlora_eval.apps.cli import hydra_app
 from ohlora_eval.apps.config import measure_settings
 from ohlora_eval.directions.stage import run_stage
 from ohlora_eval.pipeline.context import MeasureContext
 from ohlora_eval.pipeline.sample import FaceSetup
 from ohlora_eval.progress import STDOUT
 from ohlora_eval.tracking import store
+from ohlora_eval.tracking.runs import note_run
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def find_directions(cfg: DictConfig) -> str:
             MeasureContext(sys.stderr.isatty(), faces),
             params=params,
         )
-    note_run(run_id, store.display_uri(where.uri))
+    note_run(run_id, where.uri)
     log.info(
         f"\nohlora_eval.find_directions: {dirs.source}\n"
         f"  a default evaluation with these settings uses it; or pin it:"

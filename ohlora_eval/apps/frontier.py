@@ -34,11 +34,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from ohlora_eval.apps.cli import hydra_app
 from ohlora_eval.errors import ConfigError, UserError, int_in, number_in
+from ohlora_eval.formats.ohlora_results import read_native_table
 from ohlora_eval.pipeline.judge import CORR_COLUMNS, NO_FACE
 from ohlora_eval.progress import STDOUT
 from ohlora_eval.review import frontier as fr
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.read_back import run_file
+from ohlora_eval.tracking.runs import note_run
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +131,7 @@ def frontier(cfg: DictConfig) -> FrontierResult:
     log.info(text, extra=STDOUT)
     if cfg.log:
         _log(client, run_id, result, cfg, grids)
+        note_run(run_id)
         log.info(
             f"  logged into run {run_id}: {FOLDER}/frontier.csv ({len(out_table):,} rows),"
             f" {FOLDER}/frontier.png, {FOLDER}/frontier.md, {FOLDER}/frontier.yaml",
@@ -181,11 +184,7 @@ def _read_table(client: MlflowClient, run_id: str) -> pd.DataFrame:
             raise UserError(
                 f"run_id={run_id}: the run has no {PER_VECTOR} (the frontier reads its r)"
             ) from None
-        table = pd.read_csv(path, keep_default_na=False, na_values=[""])
-    missing = [c for c in ["case", *CORR_COLUMNS] if c not in table.columns]
-    if missing:
-        raise UserError(f"run_id={run_id}: its {PER_VECTOR} has no column {missing[0]}")
-    return table
+        return read_native_table(path, f"{PER_VECTOR} of run {run_id}")
 
 
 def _valid(table: pd.DataFrame) -> np.ndarray | None:
@@ -415,7 +414,7 @@ def _log(client: MlflowClient, run_id: str, result: FrontierResult, cfg: DictCon
         fr.plot(result.frontier, out / "frontier.png", result.own, marks, title, int(cfg.want))
         (out / "frontier.md").write_text(result.text + "\n")
         (out / "frontier.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(settings)))
-        store.retry(client.log_artifacts, run_id, str(out), FOLDER)
+        store.log_whole(client, run_id, out, FOLDER)
 
 
 if __name__ == "__main__":

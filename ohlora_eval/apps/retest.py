@@ -39,7 +39,7 @@ from ohlora_eval.tracking import store
 from ohlora_eval.tracking.artifacts import LinkedPage, select_command
 from ohlora_eval.tracking.contact_sheets import Linker, local_dir
 from ohlora_eval.tracking.read_back import linked_sheets, read_run_vectors
-from ohlora_eval.tracking.runs import side_run
+from ohlora_eval.tracking.runs import note_run, side_run
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,7 @@ def retest(cfg: DictConfig) -> Retest:
         result = _summary(cases, np.array(passed), np.array(corrs), float(cfg.ci_level))
         _log(client, parent, source.info.run_id, per_vector, result, cfg, recorded)
     store.retry(client.set_tag, source.info.run_id, "ohlora.retest", parent)
+    note_run(parent)  # the re-test's run, not its last repetition's
     log.info(_report(result, source.info.run_id, base, parent, client), extra=STDOUT)
     return Retest(parent, source.info.run_id, result, k)
 

@@ -27,7 +27,7 @@ from ohlora_eval.apps.build import (
     model_tags,
     preflight,
 )
-from ohlora_eval.apps.cli import hydra_app, note_run
+from ohlora_eval.apps.cli import hydra_app
 from ohlora_eval.apps.identity import identity_stage
 from ohlora_eval.pipeline import identity as ident
 from ohlora_eval.pipeline import judge
@@ -115,7 +115,6 @@ def evaluate(
     }
     name = run_name(resolved, int(cfg.sampling.n_vectors), tags, config_choices())
     with tracked_run({**base_tags, **(tags or {})}, run_name=name) as run_id:
-        note_run(run_id, store.display_uri(uri))
         store.log_params(store.flatten(resolved))
         result = _evaluate_in_run(
             cfg, resolved, checked, run_id, store.StoreRef(uri, cfg.tracking.root), latents, cases

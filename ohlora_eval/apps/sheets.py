@@ -26,6 +26,7 @@ from ohlora_eval.progress import STDOUT, phase
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.contact_sheets import IdentityMarks, SheetMaker
 from ohlora_eval.tracking.read_back import read_run_vectors, run_file
+from ohlora_eval.tracking.runs import note_run
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ def render_sheets(cfg: DictConfig) -> Sheets:
             step.advance()
     for path in files:
         store.retry(client.log_artifact, run_id, str(path), ARTIFACT_DIR)
+    note_run(run_id, uri)
     table = per_vector.set_index("case")
     log.info(f"\nohlora_eval.sheets: {len(files)} contact sheet(s) of run {run_id}", extra=STDOUT)
     for case, path in zip(cases, files, strict=True):

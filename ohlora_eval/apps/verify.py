@@ -23,6 +23,7 @@ from ohlora_eval.errors import int_in
 from ohlora_eval.progress import STDOUT
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.registry import load_selection, repair
+from ohlora_eval.tracking.runs import note_run
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ def verify(cfg: DictConfig) -> Verification:
         path = Path(tmp) / "verification.csv"
         table.to_csv(path, index=False)
         store.retry(client.log_artifact, res.run_id, str(path))
+    note_run(res.run_id)  # the verification run, not its last noise seed's
     metrics = {
         "max_abs_corr_diff": max_diff,
         "still_passed": float((table["passed_now"] == "O").sum()),

@@ -103,6 +103,56 @@ def read_ohlora_results(
     return table
 
 
+def read_native_table(
+    path: str | os.PathLike, what: str, required: tuple[str, ...] = ()
+) -> pd.DataFrame:
+    """A ``per_vector.csv`` this project wrote, read back for comparing and charting (as
+    ``pd.read_csv(..., keep_default_na=False, na_values=[""])`` reads it) after checking what
+    its readers rely on: text, a ``case`` integer per row identifying it (with ``vector_no``
+    where an import has one), each r a number in [-1, 1] or empty (undefined), ``passed``
+    O or X, the other numbers numbers. ``what`` names the table in the one ``UserError``
+    line (e.g. "per_vector.csv of run <id>"); ``required``: columns it must have besides
+    ``case`` and the three r."""
+    try:
+        raw = _read_strings(path)
+    except UserError as exc:
+        raise UserError(str(exc).replace(str(path), what)) from None
+    missing = [c for c in ("case", *judge.CORR_COLUMNS, *required) if c not in raw.columns]
+    if missing:
+        raise UserError(
+            f"{what} has no column(s) {missing}: not a per-vector table of this project"
+            " (a damaged file? screen or re-judge again to write a new one)"
+        )
+    problems: list[str] = []
+    cases = _integers(raw, "case", problems)
+    for column in judge.CORR_COLUMNS:
+        _correlations(raw, column, True, problems)
+    if "passed" in raw.columns:
+        _verdicts(raw, problems)
+    for column in _NUMBER_COLUMNS:
+        if column in raw.columns:
+            text = raw[column].str.strip()
+            bad = pd.to_numeric(text, errors="coerce").isna() & ~text.str.lower().isin(["", "nan"])
+            if bad.any():
+                problems.append(f"{column} must be a number: {_lines(bad, raw, column)}")
+    if not problems:
+        keys = pd.DataFrame({"case": cases})
+        if "vector_no" in raw.columns:
+            keys["vector_no"] = raw["vector_no"].to_numpy()
+        _check_unique(keys, problems)
+    if problems:
+        raise UserError(f"{what}: " + "; ".join(problems))
+    return pd.read_csv(path, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
+
+
+# Number columns of a native table besides ``case`` and the three r.
+_NUMBER_COLUMNS = (
+    "sum_abs_corr",
+    judge.NO_FACE,
+    *(c for c in judge.IDENTITY_COLUMNS if c != "identity_note"),
+)
+
+
 def _identity(
     raw: pd.DataFrame, cutoffs: Mapping[str, float], path: str | os.PathLike
 ) -> pd.DataFrame | None:

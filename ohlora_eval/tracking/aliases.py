@@ -21,14 +21,16 @@ from ohlora_eval.tracking import store
 
 def check_model_name(name: object, key: str = "name") -> str:
     """A registered-model name MLflow accepts, checked before anything is written: not
-    empty, no ``/`` or ``:``, not a path that resolves elsewhere (``..``, ``a/./b``), printable,
-    at most 250 characters. Else a UserError naming ``key``."""
+    empty, no ``/``, ``:`` or ``@`` (name@alias), not a path that resolves elsewhere (``..``,
+    ``a/./b``), printable, at most 250 characters. Else a UserError naming ``key``."""
     text = "" if name is None else str(name)
     problem = None
     if not text.strip():
         problem = "is empty"
     elif "/" in text or ":" in text:
         problem = "holds / or :, which MLflow does not allow in a model name"
+    elif "@" in text:
+        problem = "holds @, which model=<name>@<alias> would read as an alias"
     elif posixpath.normpath(text) != text or text in (".", "..") or text.startswith(".."):
         problem = "would resolve to another name as a path"
     elif not text.isprintable():

@@ -26,6 +26,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ohlora_eval.errors import UserError
+from ohlora_eval.formats.ohlora_results import read_native_table
 from ohlora_eval.review import compare as pure
 from ohlora_eval.tracking import lineage, store
 from ohlora_eval.tracking.read_back import FILES_TAG, run_file
@@ -102,11 +103,7 @@ def _read_table(client: MlflowClient, run_id: str) -> pd.DataFrame:
                 f"run_id={run_id} has no {PER_VECTOR}: only runs that judged vectors"
                 " (screenings, sweep points, re-judges, imports, re-tests) can be compared"
             ) from None
-        table = pd.read_csv(path, keep_default_na=False, na_values=[""])
-    missing = [c for c in ("case", "passed", *pure.CORR) if c not in table.columns]
-    if missing:
-        raise UserError(f"{PER_VECTOR} of run {run_id} has no column(s) {missing}")
-    return table
+        return read_native_table(path, f"{PER_VECTOR} of run {run_id}", required=("passed",))
 
 
 def read_run(client: MlflowClient, run_id: str, where: str) -> RunRead:
@@ -189,7 +186,7 @@ def log_report(client: MlflowClient, comparison: pure.Comparison) -> tuple[str, 
             comparison.changes.to_csv(folder / Path(csv_path).name, index=False)
             logged_csv = csv_path
         (folder / Path(md_path).name).write_text(comparison.markdown(logged_csv))
-        store.retry(client.log_artifacts, b, str(folder), "compare")
+        store.log_whole(client, b, folder, "compare")
     return md_path, logged_csv
 
 

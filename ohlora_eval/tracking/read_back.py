@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from ohlora_eval.errors import UserError
+from ohlora_eval.formats.ohlora_results import read_native_table
 from ohlora_eval.tracking import store
 
 SHEETS = "review/sheets"  # the one folder of a run's own contact sheets
@@ -52,11 +53,7 @@ def read_run_vectors(client: MlflowClient, run_id: str) -> RunVectors:
     ``config.yaml`` of a screening run; a run without them is one ``UserError`` line."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            per_vector = pd.read_csv(
-                client.download_artifacts(run_id, "per_vector.csv", tmp),
-                keep_default_na=False,
-                na_values=[""],
-            )
+            table_path = client.download_artifacts(run_id, "per_vector.csv", tmp)
             latents = np.load(run_file(client, run_id, "latents.npy", tmp))
             config = OmegaConf.to_container(
                 OmegaConf.load(client.download_artifacts(run_id, "config.yaml", tmp))
@@ -66,6 +63,12 @@ def read_run_vectors(client: MlflowClient, run_id: str) -> RunVectors:
                 f"run_id={run_id} has no per_vector.csv, latents.npy and config.yaml: only"
                 " screening runs carry their vectors (imported results and re-judges do not)"
             ) from None
+        per_vector = read_native_table(table_path, f"per_vector.csv of run {run_id}")
+    if len(per_vector) != len(latents):
+        raise UserError(
+            f"run_id={run_id}: per_vector.csv has {len(per_vector)} rows and latents.npy"
+            f" {len(latents)} vectors; the run's files do not belong together"
+        )
     return RunVectors(per_vector, latents, config)
 
 

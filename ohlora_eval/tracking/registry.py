@@ -38,6 +38,7 @@ from ohlora_eval.progress import STDOUT
 from ohlora_eval.tracking import lineage, store
 from ohlora_eval.tracking.aliases import alias_version, model_ref, move_alias
 from ohlora_eval.tracking.read_back import linked_sheets, read_run_vectors
+from ohlora_eval.tracking.runs import tracked_run
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ _MODEL_CODE = Path(__file__).with_name("selection_model.py")
 
 
 DEFAULT_ALIAS = "final"
+DEFAULT_ALIAS_TAG = "ohlora.alias_default"  # "true": no alias asked ("final" if version 1)
 CHOSEN_TAG = "chosen"
 
 
@@ -267,7 +269,8 @@ def _register(
         "git_commit": store.git_commit(),
     }
     exp_id = store.ensure_experiment(SELECTIONS_EXPERIMENT, uri, where.root)
-    with mlflow.start_run(experiment_id=exp_id, run_name=f"select {name}", tags=tags) as sel_run:
+    # A tracked run: KILLED with its reason when stopped, closed by the next command if killed.
+    with tracked_run(tags, run_name=f"select {name}", experiment_id=exp_id) as sel_run_id:
         mlflow.log_artifacts(str(folder), "selection")
         artifacts = {
             "z_vectors": str(folder / Z_FILE),
@@ -283,11 +286,10 @@ def _register(
             pip_requirements=["mlflow", "pandas"],
         )
         held = lineage.log_selection(vectors, cases, manifest["source_run_id"], info.model_id)
-        # The alias this version is to get, decided now (select's rule), recorded on it so a
-        # repair after an interruption sets what select would have set.
-        wanted = request.alias or (
-            DEFAULT_ALIAS if alias_version(client, name, DEFAULT_ALIAS) is None else ""
-        )
+        # The alias asked for, recorded on the version so a repair after an interruption sets
+        # what select would have set; none asked: "final" on the model's first version only
+        # (decided by the version number the registry gives, so concurrent selects agree).
+        wanted = request.alias or ""
         version_tags = {
             "source_run_id": manifest["source_run_id"],
             "cutoffs": json.dumps(manifest["cutoffs"]),
@@ -297,6 +299,7 @@ def _register(
             "allow_failed": str(manifest["allow_failed"]).lower(),
             "directions_run_id": str(manifest["directions_run_id"]),
             "ohlora.alias_wanted": wanted,
+            DEFAULT_ALIAS_TAG: "false" if request.alias else "true",
             "ohlora.note": note[:4000],
             COMPLETE_TAG: "false",
             **held,  # the dataset of the vectors it holds (tracking/lineage.py)
@@ -322,7 +325,7 @@ def _register(
         f"  look at it: {store.ui_hint(uri)}",
         extra=STDOUT,
     )
-    return Selection(name, version, alias, sel_run.info.run_id, src, cases, alias_note)
+    return Selection(name, version, alias, sel_run_id, src, cases, alias_note)
 
 
 def _finish(
@@ -337,15 +340,19 @@ def _finish(
         description = html.escape(note, quote=False)
         store.retry(client.update_model_version, name, version, description=description)
     wanted = tags.get("ohlora.alias_wanted") or None
+    if not wanted and version == "1" and tags.get(DEFAULT_ALIAS_TAG) != "false":
+        if alias_version(client, name, DEFAULT_ALIAS) in (None, version):  # not moved since
+            wanted = DEFAULT_ALIAS  # the model's first version gets "final" unasked
     if wanted:
         alias, alias_note = wanted, move_alias(client, name, version, wanted)
     else:
         current = alias_version(client, name, DEFAULT_ALIAS)
+        where = f"stays on version {current}" if current else "is on no version"
         alias, alias_note = (
             None,
             (
-                f"alias {DEFAULT_ALIAS!r} stays on version {current}; to move it: python -m"
-                f" ohlora_eval.alias model={model_ref(name, version=version)}"
+                f"alias {DEFAULT_ALIAS!r} {where} (version {version} is not the model's first);"
+                f" to move it: python -m ohlora_eval.alias model={model_ref(name, version=version)}"
                 f" alias={DEFAULT_ALIAS} (or select with alias={DEFAULT_ALIAS})"
             ),
         )

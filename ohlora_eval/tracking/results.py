@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ohlora_eval.errors import UserError
+from ohlora_eval.formats.ohlora_results import read_native_table
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.registry import load_selection
 
@@ -182,7 +183,7 @@ def per_vector(
                 " ohlora_eval.runs() whose metrics.passed is set"
             )
         path = store.retry(client.download_artifacts, run_id, PER_VECTOR, tmp)
-        table = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        table = read_native_table(path, f"{PER_VECTOR} of run {run_id}", required=("passed",))
     return as_booleans(table, f"{PER_VECTOR} of run {run_id}")
 
 

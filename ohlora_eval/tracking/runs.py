@@ -27,6 +27,7 @@ from ohlora_eval.errors import Stopped
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 from ohlora_eval.progress import STDOUT
 from ohlora_eval.tracking import store, system_metrics
+from ohlora_eval.tracking.dead_runs import DIED, _dead, close_abandoned_runs, process_tags
 from ohlora_eval.tracking.ui_links import ui_url
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,20 @@ def hydra_output_dir() -> Path | None:
         return Path(HydraConfig.get().runtime.output_dir)
     except Exception:
         return None
+
+
+RUN_FILE = "mlflow_run.txt"
+
+
+def note_run(run_id: str, uri: str | None = None) -> None:
+    """Name the run a job made or wrote into in its Hydra folder (``mlflow_run.txt``: the
+    run id, then the store), so each job folder, a multirun point's too, says which run
+    holds its results. ``tracked_run`` calls it; commands that write into another run
+    (frontier, compare, sheets, choose, alias) call it with that run."""
+    folder = hydra_output_dir()
+    if folder is not None and folder.is_dir():
+        where = store.display_uri(uri or mlflow.get_tracking_uri())
+        (folder / RUN_FILE).write_text(f"{run_id}\n{where}\n")
 
 
 def log_hydra_files() -> None:
@@ -196,11 +211,13 @@ def tracked_run(
         run = store.retry(
             mlflow.start_run,
             run_name=name,
-            tags={**tags, **sweep_tags},
+            tags={**process_tags(), **tags, **sweep_tags},
             experiment_id=experiment_id,
             log_system_metrics=False,  # ours (system_metrics.monitored), never MLflow's too
         )
     client = MlflowClient(mlflow.get_tracking_uri())
+    note_run(run.info.run_id)
+    close_abandoned_runs(client, keep=run.info.run_id)
     try:
         with system_metrics.monitored(client, run.info.run_id, cost):
             yield run.info.run_id
@@ -230,7 +247,10 @@ def side_run(client: MlflowClient, experiment_id: str, tags: Mapping[str, str]) 
     cost = system_metrics.current()
     with store.usable(client.tracking_uri):
         run = store.retry(
-            client.create_run, experiment_id, tags=dict(tags), run_name=_side_name(tags)
+            client.create_run,
+            experiment_id,
+            tags={**process_tags(), **tags},
+            run_name=_side_name(tags),
         )
     run_id = run.info.run_id
     try:
@@ -246,47 +266,36 @@ def side_run(client: MlflowClient, experiment_id: str, tags: Mapping[str, str]) 
 
 
 def close_dead_runs(uri: str, measure_key: str, run_id: str) -> None:
-    """Runs of this measurement left RUNNING by a process that no longer exists (killed):
-    mark them FAILED and link them to ``run_id``, which resumes their work."""
+    """Runs of this measurement whose process died (left RUNNING, or already closed by
+    ``close_abandoned_runs``): mark them FAILED and link them to ``run_id``, which resumes
+    their work."""
     client = MlflowClient(uri)
     exp = mlflow.get_experiment(mlflow.active_run().info.experiment_id)
-    runs = store.retry(
-        client.search_runs,
-        [exp.experiment_id],
-        filter_string=(
-            f"tags.`ohlora.measure_key` = '{measure_key}' and attributes.status = 'RUNNING'"
+    same = f"tags.`ohlora.measure_key` = '{measure_key}'"
+    runs = [
+        *store.retry(
+            client.search_runs, [exp.experiment_id], f"{same} and attributes.status = 'RUNNING'"
         ),
-    )
+        *store.retry(client.search_runs, [exp.experiment_id], f"{same} and tags.`{DIED}` != ''"),
+    ]
     host = socket.gethostname()
     dead = []
     for r in runs:
-        if r.info.run_id == run_id or r.data.tags.get("ohlora.host") != host:
+        if r.info.run_id == run_id or r.data.tags.get("ohlora.resumed_by"):
             continue
-        if not _alive(int(r.data.tags.get("ohlora.pid", "0") or 0)):
+        mine = r.data.tags.get("ohlora.pid") == str(os.getpid())  # left open by this process
+        if (
+            DIED in r.data.tags
+            or _dead(r, host)
+            or (mine and r.data.tags.get("ohlora.host") == host)
+        ):
             dead.append(r.info.run_id)
             why = f"process died; resumed by run {run_id}"
             store.retry(client.set_tag, r.info.run_id, "ohlora.failure_reason", why)
             store.retry(client.set_tag, r.info.run_id, "ohlora.resumed_by", run_id)
             store.retry(client.set_terminated, r.info.run_id, "FAILED")
     if dead:
-        mlflow.set_tag("ohlora.resumed_from", ",".join(dead))
-
-
-def process_tags() -> dict[str, str]:
-    """Who runs this: host and pid (how a later run tells a dead run from a live one)."""
-    return {"ohlora.host": socket.gethostname(), "ohlora.pid": str(os.getpid())}
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return pid != os.getpid()
+        mlflow.set_tag("ohlora.resumed_from", ",".join(dict.fromkeys(dead)))
 
 
 def describe(

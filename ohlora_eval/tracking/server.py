@@ -88,7 +88,9 @@ def port_holder(port: int) -> str | None:
 
 
 def _listener(port: int) -> str | None:
-    """The process listening on ``port`` (Linux: /proc/net/tcp -> socket inode -> pid)."""
+    """The process listening on ``port`` (Linux: /proc/net/tcp -> socket inode -> pid).
+    Where several share the socket (a server and the workers it forked or spawned), the
+    one whose parent does not hold it is named: the program the user started."""
     try:
         inodes = set()
         for table in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -98,22 +100,44 @@ def _listener(port: int) -> str | None:
                 parts = line.split()
                 if int(parts[1].rsplit(":", 1)[1], 16) == port and parts[3] == "0A":
                     inodes.add(parts[9])
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                fds = os.listdir(f"/proc/{pid}/fd")
-            except OSError:
-                continue
-            for fd in fds:
-                try:
-                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                except OSError:
-                    continue
-                if target.startswith("socket:[") and target[8:-1] in inodes:
-                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-                    return f"pid {pid}: {cmd.decode(errors='replace').strip()[:120]}"
+        holders = [pid for pid in filter(str.isdigit, os.listdir("/proc")) if _holds(pid, inodes)]
     except OSError:
         return None
-    return None
+    if not holders:
+        return None
+    top = [pid for pid in holders if _parent(pid) not in holders] or holders
+    pid = min(top, key=int)
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return f"pid {pid}"
+    more = f" (and {len(holders) - 1} of its workers)" if len(holders) > 1 else ""
+    return f"pid {pid}: {cmd.decode(errors='replace').strip()[:120]}{more}"
+
+
+def _holds(pid: str, inodes: set[str]) -> bool:
+    """Whether process ``pid`` has one of the sockets ``inodes`` open."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            return True
+    return False
+
+
+def _parent(pid: str) -> str | None:
+    """The parent pid of ``pid`` (None when it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[1]
 
 
 def _write_secret(path: Path, text: str, owner_uid: int | None = None) -> None:

@@ -19,7 +19,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from ohlora_eval.errors import ConfigError, UserError
+from ohlora_eval.errors import ConfigError, UserError, signals_held
 from ohlora_eval.pipeline.cache import file_lock
 
 T = TypeVar("T")
@@ -57,7 +57,9 @@ def quiet() -> Iterator[None]:
             os.environ.pop(_PROGRESS_BAR, None)
 
 
-SQLITE_BUSY_TIMEOUT_S = 60
+# How long a command waits for a store that does not answer: a tracking server, or an SQLite
+# file another process holds locked (``tracking.store_wait_s``, set by ``bound_waits``).
+_store_wait_s = 60.0
 DIRECTIONS_EXPERIMENT = "ohlora-directions"
 
 # What MLflow's UI shows of our experiments. The kind says "machine learning, compare runs"
@@ -109,8 +111,19 @@ def store_root(root: str | os.PathLike = "mlruns") -> Path:
 
 
 def default_uri(root: str | os.PathLike = "mlruns") -> str:
-    """The embedded store: ``sqlite:///<root>/mlflow.db`` with a busy timeout."""
-    return f"sqlite:///{store_root(root) / 'mlflow.db'}?timeout={SQLITE_BUSY_TIMEOUT_S}"
+    """The embedded store: ``sqlite:///<root>/mlflow.db`` whose busy timeout is
+    ``tracking.store_wait_s`` (how long one statement waits for another process's lock)."""
+    return f"sqlite:///{store_root(root) / 'mlflow.db'}?timeout={sqlite_timeout_s()}"
+
+
+def sqlite_timeout_s() -> int:
+    """SQLite's busy timeout: the store wait, whole seconds, at least 1."""
+    return max(1, int(_store_wait_s))
+
+
+def store_wait_s() -> float:
+    """How long this command waits for a store that does not answer or is locked."""
+    return _store_wait_s
 
 
 def resolve_uri(uri: str | None = None, root: str | os.PathLike = "mlruns") -> str:
@@ -129,15 +142,56 @@ def _is_transient(exc: BaseException) -> bool:
 
 
 def retry(fn: Callable[..., T], *args: Any, attempts: int = 8, **kwargs: Any) -> T:
-    """Call ``fn``, retrying SQLite lock/migration races with backoff."""
+    """Call ``fn``, retrying SQLite lock/migration races with backoff, for at most
+    ``store_wait_s`` seconds in all (each try also waits up to SQLite's busy timeout): a
+    store another process keeps locked then raises ``StoreLocked``, one line."""
+    start = time.monotonic()
     for i in range(attempts):
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - only transient store errors are retried
-            if i == attempts - 1 or not _is_transient(exc):
+            if not _is_transient(exc):
                 raise
-            time.sleep(min(5.0, 0.2 * 2**i))
+            waited = time.monotonic() - start
+            pause = min(5.0, 0.2 * 2**i)
+            if i == attempts - 1 or waited + pause > _store_wait_s:
+                if locked(exc):
+                    raise StoreLocked(waited) from exc
+                raise
+            time.sleep(pause)
     raise AssertionError("unreachable")
+
+
+def log_whole(client: MlflowClient, run_id: str, folder: str | Path, artifact_path: str) -> None:
+    """Log the files of one result (a folder prepared beforehand) in one step that a stop
+    (SIGTERM, SIGHUP, Ctrl-C) does not cut: they appear all together (``signals_held``)."""
+    with signals_held():
+        retry(client.log_artifacts, run_id, str(folder), artifact_path)
+
+
+def locked(exc: BaseException) -> bool:
+    """Whether ``exc`` says an SQLite store was locked by another process."""
+    text = str(exc).lower()
+    return "database is locked" in text or "database is busy" in text
+
+
+class StoreLocked(UserError):
+    """An SQLite store another process held locked for longer than ``store_wait_s``."""
+
+    def __init__(self, waited_s: float | None = None) -> None:
+        self.waited_s = waited_s
+        super().__init__(locked_line(mlflow.get_tracking_uri(), waited_s))
+
+
+def locked_line(uri: str, waited_s: float | None = None) -> str:
+    """The one line for a store another process keeps locked."""
+    waited = f"{waited_s:.0f} s" if waited_s is not None else f"{_store_wait_s:.0f} s"
+    return (
+        f"the MLflow store {display_uri(uri)} stayed locked by another process (waited"
+        f" {waited}, tracking.store_wait_s={_store_wait_s:g}); what was measured is kept in the"
+        " cache: let the other command finish (or stop it) and run the same command again,"
+        " or raise tracking.store_wait_s"
+    )
 
 
 _WAIT_VARS = (
@@ -149,11 +203,13 @@ _user_wait_vars = {k for k in _WAIT_VARS if k in os.environ}
 
 
 def bound_waits(seconds: float) -> None:
-    """How long a command waits for a tracking server that does not answer
-    (``tracking.store_wait_s``): each request times out after a quarter of it and is tried
-    4 times, 1 + 2 + 4 s apart (plus up to 1 s of jitter each), so a server that is down
-    ends the command after about ``seconds`` + 10 s, not MLflow's default ~12 minutes. A
-    user's own ``MLFLOW_HTTP_REQUEST_*`` settings are left as they are."""
+    """How long a command waits for a store that does not answer (``tracking.store_wait_s``).
+    An SQLite store another process keeps locked: SQLite's busy timeout and ``retry`` end
+    after about ``seconds`` (``StoreLocked``). A tracking server: each request times out
+    after a quarter of it and is tried 4 times, 1 + 2 + 4 s apart (plus up to 1 s of
+    jitter each), so a server that is down ends the command after about ``seconds`` + 10 s,
+    not MLflow's default ~12 minutes. A user's own ``MLFLOW_HTTP_REQUEST_*`` settings are
+    left as they are."""
     values = {
         "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(2, int(seconds) // 4)),
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
@@ -162,6 +218,8 @@ def bound_waits(seconds: float) -> None:
     for key, value in values.items():
         if key not in _user_wait_vars:
             os.environ[key] = value
+    global _store_wait_s
+    _store_wait_s = float(seconds)
 
 
 _GONE = (
@@ -182,7 +240,14 @@ _GONE = (
 
 def unavailable(exc: BaseException) -> str | None:
     """Why the tracking store stopped answering, if that is what ``exc`` says (a server or
-    its database gone: connection errors, timeouts, 5xx answers); else None."""
+    its database gone: connection errors, timeouts, 5xx answers); else None. A server that
+    answers 5xx with an MLflow error body (``TEMPORARILY_UNAVAILABLE: ...``) once the
+    retries are spent is recognised by its status, not its text."""
+    from mlflow.exceptions import RestException
+
+    if isinstance(exc, RestException) and exc.get_http_status_code() in (500, 502, 503, 504):
+        said = " ".join(str(exc).split())[:120]
+        return f"the server answered {exc.get_http_status_code()}: {said}"
     text = " ".join(str(exc).split()).lower()
     found = next((s for s in _GONE if s in text), None)
     if found is None:

@@ -32,6 +32,7 @@ from omegaconf import DictConfig
 
 from ohlora_eval.progress import STDOUT
 from ohlora_eval.tracking import store
+from ohlora_eval.tracking.dead_runs import close_abandoned_runs, process_tags
 from ohlora_eval.tracking.sweep_table import compare, plot_sweep, sweep_cost, sweep_note
 from ohlora_eval.tracking.ui_links import ui_url
 
@@ -107,11 +108,13 @@ class SweepParent(Callback):
         n_vectors = (config.get("sampling") or {}).get("n_vectors")
         if n_vectors is not None and "sampling.n_vectors" not in keys:
             name += f" | {int(n_vectors)} vectors"  # two sweeps of other sizes differ by name
+        close_abandoned_runs(client)  # a sweep killed before this one, among others
         run = store.retry(
             client.create_run,
             exp_id,
             run_name=name if len(name) <= 250 else name[:247] + "...",
             tags={
+                **process_tags(),
                 "ohlora.kind": "sweep",
                 "sweep_id": folder.name,
                 "sweep.overrides": " ".join(overrides)[:5000],

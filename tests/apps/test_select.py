@@ -226,3 +226,96 @@ def test_z_csv_with_a_case_column_keeps_the_case_numbers(screened, store, tmp_pa
     for p in ("eyes", "mouth", "pose"):  # the same vectors measured alone: the same r
         assert np.array_equal(recorded.loc[chosen, f"{p}_recorded"], original[f"{p}_corr"])
     assert client.get_model_version("sel-zcase", sel.version).tags["cases"] == str(chosen)
+
+
+# --- issue 32: select killed, stopped, run at once, odd names ----------------------------------
+
+_KILLED_WHILE_LOGGING = """
+import os, signal, sys
+import mlflow.pyfunc
+def die(*a, **k):
+    os.kill(os.getpid(), signal.{sig})
+    import time; time.sleep(30)
+mlflow.pyfunc.log_model = die
+from ohlora_eval.apps.select import main
+sys.argv = ["select", *sys.argv[1:]]
+main()
+"""
+
+
+def _selection_runs(store) -> list:
+    client = MlflowClient(tracking.resolve_uri(None, store))
+    exp = client.get_experiment_by_name("ohlora-selections")
+    return client.search_runs([exp.experiment_id]) if exp else []
+
+
+def _select_dying(store, res, passed, sig: str, name: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", _KILLED_WHILE_LOGGING.format(sig=sig), f"tracking.root={store}",
+         f"run_id={res.run_id}", f"cases=[{passed[0]}]", f"name={name}"],
+        cwd=ROOT, env={**clean_env(), "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+
+
+def test_a_select_killed_or_stopped_leaves_no_running_run(screened, store):
+    """SIGKILL while the model is logged: the selection run is RUNNING until the next
+    command opens a run, which marks it FAILED (before: RUNNING for good, its runs had no
+    process tags). SIGTERM: KILLED with the reason (before: FAILED, no reason)."""
+    res, passed, _ = screened
+    killed = _select_dying(store, res, passed, "SIGKILL", "sel-killed")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    left = [r for r in _selection_runs(store) if r.info.status == "RUNNING"]
+    assert len(left) == 1 and left[0].data.tags.get("ohlora.pid"), left
+    select(_cfg("select", store, f"run_id={res.run_id}", f"cases=[{passed[0]}]", "name=sel-next"))
+    closed = MlflowClient(tracking.resolve_uri(None, store)).get_run(left[0].info.run_id)
+    assert closed.info.status == "FAILED"
+    assert "died before it ended the run" in closed.data.tags["ohlora.failure_reason"]
+
+    stopped = _select_dying(store, res, passed, "SIGTERM", "sel-stopped")
+    assert stopped.returncode == 143, stopped.stderr[-2000:]
+    run = next(r for r in _selection_runs(store) if r.info.run_name == "select sel-stopped")
+    assert run.info.status == "KILLED"
+    assert run.data.tags["ohlora.end_reason"] == "stopped by SIGTERM"
+
+
+def test_concurrent_selects_number_versions_and_move_no_alias_unasked(screened, store):
+    """Three selects of a new model at once: one version each, "final" on version 1 only,
+    and every other one says it was not moved (before: version 2 moved "final" too)."""
+    res, passed, _ = screened
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ohlora_eval.select",
+                f"tracking.root={store}",
+                f"run_id={res.run_id}",
+                f"cases=[{c}]",
+                "name=sel-race",
+            ],
+            cwd=ROOT,
+            env=clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for c in passed[:3]
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    uri = tracking.resolve_uri(None, store)
+    client = MlflowClient(uri, registry_uri=uri)
+    versions = sorted(int(v.version) for v in client.search_model_versions("name = 'sel-race'"))
+    assert versions == [1, 2, 3]
+    assert str(client.get_model_version_by_alias("sel-race", "final").version) == "1"
+    said = "\n".join(o[0] for o in outs)
+    assert said.count("alias 'final' set on version 1") == 1, said
+    assert said.count("is not the model's first") == 2, said
+
+
+def test_a_model_name_with_an_at_sign_is_refused(screened, store):
+    """``name=a@b`` was accepted, then its own printed ``verify model=a@b@final`` failed."""
+    res, passed, _ = screened
+    with pytest.raises(UserError, match=r"name='a@b' holds @"):
+        select(_cfg("select", store, f"run_id={res.run_id}", f"cases=[{passed[0]}]", "name=a@b"))

@@ -52,6 +52,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ohlora_eval import lifeline
 from ohlora_eval.errors import ConfigError, int_in
 from ohlora_eval.models.networks.checkpoints import packaged_file
 from ohlora_eval.pipeline.fingerprint import digest, file_digest
@@ -205,9 +206,11 @@ def measure_faces(gray: np.ndarray, settings: LandmarkSettings, path: str) -> np
 
 def _quiet_worker() -> None:
     """A worker leaves Ctrl-C and SIGTERM to the command that started it (which ends the
-    run and shuts the pool down), so a stop prints one message, not one per worker."""
+    run and shuts the pool down), so a stop prints one message, not one per worker; and it
+    dies with that command, even one killed with SIGKILL (``lifeline``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    lifeline.start()
 
 
 class _Gathered:
