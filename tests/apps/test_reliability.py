@@ -488,3 +488,32 @@ def test_the_review_pages_select_command_names_a_store_other_than_mlruns(screene
     page = next((store / "artifacts").rglob(f"{res.run_id}/artifacts/review/index.html"))
     text = page.read_text()
     assert f'data-command="python -m ohlora_eval.select tracking.root={store.resolve()}"' in text
+
+
+def test_every_job_names_its_run_in_its_folder(screened, store, tmp_path):
+    """``mlflow_run.txt`` (README: every job): before, only screenings and direction fits
+    wrote one; rejudge, frontier, compare, choose and select wrote none."""
+    from ohlora_eval.apps import compare as compare_app
+    from ohlora_eval.apps import frontier as frontier_app
+    from ohlora_eval.apps import rejudge as rejudge_app
+
+    res, passed = screened
+
+    def job(main, name: str, *args: str) -> str:
+        folder = tmp_path / name
+        code, err = cli_run(main, [f"tracking.root={store}", f"hydra.run.dir={folder}", *args])
+        assert code == 0, err
+        return (folder / "mlflow_run.txt").read_text().split("\n")[0]
+
+    rejudged = job(rejudge_app.main, "rejudge", f"run_id={res.run_id}", "cutoff.eyes=0.7")
+    kinds = {r.info.run_id: r.data.tags.get("ohlora.kind") for r in _all_runs(store)}
+    assert kinds[rejudged] == "rejudge"
+    assert job(frontier_app.main, "frontier", f"run_id={res.run_id}") == res.run_id
+    assert job(compare_app.main, "compare", f"a={res.run_id}", f"b={rejudged}") == rejudged
+    assert job(choose_app.main, "choose", f"run_id={res.run_id}") == res.run_id
+    chosen = job(select_app.main, "select", f"run_id={res.run_id}", f"cases=[{passed[0]}]",
+                 "name=sel-named")  # fmt: skip
+    assert (
+        kinds.get(chosen) is None
+        and _client(store).get_run(chosen).data.tags["ohlora.kind"] == "selection"
+    )
