@@ -1,7 +1,9 @@
 """Gradient directions: a small regressor mid vector -> score; edit along its gradient.
 
 Unlike an SVM normal, the direction differs per vector: it is the normalised
-gradient of the regressor at that vector's own mid vector.
+gradient of the regressor at that vector's own mid vector. The fit and the gradients run
+on one CPU thread (``pipeline.device.one_cpu_thread``): with 4 or more, MKL splits their
+matrix products' sums, and the directions would change with the machine's cores.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from torch import Tensor, nn
 
 from ohlora_eval.directions.spec import GradientSpec
 from ohlora_eval.pipeline.batching import padded_call
+from ohlora_eval.pipeline.device import one_cpu_thread
 from ohlora_eval.pipeline.fidelity import seeded
 
 
@@ -36,6 +39,7 @@ class ScoreRegressor(nn.Module):
         return self.net((x - self.x_mean) / self.x_std).squeeze(-1)
 
 
+@one_cpu_thread()  # the same bits on any number of cores (module docstring)
 def fit_regressor(
     mid: np.ndarray,
     scores: np.ndarray,
@@ -77,7 +81,7 @@ def gradient_field(model: ScoreRegressor) -> Callable[[Tensor], Tensor]:
     model = model.eval()
 
     def grad(mid: Tensor) -> Tensor:
-        with torch.enable_grad(), torch.inference_mode(False):
+        with torch.enable_grad(), torch.inference_mode(False), one_cpu_thread():
             x = mid.detach().clone().float().cpu().requires_grad_(True)
             (g,) = torch.autograd.grad(model(x).sum(), x)
         return g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)

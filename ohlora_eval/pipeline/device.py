@@ -17,6 +17,15 @@ here, once per measuring call:
   it (``:4096:8``) unless the environment already has a value, when a model is set up on
   a CUDA device (before it computes) and when a measurement turns determinism on; never
   at import, and never for a CPU. On a CPU all of this is a no-op.
+- CPU exactness (``one_cpu_thread``): a sum split over threads is added in another order,
+  so its last bits follow torch's thread count (the machine's cores, ``OMP_NUM_THREADS``,
+  ``taskset``). MKL splits a matrix product's inner sum from 4 threads on (the gradient
+  regressor's weight gradients, the gradient field's backward pass), torch splits a
+  reduction down a tall tensor from 8 on (the regressor's input means), and oneDNN's
+  convolutions of a small batch differ already at 2 (the identity ResNet). Those run on
+  one thread, in the same order on any machine whose CPU takes the same kernels (another
+  instruction set, AVX2 against AVX-512, still rounds otherwise); the DCGAN gave the same
+  bits on 1 to 32 threads (measured) and keeps them all.
 
 Pure computation (no MLflow, Hydra or OmegaConf); docs/architecture.md.
 """
@@ -215,6 +224,21 @@ def exact_cuda(
         yield {"deterministic": on, "tf32": bool(tf32)}
     finally:
         restore_cuda_flags(before)
+
+
+@contextlib.contextmanager
+def one_cpu_thread() -> Iterator[None]:
+    """Torch on one CPU thread for the block, then the caller's thread count again: what
+    the block computes on the CPU is the same bits whatever the count was."""
+    before = torch.get_num_threads()
+    if before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def to_device(x: Tensor, device: torch.device) -> Tensor:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ from ohlora_eval.models.scorers.dlib_landmarks import (
     check_box,
     wheel_file,
 )
+from ohlora_eval.pipeline.device import one_cpu_thread
 from ohlora_eval.pipeline.fingerprint import digest
 from ohlora_eval.pipeline.identity import SCOPES
 
@@ -217,7 +219,9 @@ class DlibResNetIdentity:
         for lo in range(0, len(chips), self.batch_size):
             part = np.stack(chips[lo : lo + self.batch_size])
             x = torch.from_numpy(part).to(self.device).permute(0, 3, 1, 2).float()
-            with torch.inference_mode():
+            # one CPU thread: oneDNN's convolutions of a few chips change bits with the count
+            cpu = one_cpu_thread() if self.device.type == "cpu" else nullcontext()
+            with torch.inference_mode(), cpu:
                 got = self.network(x).float().cpu().numpy()
             vectors[rows[lo : lo + len(part)]] = got
         return Embedded(vectors, reasons)
