@@ -2,8 +2,9 @@
 
 Unlike an SVM normal, the direction differs per vector: it is the normalised
 gradient of the regressor at that vector's own mid vector. The fit and the gradients run
-on one CPU thread (``pipeline.device.one_cpu_thread``): with 4 or more, MKL splits their
-matrix products' sums, and the directions would change with the machine's cores.
+on a fixed number of CPU threads (``pipeline.device.fixed_cpu_threads``): with 4 or more,
+MKL splits their matrix products' sums, and the directions would change with the
+machine's cores.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from torch import Tensor, nn
 
 from ohlora_eval.directions.spec import GradientSpec
 from ohlora_eval.pipeline.batching import padded_call
-from ohlora_eval.pipeline.device import one_cpu_thread
+from ohlora_eval.pipeline.device import fixed_cpu_threads
 from ohlora_eval.pipeline.fidelity import seeded
 
 
@@ -39,7 +40,7 @@ class ScoreRegressor(nn.Module):
         return self.net((x - self.x_mean) / self.x_std).squeeze(-1)
 
 
-@one_cpu_thread()  # the same bits on any number of cores (module docstring)
+@fixed_cpu_threads()  # the same bits on any number of cores (module docstring)
 def fit_regressor(
     mid: np.ndarray,
     scores: np.ndarray,
@@ -81,7 +82,7 @@ def gradient_field(model: ScoreRegressor) -> Callable[[Tensor], Tensor]:
     model = model.eval()
 
     def grad(mid: Tensor) -> Tensor:
-        with torch.enable_grad(), torch.inference_mode(False), one_cpu_thread():
+        with torch.enable_grad(), torch.inference_mode(False), fixed_cpu_threads():
             x = mid.detach().clone().float().cpu().requires_grad_(True)
             (g,) = torch.autograd.grad(model(x).sum(), x)
         return g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)

@@ -17,15 +17,17 @@ here, once per measuring call:
   it (``:4096:8``) unless the environment already has a value, when a model is set up on
   a CUDA device (before it computes) and when a measurement turns determinism on; never
   at import, and never for a CPU. On a CPU all of this is a no-op.
-- CPU exactness (``one_cpu_thread``): a sum split over threads is added in another order,
-  so its last bits follow torch's thread count (the machine's cores, ``OMP_NUM_THREADS``,
-  ``taskset``). MKL splits a matrix product's inner sum from 4 threads on (the gradient
-  regressor's weight gradients, the gradient field's backward pass), torch splits a
-  reduction down a tall tensor from 8 on (the regressor's input means), and oneDNN's
-  convolutions of a small batch differ already at 2 (the identity ResNet). Those run on
-  one thread, in the same order on any machine whose CPU takes the same kernels (another
-  instruction set, AVX2 against AVX-512, still rounds otherwise); the DCGAN gave the same
-  bits on 1 to 32 threads (measured) and keeps them all.
+- CPU exactness (``fixed_cpu_threads``): a sum split over threads is added in another
+  order, so its last bits follow torch's thread count (the machine's cores,
+  ``OMP_NUM_THREADS``, ``taskset``). MKL splits a matrix product's inner sum from 4 threads
+  on (the gradient regressor's weight gradients, the gradient field's backward pass), torch
+  splits a reduction down a tall tensor from 8 on (the regressor's input means), and
+  oneDNN's convolutions of a small batch differ already between 1 and 2 (the identity
+  ResNet). Those run on exactly ``FIXED_THREADS`` (2) threads on any machine, so they add in
+  the same order wherever the CPU takes the same kernels (another instruction set, AVX2
+  against AVX-512, still rounds otherwise); 2, not 1, because one thread made the default
+  run's direction fit 1.5x slower on this 2-core machine. The DCGAN gave the same bits on
+  1 to 32 threads (measured) and keeps them all.
 
 Pure computation (no MLflow, Hydra or OmegaConf); docs/architecture.md.
 """
@@ -226,15 +228,19 @@ def exact_cuda(
         restore_cuda_flags(before)
 
 
+FIXED_THREADS = 2
+
+
 @contextlib.contextmanager
-def one_cpu_thread() -> Iterator[None]:
-    """Torch on one CPU thread for the block, then the caller's thread count again: what
-    the block computes on the CPU is the same bits whatever the count was."""
+def fixed_cpu_threads(n: int = FIXED_THREADS) -> Iterator[None]:
+    """Torch on exactly ``n`` CPU threads for the block (also on a machine with fewer
+    cores), then the caller's thread count again: what the block computes on the CPU is
+    the same bits whatever the count was."""
     before = torch.get_num_threads()
-    if before == 1:
+    if before == n:
         yield
         return
-    torch.set_num_threads(1)
+    torch.set_num_threads(n)
     try:
         yield
     finally:

@@ -3,7 +3,7 @@
 
 Torch's CPU kernels split a sum over threads from some count on (MKL's matrix products
 at 4, oneDNN's convolutions of a small batch at 2), so the gradient fit, the gradient
-field and the identity ResNet run on one thread (``pipeline.device.one_cpu_thread``).
+field and the identity ResNet run on a fixed thread count (``pipeline.device.fixed_cpu_threads``).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def torch_threads(n: int):
 
 def test_the_gradient_fit_and_its_field_are_the_same_bits_on_any_thread_count():
     """MKL splits a product's inner sum (the batch of 256 of a weight gradient) from 4
-    threads on; on one thread the regressor and its gradients are those of any machine."""
+    threads on; on a fixed count the regressor and its gradients are those of any machine."""
     rng = np.random.default_rng(0)
     mid = rng.standard_normal((600, 100)).astype(np.float32)
     scores = np.tanh(mid[:, :3].sum(1)).astype(np.float32)

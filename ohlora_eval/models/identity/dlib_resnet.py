@@ -59,7 +59,7 @@ from ohlora_eval.models.scorers.dlib_landmarks import (
     check_box,
     wheel_file,
 )
-from ohlora_eval.pipeline.device import one_cpu_thread
+from ohlora_eval.pipeline.device import fixed_cpu_threads
 from ohlora_eval.pipeline.fingerprint import digest
 from ohlora_eval.pipeline.identity import SCOPES
 
@@ -219,8 +219,8 @@ class DlibResNetIdentity:
         for lo in range(0, len(chips), self.batch_size):
             part = np.stack(chips[lo : lo + self.batch_size])
             x = torch.from_numpy(part).to(self.device).permute(0, 3, 1, 2).float()
-            # one CPU thread: oneDNN's convolutions of a few chips change bits with the count
-            cpu = one_cpu_thread() if self.device.type == "cpu" else nullcontext()
+            # fixed CPU threads: oneDNN's convolutions of a few chips change bits with the count
+            cpu = fixed_cpu_threads() if self.device.type == "cpu" else nullcontext()
             with torch.inference_mode(), cpu:
                 got = self.network(x).float().cpu().numpy()
             vectors[rows[lo : lo + len(part)]] = got
