@@ -82,7 +82,10 @@ def _start_guardian() -> None:
         os._exit(0)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (this one included; another user's too)."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -108,7 +111,7 @@ def start(command_pid: int | None = None, every_s: float = EVERY_S) -> None:
     def watch() -> None:
         while True:
             time.sleep(every_s)
-            if os.getppid() != parent or (command_pid is not None and not _alive(command_pid)):
+            if os.getppid() != parent or (command_pid is not None and not alive(command_pid)):
                 os._exit(137)  # no cleanup: what it holds belongs to the dead command
 
     threading.Thread(target=watch, name="ohlora-lifeline", daemon=True).start()

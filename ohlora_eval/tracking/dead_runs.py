@@ -10,15 +10,16 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
+from ohlora_eval.lifeline import alive
 from ohlora_eval.tracking import store
 
 DIED = "ohlora.died"  # tag of a run whose process died before it ended it (value: its pid)
 
 
-def _dead(run: Any, host: str) -> bool:
+def died_here(run: Any, host: str) -> bool:
     """Whether ``run`` was opened by a process of this host that no longer exists."""
     tags = run.data.tags
-    return tags.get("ohlora.host") == host and not _alive(int(tags.get("ohlora.pid", "0") or 0))
+    return tags.get("ohlora.host") == host and not alive(int(tags.get("ohlora.pid", "0") or 0))
 
 
 def close_abandoned_runs(client: MlflowClient, keep: str = "") -> list[str]:
@@ -38,7 +39,7 @@ def close_abandoned_runs(client: MlflowClient, keep: str = "") -> list[str]:
     ]
     host, closed = socket.gethostname(), []
     for r in runs:
-        if r.info.run_id == keep or not _dead(r, host):
+        if r.info.run_id == keep or not died_here(r, host):
             continue
         pid = r.data.tags.get("ohlora.pid", "?")
         why = f"its process (pid {pid} on {host}) died before it ended the run"
@@ -52,16 +53,3 @@ def close_abandoned_runs(client: MlflowClient, keep: str = "") -> list[str]:
 def process_tags() -> dict[str, str]:
     """Who runs this: host and pid (how a later run tells a dead run from a live one)."""
     return {"ohlora.host": socket.gethostname(), "ohlora.pid": str(os.getpid())}
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (this one included)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

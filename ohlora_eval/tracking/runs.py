@@ -27,7 +27,7 @@ from ohlora_eval.errors import Stopped
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 from ohlora_eval.progress import STDOUT
 from ohlora_eval.tracking import store, system_metrics
-from ohlora_eval.tracking.dead_runs import DIED, _dead, close_abandoned_runs, process_tags
+from ohlora_eval.tracking.dead_runs import DIED, close_abandoned_runs, died_here, process_tags
 from ohlora_eval.tracking.ui_links import ui_url
 
 log = logging.getLogger(__name__)
@@ -286,7 +286,7 @@ def close_dead_runs(uri: str, measure_key: str, run_id: str) -> None:
         mine = r.data.tags.get("ohlora.pid") == str(os.getpid())  # left open by this process
         if (
             DIED in r.data.tags
-            or _dead(r, host)
+            or died_here(r, host)
             or (mine and r.data.tags.get("ohlora.host") == host)
         ):
             dead.append(r.info.run_id)

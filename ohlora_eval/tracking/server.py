@@ -37,7 +37,6 @@ import os
 import pwd
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -46,10 +45,11 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ohlora_eval.tracking.ports import HOST, listener, port_holder
+
 ADMIN = "ohlora_admin"
 ROLE = "ohlora"
 DATABASE = "mlflow"
-HOST = "127.0.0.1"
 MLFLOW_ADMIN = "admin"  # the MLflow server's admin account (basic auth)
 APP_NAME = "ohlora-team"  # tracking/server_app.py, an mlflow.app entry point
 
@@ -71,73 +71,6 @@ def _alive(pid: int) -> bool:
     except ChildProcessError:  # not our child: kill(pid, 0) said enough
         return True
     return ended != pid
-
-
-def port_holder(port: int) -> str | None:
-    """What listens on ``port`` of 127.0.0.1 (a command line when it can be found), or None
-    when the port is free."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((HOST, port))
-            return None
-        except OSError:
-            pass
-    who = _listener(port)
-    return who or "another program"
-
-
-def _listener(port: int) -> str | None:
-    """The process listening on ``port`` (Linux: /proc/net/tcp -> socket inode -> pid).
-    Where several share the socket (a server and the workers it forked or spawned), the
-    one whose parent does not hold it is named: the program the user started."""
-    try:
-        inodes = set()
-        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-            if not os.path.exists(table):
-                continue
-            for line in Path(table).read_text().splitlines()[1:]:
-                parts = line.split()
-                if int(parts[1].rsplit(":", 1)[1], 16) == port and parts[3] == "0A":
-                    inodes.add(parts[9])
-        holders = [pid for pid in filter(str.isdigit, os.listdir("/proc")) if _holds(pid, inodes)]
-    except OSError:
-        return None
-    if not holders:
-        return None
-    top = [pid for pid in holders if _parent(pid) not in holders] or holders
-    pid = min(top, key=int)
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-    except OSError:
-        return f"pid {pid}"
-    more = f" (and {len(holders) - 1} of its workers)" if len(holders) > 1 else ""
-    return f"pid {pid}: {cmd.decode(errors='replace').strip()[:120]}{more}"
-
-
-def _holds(pid: str, inodes: set[str]) -> bool:
-    """Whether process ``pid`` has one of the sockets ``inodes`` open."""
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return False
-    for fd in fds:
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:[") and target[8:-1] in inodes:
-            return True
-    return False
-
-
-def _parent(pid: str) -> str | None:
-    """The parent pid of ``pid`` (None when it is gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[1]
 
 
 def _write_secret(path: Path, text: str, owner_uid: int | None = None) -> None:
@@ -483,7 +416,7 @@ class TeamServer:
 
     def _server_on_port(self) -> int | None:
         """The group leader of an ``mlflow server`` of this port's listener, if that is one."""
-        who = _listener(self.port)
+        who = listener(self.port)
         if not who or not who.startswith("pid "):
             return None
         pid = int(who.split(":", 1)[0][4:])
