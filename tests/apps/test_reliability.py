@@ -517,3 +517,47 @@ def test_every_job_names_its_run_in_its_folder(screened, store, tmp_path):
         kinds.get(chosen) is None
         and _client(store).get_run(chosen).data.tags["ohlora.kind"] == "selection"
     )
+
+
+_STORE_GONE_AT_THE_END = """
+import sys
+from mlflow.tracking import MlflowClient
+def gone(*a, **k):  # ending the run, also at exit: the server froze
+    raise ConnectionError("Connection refused: the server froze")
+MlflowClient.set_terminated = gone
+from ohlora_eval.apps.rejudge import main
+sys.argv = ["rejudge", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_rejudge_whose_store_froze_as_it_ended_is_closed_by_the_next_command(screened, store):
+    """The tester's frozen-and-resumed server left a ghost RUNNING rejudge run: its process
+    could not end the run and exited. The next command that opens a run marks it FAILED
+    (before: rejudge runs carried no host/pid, so nothing ever closed them)."""
+    res, _ = screened
+    proc = subprocess.run(
+        [sys.executable, "-c", _STORE_GONE_AT_THE_END, f"tracking.root={store}",
+         f"run_id={res.run_id}", "cutoff.eyes=0.65"],
+        cwd=ROOT, env={**clean_env(), "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    client = _client(store)
+    ghost = [
+        r for r in _all_runs(store)
+        if r.info.status == "RUNNING" and r.data.tags.get("ohlora.kind") == "rejudge"
+    ]  # fmt: skip
+    assert len(ghost) == 1, [(r.info.run_name, r.info.status) for r in ghost]
+    code, err = cli_run(
+        rejudge_main(), [f"tracking.root={store}", f"run_id={res.run_id}", "cutoff.eyes=0.66"]
+    )
+    assert code == 0, err
+    closed = client.get_run(ghost[0].info.run_id)
+    assert closed.info.status == "FAILED" and closed.data.tags.get("ohlora.died")
+
+
+def rejudge_main():
+    from ohlora_eval.apps import rejudge as rejudge_app
+
+    return rejudge_app.main
