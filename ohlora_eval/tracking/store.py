@@ -121,11 +121,6 @@ def sqlite_timeout_s() -> int:
     return max(1, int(_store_wait_s))
 
 
-def store_wait_s() -> float:
-    """How long this command waits for a store that does not answer or is locked."""
-    return _store_wait_s
-
-
 def resolve_uri(uri: str | None = None, root: str | os.PathLike = "mlruns") -> str:
     """``MLFLOW_TRACKING_URI`` wins, then an explicit ``tracking.uri``, then the embedded store."""
     return os.environ.get("MLFLOW_TRACKING_URI") or uri or default_uri(root)
@@ -137,8 +132,8 @@ def display_uri(uri: str) -> str:
 
 
 def _is_transient(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return any(s in text for s in ("database is locked", "database is busy", "duplicate column"))
+    """A lock held by another process, or two processes creating the tables at once."""
+    return locked(exc) or "duplicate column" in str(exc).lower()
 
 
 def retry(fn: Callable[..., T], *args: Any, attempts: int = 8, **kwargs: Any) -> T:
@@ -179,7 +174,6 @@ class StoreLocked(UserError):
     """An SQLite store another process held locked for longer than ``store_wait_s``."""
 
     def __init__(self, waited_s: float | None = None) -> None:
-        self.waited_s = waited_s
         super().__init__(locked_line(mlflow.get_tracking_uri(), waited_s))
 
 
