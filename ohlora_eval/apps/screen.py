@@ -31,11 +31,11 @@ from ohlora_eval.apps.cli import hydra_app
 from ohlora_eval.apps.identity import identity_stage
 from ohlora_eval.pipeline import identity as ident
 from ohlora_eval.pipeline import judge
-from ohlora_eval.pipeline.cache import MeasurementCache
+from ohlora_eval.pipeline.cache import MeasurementCache, measurement_key
 from ohlora_eval.pipeline.context import MeasureContext
 from ohlora_eval.pipeline.fidelity import rounded
 from ohlora_eval.pipeline.latents import SeededLatents, array_of, seeded_latents
-from ohlora_eval.pipeline.measure import measure, measurement_key
+from ohlora_eval.pipeline.measure import measure
 from ohlora_eval.pipeline.model_calls import group_fn
 from ohlora_eval.pipeline.protocols import Generator
 from ohlora_eval.tracking import lineage, store

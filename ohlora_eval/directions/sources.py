@@ -3,7 +3,7 @@
 Every source has ``resolve(generator, scorer, layer, where, progress) -> Directions``
 (``where``: the store, a ``tracking.store.StoreRef``); it is also passed ``measure`` (how
 faces are measured) and, under ``execution=ray``, ``executor`` (where sampled faces are
-scored; ``pipeline.protocols.Executor``).
+scored; ``pipeline.executor.Executor``).
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 A measurement (per-image scores of every vector's edit grid) depends only on the
 generator and its weights, the scorer and its weights, the directions, the layer,
-the grid, the vectors and the noise seed. Judging settings (cutoffs, ranking) do
-not enter the key, so a cutoff sweep re-uses the scores of its first point, and a
-run that died is resumed chunk by chunk.
+the grid, the vectors and the noise seed: their digest is the measurement key
+(``measurement_key``), the name of the measurement's folder. Judging settings
+(cutoffs, ranking) do not enter the key, so a cutoff sweep re-uses the scores of its
+first point, and a run that died is resumed chunk by chunk.
 
 Layout: ``<dir>/<key>/meta.json`` (what the key stands for) and one
 ``chunk_<lo>_<hi>.npz`` per chunk of vectors, written atomically and carrying a
@@ -25,14 +26,53 @@ import threading
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ohlora_eval.pipeline.fingerprint import digest
+from ohlora_eval.pipeline.fingerprint import digest, model_identity
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from ohlora_eval.pipeline.edit import EditSetup
+    from ohlora_eval.pipeline.latents import SeededLatents
 
 # Bump when the way scores are computed changes, so old entries stop matching.
 MEASURE_VERSION = 1
+
+
+def measurement_key(
+    setup: EditSetup,
+    latents: Tensor | SeededLatents,
+    chunk: int,
+    model_configs: Mapping[str, Any],
+    noise_seed: int | None = None,
+) -> tuple[str, dict]:
+    """Everything that decides the per-image scores, and nothing that only judges them.
+
+    ``model_configs`` are the generator's and scorer's settings as configured (without
+    the device: where a model runs does not change what it computes).
+    """
+    meta = {
+        "version": MEASURE_VERSION,
+        "generator": model_identity(setup.generator),
+        "scorer": model_identity(setup.scorer),
+        **{k: dict(v) for k, v in model_configs.items()},
+        "layer": setup.layer,
+        "grid": setup.grid.tolist(),
+        "vectors_per_batch": chunk,
+        "noise_seed": noise_seed,
+        "directions_run_id": setup.directions.run_id,
+        "n_vectors": int(latents.shape[0]),
+    }
+    if setup.measure_settings.identity() is not None:  # only when not the clean default
+        meta["measure"] = setup.measure_settings.identity()
+    if setup.measure_settings.speed_identity() is not None:  # bf16, channels_last, compile, ...
+        meta["speed"] = setup.measure_settings.speed_identity()
+    rows = latents if hasattr(latents, "blocks") else latents.cpu().numpy()
+    key = digest({**meta, "directions": setup.directions.identity(), "latents": rows})
+    return key[:32], meta
 
 
 def _checksum(arrays: Mapping[str, np.ndarray]) -> str:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ohlora_eval.pipeline.cache import MeasurementCache
-    from ohlora_eval.pipeline.protocols import Executor
+    from ohlora_eval.pipeline.executor import Executor
 
 
 @dataclass(frozen=True)
@@ -23,5 +23,5 @@ class MeasureContext:
     """Where a measurement is shown, run and kept (defaults: quiet, here, not kept)."""
 
     progress: bool = False  # a progress bar on stderr
-    executor: Executor | None = None  # runs the chunks or face batches (None: this process)
+    executor: Executor | None = None  # runs the chunks or face batches (None: a LocalExecutor)
     cache: MeasurementCache | None = None  # a screening's measured chunks (None: not kept)

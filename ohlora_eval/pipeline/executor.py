@@ -1,24 +1,28 @@
-"""Measuring beyond one process: a pool of stateful Ray actors (``execution=ray``).
+"""Where measuring jobs run, behind one interface (``Executor.run(jobs)``): here or on Ray.
 
-Each actor builds what it measures with ONCE, from a picklable ``build`` callable, then runs
-the jobs it is sent with the very function the local path uses, so a job's arrays do not
-depend on which process ran it. Two kinds of job:
+A job is items ``[lo, hi)`` of the work that runs on a worker's state with the very function
+the local path uses, so its arrays do not depend on where it ran. Two kinds of job, each
+beside the code it runs (this module knows jobs only as ``Job``, so it imports neither
+``measure`` nor ``sample``):
 
 - ``ChunkJob`` (in ``pipeline/measure.py``): a chunk of a screening (the measurement
   cache's unit: ``measure``'s ``chunk`` vectors, starting at multiples of ``chunk``),
-  measured by ``measure.chunk_arrays``. Its ``build`` gives a ``ScreenState``: an
-  ``EditSetup`` and the screening's hooks; the driver's directions travel inside it, so
-  every worker edits along the very directions the driver resolved. The driver alone
-  writes the cache and talks to MLflow; chunks already cached are never sent out.
+  measured by ``measure.chunk_arrays`` on a ``ScreenState``: an ``EditSetup`` and the
+  screening's hooks.
 - ``FaceJob`` (in ``pipeline/sample.py``): a batch of the faces a direction fit samples,
-  measured by ``sample.face_batch``. Its ``build`` gives a ``FaceSetup``: the models only
-  (there are no directions yet).
+  measured by ``sample.face_batch`` on a ``FaceSetup``: the models only (there are no
+  directions yet).
 
-Each job type lives beside the code it runs; this module knows jobs only as ``Job`` (``lo``,
-``hi``, ``run(state)``), so it imports neither ``measure`` nor ``sample``.
+Two executors: ``LocalExecutor`` runs the jobs in this process, on the state built here
+(what ``measure`` and ``sample_and_score`` use when the context holds no executor);
+``RayExecutor`` (``execution=ray``) on a pool of stateful Ray actors, each of which builds
+its state ONCE from a picklable ``build`` callable; the driver's directions travel inside a
+screening's, so every worker edits along the very directions the driver resolved. Either
+way the command's process alone reads and writes the cache and talks to MLflow; chunks
+already cached are never sent out.
 
-Faults: when an actor dies (its process killed, its node lost), the chunks it held go back
-to the queue and are measured by the others; a replacement actor is started while
+Faults on Ray: when an actor dies (its process killed, its node lost), the chunks it held go
+back to the queue and are measured by the others; a replacement actor is started while
 ``restarts`` allow. An error raised by the measuring code itself is re-raised on the driver.
 
 Ray is imported lazily (``pip install -e '.[scale]'``): importing ``ohlora_eval`` never
@@ -31,7 +35,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -40,17 +44,15 @@ import torch
 
 from ohlora_eval.errors import ConfigError, UserError
 
-# A measured chunk as it comes back: (lo, hi, arrays, worker name).
+# A measured job as it comes back: (lo, hi, arrays, worker name).
 Done = tuple[int, int, dict[str, np.ndarray], str]
 # What a worker builds once; its jobs' ``run`` gets it (measure.ScreenState, sample.FaceSetup).
 WorkerBuild = Callable[[], Any]
 
 
 class Job(Protocol):
-    """What the pool measures: items ``[lo, hi)`` of the work, run on a worker's state.
-    ``measure.ChunkJob`` (a screening's chunk, on a ``measure.ScreenState``) and
-    ``sample.FaceJob`` (a fit's face batch, on a ``sample.FaceSetup``); this module
-    imports neither: a job brings its own code."""
+    """What an executor runs: items ``[lo, hi)`` of the work, on a worker's state; its
+    arrays hold ``seconds`` (its compute time) beside what it measured."""
 
     @property
     def lo(self) -> int: ...
@@ -70,11 +72,41 @@ class WorkerStats:
     retried: int = 0  # chunks sent again after their worker died
     replaced: int = 0  # workers started to replace dead ones
 
+    def add(self, worker: str, got: Mapping[str, np.ndarray]) -> None:
+        """One job done by ``worker``."""
+        self.chunks[worker] = self.chunks.get(worker, 0) + 1
+        self.seconds[worker] = self.seconds.get(worker, 0.0) + float(got["seconds"])
+
     def line(self, unit: str = "chunks") -> str:
         """e.g. ``chunks per worker w0:6 w1:6, 1 retried`` (``unit``: what the jobs are)."""
         done = " ".join(f"{w}:{n}" for w, n in sorted(self.chunks.items()))
         extra = f", {self.retried} retried" if self.retried else ""
         return f"{unit} per worker {done}{extra}"
+
+
+class Executor(Protocol):
+    """Runs jobs: ``run`` yields each job's ``(lo, hi, arrays, worker name)`` in the order
+    they finish, taking the jobs one at a time as it has room (``jobs`` may be a generator:
+    those waiting are never all in memory); ``stats`` says what each worker did."""
+
+    stats: WorkerStats
+
+    def run(self, jobs: Iterable[Job]) -> Iterator[Done]: ...
+
+
+class LocalExecutor:
+    """This process: each job run on ``state`` (built here), in order, the next one taken
+    from ``jobs`` only when the last is done."""
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+        self.stats = WorkerStats()
+
+    def run(self, jobs: Iterable[Job]) -> Iterator[Done]:
+        for job in jobs:
+            got = job.run(self.state)
+            self.stats.add("here", got)
+            yield job.lo, job.hi, got, "here"
 
 
 class ChunkWorker:
@@ -92,7 +124,7 @@ class ChunkWorker:
 
         return self.name, os.getpid(), ray.get_runtime_context().get_node_id()
 
-    def measure(self, job: Job) -> tuple[int, int, dict[str, np.ndarray], str]:
+    def measure(self, job: Job) -> Done:
         return job.lo, job.hi, job.run(self.state), self.name
 
 
@@ -107,7 +139,7 @@ def _ray() -> Any:
 
 
 class RayExecutor:
-    """A pool of ``workers`` ChunkWorker actors; ``run(jobs)`` yields each measured chunk.
+    """A pool of ``workers`` ChunkWorker actors; ``run(jobs)`` yields each measured job.
 
     ``address``: None starts a local Ray (stopped again on exit), ``"auto"`` or
     ``"ray://host:port"`` joins a running cluster. A Ray already initialised in this
@@ -291,8 +323,7 @@ class RayExecutor:
                 continue
             except ray.exceptions.RayTaskError as exc:
                 raise exc.as_instanceof_cause() from None
-            self.stats.chunks[worker] = self.stats.chunks.get(worker, 0) + 1
-            self.stats.seconds[worker] = self.stats.seconds.get(worker, 0.0) + float(got["seconds"])
+            self.stats.add(worker, got)
             yield lo, hi, got, worker
 
 

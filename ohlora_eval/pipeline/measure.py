@@ -17,9 +17,9 @@ thread while the next chunk is measured. The speed switches of ``setup.measure_s
 ``pipeline/device.py``. The padded model calls, ``step_vectors`` and ``computing`` are in
 ``pipeline/model_calls.py``.
 
-A chunk is the unit of the measurement cache and of ``execution=ray``: ``chunk_arrays``
-measures one as the cache stores it, and a ``ChunkJob`` is one sent to a worker of
-``pipeline/executor.py`` (which runs it on the worker's ``ScreenState``).
+A chunk is the unit of the measurement cache and of the executors: ``chunk_arrays``
+measures one as the cache stores it, and a ``ChunkJob`` is one handed to the executor of
+``pipeline/executor.py`` (this process's or a Ray worker's, run on its ``ScreenState``).
 """
 
 from __future__ import annotations
@@ -38,11 +38,10 @@ from tqdm.auto import tqdm
 
 from ohlora_eval.pipeline import device as dev
 from ohlora_eval.pipeline.batching import pad_rows
-from ohlora_eval.pipeline.cache import MEASURE_VERSION
 from ohlora_eval.pipeline.context import MeasureContext
 from ohlora_eval.pipeline.edit import EditSetup, edited_mids
+from ohlora_eval.pipeline.executor import LocalExecutor
 from ohlora_eval.pipeline.fidelity import round_trip, scorer_mode, seeded, vector_seed
-from ohlora_eval.pipeline.fingerprint import digest, model_identity
 from ohlora_eval.pipeline.measure_settings import MeasureSettings
 from ohlora_eval.pipeline.model_calls import (
     GroupFn,
@@ -241,52 +240,6 @@ class ChunkJob:
         )
 
 
-def _measure_remote(
-    context: MeasureContext,
-    latents: Tensor,
-    chunk: int,
-    cases: Sequence[int] | None,
-    bar: Any,
-    writer: ThreadPoolExecutor,
-    place: Callable[[int, int, Mapping[str, np.ndarray]], None],
-) -> tuple[int, int]:
-    """Cached chunks are read here; the others go to ``context.executor`` and are written to
-    the cache (here, on ``writer``, one at a time) as they come back. (reused, computed)."""
-    executor, cache = context.executor, context.cache
-    n = latents.shape[0]
-    reused, computed = 0, 0
-
-    def jobs() -> Iterator[ChunkJob]:
-        """The chunks not cached, each made when the pool has room for it (the latents of
-        queued chunks are never all in memory at once)."""
-        nonlocal reused
-        for lo in range(0, n, chunk):
-            hi = min(n, lo + chunk)
-            got = cache.load(lo, hi) if cache else None
-            if got is None:
-                ids = range(lo, hi) if cases is None else cases[lo:hi]
-                z = np.asarray(latents[lo:hi], dtype=np.float32)
-                yield ChunkJob(lo, hi, z, tuple(int(c) for c in ids))
-                continue
-            place(lo, hi, got)
-            reused += 1
-            bar.update(hi - lo)
-
-    writing: Future[None] | None = None
-    for lo, hi, got, _ in executor.run(jobs()):
-        if cache:
-            if writing is not None:
-                writing.result()
-            writing = writer.submit(cache.save, lo, hi, got)
-        place(lo, hi, got, now=True)
-        computed += 1
-        bar.update(hi - lo)
-        bar.set_postfix_str(executor.stats.line() + (f", {reused} cached" if reused else ""))
-    if writing is not None:
-        writing.result()
-    return reused, computed
-
-
 @dataclass
 class Measured:
     """Every vector's per-image scores, with where they came from."""
@@ -351,12 +304,13 @@ def measure(
     vectors (default 0..n-1): with ``setup.measure_settings.scorer_mode=train`` they seed
     each vector's dropout.
 
-    ``context``: the progress bar, the cache (None: nothing kept) and the executor (e.g.
-    ``pipeline.executor.RayExecutor``), which measures the chunks that are not cached
-    elsewhere, with the same ``chunk_arrays``; this process still reads and writes the
-    cache, so a run resumes the same way whichever measured its chunks."""
+    ``context``: the progress bar, the cache (None: nothing kept) and the executor that
+    measures the chunks not cached, with the same ``chunk_arrays`` (None: this process, a
+    ``LocalExecutor``; e.g. ``pipeline.executor.RayExecutor``). This process alone reads and
+    writes the cache, so a run resumes the same way whichever measured its chunks."""
     n, m = latents.shape[0], setup.m
-    cache, executor = context.cache, context.executor
+    cache = context.cache
+    executor = context.executor or LocalExecutor(ScreenState(setup, groups_of, image_stats))
     scores = np.zeros((n, m, len(CORE_PROPERTIES)), np.float32)
     extras: dict[str, np.ndarray] = {}
     groups = [""] * n
@@ -378,6 +332,35 @@ def measure(
             if k.startswith("x_"):
                 extras.setdefault(k[2:], np.full(n, np.nan))[lo:hi] = v
 
+    def jobs() -> Iterator[ChunkJob]:
+        """The chunks not cached, each made when the executor has room for it (the latents
+        of queued chunks are never all in memory at once); the cached ones placed here."""
+        nonlocal reused
+        for lo in range(0, n, chunk):
+            hi = min(n, lo + chunk)
+            got = cache.load(lo, hi) if cache else None
+            if got is None:
+                ids = range(lo, hi) if cases is None else cases[lo:hi]
+                z = np.asarray(latents[lo:hi], dtype=np.float32)
+                yield ChunkJob(lo, hi, z, tuple(int(c) for c in ids))
+                continue
+            place(lo, hi, got)
+            reused += 1
+            shown(hi - lo)
+
+    def shown(vectors: int) -> None:
+        """The bar moved on; its postfix: this process's speed so far, or each Ray worker's
+        share, and the chunks read from the cache."""
+        bar.update(vectors)
+        if context.executor is None:
+            done = fresh["vectors"] * m  # images generated and scored by this call
+            rate = done / max(time.perf_counter() - t0, 1e-9)
+            head = f"{rate:,.0f} images/s" if done else ""
+        else:
+            head = executor.stats.line() if executor.stats.chunks else ""
+        cached = f"{reused} cached" if reused else ""
+        bar.set_postfix_str(", ".join(x for x in (head, cached) if x))
+
     with (
         cache.lock() if cache else nullcontext(),
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="ohlora-cache") as writer,
@@ -387,63 +370,16 @@ def measure(
         ) as bar,
     ):
         t0 = time.perf_counter()
-        if executor is not None:  # every chunk placed there; the local loop is skipped
-            reused, computed = _measure_remote(context, latents, chunk, cases, bar, writer, place)
-        for lo in range(0, n, chunk) if executor is None else ():
-            hi = min(n, lo + chunk)
-            got = cache.load(lo, hi) if cache else None
-            now = got is None
-            if got is None:
-                ids = list(range(lo, hi)) if cases is None else list(cases[lo:hi])
-                got = chunk_arrays(setup, latents[lo:hi], groups_of, image_stats, ids)
-                if cache:
-                    if writing is not None:
-                        writing.result()  # one write at a time; its error surfaces here
-                    writing = writer.submit(cache.save, lo, hi, got)
-                computed += 1
-            else:
-                reused += 1
-            place(lo, hi, got, now)
-            bar.update(hi - lo)
-            done = fresh["vectors"] * m  # images generated and scored by this call
-            rate = f"{done / max(time.perf_counter() - t0, 1e-9):,.0f} images/s" if done else ""
-            cached = f"{reused} cached" if reused else ""
-            bar.set_postfix_str(", ".join(x for x in (rate, cached) if x))
+        for lo, hi, got, _ in executor.run(jobs()):
+            if cache:
+                if writing is not None:
+                    writing.result()  # one write at a time; its error surfaces here
+                writing = writer.submit(cache.save, lo, hi, got)
+            place(lo, hi, got, now=True)
+            computed += 1
+            shown(hi - lo)
         if writing is not None:
             writing.result()
     return Measured(
         scores, extras, groups, seconds, reused, computed, fresh["vectors"], fresh["seconds"]
     )
-
-
-def measurement_key(
-    setup: EditSetup,
-    latents: Tensor,
-    chunk: int,
-    model_configs: Mapping[str, Any],
-    noise_seed: int | None = None,
-) -> tuple[str, dict]:
-    """Everything that decides the per-image scores, and nothing that only judges them.
-
-    ``model_configs`` are the generator's and scorer's settings as configured (without
-    the device: where a model runs does not change what it computes).
-    """
-    meta = {
-        "version": MEASURE_VERSION,
-        "generator": model_identity(setup.generator),
-        "scorer": model_identity(setup.scorer),
-        **{k: dict(v) for k, v in model_configs.items()},
-        "layer": setup.layer,
-        "grid": setup.grid.tolist(),
-        "vectors_per_batch": chunk,
-        "noise_seed": noise_seed,
-        "directions_run_id": setup.directions.run_id,
-        "n_vectors": int(latents.shape[0]),
-    }
-    if setup.measure_settings.identity() is not None:  # only when not the clean default
-        meta["measure"] = setup.measure_settings.identity()
-    if setup.measure_settings.speed_identity() is not None:  # bf16, channels_last, compile, ...
-        meta["speed"] = setup.measure_settings.speed_identity()
-    rows = latents if hasattr(latents, "blocks") else latents.cpu().numpy()
-    key = digest({**meta, "directions": setup.directions.identity(), "latents": rows})
-    return key[:32], meta

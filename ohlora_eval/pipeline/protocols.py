@@ -1,5 +1,4 @@
-"""The plug points every model implements (docs/architecture.md, "Plug points"), and
-the shape of an executor that measures elsewhere.
+"""The plug points every model implements (docs/architecture.md, "Plug points").
 
 Kept tiny on purpose: anything that can produce images from latents and
 anything that can measure properties on images can be screened.
@@ -7,8 +6,7 @@ anything that can measure properties on images can be screened.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:  # annotations only: the protocols load without torch or numpy
     import numpy as np
@@ -90,13 +88,3 @@ class IdentityModel(Protocol):
     threshold: float
 
     def embed(self, images: Tensor) -> np.ndarray: ...
-
-
-class Executor(Protocol):
-    """Measures jobs elsewhere (``pipeline.executor.RayExecutor``): a screening's chunks, a
-    direction fit's face batches. ``run`` yields each job's ``(lo, hi, arrays, worker name)``
-    in the order they finish; ``stats.line(unit)`` says how many each worker did."""
-
-    stats: Any
-
-    def run(self, jobs: Iterable[Any]) -> Iterator[tuple[int, int, dict[str, np.ndarray], str]]: ...

@@ -3,9 +3,9 @@ and of grouping evaluated vectors.
 
 The work unit is a batch of ``batch`` faces (2,000 by default) starting at a multiple of
 ``batch``: its mid vectors and scores depend only on its latents and its position (the
-dropout draws of ``measure.scorer_mode=train`` are seeded by it), so a batch measured here
-and one measured by a Ray worker (a ``FaceJob`` sent to ``pipeline/executor.py``, run on the
-worker's ``FaceSetup``) are the same numbers.
+dropout draws of ``measure.scorer_mode=train`` are seeded by it), so a batch is the same
+numbers wherever the executor of ``pipeline/executor.py`` runs its ``FaceJob`` (on this
+process's ``FaceSetup`` or a Ray worker's).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ohlora_eval.pipeline.context import MeasureContext
+from ohlora_eval.pipeline.executor import LocalExecutor
 from ohlora_eval.pipeline.fidelity import round_trip, scorer_mode, seeded, vector_seed
 from ohlora_eval.pipeline.measure_settings import MeasureSettings
 from ohlora_eval.pipeline.model_calls import score, synthesize, to_mid
@@ -81,42 +82,16 @@ def sample_and_score(
     batch: int = BATCH,
     context: MeasureContext = MeasureContext(),
 ) -> tuple[Tensor, Tensor, dict[str, np.ndarray]]:
-    """n latents from ``seed`` -> (latents, mid vectors, scores), ``batch`` faces at a time.
-
-    ``context.executor`` (e.g. a ``RayExecutor`` whose workers hold these models) measures
-    the batches elsewhere; the numbers are the same as here (``face_batch`` on the same
-    batches), and the mid vectors come back on the CPU."""
+    """n latents from ``seed`` -> (latents, mid vectors on the CPU, scores), ``batch`` faces
+    at a time, each batch a ``FaceJob`` run by ``context.executor`` (None: this process; e.g.
+    a ``RayExecutor`` whose workers hold these models): the same ``face_batch`` on the same
+    batches, so the same numbers wherever they ran."""
     z = faces.generator.sample_latents(n, seed)
-    starts = range(0, n, batch)
-    properties = list(faces.scorer.properties)
-    if context.executor is not None:
-        mid, scores = _remote(context, z, starts, batch, properties)
-        return z, mid, scores
-    mids: list[Tensor] = []
-    parts: dict[str, list[np.ndarray]] = {p: [] for p in properties}
-    bar = tqdm(
-        total=n, desc="sampling faces", unit="face", leave=False, disable=not context.progress
-    )
-    for lo in starts:
-        m, s = face_batch(faces, z[lo : lo + batch], lo)
-        mids.append(m)
-        for p in parts:
-            parts[p].append(s[p])
-        bar.update(m.shape[0])
-    bar.close()
-    return z, _cat(mids, z), {p: _cat_np(v) for p, v in parts.items()}
-
-
-def _remote(
-    context: MeasureContext, z: Tensor, starts: range, batch: int, properties: list[str]
-) -> tuple[Tensor, dict[str, np.ndarray]]:
-    """Every batch measured by ``context.executor``, placed by its position."""
-    executor = context.executor
-    n = z.shape[0]
     zs = z.detach().cpu().numpy()
-    jobs = [FaceJob(lo, min(n, lo + batch), zs[lo : lo + batch]) for lo in starts]
+    executor = context.executor or LocalExecutor(faces)
+    jobs = (FaceJob(lo, min(n, lo + batch), zs[lo : lo + batch]) for lo in range(0, n, batch))
     mid: np.ndarray | None = None
-    scores = {p: np.zeros(n, np.float32) for p in properties}
+    scores = {p: np.zeros(n, np.float32) for p in faces.scorer.properties}
     bar = tqdm(
         total=n, desc="sampling faces", unit="face", leave=False, disable=not context.progress
     )
@@ -124,17 +99,10 @@ def _remote(
         if mid is None:
             mid = np.zeros((n, got["mid"].shape[1]), np.float32)
         mid[lo:hi] = got["mid"]
-        for p in properties:
+        for p in scores:
             scores[p][lo:hi] = got[p]
         bar.update(hi - lo)
-        bar.set_postfix_str(executor.stats.line("batches"))
+        if context.executor is not None:  # each worker's share
+            bar.set_postfix_str(executor.stats.line("batches"))
     bar.close()
-    return torch.from_numpy(mid if mid is not None else np.zeros((0, 0), np.float32)), scores
-
-
-def _cat(parts: list[Tensor], z: Tensor) -> Tensor:
-    return torch.cat(parts) if parts else torch.zeros(0, 0, device=z.device)
-
-
-def _cat_np(parts: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    return z, torch.from_numpy(mid if mid is not None else np.zeros((0, 0), np.float32)), scores

@@ -13,10 +13,11 @@ from helpers import conf_grid
 from ohlora_eval.errors import ConfigError
 from ohlora_eval.models.generators.synthetic import SyntheticFaceGenerator
 from ohlora_eval.models.scorers.synthetic import SyntheticScorer
+from ohlora_eval.pipeline.cache import measurement_key
 from ohlora_eval.pipeline.directions import Directions
 from ohlora_eval.pipeline.edit import EditSetup, edited_mids, grid_points
 from ohlora_eval.pipeline.fidelity import from_uint8, round_trip, rounded, to_uint8
-from ohlora_eval.pipeline.measure import measure, measurement_key
+from ohlora_eval.pipeline.measure import measure
 from ohlora_eval.pipeline.measure_settings import MeasureSettings
 
 GRID = grid_points(conf_grid())

@@ -14,14 +14,11 @@ import torch
 from ohlora_eval.models.generators.synthetic import SyntheticFaceGenerator
 from ohlora_eval.models.scorers.synthetic import SyntheticScorer
 from ohlora_eval.pipeline import device as dev
+from ohlora_eval.pipeline.cache import measurement_key
 from ohlora_eval.pipeline.context import MeasureContext
 from ohlora_eval.pipeline.directions import ALL_GROUPS, Directions
 from ohlora_eval.pipeline.edit import EditSetup, grid_points
-from ohlora_eval.pipeline.measure import (
-    measure,
-    measure_chunk,
-    measurement_key,
-)
+from ohlora_eval.pipeline.measure import measure, measure_chunk
 from ohlora_eval.pipeline.measure_settings import MeasureSettings
 from ohlora_eval.pipeline.model_calls import step_vectors
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
