@@ -124,7 +124,8 @@ def executor(
     setup: EditSetup,
     review_settings: Any = None,
 ) -> Iterator[Any]:
-    """The executor of a screening's chunks for a ``with`` block: None for ``local``."""
+    """The executor of a screening's chunks for a ``with`` block: None for ``local`` (then
+    ``measure`` runs them on a ``LocalExecutor``)."""
     build = partial(
         worker_build,
         dict(resolved),
@@ -140,7 +141,8 @@ def executor(
 @contextlib.contextmanager
 def face_executor(node: Any, resolved: Mapping[str, Any], measure_settings: Any) -> Iterator[Any]:
     """The executor of a direction fit's sampled faces for a ``with`` block: None for
-    ``local``. Ray starts only if faces are really sampled (``RayExecutor.run``)."""
+    ``local`` (a ``LocalExecutor`` then). Ray starts only if faces are really sampled
+    (``RayExecutor.run``)."""
     with _pool(node, partial(face_build, dict(resolved), measure_settings)) as ex:
         yield ex
 

@@ -349,10 +349,10 @@ def measure(
             shown(hi - lo)
 
     def shown(vectors: int) -> None:
-        """The bar moved on; its postfix: this process's speed so far, or each Ray worker's
+        """The bar moved on; its postfix: this process's speed so far, or each worker's
         share, and the chunks read from the cache."""
         bar.update(vectors)
-        if context.executor is None:
+        if isinstance(executor, LocalExecutor):
             done = fresh["vectors"] * m  # images generated and scored by this call
             rate = done / max(time.perf_counter() - t0, 1e-9)
             head = f"{rate:,.0f} images/s" if done else ""

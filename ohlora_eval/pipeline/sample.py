@@ -102,7 +102,7 @@ def sample_and_score(
         for p in scores:
             scores[p][lo:hi] = got[p]
         bar.update(hi - lo)
-        if context.executor is not None:  # each worker's share
+        if not isinstance(executor, LocalExecutor):  # each worker's share
             bar.set_postfix_str(executor.stats.line("batches"))
     bar.close()
     return z, torch.from_numpy(mid if mid is not None else np.zeros((0, 0), np.float32)), scores
