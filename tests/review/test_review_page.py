@@ -98,7 +98,7 @@ def test_page_escapes_and_loads_nothing_from_the_network(tmp_path, run_table, sh
     _, text = _page(tmp_path, run_table, sheets)
     assert "<run>" not in text and "0123abcd&lt;run&gt;&amp;id" in text
     if "O" == run_table.loc[1, "passed"]:
-        assert "&lt;b&gt;&quot;bold&quot; &amp; &lt;/b&gt;" in text
+        assert "&lt;b&gt;&#34;bold&#34; &amp; &lt;/b&gt;" in text  # Jinja2's autoescape
     assert '<b>"bold"' not in text
     assert not re.search(r"https?://", text)
     assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:/|[a-z]+:)""", text)
