@@ -34,17 +34,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from ohlora_eval.apps.cli import hydra_app
 from ohlora_eval.errors import ConfigError, UserError, int_in, number_in
-from ohlora_eval.formats.ohlora_results import read_native_table
 from ohlora_eval.pipeline.judge import CORR_COLUMNS, NO_FACE
 from ohlora_eval.progress import STDOUT
 from ohlora_eval.review import frontier as fr
 from ohlora_eval.tracking import store
-from ohlora_eval.tracking.read_back import run_file
+from ohlora_eval.tracking.read_back import RunView
 from ohlora_eval.tracking.runs import note_run
 
 log = logging.getLogger(__name__)
 
-PER_VECTOR = "per_vector.csv"
 FOLDER = "frontier"  # where in the run the files go
 MAX_STEPS = 101  # cutoffs per property: 101^3 triples at most
 
@@ -81,17 +79,17 @@ def frontier(cfg: DictConfig) -> FrontierResult:
     run_id = str(cfg.run_id)
     uri, _ = store.setup(cfg.tracking.experiment, cfg.tracking.uri, cfg.tracking.root)
     client = MlflowClient(uri)
-    run = store.finished_run(client, run_id, why="the frontier reads a finished run's correlations")
-    if run.data.tags.get("ohlora.kind") == "retest":
-        source = run.data.tags.get("retest.source_run_id", "?")
+    run = RunView.open(client, run_id, why="the frontier reads a finished run's correlations")
+    if run.kind == "retest":
+        source = run.tags.get("retest.source_run_id", "?")
         raise UserError(
             f"run_id={run_id} is a re-test; give the run it re-tested (run_id={source}):"
             " its re-test is found from it"
         )
-    table = _read_table(client, run_id)
+    table = run.per_vector
     abs_r = table[CORR_COLUMNS].abs().to_numpy(dtype=np.float64)
     valid = _valid(table)
-    own_cut = _own_cutoffs(run)
+    own_cut = run.cutoffs.core() if run.cutoffs else None
 
     notes: list[str] = []
     identity = _identity(cfg.get("identity_cutoff", "run"), run, table)
@@ -103,7 +101,7 @@ def frontier(cfg: DictConfig) -> FrontierResult:
             " faces not aligned): never counted as passing, and where a triple's r cutoffs"
             " pass them they are counted in identity_unknown"
         )
-    retest_id = _retest_id(run, str(cfg.retest), client)
+    retest_id = _retest_id(run, str(cfg.retest))
     reps = _repetitions(client, retest_id, table, notes) if retest_id else None
 
     t0 = time.perf_counter()
@@ -176,17 +174,6 @@ def _grids(node: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return tuple(out)  # type: ignore[return-value]
 
 
-def _read_table(client: MlflowClient, run_id: str) -> pd.DataFrame:
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = run_file(client, run_id, PER_VECTOR, tmp)
-        except Exception:
-            raise UserError(
-                f"run_id={run_id}: the run has no {PER_VECTOR} (the frontier reads its r)"
-            ) from None
-        return read_native_table(path, f"{PER_VECTOR} of run {run_id}")
-
-
 def _valid(table: pd.DataFrame) -> np.ndarray | None:
     """False for vectors that fail whatever the cutoffs (images without a face)."""
     if NO_FACE not in table.columns:
@@ -194,7 +181,7 @@ def _valid(table: pd.DataFrame) -> np.ndarray | None:
     return table[NO_FACE].fillna(0).to_numpy(dtype=np.float64) == 0
 
 
-def _identity(choice: Any, run, table: pd.DataFrame) -> fr.IdentityFilter | None:
+def _identity(choice: Any, run: RunView, table: pd.DataFrame) -> fr.IdentityFilter | None:
     """``identity_cutoff``: ``run`` (the run's own ``cutoff.identity``, off where it had none),
     a largest allowed distance, or null (off)."""
     if choice is None or (isinstance(choice, str) and choice.lower() in ("null", "none")):
@@ -205,15 +192,14 @@ def _identity(choice: Any, run, table: pd.DataFrame) -> fr.IdentityFilter | None
                 f"identity_cutoff={choice!r} must be run (the run's own cutoff.identity), a"
                 " largest allowed distance (e.g. identity_cutoff=0.6) or null"
             )
-        raw = run.data.params.get("cutoff.identity")
-        if raw in (None, "", "None", "null"):
+        if run.cutoffs is None or run.cutoffs.identity is None:
             return None
-        limit = float(raw)
+        limit = run.cutoffs.identity
     else:
         limit = number_in("identity_cutoff", choice, 0, 10, low_open=True, hint="e.g. 0.6")
     if "identity_max" not in table.columns:
         raise UserError(
-            f"identity_cutoff={limit:g}: run {run.info.run_id} has no identity distances (it"
+            f"identity_cutoff={limit:g}: run {run.run_id} has no identity distances (it"
             " measured no identity: screen with identity=dlib_resnet), so no triple can be"
             " judged by it"
         )
@@ -221,21 +207,13 @@ def _identity(choice: Any, run, table: pd.DataFrame) -> fr.IdentityFilter | None
     return fr.IdentityFilter(worst, limit)
 
 
-def _own_cutoffs(run) -> dict[str, float] | None:
-    try:
-        return {p: float(run.data.params[f"cutoff.{p}"]) for p in fr.PROPERTIES}
-    except (KeyError, ValueError):
-        return None
-
-
-def _retest_id(run, choice: str, client: MlflowClient) -> str | None:
+def _retest_id(run: RunView, choice: str) -> str | None:
     """The re-test to use: the run's latest (tag ``ohlora.retest``), none, or one by id."""
     if choice.lower() in ("none", "null", "false", ""):
         return None
     if choice == "latest":
-        return run.data.tags.get("ohlora.retest") or None
-    found = store.finished_run(client, choice, "retest")
-    if found.data.tags.get("ohlora.kind") != "retest":
+        return run.retest_run_id
+    if RunView.open(run.client, choice, "retest").kind != "retest":
         raise UserError(f"retest={choice} is not a re-test run (python -m ohlora_eval.retest)")
     return choice
 
@@ -245,57 +223,51 @@ def _repetitions(
 ) -> fr.Repetitions:
     """The re-test's vectors (its ``retest.csv``) and each repetition's r (its child runs'
     ``per_vector.csv``), as rows of the run's table."""
-    parent = store.finished_run(client, retest_id, "retest")
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            summary = pd.read_csv(client.download_artifacts(retest_id, "retest.csv", tmp))
-        except Exception:
-            raise UserError(f"re-test {retest_id} has no retest.csv") from None
-        k = int(summary["k"].iloc[0]) if len(summary) else 0
-        children = store.retry(
-            client.search_runs,
-            [parent.info.experiment_id],
-            filter_string=f"tags.`mlflow.parentRunId` = '{retest_id}'",
+    parent = RunView.open(client, retest_id, "retest")
+    try:
+        summary = parent.csv("retest.csv")
+    except Exception:
+        raise UserError(f"re-test {retest_id} has no retest.csv") from None
+    k = int(summary["k"].iloc[0]) if len(summary) else 0
+    found = store.retry(
+        client.search_runs,
+        [parent.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{retest_id}'",
+    )
+    children = [
+        RunView(client, c)
+        for c in found
+        if c.info.status == "FINISHED" and "retest.repetition" in c.data.tags
+    ]
+    if len(children) != k:
+        raise UserError(
+            f"re-test {retest_id}: {len(children)} finished repetitions found, its"
+            f" retest.csv says k={k}; the frontier needs each repetition's r"
         )
-        children = [
-            c
-            for c in children
-            if c.info.status == "FINISHED" and "retest.repetition" in c.data.tags
-        ]
-        if len(children) != k:
+    cases = summary["case"].astype(int).to_numpy()
+    abs_r = np.empty((len(cases), k, 3))
+    valid = np.ones((len(cases), k), dtype=bool)
+    children.sort(key=lambda c: int(c.tags["retest.repetition"]))
+    for j, child in enumerate(children):
+        try:
+            got = child.per_vector.set_index("case").loc[cases]
+        except KeyError:
             raise UserError(
-                f"re-test {retest_id}: {len(children)} finished repetitions found, its"
-                f" retest.csv says k={k}; the frontier needs each repetition's r"
-            )
-        cases = summary["case"].astype(int).to_numpy()
-        abs_r = np.empty((len(cases), k, 3))
-        valid = np.ones((len(cases), k), dtype=bool)
-        children.sort(key=lambda c: int(c.data.tags["retest.repetition"]))
-        for j, child in enumerate(children):
-            rep = pd.read_csv(
-                client.download_artifacts(child.info.run_id, PER_VECTOR, tmp),
-                keep_default_na=False,
-                na_values=[""],
-            ).set_index("case")
-            try:
-                got = rep.loc[cases]
-            except KeyError:
-                raise UserError(
-                    f"re-test {retest_id}: repetition {j + 1} lacks some of its cases"
-                ) from None
-            abs_r[:, j, :] = got[CORR_COLUMNS].abs().to_numpy(dtype=np.float64)
-            if NO_FACE in got.columns:
-                valid[:, j] = got[NO_FACE].fillna(0).to_numpy() == 0
+                f"re-test {retest_id}: repetition {j + 1} lacks some of its cases"
+            ) from None
+        abs_r[:, j, :] = got[CORR_COLUMNS].abs().to_numpy(dtype=np.float64)
+        if NO_FACE in got.columns:
+            valid[:, j] = got[NO_FACE].fillna(0).to_numpy() == 0
     index = {int(c): i for i, c in enumerate(table["case"].astype(int))}
     missing = [int(c) for c in cases if int(c) not in index]
     if missing:
         raise UserError(
             f"re-test {retest_id} re-measured cases {missing[:5]} that run's table does not have"
         )
-    try:  # the cutoffs the re-test judged at: its repetitions' (its source run's)
-        cut = {p: float(children[0].data.params[f"cutoff.{p}"]) for p in fr.PROPERTIES}
-    except (KeyError, ValueError):
-        raise UserError(f"re-test {retest_id}: its repetitions recorded no cutoffs") from None
+    # the cutoffs the re-test judged at: its repetitions' (its source run's)
+    if not children or children[0].cutoffs is None:
+        raise UserError(f"re-test {retest_id}: its repetitions recorded no cutoffs")
+    cut = children[0].cutoffs.core()
     reps = fr.Repetitions(np.array([index[int(c)] for c in cases]), abs_r, cut, valid)
     # The repetitions' r, judged at those cutoffs, must give back the re-test's own
     # re-pass counts (a check that they were read right).
@@ -345,7 +317,9 @@ def _figures(row: dict[str, float], front: fr.Frontier) -> str:
     return text
 
 
-def _report(run, result: FrontierResult, grids, asked: dict[str, str | None], want: int) -> str:
+def _report(
+    run: RunView, result: FrontierResult, grids, asked: dict[str, str | None], want: int
+) -> str:
     """What the command prints (and logs as frontier.md) of ``result``."""
     front, seconds, own = result.frontier, result.grid_seconds, result.own
     answers, retest_id, notes = result.answers, result.retest_run_id, result.notes
@@ -353,9 +327,9 @@ def _report(run, result: FrontierResult, grids, asked: dict[str, str | None], wa
         f"{p} {g[0]:.2f}..{g[-1]:.2f}" + (f" step {g[1] - g[0]:.2f}" if len(g) > 1 else "")
         for p, g in zip(fr.PROPERTIES, grids)
     )
-    name = run.info.run_name or run.info.run_id
+    name = run.name or run.run_id
     lines = [
-        f"ohlora_eval.frontier: run {run.info.run_id} ({name}), {front.n_vectors:,} vectors",
+        f"ohlora_eval.frontier: run {run.run_id} ({name}), {front.n_vectors:,} vectors",
         f"  grid: {spans} = {front.passed.size:,} cutoff triples; computed in {seconds:.3f} s"
         " (every triple, the table and the answers; reading the run not included)",
     ]

@@ -28,10 +28,8 @@ from ohlora_eval.pipeline import judge
 from ohlora_eval.tracking import lineage, store
 from ohlora_eval.tracking.artifacts import LinkedPage, select_command
 from ohlora_eval.tracking.contact_sheets import Linker, local_dir
-from ohlora_eval.tracking.read_back import linked_sheets
+from ohlora_eval.tracking.read_back import PER_VECTOR, RunView, linked_sheets
 from ohlora_eval.tracking.runs import log_hydra_files, print_summary, timed, tracked_run
-
-PER_VECTOR = "per_vector.csv"
 
 
 @dataclass
@@ -50,23 +48,23 @@ def rejudge(cfg: DictConfig) -> Rejudged:
     cutoffs = judge.check_cutoffs(cfg.cutoff)
     uri, _ = store.setup(cfg.tracking.experiment, cfg.tracking.uri, cfg.tracking.root)
     client = MlflowClient(uri)
-    source = _finished_run_with_table(client, source_id)
-    per_vector = _read_source_table(client, source_id, cutoffs)
+    source = RunView.open(client, source_id, why="only a FINISHED run's correlations are re-judged")
+    per_vector = _read_source_table(source, cutoffs)
 
     own = OmegaConf.to_container(
         OmegaConf.masked_copy(cfg, ["cutoff", "run_id", "tracking"]), resolve=True
     )
     # The source's params describe how these correlations were measured (or which file they
     # came from); this run's own keys replace the ones it re-decides.
-    params = {k: v for k, v in source.data.params.items() if not k.startswith("cutoff.")}
+    params = {k: v for k, v in source.params.items() if not k.startswith("cutoff.")}
     params.update(store.flatten(own))
     params["n_rows"] = str(len(per_vector))
-    source_name = source.info.run_name or source_id
+    source_name = source.name or source_id
     tags = {
         "source": "rejudge",
         "ohlora.kind": "rejudge",
         "rejudge.source_run_id": source_id,
-        "rejudge.source_kind": source.data.tags.get("ohlora.kind", "unknown"),
+        "rejudge.source_kind": source.kind or "unknown",
         "git_commit": store.git_commit(),
     }
     sheets = linked_sheets(client, source_id)
@@ -76,7 +74,7 @@ def rejudge(cfg: DictConfig) -> Rejudged:
         cut += f" identity{cutoffs['identity']:g}"
     with tracked_run(tags, run_name=f"rejudge {cut} | {source_name}") as run_id:
         store.log_params(params)
-        lineage.log_inputs_of(source)  # the same candidates and directions as the source
+        lineage.log_inputs_of(source.run)  # the same candidates and directions as the source
         page = None
         if sheets:  # a screening's table (an import has no pictures and no review columns)
             settings = review.ReviewSettings(local_dir=str(Path(cfg.tracking.root) / "review"))
@@ -96,7 +94,7 @@ def rejudge(cfg: DictConfig) -> Rejudged:
         )
     notes = [f"re-judged run {source_id} ({tags['rejudge.source_kind']}); nothing generated"]
     if threshold is not None:
-        name = source.data.tags.get("identity", "identity model")
+        name = source.tags.get("identity", "identity model")
         notes.append(identity_note(metrics, name, judge.identity_cutoff(cutoffs)))
     print_summary(
         run_id,
@@ -119,34 +117,29 @@ def _source_run_id(cfg: DictConfig) -> str:
     return str(cfg.run_id)
 
 
-def _finished_run_with_table(client: MlflowClient, run_id: str) -> mlflow.entities.Run:
-    run = store.finished_run(client, run_id, why="only a FINISHED run's correlations are re-judged")
-    if PER_VECTOR not in {a.path for a in store.retry(client.list_artifacts, run_id)}:
-        raise UserError(f"run_id={run_id}: the run has no {PER_VECTOR} to re-judge")
-    return run
-
-
-def _read_source_table(
-    client: MlflowClient, run_id: str, cutoffs: Mapping[str, float]
-) -> pd.DataFrame:
+def _read_source_table(source: RunView, cutoffs: Mapping[str, float]) -> pd.DataFrame:
+    """The source's ``per_vector.csv`` judged with ``cutoffs``: the table checked, then its
+    r read as a result file (``read_ohlora_results``) and judged again."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = store.retry(client.download_artifacts, run_id, PER_VECTOR, tmp)
+        source.per_vector  # noqa: B018 - there, and a table of this project (one error line)
+        path = source.file(PER_VECTOR, tmp)
         try:
             # An empty r in a native table is an undefined correlation: it fails, with reason.
             table = read_ohlora_results(path, cutoffs, allow_undefined=True)
         except UserError as exc:
-            raise UserError(str(exc).replace(path, f"{PER_VECTOR} of run {run_id}")) from None
+            what = f"{PER_VECTOR} of run {source.run_id}"
+            raise UserError(str(exc).replace(path, what)) from None
     # Measurement-derived extras (review columns of a native run) travel with the table.
     return table.drop(columns=["file_passed"], errors="ignore")
 
 
-def identity_threshold(cutoffs: Mapping[str, float], source: mlflow.entities.Run) -> float | None:
+def identity_threshold(cutoffs: Mapping[str, float], source: RunView) -> float | None:
     """The distance a re-judge counts "same person" at: its identity cutoff, else the one its
     source run counted at (None: the source measured no identity)."""
     limit = judge.identity_cutoff(cutoffs)
     if limit is not None:
         return limit
-    value = source.data.metrics.get("identity_threshold")
+    value = source.metrics.get("identity_threshold")
     return None if value is None else float(value)
 
 

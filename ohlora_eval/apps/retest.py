@@ -38,7 +38,7 @@ from ohlora_eval.progress import STDOUT, phase, quiet
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.artifacts import LinkedPage, select_command
 from ohlora_eval.tracking.contact_sheets import Linker, local_dir
-from ohlora_eval.tracking.read_back import linked_sheets, read_run_vectors
+from ohlora_eval.tracking.read_back import RunView, linked_sheets
 from ohlora_eval.tracking.runs import note_run, side_run
 
 log = logging.getLogger(__name__)
@@ -86,10 +86,10 @@ def retest(cfg: DictConfig) -> Retest:
     _check_randomness(base, noisy_generator and bool(cfg.noise_seeds))
     tags = {
         "ohlora.kind": "retest",
-        "retest.source_run_id": source.info.run_id,
+        "retest.source_run_id": source.run_id,
         "git_commit": store.git_commit(),
     }
-    source_name = source.info.run_name or source.info.run_id
+    source_name = source.name or source.run_id
     name = f"retest {len(cases)} vectors x{k} | {source_name}"
     with side_run(client, exp_id, {**tags, "mlflow.runName": name}) as parent:
         passed, corrs = [], []
@@ -125,11 +125,11 @@ def retest(cfg: DictConfig) -> Retest:
                     step.advance()
         bar.close()
         result = _summary(cases, np.array(passed), np.array(corrs), float(cfg.ci_level))
-        _log(client, parent, source.info.run_id, per_vector, result, cfg, recorded)
-    store.retry(client.set_tag, source.info.run_id, "ohlora.retest", parent)
+        _log(client, parent, source.run_id, per_vector, result, cfg, recorded)
+    store.retry(client.set_tag, source.run_id, "ohlora.retest", parent)
     note_run(parent)  # the re-test's run, not its last repetition's
-    log.info(_report(result, source.info.run_id, base, parent, client), extra=STDOUT)
-    return Retest(parent, source.info.run_id, result, k)
+    log.info(_report(result, source.run_id, base, parent, client), extra=STDOUT)
+    return Retest(parent, source.run_id, result, k)
 
 
 def _progress(cfg: DictConfig) -> bool:
@@ -171,17 +171,16 @@ def _report(result: pd.DataFrame, source_id: str, base: DictConfig, parent: str,
 
 
 def _source(client, run_id: str):
-    run = store.finished_run(
+    run = RunView.open(
         client, run_id, why="re-tests re-measure vectors, so they need a finished screening run"
     )
-    if run.data.tags.get("ohlora.kind") != "evaluation":
+    if run.kind != "evaluation":
         raise UserError(
             f"run_id={run_id} is not a finished screening run (kind"
-            f" {run.data.tags.get('ohlora.kind', '?')}, status {run.info.status});"
+            f" {run.kind or '?'}, status {run.run.info.status});"
             " re-tests re-measure vectors, so they need the run that measured them"
         )
-    found = read_run_vectors(client, run_id)
-    return run, found.per_vector, found.latents, OmegaConf.create(found.config)
+    return run, run.per_vector, run.latents, OmegaConf.create(run.config)
 
 
 def _cases(per_vector: pd.DataFrame, cfg: DictConfig) -> list[int]:
@@ -213,7 +212,7 @@ def _base_config(recorded: DictConfig, source, cfg: DictConfig) -> DictConfig:
         OmegaConf.to_container(recorded),
         cfg.tracking,
         RETEST_EXPERIMENT,
-        source.data.tags.get("directions.run_id"),
+        source.directions_run_id,
     )
     rec.tracking.grids = {"passed": 0, "best": 0}
     rec.tracking.per_image = False

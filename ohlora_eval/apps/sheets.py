@@ -5,7 +5,6 @@ from the run's latents, config and directions, and logged into that run."""
 from __future__ import annotations
 
 import logging
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from ohlora_eval.pipeline import judge
 from ohlora_eval.progress import STDOUT, phase
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.contact_sheets import IdentityMarks, SheetMaker
-from ohlora_eval.tracking.read_back import read_run_vectors, run_file
+from ohlora_eval.tracking.read_back import RunView
 from ohlora_eval.tracking.runs import note_run
 
 log = logging.getLogger(__name__)
@@ -52,15 +51,11 @@ def render_sheets(cfg: DictConfig) -> Sheets:
     where = store.StoreRef(uri, cfg.tracking.root)
     client = where.client()
     with store.usable(uri):
-        run = store.finished_run(client, run_id, finished=False)  # any run with vectors
-    found = read_run_vectors(client, run_id)
-    per_vector, latents, config = found.per_vector, found.latents, OmegaConf.create(found.config)
+        run = RunView.open(client, run_id, finished=False)  # any run with vectors
+    per_vector, latents, config = run.per_vector, run.latents, OmegaConf.create(run.config)
     cases = _which_cases(cfg, per_vector, config)
     rec = replay_config(
-        config,
-        cfg.tracking,
-        run.data.tags.get("mlflow.experimentName", "-"),
-        run.data.tags.get("directions.run_id"),
+        config, cfg.tracking, run.tags.get("mlflow.experimentName", "-"), run.directions_run_id
     )
     if cfg.get("device"):
         set_device(rec, cfg.device)
@@ -68,7 +63,7 @@ def render_sheets(cfg: DictConfig) -> Sheets:
     setup = edit_setup(rec, checked, where)
     folder = store.store_root(cfg.tracking.root) / "sheets" / run_id
     cell = int(config.get("tracking", {}).get("sheet_cell", SheetMaker.min_tile))
-    marks = _identity_marks(client, run, per_vector, setup.m)
+    marks = _identity_marks(run, setup.m)
     if marks is not None:
         folder = folder / f"identity-{marks.threshold:g}"
     maker = SheetMaker(setup, per_vector, latents, folder, min_tile=cell, marks=marks)
@@ -92,18 +87,16 @@ def render_sheets(cfg: DictConfig) -> Sheets:
     return Sheets(run_id, cases, files, ARTIFACT_DIR)
 
 
-def _identity_marks(client, run, per_vector: pd.DataFrame, m: int) -> IdentityMarks | None:
+def _identity_marks(run: RunView, m: int) -> IdentityMarks | None:
     """A run that measured identity: each cell's distance (its per_image.csv) and the
     threshold it counted at, so the sheets frame the cells past it as the run's did."""
-    threshold = run.data.metrics.get("identity_threshold")
+    threshold, per_vector = run.metrics.get("identity_threshold"), run.per_vector
     if "identity_max" not in per_vector.columns or threshold is None:
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = run_file(client, run.info.run_id, "per_image.csv", tmp)
-        except Exception:  # noqa: BLE001 - no per-image table (tracking.per_image=false)
-            return None
-        cells = pd.read_csv(path, usecols=["case", "pm_idx", "identity_distance"])
+    try:
+        cells = run.csv("per_image.csv", usecols=["case", "pm_idx", "identity_distance"])
+    except Exception:  # noqa: BLE001 - no per-image table (tracking.per_image=false)
+        return None
     table = cells.pivot(index="case", columns="pm_idx", values="identity_distance")
     table = table.reindex(index=per_vector["case"].astype(int), columns=range(m))
     return IdentityMarks(table.to_numpy(dtype=float), float(threshold))

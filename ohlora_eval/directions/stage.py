@@ -31,6 +31,7 @@ from ohlora_eval.pipeline.protocols import (
 from ohlora_eval.pipeline.sample import FaceSetup, sample_and_score
 from ohlora_eval.progress import phase, say
 from ohlora_eval.tracking import store
+from ohlora_eval.tracking.read_back import RunView
 from ohlora_eval.tracking.runs import side_run
 
 KIND_TAG = "ohlora.kind"
@@ -174,13 +175,13 @@ _REFIT_HINT = (
 
 def load_run(client: MlflowClient, run_id: str, layer: str) -> Directions:
     """Directions logged by a finished direction run (the layer must match)."""
-    run = store.finished_run(client, run_id, key="directions.run_id")
-    if run.data.tags.get(KIND_TAG) != "directions":
+    run = RunView.open(client, run_id, key="directions.run_id")
+    if run.kind != "directions":
         raise UserError(
             f"directions.run_id={run_id} is not a direction run"
             " (made by python -m ohlora_eval.find_directions)"
         )
-    run_layer = run.data.tags.get("layer")
+    run_layer = run.tags.get("layer")
     if run_layer != layer:
         raise UserError(
             f"directions.run_id={run_id} holds directions for layer {run_layer!r} but"
@@ -202,10 +203,8 @@ def load_run(client: MlflowClient, run_id: str, layer: str) -> Directions:
             )
         dirs = read_directions(local, layer, source=where)
     dirs.run_id = run_id
-    method = run.data.tags.get("method", "?")
-    dirs.source = (
-        f"direction run {run_id} ({method}, n={run.data.params.get('spec.n', '?')}, layer {layer})"
-    )
+    method, n = run.tags.get("method", "?"), run.params.get("spec.n", "?")
+    dirs.source = f"direction run {run_id} ({method}, n={n}, layer {layer})"
     return dirs
 
 

@@ -37,7 +37,7 @@ from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 from ohlora_eval.progress import STDOUT
 from ohlora_eval.tracking import lineage, store
 from ohlora_eval.tracking.aliases import alias_version, model_ref, move_alias
-from ohlora_eval.tracking.read_back import linked_sheets, read_run_vectors
+from ohlora_eval.tracking.read_back import RunView, linked_sheets
 from ohlora_eval.tracking.runs import tracked_run
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def choose_run(client: MlflowClient, run_id: str) -> str:
     """Tag ``run_id`` as the chosen run of its experiment (tag ``chosen`` = ``true``); the
     tag is taken off the run that had it. Returns what happened, as printed."""
     run = source_run(client, run_id, "choose")
-    exp = run.info.experiment_id
+    exp = run.experiment_id
     before = [
         r.info.run_id
         for r in store.retry(
@@ -85,13 +85,12 @@ SCREENING_KINDS = ("evaluation", "rejudge", "imported")
 """Runs that judged vectors (a table of cases with r): what select and choose take."""
 
 
-def source_run(client: MlflowClient, run_id: str, verb: str = "select"):
+def source_run(client: MlflowClient, run_id: str, verb: str = "select") -> RunView:
     """The run ``run_id`` if it is live, finished and judged vectors; else a UserError."""
-    run = store.finished_run(client, run_id, why=f"{verb} from a finished screening run")
-    kind = run.data.tags.get("ohlora.kind", "")
-    if kind and kind not in SCREENING_KINDS:
+    run = RunView.open(client, run_id, why=f"{verb} from a finished screening run")
+    if run.kind and run.kind not in SCREENING_KINDS:
         raise UserError(
-            f"run_id={run_id} is a {kind} run, not a screening; {verb} a screening run"
+            f"run_id={run_id} is a {run.kind} run, not a screening; {verb} a screening run"
             " (or a re-judge or import of one)"
         )
     return run
@@ -121,51 +120,48 @@ def record(where: store.StoreRef, request: SelectionRequest) -> Selection:
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "source"
         src.mkdir()
-        found = read_run_vectors(client, source_run_id)
-        per_vector, latents = found.per_vector, found.latents
+        per_vector, latents = run.per_vector, run.latents
         cases = _check_cases(per_vector, cases, allow_failed)
         rows = per_vector.set_index("case").loc[cases].reset_index()
         index = {int(c): i for i, c in enumerate(per_vector["case"])}
         chosen = latents[[index[c] for c in cases]]
-        config = found.config
         out = Path(tmp) / "selection"
         (out / GRID_DIR).mkdir(parents=True)
-        layer = run.data.params.get("layer", "mid")
         write_z_csv(chosen, out / Z_FILE)
         rows[["case", "svm_group_name", "passed", *judge.CORR_COLUMNS, "sum_abs_corr"]].to_csv(
-            out / group_names_file(layer), index=False
+            out / group_names_file(run.layer), index=False
         )
         _collect_sheets(client, source_run_id, cases, out / GRID_DIR, src)
-        cutoffs = {p: float(run.data.params.get(f"cutoff.{p}", "nan")) for p in CORE_PROPERTIES}
+        nan = dict.fromkeys(CORE_PROPERTIES, float("nan"))
         manifest: dict[str, Any] = {
             "cases": cases,
             "source_run_id": source_run_id,
-            "cutoffs": cutoffs,
-            "layer": layer,
-            "directions_run_id": run.data.tags.get("directions.run_id"),
-            "directions_source": run.data.tags.get("directions.source"),
-            "generator_weights_id": run.data.tags.get("generator.weights_id"),
+            "cutoffs": run.cutoffs.core() if run.cutoffs else nan,
+            "layer": run.layer,
+            "directions_run_id": run.directions_run_id,
+            "directions_source": run.tags.get("directions.source"),
+            "generator_weights_id": run.tags.get("generator.weights_id"),
             "recorded": rows.to_dict(orient="records"),
             "allow_failed": allow_failed,
             "note": request.note,
-            "config": config,
+            "config": run.config,
             "git_commit": store.git_commit(),
-            "source_git_commit": run.data.tags.get("git_commit"),
-            "stability": _stability(client, run, cases, src),
+            "source_git_commit": run.tags.get("git_commit"),
+            "stability": _stability(run, cases),
         }
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_json_default))
         return _register(where, out, manifest, run, request, chosen)
 
 
-def _stability(client: MlflowClient, run, cases: list[int], tmp: Path) -> dict | None:
+def _stability(run: RunView, cases: list[int]) -> dict | None:
     """The chosen cases' re-pass probabilities from the source run's latest re-test
     (``python -m ohlora_eval.retest``), when there is one: {retest_run_id, k, per case}."""
-    retest_id = run.data.tags.get("ohlora.retest")
+    retest_id = run.retest_run_id
     if not retest_id:
         return None
     try:
-        table = pd.read_csv(client.download_artifacts(retest_id, "retest.csv", str(tmp)))
-        retest = client.get_run(retest_id)
+        retest = RunView(run.client, run.client.get_run(retest_id))
+        table = retest.csv("retest.csv")
     except Exception:  # noqa: BLE001 - a re-test that cannot be read is not recorded
         return None
     rows = table.set_index("case")
@@ -180,8 +176,8 @@ def _stability(client: MlflowClient, run, cases: list[int], tmp: Path) -> dict |
     }
     return {
         "retest_run_id": retest_id,
-        "k": int(float(retest.data.metrics.get("k", 0))),
-        "ci_level": retest.data.tags.get("retest.ci_level"),
+        "k": int(float(retest.metrics.get("k", 0))),
+        "ci_level": retest.tags.get("retest.ci_level"),
         "cases": per_case,
     }
 
@@ -252,7 +248,7 @@ def _register(
     where: store.StoreRef,
     folder: Path,
     manifest: dict,
-    source,
+    source: RunView,
     request: SelectionRequest,
     vectors: np.ndarray,
 ) -> Selection:
@@ -261,7 +257,7 @@ def _register(
     client, uri = where.client(), where.uri
     name, note = request.name, request.note
     cases = manifest["cases"]
-    source_metrics = source.data.metrics
+    source_metrics = source.metrics
     tags = {
         "ohlora.kind": "selection",
         "source_run_id": manifest["source_run_id"],

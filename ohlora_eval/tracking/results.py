@@ -11,62 +11,31 @@ docs/architecture.md.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
 from ohlora_eval.errors import UserError
-from ohlora_eval.formats.ohlora_results import read_native_table
 from ohlora_eval.tracking import store
+from ohlora_eval.tracking.read_back import PER_VECTOR, RunView, reader_client
 from ohlora_eval.tracking.registry import load_selection
 
-PER_VECTOR = "per_vector.csv"
 DEFAULT_EXPERIMENT = "ohlora-eval"
 DEFAULT_SELECTION = "ohlora-final-latents@final"
 # The run attributes that come first in ``runs()``, before params.*, metrics.*, tags.*.
 RUN_COLUMNS = ("run_id", "run_name", "status", "start_time", "end_time")
 _PASSED = {"O": True, "X": False}
-_PAGE = 1000
-
-
-def _uri(uri: str | None, root: str | os.PathLike | None) -> str:
-    """Explicit ``uri``, explicit ``root``, ``MLFLOW_TRACKING_URI``, then ``./mlruns``."""
-    if uri:
-        return uri
-    if root is not None:
-        return store.default_uri(root)
-    return store.resolve_uri(None, "mlruns")
-
-
-def _client(uri: str | None, root: str | os.PathLike | None) -> tuple[MlflowClient, str]:
-    """A client of an existing store (an embedded store that is not there is an error: a
-    reader must not create an empty one)."""
-    resolved = _uri(uri, root)
-    if resolved.startswith("sqlite:///"):
-        db = Path(resolved[len("sqlite:///") :].split("?", 1)[0])
-        if not db.is_file():
-            raise UserError(
-                f"no MLflow store at {db}: nothing has been tracked there; screen first"
-                " (`python -m ohlora_eval` writes ./mlruns), or pass root=<the folder"
-                " holding mlflow.db> or uri=<tracking URI> (or set MLFLOW_TRACKING_URI)"
-            )
-    try:
-        client = MlflowClient(resolved, registry_uri=resolved)
-        client.search_experiments(max_results=1)  # the store answers (and is one)
-    except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds for a bad URI
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(
-            f"uri={resolved}: not an MLflow store this can read ({first[:200]}); give a"
-            " tracking URI such as http://127.0.0.1:5000 or sqlite:///mlruns/mlflow.db"
-        ) from None
-    return client, resolved
+TRACKING_ENV = "MLFLOW_TRACKING_URI"  # set by mlflow.set_tracking_uri, put back after
 
 
 # --- runs -------------------------------------------------------------------------------
@@ -87,8 +56,8 @@ def runs(
     ``metrics.passed``) and ``tags.<key>`` (strings, e.g. ``tags.layer``), each group sorted
     by key; a run without a key has NaN there. ``filter`` is an MLflow search filter, e.g.
     ``"metrics.passed > 10"`` or ``"params.`cutoff.eyes` = '0.92'"``. Deleted runs are left
-    out."""
-    client, resolved = _client(uri, root)
+    out. The table is ``mlflow.search_runs``'s, its columns ordered."""
+    client, resolved = reader_client(uri, root)
     with store.usable(resolved):
         exp = store.retry(client.get_experiment_by_name, experiment)
         if exp is None:
@@ -98,67 +67,55 @@ def runs(
                 f" (it has: {', '.join(known) or 'no experiments'}); pass one of those, or"
                 " point uri=/root= (or MLFLOW_TRACKING_URI) at the store that has it"
             )
-        found = _search(client, exp.experiment_id, filter or "")
-    rows = [_row(r) for r in found]
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        frame = pd.DataFrame(
-            {c: pd.Series(dtype="int64" if "time" in c else str) for c in RUN_COLUMNS}
-        )
-    group = {"params": 0, "metrics": 1, "tags": 2}
-    data = sorted(
-        (c for c in frame.columns if c not in RUN_COLUMNS),
-        key=lambda c: (group[c.split(".", 1)[0]], c),
-    )
-    frame = frame[[*RUN_COLUMNS, *data]].assign(
-        start_time=pd.to_datetime(frame["start_time"], unit="ms", utc=True),
-        end_time=pd.to_datetime(frame["end_time"], unit="ms", utc=True),
-    )
-    frame = frame.sort_values(["start_time", "run_id"], ascending=[False, True], kind="stable")
-    return frame.reset_index(drop=True)
-
-
-def _search(client: MlflowClient, experiment_id: str, filter_string: str) -> list:
-    out: list = []
-    token = None
-    while True:
         try:
-            page = store.retry(
-                client.search_runs,
-                [experiment_id],
-                filter_string=filter_string,
-                max_results=_PAGE,
-                order_by=["attributes.start_time DESC", "attributes.run_id ASC"],
-                page_token=token,
-            )
+            with _searching(resolved):
+                frame = store.retry(
+                    mlflow.search_runs,
+                    [exp.experiment_id],
+                    filter or "",
+                    order_by=["attributes.start_time DESC", "attributes.run_id ASC"],
+                )
         except MlflowException as exc:
             if exc.error_code != "INVALID_PARAMETER_VALUE":
                 raise
             why = exc.message.splitlines()[0][:300]
             raise UserError(
-                f"filter={filter_string!r} is not an MLflow search filter ({why}); write"
+                f"filter={filter or ''!r} is not an MLflow search filter ({why}); write"
                 ' e.g. "metrics.passed > 10" or "params.`cutoff.eyes` = \'0.92\'"'
                 " (keys with dots in backticks, param values quoted)"
             ) from None
-        out.extend(page)
-        token = page.token
-        if not token:
-            return out
+    if frame.empty:  # no run: mlflow.search_runs types none of the columns
+        times = pd.to_datetime(pd.Series([], dtype="int64"), unit="ms", utc=True)
+        typed = {c: pd.Series(dtype=str) for c in RUN_COLUMNS[:3]}
+        return pd.DataFrame(typed).assign(start_time=times, end_time=times)
+    frame = frame.assign(
+        run_name=frame.get("tags.mlflow.runName"),
+        start_time=pd.to_datetime(frame["start_time"], utc=True),
+        end_time=pd.to_datetime(frame["end_time"], utc=True),
+    )
+    group = {"params": 0, "metrics": 1, "tags": 2}
+    data = sorted(
+        (c for c in frame.columns if c.split(".", 1)[0] in group),
+        key=lambda c: (group[c.split(".", 1)[0]], c),
+    )
+    frame = frame[[*RUN_COLUMNS, *data]].replace({None: np.nan})
+    frame = frame.sort_values(["start_time", "run_id"], ascending=[False, True], kind="stable")
+    return frame.reset_index(drop=True)
 
 
-def _row(run) -> dict[str, Any]:
-    info, data = run.info, run.data
-    row: dict[str, Any] = {
-        "run_id": info.run_id,
-        "run_name": info.run_name,
-        "status": info.status,
-        "start_time": info.start_time,
-        "end_time": info.end_time,
-    }
-    row.update({f"params.{k}": v for k, v in data.params.items()})
-    row.update({f"metrics.{k}": float(v) for k, v in data.metrics.items()})
-    row.update({f"tags.{k}": v for k, v in data.tags.items()})
-    return row
+@contextlib.contextmanager
+def _searching(uri: str) -> Iterator[None]:
+    """``mlflow.search_runs`` searches MLflow's process-wide store: ``uri``'s while it runs,
+    then the store and the environment variable it sets back as they were."""
+    had = os.environ.get(TRACKING_ENV)
+    try:
+        with _use_tracking_uri(uri):
+            yield
+    finally:
+        if had is None:
+            os.environ.pop(TRACKING_ENV, None)
+        else:
+            os.environ[TRACKING_ENV] = had
 
 
 # --- per_vector -------------------------------------------------------------------------
@@ -172,18 +129,10 @@ def per_vector(
     ``case`` is an int; ``passed`` is a bool (the file's Oh-LoRA "O"/"X" is kept, as
     written, in ``passed_ox`` right after it); empty cells are NaN (an undefined r), and
     text such as ``fail_reason`` is read as written."""
-    client, resolved = _client(uri, root)
-    with store.usable(resolved), tempfile.TemporaryDirectory() as tmp:
-        run = store.finished_run(client, run_id, finished=False, hint=_FIND_RUN_IDS)
-        if PER_VECTOR not in {a.path for a in store.retry(client.list_artifacts, run_id)}:
-            raise UserError(
-                f"run_id={run_id} ({run.info.run_name}) has no {PER_VECTOR}: only runs that"
-                " judged vectors (screening, import_results, rejudge, retest, verify) log one;"
-                " sweep parents, direction fits and selections do not. Pick a run from"
-                " ohlora_eval.runs() whose metrics.passed is set"
-            )
-        path = store.retry(client.download_artifacts, run_id, PER_VECTOR, tmp)
-        table = read_native_table(path, f"{PER_VECTOR} of run {run_id}", required=("passed",))
+    client, resolved = reader_client(uri, root)
+    with store.usable(resolved):
+        run = RunView.open(client, run_id, finished=False, hint=_FIND_RUN_IDS)
+        table = run.per_vector
     return as_booleans(table, f"{PER_VECTOR} of run {run_id}")
 
 
@@ -255,7 +204,7 @@ def selection(
 ) -> RecordedSelection:
     """The selection registered as ``model`` (``<name>@<alias>`` or ``<name>/<version>``),
     loaded as ``python -m ohlora_eval.verify`` loads it (``registry.load_selection``)."""
-    client, resolved = _client(uri, root)
+    client, resolved = reader_client(uri, root)
     with store.usable(resolved):
         _check_model(client, model, resolved)
         with tempfile.TemporaryDirectory() as tmp:

@@ -404,7 +404,7 @@ def test_a_damaged_per_vector_csv_is_one_line_for_every_reader(screened, store, 
     from ohlora_eval.apps.compare import compare
     from ohlora_eval.apps.frontier import frontier
     from ohlora_eval.apps.rejudge import rejudge
-    from ohlora_eval.tracking.read_back import read_run_vectors
+    from ohlora_eval.tracking.read_back import RunView
     from ohlora_eval.tracking.results import per_vector
 
     res, _ = screened
@@ -435,7 +435,7 @@ def test_a_damaged_per_vector_csv_is_one_line_for_every_reader(screened, store, 
         "frontier": lambda: frontier(compose_app("frontier", store, f"run_id={res.run_id}")),
         "compare": lambda: compare(compose_app("compare", store, f"a={res.run_id}", f"b={b}")),
         "per_vector": lambda: per_vector(res.run_id, root=store),
-        "read_run_vectors": lambda: read_run_vectors(client, res.run_id),
+        "RunView.latents": lambda: RunView.open(client, res.run_id).latents,
     }
     assert Path(path).read_bytes() == good
     try:
