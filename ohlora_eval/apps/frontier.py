@@ -37,6 +37,7 @@ from ohlora_eval.errors import ConfigError, UserError, int_in, number_in
 from ohlora_eval.pipeline.judge import CORR_COLUMNS, NO_FACE
 from ohlora_eval.progress import STDOUT
 from ohlora_eval.review import frontier as fr
+from ohlora_eval.review import frontier_plot
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.read_back import RunView
 from ohlora_eval.tracking.runs import note_run
@@ -385,7 +386,9 @@ def _log(client: MlflowClient, run_id: str, result: FrontierResult, cfg: DictCon
         title = f"cutoff frontier of run {run_id[:12]}" + (
             f", re-test {result.retest_run_id[:12]}" if result.retest_run_id else ""
         )
-        fr.plot(result.frontier, out / "frontier.png", result.own, marks, title, int(cfg.want))
+        frontier_plot.plot(
+            result.frontier, out / "frontier.png", result.own, marks, title, int(cfg.want)
+        )
         (out / "frontier.md").write_text(result.text + "\n")
         (out / "frontier.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(settings)))
         store.log_whole(client, run_id, out, FOLDER)

@@ -125,13 +125,12 @@ def pose_axis_note(grid: np.ndarray) -> str:
 
 
 def summary_plot(per_vector: pd.DataFrame, cutoffs: dict[str, float], path: Path) -> None:
-    """Histograms of |r| per property with the cutoffs, and the pass/fail split."""
-    import matplotlib
+    """Histograms of |r| per property with the cutoffs, and the pass/fail split (a ``Figure``
+    of its own: the process's backend and pyplot are left alone)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    fig = Figure(figsize=(16, 3.6))
+    axes = fig.subplots(1, 4)
     bins = np.linspace(0, 1, 41)
     for ax, p in zip(axes, CORE_PROPERTIES):
         r = per_vector[f"{p}_corr"].abs().dropna()
@@ -163,4 +162,3 @@ def summary_plot(per_vector: pd.DataFrame, cutoffs: dict[str, float], path: Path
     ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -69,10 +68,6 @@ def levels(abs_r: np.ndarray, grids: Sequence[np.ndarray]) -> np.ndarray:
         lv = np.searchsorted(grid, np.nan_to_num(col, nan=-np.inf), side="right")
         out[..., p] = np.where(np.isnan(col), 0, lv)
     return out
-
-
-def _shape(grids: Sequence[np.ndarray]) -> tuple[int, int, int]:
-    return tuple(len(g) for g in grids)  # type: ignore[return-value]
 
 
 def _histogram(
@@ -167,17 +162,23 @@ class Frontier:
     def cutoffs(self, index: tuple[int, int, int]) -> dict[str, float]:
         return {p: float(self.grids[i][index[i]]) for i, p in enumerate(PROPERTIES)}
 
+    def figures(self) -> dict[str, np.ndarray]:
+        """The per-triple figures this frontier has besides ``passed``, named as ``at`` and
+        ``judge_at`` name them: the re-test's readings, ``identity_unknown``."""
+        named = {
+            "expected_re_pass": self.expected,
+            "reliable": self.reliable,
+            "expected_here": self.expected_here,
+            "reliable_here": self.reliable_here,
+            "not_retested": self.not_retested,
+            "identity_unknown": self.identity_unknown,
+        }
+        return {name: figure for name, figure in named.items() if figure is not None}
+
     def at(self, index: tuple[int, int, int]) -> dict[str, float]:
-        """One triple: its cutoffs and figures."""
+        """One triple: its cutoffs and figures (counts as int, sums as float)."""
         row: dict[str, float] = {**self.cutoffs(index), "passed": int(self.passed[index])}
-        if self.has_retest:
-            row["expected_re_pass"] = float(self.expected[index])  # type: ignore[index]
-            row["reliable"] = int(self.reliable[index])  # type: ignore[index]
-            row["expected_here"] = float(self.expected_here[index])  # type: ignore[index]
-            row["reliable_here"] = int(self.reliable_here[index])  # type: ignore[index]
-            row["not_retested"] = int(self.not_retested[index])  # type: ignore[index]
-        if self.identity_unknown is not None:
-            row["identity_unknown"] = int(self.identity_unknown[index])
+        row.update({name: figure[index].item() for name, figure in self.figures().items()})
         row["strictness"] = float(self.strictness()[index])
         return row
 
@@ -186,9 +187,9 @@ class Frontier:
         passing for the most expected to re-pass, over triples where every passing vector
         was re-tested. Without: passed vs strictness, the strictest cutoffs for each number
         of vectors passing. Triples passing no vector are never on it."""
-        if self.has_retest:
-            ok = (self.passed > 0) & (self.not_retested == 0)  # type: ignore[operator]
-            return pareto_front(self.passed, self.expected, ok)  # type: ignore[arg-type]
+        if self.expected is not None and self.not_retested is not None:
+            ok = (self.passed > 0) & (self.not_retested == 0)
+            return pareto_front(self.passed, self.expected, ok)
         return pareto_front(-self.passed, self.strictness(), self.passed > 0)
 
     def table(self) -> pd.DataFrame:
@@ -196,18 +197,20 @@ class Frontier:
         ge, gm, gp = np.meshgrid(*self.grids, indexing="ij")
         out = {"eyes": ge.ravel(), "mouth": gm.ravel(), "pose": gp.ravel()}
         out["passed"] = self.passed.ravel()
-        if self.has_retest:
-            at = f"{self.reliable_at:g}"
-            out["expected_re_pass"] = self.expected.ravel()  # type: ignore[union-attr]
-            out[f"re_pass_prob_ge_{at}"] = self.reliable.ravel()  # type: ignore[union-attr]
-            out["expected_re_pass_at_triple"] = self.expected_here.ravel()  # type: ignore[union-attr]
-            out[f"re_pass_prob_at_triple_ge_{at}"] = self.reliable_here.ravel()  # type: ignore[union-attr]
-            out["not_retested"] = self.not_retested.ravel()  # type: ignore[union-attr]
-        if self.identity_unknown is not None:
-            out["identity_unknown"] = self.identity_unknown.ravel()
+        at = f"{self.reliable_at:g}"
+        for name, figure in self.figures().items():
+            out[_COLUMNS.get(name, name).format(at=at)] = figure.ravel()
         out["strictness"] = self.strictness().ravel()
         out["pareto"] = self.pareto().ravel()
         return pd.DataFrame(out)
+
+
+# ``Frontier.table``'s names for the figures whose ``at`` name differs ({at}: reliable_at)
+_COLUMNS = {
+    "reliable": "re_pass_prob_ge_{at}",
+    "expected_here": "expected_re_pass_at_triple",
+    "reliable_here": "re_pass_prob_at_triple_ge_{at}",
+}
 
 
 @dataclass(frozen=True)
@@ -238,23 +241,23 @@ def frontier(
     """Every triple of ``grids`` (each ascending) for the (n, 3) ``abs_r`` of a run's vectors
     (``valid``: False for a vector that fails whatever the cutoffs, a face not found;
     ``identity``: an identity cutoff every triple applies too)."""
-    grids = tuple(np.asarray(g, dtype=np.float64) for g in grids)
-    shape = _shape(grids)
-    lv = levels(abs_r, grids)
+    ge, gm, gp = (np.asarray(g, dtype=np.float64) for g in grids)
+    axes, shape = (ge, gm, gp), (len(ge), len(gm), len(gp))
+    lv = levels(abs_r, axes)
     if valid is not None:
         lv[~np.asarray(valid, dtype=bool)] = 0
     unknown = None
     if identity is not None:
         unknown = count_passing(lv[identity.unknown()], shape)
         lv[~identity.kept()] = 0
-    result = Frontier(grids, len(lv), count_passing(lv, shape), reliable_at=reliable_at)  # type: ignore[arg-type]
+    result = Frontier(axes, len(lv), count_passing(lv, shape), reliable_at=reliable_at)
     if identity is not None:
         result.identity_limit, result.identity_unknown = identity.limit, unknown
     if retest is None:
         return result
     rows = np.asarray(retest.rows, dtype=np.int64)
     m, k = retest.abs_r.shape[:2]
-    rep = levels(retest.abs_r, grids)
+    rep = levels(retest.abs_r, axes)
     if retest.valid is not None:
         rep[~np.asarray(retest.valid, dtype=bool)] = 0
     need = _need(k, reliable_at)
@@ -379,106 +382,7 @@ def most_expected(fr: Frontier) -> tuple | None:
     """The triple with the largest expected number of vectors that re-pass, among those where
     every passing vector was re-tested (elsewhere the figure leaves vectors out, and it grows
     as cutoffs loosen); ties: the strictest. None without a re-test or such a triple."""
-    if not fr.has_retest:
+    if fr.expected is None or fr.not_retested is None:
         return None
-    ok = (fr.passed > 0) & (fr.not_retested == 0)  # type: ignore[operator]
+    ok = (fr.passed > 0) & (fr.not_retested == 0)
     return _best(fr, ok, first=fr.expected)
-
-
-def plot(
-    fr: Frontier,
-    path: Path,
-    own: Mapping[str, float] | None,
-    marks: Mapping[str, tuple | None],
-    title: str = "",
-    want: int | None = None,
-) -> None:
-    """``frontier.png``: every triple as a point, the front as a line, the run's own cutoffs
-    and the answers marked. With a re-test: passed vs expected re-passing (triples where a
-    passing vector was not re-tested drawn hollow); without: passed vs the cutoffs' sum."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    table = fr.table()
-    fig, ax = plt.subplots(figsize=(8, 5))
-    x = table["passed"].to_numpy()
-    if fr.has_retest:
-        y = table["expected_re_pass"].to_numpy()
-        known = table["not_retested"].to_numpy() == 0
-        ax.scatter(x[known], y[known], s=6, color="#8da0cb", alpha=0.5, label="cutoff triples")
-        ax.scatter(
-            x[~known],
-            y[~known],
-            s=6,
-            facecolors="none",
-            edgecolors="#c7c7c7",
-            alpha=0.5,
-            label="... a passing vector not re-tested (its probability left out)",
-        )
-        top = max(1.0, float(y.max()) * 1.1)  # the diagonal within the points' height
-        ax.plot([0, top], [0, top], ":", color="grey", lw=1, label="every passing vector re-passes")
-        cut = ", ".join(f"{p} {float(fr.retest_cutoffs[p]):g}" for p in PROPERTIES)
-        ylabel = f"expected number that re-pass {cut}\n(the re-test's {fr.k} repetitions)"
-    else:
-        y = table["strictness"].to_numpy()
-        ax.scatter(x, y, s=6, color="#8da0cb", alpha=0.5, label="cutoff triples")
-        ylabel = "strictness: sum of the three cutoffs"
-    front = table["pareto"].to_numpy()
-    order = np.argsort(x[front], kind="stable")
-    ax.plot(
-        x[front][order],
-        y[front][order],
-        "-o",
-        ms=3,
-        color="#d62728",
-        lw=1.2,
-        label="Pareto front",
-    )
-    if own is not None:  # a run that recorded its cutoffs
-        own_y = own["expected_re_pass"] if fr.has_retest else sum(float(own[p]) for p in PROPERTIES)
-        cut = ", ".join(f"{p} {float(own[p]):g}" for p in PROPERTIES)
-        ax.scatter(
-            [own["passed"]],
-            [own_y],
-            marker="*",
-            s=220,
-            color="black",
-            zorder=5,
-            label=f"the run's own cutoffs ({cut})",
-        )
-    symbols = iter(["s", "D", "^", "v"])
-    for label, index in marks.items():
-        if index is None:
-            continue
-        row = fr.at(index)
-        ry = row["expected_re_pass"] if fr.has_retest else row["strictness"]
-        where = ", ".join(f"{p} {row[p]:g}" for p in PROPERTIES)
-        ax.scatter(
-            [row["passed"]],
-            [ry],
-            marker=next(symbols, "o"),
-            s=90,
-            facecolors="none",
-            edgecolors="#2ca02c",
-            linewidths=2,
-            zorder=6,
-            label=f"{label} ({where})",
-        )
-    if want is not None:
-        ax.axvline(want, color="#2ca02c", ls="--", lw=0.8, label=f"want = {want} vectors")
-    ax.set_xlabel("vectors passing (count)")
-    ax.set_ylabel(ylabel)
-    if x.max() > 100:  # thousands at loose cutoffs, tens at strict ones: a log scale past 10
-        from matplotlib.ticker import ScalarFormatter
-
-        ax.set_xscale("symlog", linthresh=10)
-        ax.xaxis.set_major_formatter(ScalarFormatter())
-    ax.set_xlim(left=-0.5)
-    ax.set_title(title or "cutoff frontier", fontsize=10)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.1), frameon=False)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100, bbox_inches="tight")  # the legend below the axes too
-    plt.close(fig)

@@ -222,11 +222,9 @@ def sweep_note(table: pd.DataFrame, cost: Mapping[str, float] | None = None) -> 
 
 def plot_sweep(table: pd.DataFrame, path: Path) -> None:
     """Two panels over the swept value: passed (with its pass rate written at each point),
-    and the pass rate of each property and of all three."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    and the pass rate of each property and of all three (a ``Figure`` of its own: the
+    process's backend and pyplot are left alone)."""
+    from matplotlib.figure import Figure
 
     keys = swept_keys(table)
     numeric = len(keys) == 1 and pd.api.types.is_numeric_dtype(table[keys[0]])
@@ -234,7 +232,8 @@ def plot_sweep(table: pd.DataFrame, path: Path) -> None:
     label = keys[0] if numeric else "job (" + ", ".join(keys) + ")"
     order = x.argsort()
     xs = x.iloc[order]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    left, right = fig.subplots(1, 2)
     passed = table["passed"].iloc[order]
     left.plot(xs, passed, "o-", color="#4c72b0")
     for xv, n, rate in zip(xs, passed, table["pass_rate"].iloc[order], strict=False):
@@ -263,4 +262,3 @@ def plot_sweep(table: pd.DataFrame, path: Path) -> None:
     right.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -153,3 +156,43 @@ def test_strictest_is_the_largest_sum_that_still_leaves_want():
     best = F.most_expected(got)
     known = (got.passed > 0) & (got.not_retested == 0)
     assert got.expected[best] == got.expected[known].max() and known[best]
+
+
+_PLOTS = """
+import sys
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+
+from ohlora_eval.formats.pictures import summary_plot
+from ohlora_eval.review import frontier as F
+from ohlora_eval.review.frontier_plot import plot
+from ohlora_eval.tracking.sweep_table import plot_sweep
+
+out = Path(sys.argv[1])
+abs_r = np.random.default_rng(0).uniform(0.7, 1.0, (300, 3))
+front = F.frontier(abs_r, [F.cutoff_grid(0.8, 0.98, 0.02)] * 3)
+own = F.judge_at(abs_r, dict(eyes=0.9, mouth=0.9, pose=0.9))
+plot(front, out / "frontier.png", own, {"strictest": F.strictest(front, 5)}, "t", 5)
+pv = pd.DataFrame({f"{p}_corr": abs_r[:, i] for i, p in enumerate(F.PROPERTIES)})
+pv = pv.assign(sum_abs_corr=abs_r.sum(axis=1), passed=np.where(abs_r.min(axis=1) > 0.9, "O", "X"))
+summary_plot(pv, dict(eyes=0.9, mouth=0.9, pose=0.9), out / "summary.png")
+table = pd.DataFrame({"job": [0, 1], "cutoff.eyes": [0.9, 0.8], "passed": [3, 9]})
+plot_sweep(table.assign(pass_rate=table["passed"] / 300), out / "sweep_comparison.png")
+print(matplotlib.get_backend(), "matplotlib.pyplot" in sys.modules)
+"""
+
+
+def test_the_plots_leave_the_backend_and_pyplot_alone(tmp_path):
+    """frontier.png, summary.png and sweep_comparison.png are drawn on Figures of their own: a
+    process that chose another backend keeps it, and pyplot is never loaded."""
+    env = {**os.environ, "MPLBACKEND": "svg"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _PLOTS, str(tmp_path)], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["svg", "False"]
+    for name in ("frontier.png", "summary.png", "sweep_comparison.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
