@@ -53,21 +53,14 @@ def _module_names(package: Path) -> dict[str, Path]:
 
 
 def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
-    """The package's modules ``name`` imports, wherever the import statement stands (at the
-    top or inside a function); those under ``if TYPE_CHECKING:`` never run and are left out.
-    ``from a import b`` is an import of ``a.b`` where that is a module, else of ``a``."""
+    """The package's modules ``name`` imports, wherever the import statement stands: at the
+    top, inside a function, or under ``if TYPE_CHECKING:`` (two modules that need each other's
+    types are one idea split in two, or share a type that belongs to neither). ``from a
+    import b`` is an import of ``a.b`` where that is a module, else of ``a``."""
     tree = ast.parse(path.read_text())
-    unrun = {
-        id(inner)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-        for inner in ast.walk(node)
-    }
     here = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
     found: set[str] = set()
     for node in ast.walk(tree):
-        if id(node) in unrun:
-            continue
         if isinstance(node, ast.Import):
             wanted = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -140,3 +133,14 @@ def test_a_cycle_through_an_import_inside_a_function_is_found(tmp_path):
     assert any(
         "ohlora_eval.pipeline.judge" in c and "ohlora_eval.review.table" in c for c in cycles
     )
+
+
+def test_a_cycle_through_an_import_for_types_only_is_found(tmp_path):
+    shutil.copytree(ROOT / "ohlora_eval", tmp_path / "ohlora_eval")
+    table = tmp_path / "ohlora_eval" / "review" / "table.py"
+    table.write_text(
+        table.read_text() + "\nfrom typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n"
+        "    from ohlora_eval.review.settings import ReviewSettings  # noqa\n"
+    )
+    cycles = _cycles(_import_graph(tmp_path / "ohlora_eval"))
+    assert ["ohlora_eval.review.settings", "ohlora_eval.review.table"] in cycles

@@ -47,7 +47,7 @@ class ReviewSettings:
         """
         if node is None:
             return cls().checked()
-        raw = dict(node)  # type: ignore[arg-type]
+        raw = dict(node)
         unknown = sorted(set(raw) - set(cls.__dataclass_fields__))
         if unknown:
             raise ConfigError(
@@ -83,7 +83,7 @@ class ReviewSettings:
         return self
 
 
-def _check_rank_spec(spec: object) -> None:
+def _check_rank_spec(spec: str | Mapping[str, float]) -> None:
     """Evaluate ``spec`` on an empty table with every column a run has: bad names fail now.
     (pandas and the table are imported here, not with the schema: composing a config, as
     ``--help`` does, needs neither.)"""
@@ -94,7 +94,7 @@ def _check_rank_spec(spec: object) -> None:
 
     cols = [*PER_VECTOR_COLUMNS, *IDENTITY_COLUMNS, *REVIEW_COLUMNS]
     empty = pd.DataFrame({c: pd.Series(dtype=object if c in _TEXT else float) for c in cols})
-    rank_scores(empty, spec)  # type: ignore[arg-type]
+    rank_scores(empty, spec)
 
 
 _TEXT = {"svm_group_name", "passed", "fail_reason", "identity_note"}

@@ -34,7 +34,9 @@ def add_review_columns(
     """``per_vector`` with the review columns appended (after ``fail_reason``), and the
     run metrics that summarise them (``review_metrics``)."""
     s = settings or ReviewSettings()
-    table = review_table(grid, scores, per_vector, locality, s)
+    table = review_table(
+        grid, scores, per_vector, locality, s.rank_by, s.n_boot, s.ci_level, s.seed
+    )
     out = pd.concat([per_vector, table], axis=1)
     return out, review_metrics(out)
 

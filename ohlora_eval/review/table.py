@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -21,10 +20,6 @@ from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 from ohlora_eval.review.correlations import OFF_DIAGONAL, bootstrap_ci, leakage, spearman_rows
 from ohlora_eval.review.defaults import DEFAULT_RANK_BY
 from ohlora_eval.review.locality import LOCALITY_COLUMNS
-
-if TYPE_CHECKING:  # settings.py imports this module's names
-    from ohlora_eval.review.settings import ReviewSettings
-
 
 REVIEW_COLUMNS: list[str] = [
     *(f"{p}_corr_{end}" for p in CORE_PROPERTIES for end in ("lo", "hi")),
@@ -189,7 +184,10 @@ def review_table(
     scores: np.ndarray,
     per_vector: pd.DataFrame,
     locality: Mapping[str, np.ndarray] | None,
-    settings: ReviewSettings,
+    rank_spec: str | Mapping[str, float],
+    n_boot: int,
+    ci_level: float,
+    seed: int,
 ) -> pd.DataFrame:
     """The review columns for ``per_vector`` (same index and row order), ``REVIEW_COLUMNS``.
 
@@ -198,10 +196,9 @@ def review_table(
     keys give NaN columns). ``bg_drift_rel`` is bg_drift over the run's median
     bg_drift (all vectors), so 1 = typical for this generator and the ranking
     weights need no per-generator tuning. ``review_rank`` is 1 for the best
-    vector of the run under ``settings.rank_by`` (passed or not); ``settings.n_boot``,
-    ``ci_level`` and ``seed`` draw the intervals.
+    vector of the run under ``rank_spec`` (passed or not); ``n_boot``, ``ci_level`` and
+    ``seed`` draw the intervals (the ``review.*`` settings of those names).
     """
-    n_boot, ci_level, seed = settings.n_boot, settings.ci_level, settings.seed
     grid = np.asarray(grid, dtype=np.float64)
     scores = np.asarray(scores)
     n = scores.shape[0]
@@ -231,7 +228,7 @@ def review_table(
     with np.errstate(invalid="ignore", divide="ignore"):
         cols["bg_drift_rel"] = drift / med if med > 0 else np.where(np.isfinite(drift), 0.0, np.nan)
     out = pd.DataFrame(cols, index=per_vector.index)
-    ranked = rank_by(pd.concat([per_vector, out], axis=1), settings.rank_by)
+    ranked = rank_by(pd.concat([per_vector, out], axis=1), rank_spec)
     out["review_score"] = ranked["review_score"].reindex(per_vector.index)
     position = pd.Series(np.arange(1, n + 1), index=ranked.index)
     out["review_rank"] = position.reindex(per_vector.index).astype(np.int64)

@@ -50,9 +50,7 @@ def _table(scores: np.ndarray, locality: dict | None = None) -> pd.DataFrame:
     per_vector = judge.per_vector_table(corr, CUTOFFS)
     n = len(per_vector)
     locality = locality or {"bg_drift": np.linspace(0.01, 0.05, n), "face_iou": np.ones(n)}
-    return pd.concat(
-        [per_vector, review_table(GRID, scores, per_vector, locality, ReviewSettings())], axis=1
-    )
+    return add_review_columns(per_vector, GRID, scores, locality)[0]
 
 
 # --- correlations --------------------------------------------------------------------------------
@@ -227,7 +225,9 @@ def test_review_table_without_locality_gives_nan_columns():
     scores = _noisy_scores(5, 0.5)
     corr = np.stack([judge.pearson_rows(GRID[:, k], scores[:, :, k]) for k in range(3)], 1)
     pv = judge.per_vector_table(corr, CUTOFFS)
-    out = review_table(GRID, scores, pv, None, ReviewSettings(rank_by="sum_abs_corr - max_leak"))
+    out = review_table(
+        GRID, scores, pv, None, "sum_abs_corr - max_leak", n_boot=50, ci_level=0.9, seed=1
+    )
     assert out["bg_drift"].isna().all() and out["face_iou"].isna().all()
     assert out["review_score"].notna().all()
 
