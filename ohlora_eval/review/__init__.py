@@ -12,8 +12,8 @@ the face shape stay) and a page to pick from:
 - ``table``: the per-vector review columns, run metrics and the ranking;
 - ``page``: ``review/index.html``, one card per passed vector in rank order (then,
   marked, the near misses), whose checkboxes build the ``python -m ohlora_eval.select``
-  command; it shows contact sheets from disk and inside MLflow's UI. Its CSS and
-  JavaScript are package data in ``static/``;
+  command; it shows contact sheets from disk and inside MLflow's UI. Its Jinja2 templates
+  (``templates/``), CSS and JavaScript (``static/``) are package data;
 - ``settings``: ``ReviewSettings``, the ``review`` config group;
 - ``steps``: the whole integration with an evaluation run: ``image_stats`` for the
   measuring step (``pipeline.measure.measure``), ``add_review_columns`` after judging,
