@@ -77,11 +77,12 @@ def retest(cfg: DictConfig) -> Retest:
     uri, exp_id = store.setup(RETEST_EXPERIMENT, cfg.tracking.uri, cfg.tracking.root)
     where = store.StoreRef(uri, cfg.tracking.root)
     client = where.client()
-    source, per_vector, latents, recorded = _source(client, str(cfg.run_id))
+    source = _source(client, str(cfg.run_id))
+    per_vector, recorded = source.per_vector, OmegaConf.create(source.config)
     cases = _cases(per_vector, cfg)
     index = {int(c): i for i, c in enumerate(per_vector["case"])}
-    z = latents[[index[c] for c in cases]]
-    base = _base_config(recorded, source, cfg)
+    z = source.latents[[index[c] for c in cases]]
+    base = _base_config(source, cfg)
     noisy_generator = has_noise(base)
     _check_randomness(base, noisy_generator and bool(cfg.noise_seeds))
     tags = {
@@ -170,7 +171,7 @@ def _report(result: pd.DataFrame, source_id: str, base: DictConfig, parent: str,
     )
 
 
-def _source(client, run_id: str):
+def _source(client, run_id: str) -> RunView:
     run = RunView.open(
         client, run_id, why="re-tests re-measure vectors, so they need a finished screening run"
     )
@@ -180,7 +181,7 @@ def _source(client, run_id: str):
             f" {run.kind or '?'}, status {run.run.info.status});"
             " re-tests re-measure vectors, so they need the run that measured them"
         )
-    return run, run.per_vector, run.latents, OmegaConf.create(run.config)
+    return run
 
 
 def _cases(per_vector: pd.DataFrame, cfg: DictConfig) -> list[int]:
@@ -205,15 +206,10 @@ def _cases(per_vector: pd.DataFrame, cfg: DictConfig) -> list[int]:
     return [int(c) for c in (passed if limit is None else passed.head(int(limit)))["case"]]
 
 
-def _base_config(recorded: DictConfig, source, cfg: DictConfig) -> DictConfig:
+def _base_config(source: RunView, cfg: DictConfig) -> DictConfig:
     """The source run's config with the noise model's measuring switches, its directions
     pinned, no cache (each repetition measures), and nothing heavy logged per repetition."""
-    rec = replay_config(
-        OmegaConf.to_container(recorded),
-        cfg.tracking,
-        RETEST_EXPERIMENT,
-        source.directions_run_id,
-    )
+    rec = replay_config(source.config, cfg.tracking, RETEST_EXPERIMENT, source.directions_run_id)
     rec.tracking.grids = {"passed": 0, "best": 0}
     rec.tracking.per_image = False
     rec.review.page = False

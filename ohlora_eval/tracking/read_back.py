@@ -51,19 +51,11 @@ def run_file(client: MlflowClient, run_id: str, name: str, dst: str | Path) -> s
         return client.download_artifacts(source, name, str(dst))
 
 
-def _reader_uri(uri: str | None, root: str | os.PathLike | None) -> str:
-    """Explicit ``uri``, explicit ``root``, ``MLFLOW_TRACKING_URI``, then ``./mlruns``."""
-    if uri:
-        return uri
-    if root is not None:
-        return store.default_uri(root)
-    return store.resolve_uri(None, "mlruns")
-
-
 def reader_client(uri: str | None, root: str | os.PathLike | None) -> tuple[MlflowClient, str]:
     """A client of an existing store (an embedded store that is not there is an error: a
-    reader must not create an empty one)."""
-    resolved = _reader_uri(uri, root)
+    reader must not create an empty one). Where: explicit ``uri``, explicit ``root``,
+    ``MLFLOW_TRACKING_URI``, then ``./mlruns``."""
+    resolved = uri or (store.resolve_uri() if root is None else store.default_uri(root))
     if resolved.startswith("sqlite:///"):
         db = Path(resolved[len("sqlite:///") :].split("?", 1)[0])
         if not db.is_file():
@@ -111,20 +103,10 @@ class RunView:
     run: Run
 
     @classmethod
-    def open(
-        cls,
-        client: MlflowClient,
-        run_id: str,
-        key: str = "run_id",
-        *,
-        finished: bool = True,
-        why: str = "",
-        hint: str = "",
-    ) -> RunView:
-        """The run ``run_id`` (``store.finished_run``: one wording for a missing, deleted or
-        unfinished run, naming ``key``)."""
-        run = store.finished_run(client, run_id, key, finished=finished, why=why, hint=hint)
-        return cls(client, run)
+    def open(cls, client: MlflowClient, run_id: str, key: str = "run_id", **how) -> RunView:
+        """The run ``run_id`` through ``store.finished_run`` (``how``: its ``finished``,
+        ``why``, ``hint``): one wording for a missing, deleted or unfinished run."""
+        return cls(client, store.finished_run(client, run_id, key, **how))
 
     @property
     def run_id(self) -> str:

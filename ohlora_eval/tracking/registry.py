@@ -21,6 +21,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ohlora_eval.errors import UserError, succeeded
@@ -389,27 +390,49 @@ def repair(client: MlflowClient, name: str) -> list[str]:
     return done
 
 
-def _model_uri(spec: str) -> str:
+def _version(client: MlflowClient, spec: str):
+    """The registered version ``spec`` names (``<name>@<alias>`` or ``<name>/<version>``);
+    an unknown model, alias or version is a UserError naming what exists instead."""
+    alias = version = None
     if "@" in spec:
         name, alias = spec.split("@", 1)
-        return f"models:/{name}@{alias}"
-    if "/" in spec:
+    elif "/" in spec:
         name, version = spec.rsplit("/", 1)
-        return f"models:/{name}/{version}"
-    raise UserError(f"model={spec!r}: use <name>@<alias> or <name>/<version>")
+    else:
+        raise UserError(
+            f"model={spec!r}: write <name>@<alias> or <name>/<version>,"
+            " e.g. 'ohlora-final-latents@final' or 'ohlora-final-latents/1'"
+        )
+    try:
+        registered = client.get_registered_model(name)
+    except MlflowException:
+        names = sorted(m.name for m in client.search_registered_models())
+        raise UserError(
+            f"model={spec}: no registered model {name!r} in the store"
+            f" {store.display_uri(client.tracking_uri)} (registered: {', '.join(names) or 'none'});"
+            " record a selection with python -m ohlora_eval.select run_id=<run> cases=[...], or"
+            " point uri=/root= (or MLFLOW_TRACKING_URI) at the store that has it"
+        ) from None
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+    if alias is not None and alias not in registered.aliases:
+        aliases = ", ".join(f"{a} -> {v}" for a, v in sorted(registered.aliases.items()))
+        raise UserError(
+            f"model={spec}: {name!r} has no alias {alias!r} (aliases: {aliases or 'none'};"
+            f" versions: {versions}); use {name}@<alias> or {name}/<version>"
+        )
+    if version is not None and (not version.isdigit() or int(version) not in versions):
+        raise UserError(
+            f"model={spec}: {name!r} has no version {version!r} (versions: {versions});"
+            f" use {name}/<version> or {name}@<alias>"
+        )
+    if alias is not None:
+        return store.retry(client.get_model_version_by_alias, name, alias)
+    return store.retry(client.get_model_version, name, version)
 
 
 def load_selection(client: MlflowClient, spec: str, tmp: Path) -> tuple[dict, np.ndarray, str]:
     """The manifest and vectors of a registered selection, and 'name/version'."""
-    uri = _model_uri(spec)
-    name = uri.split("/", 1)[1].split("@")[0].split("/")[0]
-    try:
-        if "@" in spec:
-            mv = client.get_model_version_by_alias(name, spec.split("@", 1)[1])
-        else:
-            mv = client.get_model_version(name, spec.rsplit("/", 1)[1])
-    except Exception:
-        raise UserError(f"model={spec}: no such registered model version") from None
+    mv = _version(client, spec)
     what = f"model={spec} (version {mv.version}, run {mv.run_id}, files at {mv.source})"
     try:
         # The version's files are those of its logged model; found through this client's
@@ -439,7 +462,7 @@ def load_selection(client: MlflowClient, spec: str, tmp: Path) -> tuple[dict, np
         manifest = json.loads((folder / MANIFEST).read_text())
     except ValueError as exc:
         raise UserError(f"{what}: {MANIFEST} is not valid JSON ({exc})") from None
-    return manifest, read_z_csv(folder / Z_FILE), f"{name}/{mv.version}"
+    return manifest, read_z_csv(folder / Z_FILE), f"{mv.name}/{mv.version}"
 
 
 def _rounded(value: float | None, digits: int = 4) -> str:

@@ -22,7 +22,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
 from ohlora_eval.errors import UserError
@@ -205,46 +204,8 @@ def selection(
     """The selection registered as ``model`` (``<name>@<alias>`` or ``<name>/<version>``),
     loaded as ``python -m ohlora_eval.verify`` loads it (``registry.load_selection``)."""
     client, resolved = reader_client(uri, root)
-    with store.usable(resolved):
-        _check_model(client, model, resolved)
-        with tempfile.TemporaryDirectory() as tmp:
-            manifest, z, label = load_selection(client, model, Path(tmp))
+    with store.usable(resolved), tempfile.TemporaryDirectory() as tmp:
+        manifest, z, label = load_selection(client, model, Path(tmp))
     cases = [int(c) for c in manifest["cases"]]
     recorded = as_booleans(pd.DataFrame(manifest["recorded"]), f"model={model} (recorded rows)")
     return RecordedSelection(label, cases, z, recorded, manifest)
-
-
-def _check_model(client: MlflowClient, spec: str, uri: str) -> None:
-    """Name the unknown model, alias or version, and what exists instead."""
-    alias = version = None
-    if "@" in spec:
-        name, alias = spec.split("@", 1)
-    elif "/" in spec:
-        name, version = spec.rsplit("/", 1)
-    else:
-        raise UserError(
-            f"model={spec!r}: write <name>@<alias> or <name>/<version>,"
-            f" e.g. {DEFAULT_SELECTION!r} or 'ohlora-final-latents/1'"
-        )
-    try:
-        registered = client.get_registered_model(name)
-    except MlflowException:
-        names = sorted(m.name for m in client.search_registered_models())
-        raise UserError(
-            f"model={spec}: no registered model {name!r} in the store"
-            f" {store.display_uri(uri)} (registered: {', '.join(names) or 'none'}); record"
-            " a selection with python -m ohlora_eval.select run_id=<run> cases=[...], or"
-            " point uri=/root= (or MLFLOW_TRACKING_URI) at the store that has it"
-        ) from None
-    versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
-    if alias is not None and alias not in registered.aliases:
-        aliases = ", ".join(f"{a} -> {v}" for a, v in sorted(registered.aliases.items()))
-        raise UserError(
-            f"model={spec}: {name!r} has no alias {alias!r} (aliases: {aliases or 'none'};"
-            f" versions: {versions}); use {name}@<alias> or {name}/<version>"
-        )
-    if version is not None and (not version.isdigit() or int(version) not in versions):
-        raise UserError(
-            f"model={spec}: {name!r} has no version {version!r} (versions: {versions});"
-            f" use {name}/<version> or {name}@<alias>"
-        )
