@@ -159,6 +159,38 @@ def test_cache_writes_on_the_worker_match_and_their_errors_surface(synthetic_set
         measure(synthetic_setup, z, 2, context=broken)
 
 
+def test_the_local_executor_takes_each_chunk_when_the_last_is_done(synthetic_setup, tmp_path):
+    """measure hands its chunks to the executor as a lazy job list: a chunk's job (its
+    latents) is made only when the last one is done, cached chunks are never handed out,
+    and an explicit LocalExecutor gives the numbers of the default."""
+    from ohlora_eval.pipeline.cache import MeasurementCache
+    from ohlora_eval.pipeline.executor import LocalExecutor
+    from ohlora_eval.pipeline.measure import ScreenState
+
+    class Watched(LocalExecutor):
+        def run(self, jobs):
+            self.taken = []
+
+            def watch():
+                for job in jobs:
+                    self.taken.append(job.lo)
+                    yield job
+
+            for done in super().run(watch()):
+                assert self.taken[-1] == done[0], "a job was made before the last was done"
+                yield done
+
+    z = synthetic_setup.generator.sample_latents(7, 1)
+    plain = measure(synthetic_setup, z, 2)
+    cache = MeasurementCache(tmp_path, "k", {"t": 1})
+    measure(synthetic_setup, z[:2], 2, context=MeasureContext(cache=cache))  # chunk 0 cached
+    ex = Watched(ScreenState(synthetic_setup))
+    got = measure(synthetic_setup, z, 2, context=MeasureContext(executor=ex, cache=cache))
+    assert ex.taken == [2, 4, 6] and ex.stats.chunks == {"here": 3}
+    assert (got.reused, got.computed) == (1, 3)
+    assert np.array_equal(got.scores, plain.scores)
+
+
 def test_images_per_second_counts_only_what_was_measured_now(synthetic_setup, tmp_path):
     """A run whose chunks all come from the cache measured nothing: it says so, and logs
     no images/s (the cached chunks' old seconds are not a speed of this run); a half-cached
