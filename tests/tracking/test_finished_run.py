@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import sys
+from pathlib import Path
 
 import pytest
 from helpers import free_port
@@ -132,3 +133,30 @@ def test_the_commands_refuse_in_one_line(runs):
         code, lines = _cli(main, [*argv, where])
         assert code == 2, lines
         assert len(lines) == 1 and lines[0].startswith(f"ohlora_eval: error: {message}"), lines
+
+
+def test_a_run_is_read_back_through_one_view(runs):
+    """Issue 30 item 2: ``RunView`` reads what a run holds (its params typed: the cutoffs of
+    an import, which has no config.yaml), and names what it lacks in one line."""
+    from ohlora_eval.tracking.read_back import Cutoffs, RunView
+
+    _, client, ids = runs
+    for key, value in {"cutoff.eyes": "0.9", "cutoff.mouth": "0.8", "cutoff.pose": "0.7"}.items():
+        client.log_param(ids["good"], key, value)
+    client.log_param(ids["good"], "cutoff.identity", "None")
+    view = RunView.open(client, ids["good"])
+    assert view.cutoffs == Cutoffs(0.9, 0.8, 0.7, None)
+    assert view.cutoffs.core() == {"eyes": 0.9, "mouth": 0.8, "pose": 0.7}
+    assert RunView.open(client, ids["running"], finished=False).cutoffs is None
+    assert [r.run_id for r in view.origins] == [ids["good"]]
+    with pytest.raises(UserError, match=rf"^run_id={ids['good']} \(good\) has no per_vector.csv"):
+        view.per_vector  # noqa: B018 - reading it is the test
+    with pytest.raises(UserError, match=r"has no per_vector.csv, latents.npy and config.yaml"):
+        view.config  # noqa: B018
+
+
+def test_only_the_read_model_reads_mlflow_params():
+    """Issue 30 item 2: a run's MLflow params are parsed in ``tracking/read_back.py`` only."""
+    package = Path(ohlora_eval.__file__).parent
+    readers = [p for p in package.rglob("*.py") if "data.params" in p.read_text()]
+    assert [p.relative_to(package).as_posix() for p in readers] == ["tracking/read_back.py"]
