@@ -13,36 +13,17 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from ohlora_eval.apps.config import measure_settings
-from ohlora_eval.errors import ConfigError, UserError, int_in
+from ohlora_eval.apps.config import Settings, settings
+from ohlora_eval.errors import ConfigError, UserError
 from ohlora_eval.pipeline import judge
 from ohlora_eval.pipeline.context import MeasureContext
 from ohlora_eval.pipeline.device import check_device
-from ohlora_eval.pipeline.edit import EditSetup, grid_points
+from ohlora_eval.pipeline.edit import EditSetup
 from ohlora_eval.pipeline.fidelity import seeded
 from ohlora_eval.pipeline.measure_settings import MeasureSettings
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES, Generator, PropertyScorer
 from ohlora_eval.pipeline.sample import FaceSetup
 from ohlora_eval.review import ReviewSettings
-
-MAX_VECTORS = 10_000_000
-"""Latents are drawn at once (about 2 KB each): more than this does not fit in memory."""
-
-
-def validate(cfg: DictConfig) -> tuple[dict[str, float], np.ndarray]:
-    """Check the cheap parts of the config; return the cutoffs and the edit grid."""
-    cutoffs = judge.check_cutoffs(cfg.cutoff)
-    grid = grid_points({p: cfg.sampling.grid.get(p, []) for p in CORE_PROPERTIES})
-    for key, low, high in (
-        ("n_vectors", 1, MAX_VECTORS),
-        ("vectors_per_batch", 1, 1_000_000),
-        ("seed", 0, 2**32 - 1),
-    ):
-        int_in(f"sampling.{key}", cfg.sampling.get(key), low, high)
-    int_in("tracking.sheet_cell", cfg.tracking.get("sheet_cell", 64), 16, 1024)
-    check_memory(int(cfg.sampling.n_vectors), int(grid.shape[0]))
-    return cutoffs, grid
-
 
 # What a screening holds per image and per vector at its peak (the judging and review step
 # at the end: the float32 scores, their float64 working copies, the per-vector table). The
@@ -105,15 +86,16 @@ class Checked:
     grid: np.ndarray
     review: ReviewSettings
     measure_settings: MeasureSettings
+    settings: Settings  # all of them, typed (apps/config.settings)
 
 
 def preflight(cfg: DictConfig, resolved: Mapping[str, Any]) -> Checked:
     """Every cheap check of an evaluation's config, before a run is opened (a typo in the
     command line makes no FAILED run): cutoffs, sampling, review, measure and the
     direction spec. The layer is checked when the generator is built."""
-    cutoffs, grid = validate(cfg)
-    settings = ReviewSettings.from_cfg(resolved.get("review"))
-    measuring = measure_settings(resolved)
+    typed = settings(cfg)
+    cutoffs, grid = typed.cutoff.as_dict(), typed.sampling.points()
+    check_memory(typed.sampling.n_vectors, int(grid.shape[0]))
     spec = getattr(instantiate_node(cfg.directions), "spec", None)
     if spec is not None:
         spec().check()
@@ -123,7 +105,7 @@ def preflight(cfg: DictConfig, resolved: Mapping[str, Any]) -> Checked:
     check_writable_cache(resolved)
     check_installed(resolved)
     check_identity(resolved, cutoffs)
-    return Checked(cutoffs, grid, settings, measuring)
+    return Checked(cutoffs, grid, typed.review, typed.measure, typed)
 
 
 def check_identity(resolved: Mapping[str, Any], cutoffs: Mapping[str, float]) -> None:

@@ -8,6 +8,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -22,7 +23,7 @@ from hydra.errors import ConfigCompositionException, HydraException, MissingConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ohlora_eval import lifeline
-from ohlora_eval.apps.config import CONFIG_DIR
+from ohlora_eval.apps.config import CONFIG_DIR, check_all
 from ohlora_eval.apps.typos import unknown_key_line, unknown_option_line
 from ohlora_eval.errors import Stopped, UserError, succeeded
 
@@ -41,7 +42,7 @@ def hydra_app(config_name: str) -> Callable[[Callable[[Any], Any]], Callable[...
 
     def decorate(task: Callable[[Any], Any]) -> Callable[..., Any]:
         composed = hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)(
-            _job(friendly_errors(task))
+            _job(friendly_errors(_checked(task)))
         )
 
         @functools.wraps(task)
@@ -77,6 +78,18 @@ def hydra_app(config_name: str) -> Callable[[Callable[[Any], Any]], Callable[...
         return entry
 
     return decorate
+
+
+def _checked(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``task(cfg)`` after every schema's checks on the composed config (``config.check_all``):
+    a value out of range anywhere is one line before the command does anything."""
+
+    @functools.wraps(task)
+    def run(cfg: Any) -> Any:
+        check_all(cfg)
+        return task(cfg)
+
+    return run
 
 
 def job_folder() -> Path | None:
@@ -229,7 +242,7 @@ def config_error_line(exc: BaseException) -> str:
     """One line for an error of Hydra or OmegaConf: what went wrong and the key it names
     (their messages span several lines: a summary, the cause, ``full_key: ...``); a key or
     group option that does not exist names the nearest ones."""
-    typo = unknown_key_line(exc) or unknown_option_line(exc)
+    typo = unknown_key_line(exc) or unknown_option_line(exc) or _wrong_type_line(exc)
     if typo:
         return typo
     noise = ("full_key:", "object_type=", "reference_type=", "See https://hydra.cc")
@@ -248,6 +261,33 @@ def config_error_line(exc: BaseException) -> str:
     if key and key not in line:
         line = f"{key}: {line}"
     return line
+
+
+_CONVERT = re.compile(r"Value '(.*)' of type '\w+' could not be converted to (\w+)", re.S)
+_NOT_BOOL = re.compile(r"Value '(.*)' is not a valid bool", re.S)
+_WANTED = {
+    "Integer": "must be an integer",
+    "Float": "is not a number",
+    "Boolean": "must be true or false",
+}
+
+
+def _wrong_type_line(exc: BaseException) -> str | None:
+    """A value a schema's field cannot hold (``generator.seed=abc``, ``cutoff.eyes=null``),
+    in the house's words: ``<key>=<value> must be ...``."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        key, text = getattr(seen, "full_key", None), str(getattr(seen, "msg", "") or "")
+        found = _CONVERT.search(text)
+        if key and found and found.group(2) in _WANTED:
+            return f"{key}={found.group(1)!r} {_WANTED[found.group(2)]}"
+        found = _NOT_BOOL.search(text)
+        if key and found:
+            return f"{key}={found.group(1)!r} {_WANTED['Boolean']}"
+        if key and "is not Optional" in text:
+            return f"{key}=null is not allowed: {key} needs a value (see --cfg job)"
+        seen = seen.__cause__
+    return None
 
 
 BUG_LINE = (

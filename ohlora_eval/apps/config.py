@@ -1,5 +1,10 @@
 """Config schemas registered with Hydra's ConfigStore: one source for each setting.
 
+Every config group has one: ``directions``, ``review`` and ``measure`` are their own
+schemas (below); ``cutoff`` is ``pipeline.judge.Cutoffs``; sampling, tracking, cache,
+execution and the shipped models are in ``apps/schemas.py``, named first in each YAML
+file's defaults list.
+
 ``directions=latest`` is the ``FitSpec`` dataclass (plus where to find a fitted run),
 so its defaults live in ``directions/spec.py`` only; the evaluation and
 ``find_directions`` compose the same node. ``review=default`` is
@@ -12,6 +17,7 @@ that compose configs) before Hydra composes anything.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping
@@ -22,7 +28,17 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from ohlora_eval.apps.schemas import (
+    SCHEMAS,
+    Cache,
+    LocalExecution,
+    RayExecution,
+    Sampling,
+    Tracking,
+)
 from ohlora_eval.directions.spec import GradientSpec, TrackedSpec
+from ohlora_eval.errors import ConfigError
+from ohlora_eval.pipeline.cutoffs import Cutoffs
 from ohlora_eval.pipeline.measure_settings import MeasureSettings
 from ohlora_eval.review.settings import ReviewSettings
 
@@ -76,6 +92,70 @@ def register() -> None:
     store.store(group="directions", name="latest", node=LatestDirectionsConf)
     store.store(group="review", name="default", node=ReviewSettings)
     store.store(group="measure", name="default", node=MeasureSettings)
+    store.store(name="schema_cutoff", node=Cutoffs)
+    for name, node in SCHEMAS.items():
+        store.store(name=name, node=node)
+
+
+def as_typed(node: Any, schema: type) -> Any:
+    """``node`` (a composed config node, or a recorded run's plain one) as an instance of
+    ``schema``: its values typed and checked (the schema's ``__post_init__``), or a
+    ConfigError / OmegaConf error naming the key."""
+    if not OmegaConf.is_config(node):
+        node = OmegaConf.create(dict(node))
+    if OmegaConf.get_type(node) is not schema:
+        node = OmegaConf.merge(OmegaConf.structured(schema), node)
+    return OmegaConf.to_object(node)
+
+
+def execution_schema(node: Any) -> type:
+    """The schema of an ``execution`` node: by its ``kind`` (local when absent)."""
+    kind = (node or {}).get("kind", "local")
+    if kind not in ("local", "ray"):
+        raise ConfigError(f"execution.kind={kind!r} must be one of local, ray")
+    return RayExecution if kind == "ray" else LocalExecution
+
+
+@dataclass
+class Settings:
+    """A screening's settings, typed and checked once (``settings(cfg)``): what the run
+    judges with, how it samples, where it records and where it measures."""
+
+    cutoff: Cutoffs
+    sampling: Sampling
+    tracking: Tracking
+    cache: Cache
+    execution: LocalExecution | RayExecution
+    review: ReviewSettings
+    measure: MeasureSettings
+
+
+def settings(cfg: Any) -> Settings:
+    """The typed settings of a composed (or replayed) screening config."""
+    execution = cfg.get("execution") or {"kind": "local"}
+    return Settings(
+        cutoff=Cutoffs.of(cfg.cutoff),
+        sampling=as_typed(cfg.sampling, Sampling),
+        tracking=as_typed(cfg.tracking, Tracking),
+        cache=as_typed(cfg.cache, Cache),
+        execution=as_typed(execution, execution_schema(execution)),
+        review=ReviewSettings.from_cfg(_plain(cfg.get("review"))),
+        measure=measure_settings(_plain(cfg)),
+    )
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def check_all(cfg: Any) -> None:
+    """Every schema's checks on a command's composed config, before the command starts
+    (``apps/cli.hydra_app``): ``OmegaConf.to_object`` of each node that has a schema runs its
+    ``__post_init__`` (a command's own required keys, ``run_id: ???``, it says itself)."""
+    for key in cfg:
+        node = cfg._get_node(key)
+        if OmegaConf.is_dict(node) and dataclasses.is_dataclass(OmegaConf.get_type(node)):
+            OmegaConf.to_object(node)
 
 
 def measure_settings(resolved: Mapping[str, Any]) -> MeasureSettings:

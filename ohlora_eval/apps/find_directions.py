@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from ohlora_eval.apps import execution
 from ohlora_eval.apps.build import ConfigError
 from ohlora_eval.apps.cli import hydra_app
-from ohlora_eval.apps.config import measure_settings
+from ohlora_eval.apps.config import check_all, measure_settings
 from ohlora_eval.directions.stage import run_stage
 from ohlora_eval.pipeline.context import MeasureContext
 from ohlora_eval.pipeline.sample import FaceSetup
@@ -45,7 +45,7 @@ def find_directions(cfg: DictConfig) -> str:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     spec.spec().check()
     measuring = measure_settings(resolved)
-    execution.check(cfg.get("execution"))
+    check_all(cfg)  # every schema's checks, execution's included
     generator, scorer, _ = execution.models(resolved)  # as an evaluation (and a worker) builds them
     params = store.flatten(resolved)
     with execution.face_executor(cfg.get("execution"), resolved, measuring) as faces:

@@ -100,8 +100,7 @@ def evaluate(
         cfg = cfg.copy()
         cfg.sampling.n_vectors = int(len(latents))
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    checked = preflight(cfg, resolved)
-    execution.check(cfg.get("execution"))
+    checked = preflight(cfg, resolved)  # every setting typed and checked (apps/config.settings)
     uri, _ = store.setup(cfg.tracking.experiment, cfg.tracking.uri, cfg.tracking.root)
     base_tags = {
         **model_tags(cfg),
@@ -124,7 +123,7 @@ def evaluate(
         result.run_id,
         result.per_vector,
         result.metrics,
-        dict(cfg.cutoff),
+        checked.cutoffs,
         experiment=cfg.tracking.experiment,
         uri=uri,
         notes=notes,

@@ -7,7 +7,12 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from ohlora_eval.errors import ConfigError, number_in
+from ohlora_eval.pipeline.cutoffs import (  # noqa: F401 - judge.check_cutoffs etc.
+    IDENTITY_CUTOFF_HINT,
+    Cutoffs,
+    check_cutoffs,
+    identity_cutoff,
+)
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 
 CORR_COLUMNS = [f"{p}_corr" for p in CORE_PROPERTIES]
@@ -29,9 +34,6 @@ IDENTITY_COLUMNS = [
 ]
 """Columns of a run that measured identity (``pipeline/identity.py`` says what each is),
 after ``fail_reason`` (and ``no_face``); NaN where a vector was not measured."""
-IDENTITY_CUTOFF_HINT = (
-    "the largest allowed identity distance, e.g. 0.6 (dlib's same person); null = off"
-)
 STATISTICS_COLUMNS = [
     "eyes_corr_mean",
     "mouth_corr_mean",
@@ -60,38 +62,6 @@ def pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     # A spread below float noise is a constant series too.
     r[syy <= 1e-12 * np.maximum(1.0, np.abs(y).max(axis=1))] = np.nan
     return np.clip(r, -1.0, 1.0)
-
-
-def check_cutoffs(cutoffs: Mapping[str, float]) -> dict[str, float]:
-    out = {}
-    for p in CORE_PROPERTIES:
-        if p not in cutoffs:
-            raise ConfigError(f"cutoff.{p} is missing; set a value in [0, 1], e.g. cutoff.{p}=0.9")
-        raw = cutoffs[p]
-        if raw is None or isinstance(raw, bool):
-            shown = "null" if raw is None else raw
-            raise ConfigError(f"cutoff.{p}={shown} must be a number in [0, 1], e.g. cutoff.{p}=0.9")
-        try:
-            v = float(raw)
-        except (TypeError, ValueError):
-            raise ConfigError(
-                f"cutoff.{p}={raw!r} is not a number; set a value in [0, 1], e.g. cutoff.{p}=0.9"
-            ) from None
-        if not 0.0 <= v <= 1.0:
-            raise ConfigError(f"cutoff.{p}={v} is outside [0, 1]; |r| can only be in [0, 1]")
-        out[p] = v
-    raw = cutoffs.get("identity") if hasattr(cutoffs, "get") else None
-    if raw is not None:  # absent or null: identity does not decide (the default)
-        out["identity"] = number_in(
-            "cutoff.identity", raw, 0, 10, low_open=True, hint=IDENTITY_CUTOFF_HINT
-        )
-    return out
-
-
-def identity_cutoff(cutoffs: Mapping[str, float]) -> float | None:
-    """The largest allowed identity distance of checked ``cutoffs``, or None (off)."""
-    value = cutoffs.get("identity")
-    return None if value is None else float(value)
 
 
 def shortfall(corrs: pd.DataFrame, cutoffs: Mapping[str, float]) -> pd.Series:

@@ -194,11 +194,11 @@ def test_unusable_store_folder_is_one_line_from_a_shell(tmp_path, where):
     "override, message",
     [
         ("cutoff.eyes=abc", "cutoff.eyes='abc' is not a number"),
-        ("cutoff.eyes=null", "cutoff.eyes=null must be a number in [0, 1]"),
+        ("cutoff.eyes=null", "cutoff.eyes=null is not allowed: cutoff.eyes needs a value"),
         ("sampling.grid.eyes=[a,b]", "sampling.grid.eyes[0]='a' is not a number"),
         ("sampling.seed=abc", "sampling.seed='abc' must be an integer"),
         ("review.top=3", "review.top"),
-        ("review.n_boot=abc", "review.n_boot=abc"),
+        ("review.n_boot=abc", "review.n_boot='abc' must be an integer"),
         ("directions.gradient.epochs=0", "directions.gradient.epochs=0 must be an integer"),
         ("generator=nope", "generator=nope is not an option of generator"),
         ("cutoff.eyes=[", "cutoff.eyes=["),

@@ -50,4 +50,5 @@ def conf_grid() -> dict[str, list[float]]:
 
 def conf_cutoffs() -> dict[str, float]:
     """Oh-LoRA v3.1's cutoffs, from their one definition (conf/cutoff/ohlora_v3_1.yaml)."""
-    return dict(OmegaConf.load(CONF_DIR / "cutoff" / "ohlora_v3_1.yaml"))
+    node = OmegaConf.load(CONF_DIR / "cutoff" / "ohlora_v3_1.yaml")
+    return {k: v for k, v in node.items() if k != "defaults"}  # the values, not the schema

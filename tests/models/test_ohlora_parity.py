@@ -60,6 +60,7 @@ def build(group: str, name: str, **overrides):
                 cfg = compose("config", overrides=[f"+{group}={name}", "device=cpu", *sets])
         return instantiate(cfg[group])
     cfg = OmegaConf.load(CONF_DIR / group / f"{name}.yaml")
+    cfg.pop("defaults", None)  # the schema's name (composed by Hydra, not by instantiate)
     return instantiate(cfg, device="cpu", **overrides)
 
 
