@@ -91,10 +91,6 @@ class Cutoffs:
         return {"eyes": self.eyes, "mouth": self.mouth, "pose": self.pose}
 
 
-def _off(text: str | None) -> bool:
-    return text in (None, "", "None", "none", "null")
-
-
 @dataclass(frozen=True, eq=False)
 class RunView:
     """A run of the store, read back: each file is read when first asked for, then kept."""
@@ -149,7 +145,8 @@ class RunView:
         try:
             core = [float(p[f"cutoff.{k}"]) for k in ("eyes", "mouth", "pose")]
             identity = p.get("cutoff.identity")
-            return Cutoffs(*core, None if _off(identity) else float(identity))
+            off = identity in (None, "", "None", "none", "null")
+            return Cutoffs(*core, None if off else float(identity))
         except (KeyError, ValueError):
             return None
 
