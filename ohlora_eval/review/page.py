@@ -106,6 +106,7 @@ def _template(name: str) -> jinja2.Template:
         keep_trailing_newline=True,
     )
     env.filters["num"] = _num
+    env.tests["finite"] = math.isfinite
     for key, asset in _STATIC.items():  # package data, written in as it is
         env.globals[key] = Markup((static / asset).read_text(encoding="utf-8"))
     return env.get_template(name)
@@ -210,7 +211,9 @@ def _card(
     near: bool = False,
     identity: tuple[float | None, np.ndarray | None] | None = None,
 ) -> dict:
-    """What ``templates/page.html`` shows on one card."""
+    """What ``templates/page.html`` shows on one card (``figure``: a number of its row, NaN where
+    the run has none)."""
+    get = functools.partial(_get, row)
     card: dict[str, Any] = {
         "case": int(row["case"]),
         "position": position,
@@ -218,7 +221,7 @@ def _card(
         "sheet": sheet,
         "near": near,
         "group": _text(row, "svm_group_name"),
-        "score": row.get("review_score"),
+        "figure": get,
         "identity": None if identity is None else _identity(row, *identity),
     }
     if near:
@@ -229,40 +232,19 @@ def _card(
                 (x for x in reasons if x.startswith("identity")), card["reason"]
             )
         else:
-            r = abs(_get(row, f"{prop}_corr"))
+            short = float(row["near_short"])
             card["near_text"] = near_miss_text(
-                prop, r, float(cutoffs[prop]), float(row["near_short"])
+                prop, abs(get(f"{prop}_corr")), float(cutoffs[prop]), short
             )
     card["props"] = []
     for p in CORE_PROPERTIES:
-        lo, hi = _get(row, f"{p}_corr_lo"), _get(row, f"{p}_corr_hi")
-        cut = float(cutoffs.get(p, math.nan))
-        # The interval reaches below the cutoff when the |r| bound nearest 0 does.
-        near0 = min(abs(lo), abs(hi)) if lo * hi > 0 else 0.0
-        card["props"].append(
-            {
-                "name": p,
-                "r": _get(row, f"{p}_corr"),
-                "lo": lo,
-                "hi": hi,
-                "cut": cut,
-                "weak": math.isfinite(lo) and math.isfinite(cut) and near0 < cut,
-                "spearman": row.get(f"{p}_spearman"),
-                "leak": _get(row, f"{p}_leak"),
-            }
-        )
-    pairs = [(abs(_get(row, f"{q}_to_{p}_r")), q, p) for q, p in OFF_DIAGONAL]
+        lo, hi, cut = get(f"{p}_corr_lo"), get(f"{p}_corr_hi"), float(cutoffs.get(p, math.nan))
+        near0 = min(abs(lo), abs(hi)) if lo * hi > 0 else 0.0  # the |r| bound nearest 0
+        weak = math.isfinite(lo) and math.isfinite(cut) and near0 < cut  # reaches below it
+        card["props"].append({"name": p, "lo": lo, "hi": hi, "cut": cut, "weak": weak})
+    pairs = [(abs(get(f"{q}_to_{p}_r")), q, p) for q, p in OFF_DIAGONAL]
     pairs = [t for t in pairs if math.isfinite(t[0])]
-    again = _get(row, "re_pass_prob")  # a re-test (python -m ohlora_eval.retest) measured it
-    card.update(
-        worst=max(pairs) if pairs else None,
-        drift=_get(row, "bg_drift"),
-        drift_rel=_get(row, "bg_drift_rel"),
-        iou=_get(row, "face_iou"),
-        again=again if math.isfinite(again) else None,
-        again_lo=row.get("re_pass_lo"),
-        again_hi=row.get("re_pass_hi"),
-    )
+    card["worst"] = max(pairs) if pairs else None
     return card
 
 
