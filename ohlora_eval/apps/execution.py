@@ -19,62 +19,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from ohlora_eval import review
 from ohlora_eval.apps.build import apply_noise_seed, build_models
-from ohlora_eval.errors import ConfigError
+from ohlora_eval.apps.config import as_typed, execution_schema
+from ohlora_eval.apps.schemas import RayExecution
 from ohlora_eval.pipeline.edit import EditSetup
 from ohlora_eval.pipeline.fidelity import seeded
 from ohlora_eval.pipeline.measure import ScreenState
 from ohlora_eval.pipeline.model_calls import group_fn
 from ohlora_eval.pipeline.sample import FaceSetup
-
-KINDS = ("local", "ray")
-RAY_KEYS = {
-    "kind",
-    "address",
-    "workers",
-    "cpus_per_worker",
-    "gpus_per_worker",
-    "restarts",
-    "start_timeout_s",
-}
-
-
-def check(node: Any) -> dict[str, Any]:
-    """``cfg.execution`` checked: a one-line ConfigError naming the key otherwise."""
-    if node is None:
-        return {"kind": "local"}
-    if isinstance(node, DictConfig):
-        node = OmegaConf.to_container(node, resolve=True)
-    conf = dict(node)
-    kind = conf.get("kind", "local")
-    if kind not in KINDS:
-        raise ConfigError(f"execution.kind={kind!r} must be one of {', '.join(KINDS)}")
-    if kind == "local":
-        return conf
-    unknown = sorted(set(conf) - RAY_KEYS)
-    if unknown:
-        raise ConfigError(f"execution.{unknown[0]} is not a key of execution=ray")
-    address = conf.get("address")
-    if address is not None and (
-        not isinstance(address, str) or (address != "auto" and ":" not in address)
-    ):
-        raise ConfigError(
-            f"execution.address={address!r} must be null (a local Ray), auto or ray://host:port"
-        )
-    for key, low, integer in (
-        ("workers", 1, True),
-        ("restarts", 0, True),
-        ("cpus_per_worker", 0, False),
-        ("gpus_per_worker", 0, False),
-        ("start_timeout_s", 1, False),
-    ):
-        value = conf.get(key, 600 if key == "start_timeout_s" else None)
-        ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-        if not ok or isinstance(value, bool) or value < low:
-            what = "an integer" if integer else "a number"
-            raise ConfigError(f"execution.{key}={value!r} must be {what} >= {low}")
-    if conf["cpus_per_worker"] == 0 and conf["gpus_per_worker"] == 0:
-        raise ConfigError("execution.cpus_per_worker=0 needs execution.gpus_per_worker > 0")
-    return conf
 
 
 def models(resolved: Mapping[str, Any], cpus: float | None = None) -> tuple[Any, Any, DictConfig]:
@@ -149,19 +100,19 @@ def face_executor(node: Any, resolved: Mapping[str, Any], measure_settings: Any)
 
 @contextlib.contextmanager
 def _pool(node: Any, build: Any) -> Iterator[Any]:
-    conf = check(node)
-    if conf["kind"] == "local":
+    conf = as_typed(node or {"kind": "local"}, execution_schema(node))  # checked (schemas.py)
+    if not isinstance(conf, RayExecution):
         yield None
         return
     from ohlora_eval.pipeline.executor import RayExecutor
 
     with RayExecutor(
-        partial(build, cpus=float(conf["cpus_per_worker"]) or None),
-        address=conf.get("address"),
-        workers=conf["workers"],
-        cpus_per_worker=float(conf["cpus_per_worker"]),
-        gpus_per_worker=float(conf["gpus_per_worker"]),
-        restarts=conf["restarts"],
-        start_timeout_s=float(conf.get("start_timeout_s", 600)),
+        partial(build, cpus=conf.cpus_per_worker or None),
+        address=conf.address,
+        workers=conf.workers,
+        cpus_per_worker=conf.cpus_per_worker,
+        gpus_per_worker=conf.gpus_per_worker,
+        restarts=conf.restarts,
+        start_timeout_s=conf.start_timeout_s,
     ) as ex:
         yield ex
