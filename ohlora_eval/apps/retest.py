@@ -210,7 +210,7 @@ def _base_config(source: RunView, cfg: DictConfig) -> DictConfig:
     """The source run's config with the noise model's measuring switches, its directions
     pinned, no cache (each repetition measures), and nothing heavy logged per repetition."""
     rec = replay_config(source.config, cfg.tracking, RETEST_EXPERIMENT, source.directions_run_id)
-    rec.tracking.grids = {"passed": 0, "best": 0}
+    rec.tracking.grids.passed, rec.tracking.grids.best = 0, 0
     rec.tracking.per_image = False
     rec.review.page = False
     rec.measure = OmegaConf.merge(rec.get("measure", {}), cfg.noise)
