@@ -48,3 +48,46 @@ def make_cfg_module(store):
 @pytest.fixture
 def real_faces() -> None:
     real_faces_or_skip()
+
+
+# -- make test-fast: the tests that need no screening, direction fit, subprocess or server ----
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--fast",
+        action="store_true",
+        help="the daily tier (make test-fast): a test that starts a screening, a direction fit,"
+        " a subprocess or a server is skipped when it tries",
+    )
+
+
+def _needs_the_whole_suite(*_args, **_kwargs):
+    import pytest
+
+    pytest.skip("starts a screening, a fit, a subprocess or a server: make test runs it")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fast_tier(request):
+    """``--fast``: the heavy entry points skip the test that calls them. Their code objects are
+    swapped (not the names), so every import of them is caught, and put back at the end."""
+    if not request.config.getoption("--fast"):
+        yield
+        return
+    import subprocess
+
+    from ohlora_eval.apps import screen
+    from ohlora_eval.directions import stage
+
+    heavy = [screen._evaluate_in_run, stage.run_stage, subprocess.Popen.__init__]
+    saved = [f.__code__ for f in heavy]
+    for f in heavy:
+        f.__code__ = _needs_the_whole_suite.__code__
+    os.environ["OHLORA_TEST_TIER"] = "fast"  # helpers.browser: no browser either
+    try:
+        yield
+    finally:
+        os.environ.pop("OHLORA_TEST_TIER", None)
+        for f, code in zip(heavy, saved):
+            f.__code__ = code

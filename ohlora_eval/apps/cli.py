@@ -13,7 +13,6 @@ import signal
 import sys
 import threading
 import traceback
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -57,21 +56,9 @@ def hydra_app(config_name: str) -> Callable[[Callable[[Any], Any]], Callable[...
             with terminal():  # what is said outside a job too (a sweep's end, these errors)
                 try:
                     return composed()
-                except (Stopped, KeyboardInterrupt, SystemExit) as exc:
+                except BaseException as exc:  # noqa: BLE001 - the boundary: exit_for decides
                     what = "sweep" if _end_open_sweep(exc) else "command"
-                    if isinstance(exc, SystemExit):
-                        raise
-                    name = exc.name if isinstance(exc, Stopped) else "Ctrl-C"
-                    log.error(
-                        f"\nohlora_eval: {what} stopped by {name}; what was measured is kept."
-                    )
-                    sys.exit(128 + exc.signum if isinstance(exc, Stopped) else 130)
-                except (OmegaConfBaseException, HydraException) as exc:
-                    log.error(f"ohlora_eval: error: {config_error_line(exc)}")
-                    sys.exit(2)
-                except BrokenPipeError:  # `... --help | head`: the reader left; so do we
-                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-                    sys.exit(0)
+                    exit_for(exc, what)
                 finally:
                     os.environ.pop("HYDRA_FULL_ERROR", None)
 
@@ -160,9 +147,10 @@ def job_log() -> Iterator[Path | None]:
     The log is Hydra's: its ``job_logging`` gives the root logger a file handler,
     ``<output folder>/<job name>.log`` (any file handler of the root that writes in the
     job's folder), which gets the root's records (Hydra's own, other libraries'). Added to
-    it for the block, through that same handler: the package's records, those of loggers
-    that write to the terminal themselves (MLflow's), and Python's warnings (shown on the
-    terminal as ever). Progress bars are not logged."""
+    it for the block, through that same handler: the package's records and those of loggers
+    that write to the terminal themselves (MLflow's); Python's warnings go to the root's
+    handlers (``logging.captureWarnings``: the terminal and the job log, as Hydra's
+    ``job_logging`` formats them). Progress bars are not logged."""
     folder = job_folder()
     if folder is None:
         yield None
@@ -180,31 +168,11 @@ def job_log() -> Iterator[Path | None]:
     for logger in loggers:
         for handler in files:
             logger.addHandler(handler)
-    shown = warnings.showwarning
-
-    def show_and_log(
-        message: Warning | str,
-        category: type[Warning],
-        filename: str,
-        lineno: int,
-        file: Any = None,
-        line: str | None = None,
-    ) -> None:
-        shown(message, category, filename, lineno, file, line)
-        if file is None:  # on stderr: the terminal
-            text = warnings.formatwarning(message, category, filename, lineno, line)
-            record = logging.LogRecord(
-                "py.warnings", logging.WARNING, filename, lineno, text.rstrip("\n"), None, None
-            )
-            for handler in files:
-                handler.handle(record)
-
-    warnings.showwarning = show_and_log
+    logging.captureWarnings(True)  # Python's warnings: logger py.warnings -> the root's
     try:
         yield Path(files[0].baseFilename)
     finally:
-        if warnings.showwarning is show_and_log:
-            warnings.showwarning = shown
+        logging.captureWarnings(False)
         for logger in loggers:
             for handler in files:
                 logger.removeHandler(handler)
@@ -245,6 +213,11 @@ def config_error_line(exc: BaseException) -> str:
     typo = unknown_key_line(exc) or unknown_option_line(exc) or _wrong_type_line(exc)
     if typo:
         return typo
+    cause: BaseException | None = exc
+    while cause is not None:  # ours, raised while Hydra composed (a resolver): its own line
+        if isinstance(cause, UserError):
+            return " ".join(str(cause).split())
+        cause = cause.__cause__ or cause.__context__
     noise = ("full_key:", "object_type=", "reference_type=", "See https://hydra.cc")
     parts: list[str] = []
     key = getattr(exc, "override", None)  # an override Hydra cannot parse
@@ -306,31 +279,46 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         _stop_on_signals()
-        _bound_store_waits(args)
         try:
-            out = fn(*args, **kwargs)
+            with _store_waits(args):
+                out = fn(*args, **kwargs)
             succeeded()  # a late SIGTERM (while the process winds down) is exit 0
             return out
-        except Stopped as stop:
-            print(
-                f"\nohlora_eval: stopped by {stop.name}; what was measured is kept.",
-                file=sys.stderr,
-            )
-            sys.exit(128 + stop.signum)
-        except KeyboardInterrupt:
-            print("\nohlora_eval: interrupted; what was measured is kept.", file=sys.stderr)
-            sys.exit(130)
-        except (OmegaConfBaseException, ConfigCompositionException, MissingConfigException) as exc:
-            _bad_input(config_error_line(exc))  # a key or interpolation the config lacks
-        except UserError as exc:
-            _bad_input(" ".join(str(exc).split()) or type(exc).__name__)
-        except Exception as exc:
-            gone = _store_gone(exc)
-            if gone is not None:
-                _bad_input(gone)
-            _bug()
+        except BaseException as exc:  # noqa: BLE001 - the boundary: exit_for decides
+            exit_for(exc)
 
     return wrapper
+
+
+def exit_for(exc: BaseException, what: str = "") -> NoReturn:
+    """How a command ends on ``exc`` (the one mapping; ``friendly_errors`` inside a job and
+    ``hydra_app`` outside it, where Hydra composes, both end here). ``what``: "command" or
+    "sweep" when said outside a job."""
+    if isinstance(exc, SystemExit):
+        raise exc
+    if isinstance(exc, (Stopped, KeyboardInterrupt)):
+        name = exc.name if isinstance(exc, Stopped) else "Ctrl-C"
+        code = 128 + exc.signum if isinstance(exc, Stopped) else 130
+        said = f"{what} stopped by {name}" if what else f"stopped by {name}"
+        if not what and not isinstance(exc, Stopped):
+            said = "interrupted"
+        with terminal():
+            log.error(f"\nohlora_eval: {said}; what was measured is kept.")
+        sys.exit(code)
+    if isinstance(exc, BrokenPipeError):  # `... --help | head`: the reader left; so do we
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
+    # Outside a job, Hydra's own errors are about the command line; inside one, only those of
+    # reading a config (an instantiate that failed is the model's error, not the input's).
+    inside = (OmegaConfBaseException, ConfigCompositionException, MissingConfigException)
+    if isinstance(exc, (OmegaConfBaseException, HydraException) if what else inside):
+        _bad_input(config_error_line(exc))  # a key or interpolation the config lacks
+    if isinstance(exc, UserError):
+        _bad_input(" ".join(str(exc).split()) or type(exc).__name__)
+    gone = _store_gone(exc) if isinstance(exc, Exception) else None
+    if gone is not None:
+        _bad_input(gone)
+    _bug(exc)
 
 
 def _bad_input(line: str) -> NoReturn:
@@ -340,18 +328,18 @@ def _bad_input(line: str) -> NoReturn:
     sys.exit(2)
 
 
-def _bug() -> NoReturn:
-    """The exception being handled is a bug of ours: its traceback and ``BUG_LINE`` on the
-    terminal and in the job log; exit 1."""
-    trace = traceback.format_exc().rstrip("\n")
+def _bug(exc: BaseException) -> NoReturn:
+    """``exc`` is a bug of ours: its traceback and ``BUG_LINE`` on the terminal and in the
+    job log; exit 1."""
+    trace = "".join(traceback.format_exception(exc)).rstrip("\n")
     with terminal():
         log.error(f"{trace}\n{BUG_LINE}")
     sys.exit(1)
 
 
-def _bound_store_waits(args: tuple) -> None:
+def _store_waits(args: tuple) -> Any:
     """A tracking server that stops answering ends the command after about
-    ``tracking.store_wait_s`` seconds (``store.bound_waits``)."""
+    ``tracking.store_wait_s`` seconds (``store.bounded_waits``)."""
     from ohlora_eval.tracking import store
 
     cfg = args[0] if args else None
@@ -359,7 +347,7 @@ def _bound_store_waits(args: tuple) -> None:
         seconds = float(cfg.tracking.get("store_wait_s", 60))
     except Exception:  # noqa: BLE001 - a config without tracking settings
         seconds = 60.0
-    store.bound_waits(seconds)
+    return store.bounded_waits(seconds)
 
 
 def _store_gone(exc: BaseException) -> str | None:

@@ -62,7 +62,7 @@ def store_folder(root: str) -> str:
     """``${ohlora.store_folder:${tracking.root}}`` in conf/hydra/default.yaml: the store's
     folder, checked before Hydra makes its output folders in it. A file there, or a folder
     that cannot be made or written, ends the command with one line naming
-    ``tracking.root`` (exit 2) instead of Hydra's traceback."""
+    ``tracking.root`` (a ConfigError: exit 2) instead of Hydra's traceback."""
     path = Path(str(root)).expanduser()
     problem = None
     if path.exists() and not path.is_dir():
@@ -75,12 +75,11 @@ def store_folder(root: str) -> str:
         else:
             if not os.access(path / "hydra", os.W_OK):
                 problem = "cannot be written (permission denied)"
-    if problem:
-        log.error(
-            f"ohlora_eval: error: tracking.root={root} {problem}; set tracking.root=<a"
-            " writable folder> (made if missing)"
+    if problem:  # apps/cli says it in one line, exit 2
+        raise ConfigError(
+            f"tracking.root={root} {problem}; set tracking.root=<a writable folder> (made if"
+            " missing)"
         )
-        raise SystemExit(2)
     return str(root)
 
 

@@ -58,7 +58,7 @@ def quiet() -> Iterator[None]:
 
 
 # How long a command waits for a store that does not answer: a tracking server, or an SQLite
-# file another process holds locked (``tracking.store_wait_s``, set by ``bound_waits``).
+# file another process holds locked (``tracking.store_wait_s``, set by ``bounded_waits``).
 _store_wait_s = 60.0
 DIRECTIONS_EXPERIMENT = "ohlora-directions"
 
@@ -188,32 +188,32 @@ def locked_line(uri: str, waited_s: float | None = None) -> str:
     )
 
 
-_WAIT_VARS = (
-    "MLFLOW_HTTP_REQUEST_TIMEOUT",
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
-)
-_user_wait_vars = {k for k in _WAIT_VARS if k in os.environ}
-
-
-def bound_waits(seconds: float) -> None:
-    """How long a command waits for a store that does not answer (``tracking.store_wait_s``).
-    An SQLite store another process keeps locked: SQLite's busy timeout and ``retry`` end
-    after about ``seconds`` (``StoreLocked``). A tracking server: each request times out
-    after a quarter of it and is tried 4 times, 1 + 2 + 4 s apart (plus up to 1 s of
-    jitter each), so a server that is down ends the command after about ``seconds`` + 10 s,
-    not MLflow's default ~12 minutes. A user's own ``MLFLOW_HTTP_REQUEST_*`` settings are
-    left as they are."""
-    values = {
+@contextlib.contextmanager
+def bounded_waits(seconds: float) -> Iterator[None]:
+    """For the block (a command), how long it waits for a store that does not answer
+    (``tracking.store_wait_s``). An SQLite store another process keeps locked: SQLite's busy
+    timeout and ``retry`` end after about ``seconds`` (``StoreLocked``). A tracking server:
+    each request times out after a quarter of it and is tried 4 times, 1 + 2 + 4 s apart
+    (plus up to 1 s of jitter each), so a server that is down ends the command after about
+    ``seconds`` + 10 s, not MLflow's default ~12 minutes. A user's own
+    ``MLFLOW_HTTP_REQUEST_*`` settings are left as they are; ours are gone after the block."""
+    global _store_wait_s
+    ours = {
         "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(2, int(seconds) // 4)),
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     }
-    for key, value in values.items():
-        if key not in _user_wait_vars:
-            os.environ[key] = value
-    global _store_wait_s
+    ours = {k: v for k, v in ours.items() if k not in os.environ}
+    saved = _store_wait_s
+    os.environ.update(ours)
     _store_wait_s = float(seconds)
+    try:
+        yield
+    finally:
+        _store_wait_s = saved
+        for key, value in ours.items():
+            if os.environ.get(key) == value:
+                os.environ.pop(key)
 
 
 _GONE = (

@@ -28,6 +28,8 @@ def playwright_or_skip(what: str):
         " `.venv/bin/pip install playwright` (or `pip install -e '.[browser]'`);"
         " never `playwright install`, which downloads its own browser"
     )
+    if os.environ.get("OHLORA_TEST_TIER") == "fast":  # a browser is a subprocess
+        pytest.skip("starts a browser: make test runs it")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
