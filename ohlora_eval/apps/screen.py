@@ -101,7 +101,8 @@ def evaluate(
         cfg.sampling.n_vectors = int(len(latents))
     resolved = OmegaConf.to_container(cfg, resolve=True)
     checked = preflight(cfg, resolved)  # every setting typed and checked (apps/config.settings)
-    uri, _ = store.setup(cfg.tracking.experiment, cfg.tracking.uri, cfg.tracking.root)
+    tracking = checked.settings.tracking
+    uri, _ = store.setup(tracking.experiment, tracking.uri, tracking.root)
     base_tags = {
         **model_tags(cfg),
         "layer": str(cfg.layer),
@@ -109,14 +110,15 @@ def evaluate(
         "ohlora.kind": "evaluation",
         # where and how it ran, which changes no number: tags, not the run's name
         "execution": str((cfg.get("execution") or {}).get("kind", "local")),
-        "cache": "on" if cfg.cache.enabled else "off",
+        "cache": "on" if checked.settings.cache.enabled else "off",
         **process_tags(),
     }
-    name = run_name(resolved, int(cfg.sampling.n_vectors), tags, config_choices())
+    sampling = checked.settings.sampling
+    name = run_name(resolved, sampling.n_vectors, checked.cutoffs, tags, config_choices())
     with tracked_run({**base_tags, **(tags or {})}, run_name=name) as run_id:
         store.log_params(store.flatten(resolved))
         result = _evaluate_in_run(
-            cfg, resolved, checked, run_id, store.StoreRef(uri, cfg.tracking.root), latents, cases
+            cfg, resolved, checked, run_id, store.StoreRef(uri, tracking.root), latents, cases
         )
     notes = [result.speed, result.identity]
     (print_summary if report else summarize)(
@@ -124,7 +126,7 @@ def evaluate(
         result.per_vector,
         result.metrics,
         checked.cutoffs,
-        experiment=cfg.tracking.experiment,
+        experiment=tracking.experiment,
         uri=uri,
         notes=notes,
     )
@@ -141,7 +143,7 @@ def _evaluate_in_run(
     cases: np.ndarray | None,
 ) -> Evaluation:
     cutoffs, grid, settings = checked.cutoffs, checked.grid, checked.review
-    measuring = checked.measure_settings
+    measuring, typed = checked.measure_settings, checked.settings
     with execution.face_executor(cfg.get("execution"), resolved, measuring) as faces:
         setup = edit_setup(cfg, checked, where, faces)  # faces: only if directions are fitted
     generator, scorer, directions = setup.generator, setup.scorer, setup.directions
@@ -153,7 +155,7 @@ def _evaluate_in_run(
         for k in ("generator", "scorer")
     }
     key, meta = measurement_key(
-        setup, latents, cfg.sampling.vectors_per_batch, model_configs, cfg.get("noise_seed")
+        setup, latents, typed.sampling.vectors_per_batch, model_configs, cfg.get("noise_seed")
     )
     mlflow.set_tags(
         {
@@ -164,21 +166,21 @@ def _evaluate_in_run(
             "ohlora.measure_key": key,
         }
     )
-    seed = None if given is not None else int(cfg.sampling.seed)  # None: vectors given
+    seed = None if given is not None else typed.sampling.seed  # None: vectors given
     lineage.log_screening_inputs(latents, directions, seed, generator)
     close_dead_runs(where.uri, key, run_id)
 
-    cache = MeasurementCache(cfg.cache.dir, key, meta) if cfg.cache.enabled else None
+    cache = MeasurementCache(typed.cache.dir, key, meta) if typed.cache.enabled else None
     groups_of = group_fn(setup)  # a ConfigError if the directions cannot be grouped
     with execution.executor(cfg.get("execution"), resolved, setup, settings) as executor:
         measured = measure(
             setup,
             latents,
-            cfg.sampling.vectors_per_batch,
+            typed.sampling.vectors_per_batch,
             groups_of=groups_of,
             image_stats=review.image_stats(settings),
             cases=None if cases is None else [int(c) for c in cases],
-            context=MeasureContext(bool(cfg.tracking.progress), executor, cache),
+            context=MeasureContext(typed.tracking.progress, executor, cache),
         )
     judged = rounded(measured.scores, measuring.score_decimals)
     corr = np.stack([judge.pearson_rows(grid[:, k], judged[:, :, k]) for k in range(3)], 1)
@@ -206,13 +208,13 @@ def _evaluate_in_run(
     store.retry(mlflow.log_metrics, metrics)
 
     z = array_of(latents)
-    cell = int(cfg.tracking.get("sheet_cell", SheetMaker.min_tile))  # checked by preflight
+    cell = typed.tracking.sheet_cell
     sheets = "sheets" if cell == SheetMaker.min_tile else f"sheets_{cell}px"
     marks = None
     if identity:  # cells past the threshold are marked: another folder of sheets
         sheets += f"_{identity.folder}"
         marks = IdentityMarks(identity.table.distances, identity.threshold)
-    sheet_dir = (cache.dir if cache else Path(cfg.tracking.root) / "sheets" / run_id) / sheets
+    sheet_dir = (cache.dir if cache else Path(typed.tracking.root) / "sheets" / run_id) / sheets
     log_artifacts(
         RunOutputs(
             run_id=run_id,

@@ -163,17 +163,19 @@ def differences(cfg: Mapping, choices: Mapping[str, Any] | None = None) -> list[
 def run_name(
     cfg: Mapping,
     n_vectors: int,
+    cutoffs: Mapping[str, float],
     tags: Mapping[str, str] | None = None,
     choices: Mapping[str, Any] | None = None,
 ) -> str:
     """A screening run's name, leading with what makes it differ from a default run
     (``differences``; the MLflow table cuts long names at the end), then its vector count
     and cutoffs, e.g. ``svm | 300 vectors | eyes0.92 mouth0.88 pose0.88`` (a verification
-    or re-test repetition says so first). ``choices``: Hydra's config group choices."""
+    or re-test repetition says so first). ``cutoffs``: the checked ones the run judges with;
+    ``choices``: Hydra's config group choices."""
     tags = tags or {}
-    cut = " ".join(f"{p}{cfg['cutoff'][p]:g}" for p in CORE_PROPERTIES)
-    if (cfg["cutoff"].get("identity")) is not None:
-        cut += f" identity{cfg['cutoff']['identity']:g}"
+    cut = " ".join(f"{p}{cutoffs[p]:g}" for p in CORE_PROPERTIES)
+    if cutoffs.get("identity") is not None:
+        cut += f" identity{cutoffs['identity']:g}"
     name = " | ".join([*differences(cfg, choices), f"{n_vectors} vectors", cut])
     if "retest.repetition" in tags:
         return f"retest repetition {int(tags['retest.repetition']) + 1} | {name}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from helpers import compose_app
 
+from ohlora_eval.pipeline import judge
 from ohlora_eval.tracking.runs import run_name
 
 
@@ -13,7 +14,8 @@ def _name(*overrides: str, choices: dict | None = None) -> str:
 
     cfg = compose_app("config", "/tmp/ohlora-names-unused", *overrides)  # composed, not run
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    return run_name(resolved, int(cfg.sampling.n_vectors), {}, choices)
+    cutoffs = judge.check_cutoffs(cfg.cutoff)
+    return run_name(resolved, int(cfg.sampling.n_vectors), cutoffs, {}, choices)
 
 
 def test_a_default_run_is_named_by_its_size_and_cutoffs():
