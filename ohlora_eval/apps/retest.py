@@ -79,7 +79,7 @@ def retest(cfg: DictConfig) -> Retest:
     client = where.client()
     source = _source(client, str(cfg.run_id))
     per_vector, recorded = source.per_vector, OmegaConf.create(source.config)
-    cases = _cases(per_vector, cfg)
+    cases = _cases(source, cfg)
     index = {int(c): i for i, c in enumerate(per_vector["case"])}
     z = source.latents[[index[c] for c in cases]]
     base = _base_config(source, cfg)
@@ -184,20 +184,10 @@ def _source(client, run_id: str) -> RunView:
     return run
 
 
-def _cases(per_vector: pd.DataFrame, cfg: DictConfig) -> list[int]:
-    if cfg.cases is not None:
-        wanted = int_list("cases", cfg.cases)
-        if not wanted:
-            raise UserError("cases=[] is empty; list the cases to re-test, or leave cases unset")
-        dupes = sorted({c for c in wanted if wanted.count(c) > 1})
-        if dupes:
-            raise UserError(f"cases lists {dupes} more than once")
-        known = set(per_vector["case"].astype(int))
-        missing = [c for c in wanted if c not in known]
-        if missing:
-            raise UserError(f"cases {missing} are not in run {cfg.run_id}")
-        return wanted
-    passed = per_vector[per_vector["passed"] == "O"]
+def _cases(source: RunView, cfg: DictConfig) -> list[int]:
+    if cfg.cases is not None:  # given: checked against the run; unset: its passed ones
+        return source.chosen(int_list("cases", cfg.cases), "re-test")
+    passed = source.per_vector[source.per_vector["passed"] == "O"]
     if "review_rank" in passed.columns:
         passed = passed.sort_values("review_rank")
     if passed.empty:

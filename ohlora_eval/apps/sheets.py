@@ -8,7 +8,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from ohlora_eval.apps.build import (
@@ -53,7 +52,7 @@ def render_sheets(cfg: DictConfig) -> Sheets:
     with store.usable(uri):
         run = RunView.open(client, run_id, finished=False)  # any run with vectors
     per_vector, latents, config = run.per_vector, run.latents, OmegaConf.create(run.config)
-    cases = _which_cases(cfg, per_vector, config)
+    cases = _which_cases(cfg, run, config)
     rec = replay_config(
         config, cfg.tracking, run.tags.get("mlflow.experimentName", "-"), run.directions_run_id
     )
@@ -102,20 +101,12 @@ def _identity_marks(run: RunView, m: int) -> IdentityMarks | None:
     return IdentityMarks(table.to_numpy(dtype=float), float(threshold))
 
 
-def _which_cases(cfg: DictConfig, per_vector: pd.DataFrame, config: DictConfig) -> list[int]:
-    known = set(per_vector["case"].astype(int))
+def _which_cases(cfg: DictConfig, run: RunView, config: DictConfig) -> list[int]:
+    per_vector = run.per_vector
     if cfg.cases is not None:
         if cfg.near_miss is not None:
             raise UserError("give cases=[...] or near_miss=<margin>, not both")
-        cases = list(dict.fromkeys(int_list("cases", cfg.cases)))
-        if not cases:
-            raise UserError("cases=[] is empty; list the cases to draw, e.g. cases=[12,40]")
-        missing = [c for c in cases if c not in known]
-        if missing:
-            raise UserError(
-                f"cases {missing} are not in run {cfg.run_id} (it has {min(known)}...{max(known)})"
-            )
-        return cases
+        return run.chosen(list(dict.fromkeys(int_list("cases", cfg.cases))), "draw")
     if cfg.near_miss is None:
         raise UserError("give cases=[...] or near_miss=<margin>, e.g. near_miss=0.05")
     margin = number_in("near_miss", cfg.near_miss, 0.0, 1.0, low_open=True)

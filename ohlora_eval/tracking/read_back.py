@@ -201,6 +201,23 @@ class RunView:
             what = f"{PER_VECTOR} of run {self.run_id}"
             return read_native_table(path, what, required=("passed",))
 
+    def chosen(self, cases: list[int], doing: str) -> list[int]:
+        """``cases`` checked against its table: none, one listed twice or one it does not
+        have is a ``UserError`` line (``doing``: what the cases are for, as the line says)."""
+        if not cases:
+            raise UserError(f"cases=[] is empty; list the cases to {doing}, e.g. cases=[39,269]")
+        dupes = sorted({c for c in cases if cases.count(c) > 1})
+        if dupes:
+            raise UserError(f"cases lists {dupes} more than once")
+        known = set(self.per_vector["case"].astype(int))
+        missing = [c for c in cases if c not in known]
+        if missing:
+            raise UserError(
+                f"cases {missing} are not in the run (run {self.run_id} has cases"
+                f" {min(known)}...{max(known)})"
+            )
+        return cases
+
     def _vector_file(self, name: str, read):
         with tempfile.TemporaryDirectory() as tmp:
             try:

@@ -122,7 +122,7 @@ def record(where: store.StoreRef, request: SelectionRequest) -> Selection:
         src = Path(tmp) / "source"
         src.mkdir()
         per_vector, latents = run.per_vector, run.latents
-        cases = _check_cases(per_vector, cases, allow_failed)
+        cases = _check_passed(per_vector, run.chosen(cases, "record"), allow_failed)
         rows = per_vector.set_index("case").loc[cases].reset_index()
         index = {int(c): i for i, c in enumerate(per_vector["case"])}
         chosen = latents[[index[c] for c in cases]]
@@ -189,18 +189,7 @@ def _json_default(o: Any) -> Any:
     raise TypeError(type(o))
 
 
-def _check_cases(per_vector: pd.DataFrame, cases: list[int], allow_failed: bool) -> list[int]:
-    if not cases:
-        raise UserError("cases=[] is empty; list the case numbers to record, e.g. cases=[39,269]")
-    dupes = sorted({c for c in cases if cases.count(c) > 1})
-    if dupes:
-        raise UserError(f"cases lists {dupes} more than once")
-    known = set(per_vector["case"].astype(int))
-    missing = [c for c in cases if c not in known]
-    if missing:
-        raise UserError(
-            f"cases {missing} are not in the run (it has cases {min(known)}...{max(known)})"
-        )
+def _check_passed(per_vector: pd.DataFrame, cases: list[int], allow_failed: bool) -> list[int]:
     table = per_vector.set_index("case")
     failed = [c for c in cases if table.loc[c, "passed"] != "O"]
     if failed and not allow_failed:

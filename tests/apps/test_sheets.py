@@ -41,7 +41,7 @@ def test_given_cases_and_bad_requests(make_cfg, store):
     first = int(res.per_vector["case"].iloc[0])
     out = render_sheets(_sheets_cfg(store, f"run_id={res.run_id}", f"cases=[{first}]"))
     assert out.cases == [first] and out.files[0].name == f"case_{first:05d}.png"
-    with pytest.raises(UserError, match=r"cases \[99999\] are not in run"):
+    with pytest.raises(UserError, match=r"cases \[99999\] are not in the run"):
         render_sheets(_sheets_cfg(store, f"run_id={res.run_id}", "cases=[99999]"))
     with pytest.raises(UserError, match="give cases=.* or near_miss"):
         render_sheets(_sheets_cfg(store, f"run_id={res.run_id}"))
