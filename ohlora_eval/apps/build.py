@@ -160,12 +160,20 @@ def check_writable_cache(resolved: Mapping[str, Any]) -> None:
         ) from None
 
 
+MODELS = ("generator", "scorer", "identity")
+"""The config's model nodes (``identity`` is null without an identity model)."""
+
+
+def model_nodes(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The model nodes a config has: ``{"generator": ..., "scorer": ..., ["identity": ...]}``."""
+    return {key: cfg[key] for key in MODELS if cfg.get(key)}
+
+
 def check_devices(resolved: Mapping[str, Any]) -> None:
     """``device`` and the models' own ``device`` settings name a device this machine has."""
     if "device" in resolved:
         check_device("device", resolved["device"])
-    for key in ("generator", "scorer", "identity"):
-        node = resolved.get(key) or {}
+    for key, node in model_nodes(resolved).items():
         if "device" in node:
             check_device(f"{key}.device", node["device"])
 
@@ -175,9 +183,9 @@ def set_device(rec: DictConfig, device: Any) -> None:
     config holds them as plain values, not as ``${device}``); checked here."""
     check_device("device", device)
     rec.device = str(device)
-    for key in ("generator", "scorer", "identity"):
-        if rec.get(key) and "device" in rec[key]:
-            rec[key].device = str(device)
+    for node in model_nodes(rec).values():
+        if "device" in node:
+            node.device = str(device)
 
 
 def check_installed(resolved: Mapping[str, Any]) -> None:
@@ -186,8 +194,8 @@ def check_installed(resolved: Mapping[str, Any]) -> None:
     that installs it."""
     from hydra.utils import get_class
 
-    for key in ("generator", "scorer", "identity"):
-        node = dict(resolved.get(key) or {})
+    for model in model_nodes(resolved).values():
+        node = dict(model)
         target = node.pop("_target_", None)
         try:
             cls = get_class(target) if target else None

@@ -148,10 +148,8 @@ def _evaluate_in_run(
         setup = edit_setup(cfg, checked, where, faces)  # faces: only if directions are fitted
     generator, scorer, directions = setup.generator, setup.scorer, setup.directions
     latents = _latents(cfg, generator, given)
-    model_configs = {
-        f"{k}_config": {
-            key: v for key, v in resolved[k].items() if key != "device"
-        }  # where a model runs does not change what it computes
+    model_configs = {  # where a model runs does not change what it computes
+        f"{k}_config": {key: v for key, v in resolved[k].items() if key != "device"}
         for k in ("generator", "scorer")
     }
     key, meta = measurement_key(
