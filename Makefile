@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.ohlora-installed
 
-.PHONY: setup browser run test test-all ui bench lint format clean-store server server-stop server-user bench-scale
+.PHONY: setup browser run test test-fast test-all ui bench lint format clean-store server server-stop server-user bench-scale
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ run: setup
 
 test: setup browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The daily tier: a test that starts a screening, a direction fit, a subprocess, a server or a
+# browser is skipped when it tries (tests/conftest.py, --fast).
+test-fast: setup
+	$(BIN)/python -m pytest -q --fast $(PYTEST_ARGS)
 
 test-all: setup browser
 	$(BIN)/python -m pytest -q -m "" $(PYTEST_ARGS)

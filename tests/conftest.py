@@ -62,6 +62,33 @@ def pytest_addoption(parser):
     )
 
 
+# Modules whose tests run real networks for seconds each (parity with the original, dlib, the
+# speed switches): they start no screening, but they are not daily work either.
+HEAVY_MODULES = (
+    "tests/models/test_original_measurement.py",
+    "tests/models/test_ohlora_parity.py",
+    "tests/models/test_identity_model.py",
+    "tests/models/test_real_faces.py",
+    "tests/models/test_synthetic.py",
+    "tests/review/test_review_metrics.py",
+    "tests/pipeline/test_fidelity.py",
+    "tests/pipeline/test_measure_speed.py",
+    "tests/pipeline/test_caller_state.py",
+    "tests/apps/test_real_faces_determinism.py",
+    "tests/apps/test_run_cost.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """``--fast``: the heavy modules are left out (deselected, and counted as such)."""
+    if not config.getoption("--fast"):
+        return
+    heavy = [i for i in items if i.nodeid.split("::")[0] in HEAVY_MODULES]
+    if heavy:
+        config.hook.pytest_deselected(items=heavy)
+        items[:] = [i for i in items if i.nodeid.split("::")[0] not in HEAVY_MODULES]
+
+
 def _needs_the_whole_suite(*_args, **_kwargs):
     import pytest
 

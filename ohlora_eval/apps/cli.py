@@ -294,7 +294,7 @@ def exit_for(exc: BaseException, what: str = "") -> NoReturn:
     """How a command ends on ``exc`` (the one mapping; ``friendly_errors`` inside a job and
     ``hydra_app`` outside it, where Hydra composes, both end here). ``what``: "command" or
     "sweep" when said outside a job."""
-    if isinstance(exc, SystemExit):
+    if not isinstance(exc, (Exception, KeyboardInterrupt)):  # SystemExit, GeneratorExit, ...
         raise exc
     if isinstance(exc, (Stopped, KeyboardInterrupt)):
         name = exc.name if isinstance(exc, Stopped) else "Ctrl-C"
