@@ -1,5 +1,5 @@
-"""The typed form of the config groups that had none: sampling, tracking, cache, execution
-and every shipped generator, scorer and identity model.
+"""The typed form of the config groups that had none: sampling, tracking, cache, execution,
+``directions=files`` and every shipped generator, scorer and identity model.
 
 Each group's YAML file names its schema first in its defaults list
 (``- /schema_<group>_<option>@_here_``, registered by ``apps/config.register``), so Hydra
@@ -154,6 +154,17 @@ class RayExecution:
             raise ConfigError("execution.cpus_per_worker=0 needs execution.gpus_per_worker > 0")
 
 
+# -- directions read from files (directions=latest is directions/spec.py's) ---------------
+
+
+@dataclass
+class FileDirections:
+    """``directions=files``: Oh-LoRA's vector CSVs in ``path`` (null: it says what to set)."""
+
+    _target_: str
+    path: str | None
+
+
 # -- models: what every shipped generator, scorer and identity model takes ----------------
 
 
@@ -239,6 +250,7 @@ SCHEMAS: dict[str, type] = {
     "schema_cache": Cache,
     "schema_execution_local": LocalExecution,
     "schema_execution_ray": RayExecution,
+    "schema_directions_files": FileDirections,
     "schema_generator_synthetic": SyntheticGenerator,
     "schema_generator_dcgan_digiface": DCGANGenerator,
     "schema_generator_stylegan_v9": StyleGANV9Generator,

@@ -202,14 +202,31 @@ def test_unusable_store_folder_is_one_line_from_a_shell(tmp_path, where):
         ("directions.gradient.epochs=0", "directions.gradient.epochs=0 must be an integer"),
         ("generator=nope", "generator=nope is not an option of generator"),
         ("cutoff.eyes=[", "cutoff.eyes=["),
+        # the models' own settings are typed too (apps/schemas.py)
+        ("generator.seed=abc", "generator.seed='abc' must be an integer"),
+        ("experiment=real_faces scorer.workers=x", "scorer.workers='x' must be an integer"),
+        ("tracking.progress=maybe", "tracking.progress='maybe' must be true or false"),
+        ("execution=ray execution.workers=0", "execution.workers=0 must be an integer >= 1"),
     ],
 )
 def test_bad_values_name_their_field(tmp_path, override, message):
-    code, err = cli_run(screen.main, [*TINY, f"tracking.root={tmp_path}", override])
+    code, err = cli_run(screen.main, [*TINY, f"tracking.root={tmp_path}", *override.split()])
     assert code == 2 and "Traceback" not in err, err
     lines = error_lines(err)
     assert len(lines) == 1 and message in lines[0], err
     assert not running_runs(tmp_path)
+
+
+def test_a_file_as_tracking_root_is_named_even_with_hydra_run_dir_set(tmp_path):
+    afile = tmp_path / "not-a-folder"
+    afile.write_text("")
+    argv = [*TINY, f"tracking.root={afile}", f"hydra.run.dir={tmp_path / 'job'}"]
+    code, err = cli_run(screen.main, argv)
+    assert code == 2 and "Traceback" not in err, err
+    assert error_lines(err) == [
+        f"ohlora_eval: error: tracking.root={afile} is a file, not a folder; set"
+        " tracking.root=<a writable folder> (made if missing)"
+    ]
 
 
 def test_select_cases_that_are_not_numbers(tmp_path):
