@@ -50,6 +50,10 @@ class Cutoffs:
         extra = cutoffs.get("identity") if hasattr(cutoffs, "get") else None
         return cls(*(cutoffs[p] for p in CORE_PROPERTIES), identity=extra)
 
+    def core(self) -> dict[str, float]:
+        """The three r cutoffs, by property."""
+        return {p: getattr(self, p) for p in CORE_PROPERTIES}
+
     def as_dict(self) -> dict[str, float]:
         """eyes, mouth, pose and (when set) identity: what a run logs and judges with."""
         out = {p: getattr(self, p) for p in CORE_PROPERTIES}

@@ -29,6 +29,7 @@ from omegaconf import OmegaConf
 
 from ohlora_eval.errors import UserError
 from ohlora_eval.formats.ohlora_results import read_native_table
+from ohlora_eval.pipeline.cutoffs import Cutoffs
 from ohlora_eval.tracking import store
 
 SHEETS = "review/sheets"  # the one folder of a run's own contact sheets
@@ -74,21 +75,6 @@ def reader_client(uri: str | None, root: str | os.PathLike | None) -> tuple[Mlfl
             " tracking URI such as http://127.0.0.1:5000 or sqlite:///mlruns/mlflow.db"
         ) from None
     return client, resolved
-
-
-@dataclass(frozen=True)
-class Cutoffs:
-    """The cutoffs a run judged at: |r| per property, and the identity distance (None: off).
-    (To be merged with the typed ``cutoff`` node of the config schema.)"""
-
-    eyes: float
-    mouth: float
-    pose: float
-    identity: float | None = None
-
-    def core(self) -> dict[str, float]:
-        """The three r cutoffs, by property."""
-        return {"eyes": self.eyes, "mouth": self.mouth, "pose": self.pose}
 
 
 @dataclass(frozen=True, eq=False)
