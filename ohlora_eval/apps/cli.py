@@ -89,17 +89,19 @@ def job_folder() -> Path | None:
         return None
 
 
-class _Terminal(logging.StreamHandler):
+class Terminal(logging.StreamHandler):
     """The package's records on the terminal as ``print`` wrote its lines: the message
     alone, on stdout for a record logged with ``extra=progress.STDOUT`` and on stderr for
     any other, to the ``sys.stdout``/``sys.stderr`` of the moment (a redirection, a test's
-    capture, is followed). An error writing (a closed pipe) reaches the caller, as print's."""
+    capture, is followed). An error writing (a closed pipe) reaches the caller, as print's.
+    A command's job gets two from conf/hydra/job_logging/ohlora.yaml; ``terminal`` adds
+    them outside a job."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, stream_name: str) -> None:
         super().__init__()
-        self.stream_name = name
+        self.stream_name = stream_name
         self.setFormatter(logging.Formatter("%(message)s"))
-        self.addFilter(lambda record: getattr(record, "stream", "stderr") == name)
+        self.addFilter(lambda record: getattr(record, "stream", "stderr") == stream_name)
 
     @property  # type: ignore[override]
     def stream(self) -> Any:
@@ -115,28 +117,43 @@ class _Terminal(logging.StreamHandler):
         stream.flush()
 
 
+_shown: list[list[logging.Handler]] = []  # the handlers of the open ``terminal`` blocks
+
+
 @contextlib.contextmanager
 def terminal() -> Iterator[None]:
     """The package's loggers (``ohlora_eval.*``) shown on the terminal for the block, at
     INFO, and only there (not passed on to the root logger, whose console handler Hydra
-    formats); then as they were. Nested or repeated: set up once."""
+    formats); then as they were. Nested, repeated or inside a job (whose ``job_logging``
+    shows them): set up once."""
     pkg = logging.getLogger(PACKAGE)
-    if any(isinstance(h, _Terminal) for h in pkg.handlers):
+    if any(isinstance(h, Terminal) for h in pkg.handlers):
         yield
         return
     saved = pkg.level, pkg.propagate
-    handlers = [_Terminal("stdout"), _Terminal("stderr")]
+    handlers: list[logging.Handler] = [Terminal("stdout"), Terminal("stderr")]
     for handler in handlers:
         pkg.addHandler(handler)
     pkg.setLevel(logging.INFO)
     pkg.propagate = False
+    _shown.append(handlers)
     try:
         yield
     finally:
+        _shown.remove(handlers)
         for handler in handlers:
             pkg.removeHandler(handler)
         pkg.setLevel(saved[0])
         pkg.propagate = saved[1]
+
+
+def _after_job() -> None:
+    """The package's logger as before the job (Hydra's ``job_logging`` set it for the job):
+    shown by the ``terminal`` block around the command, if any, else left to the root."""
+    pkg = logging.getLogger(PACKAGE)
+    pkg.handlers = list(_shown[-1]) if _shown else []
+    pkg.propagate = not _shown
+    pkg.setLevel(logging.INFO if _shown else logging.NOTSET)
 
 
 @contextlib.contextmanager
@@ -144,13 +161,12 @@ def job_log() -> Iterator[Path | None]:
     """In a Hydra job, what the terminal shows also goes to the job's log file for the block
     (yielded; None outside a job, or when Hydra's job logging writes no file).
 
-    The log is Hydra's: its ``job_logging`` gives the root logger a file handler,
-    ``<output folder>/<job name>.log`` (any file handler of the root that writes in the
-    job's folder), which gets the root's records (Hydra's own, other libraries'). Added to
-    it for the block, through that same handler: the package's records and those of loggers
-    that write to the terminal themselves (MLflow's); Python's warnings go to the root's
-    handlers (``logging.captureWarnings``: the terminal and the job log, as Hydra's
-    ``job_logging`` formats them). Progress bars are not logged."""
+    The log is Hydra's: its ``job_logging`` (conf/hydra/job_logging/ohlora.yaml) gives the
+    root logger and the package's a file handler, ``<output folder>/<job name>.log``. Added
+    to it for the block, through that same handler (any file handler of the root that
+    writes in the job's folder): loggers that write to the terminal themselves (MLflow's,
+    configured when first imported); and Python's warnings go to the root's handlers
+    (``logging.captureWarnings``). Progress bars are not logged."""
     folder = job_folder()
     if folder is None:
         yield None
@@ -164,7 +180,7 @@ def job_log() -> Iterator[Path | None]:
     if not files:
         yield None
         return
-    loggers = [logging.getLogger(PACKAGE), *_self_shown_loggers()]
+    loggers = _self_shown_loggers()  # the package's: conf/hydra/job_logging/ohlora.yaml
     for logger in loggers:
         for handler in files:
             logger.addHandler(handler)
@@ -193,15 +209,20 @@ def _self_shown_loggers() -> list[logging.Logger]:
 
 
 def _job(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """A command's job: what it says on the terminal (``terminal``) and in Hydra's job log
-    (``job_log``), MLflow's noise held back while it uses the store (``store.quiet``)."""
+    """A command's job: what it says on the terminal and in Hydra's job log (its
+    ``job_logging``, ``terminal`` where a job has none, ``job_log``), MLflow's noise held
+    back while it uses the store (``store.quiet``). After it, the package's logger is as
+    before the job (a command run in-process leaves no handler of its job behind)."""
 
     @functools.wraps(task)
     def run(cfg: Any) -> Any:
         from ohlora_eval.tracking import store
 
-        with terminal(), job_log(), store.quiet():
-            return task(cfg)
+        try:
+            with terminal(), job_log(), store.quiet():
+                return task(cfg)
+        finally:
+            _after_job()
 
     return run
 

@@ -8,6 +8,8 @@ import logging
 import warnings
 
 import pytest
+from helpers.paths import CONF_DIR
+from omegaconf import OmegaConf
 
 from ohlora_eval import progress
 from ohlora_eval.apps import cli
@@ -41,15 +43,27 @@ def test_a_program_that_imports_the_package_gets_no_handler_of_it(capsys):
 
 @pytest.fixture
 def hydra_job(tmp_path, monkeypatch):
-    """A Hydra job's logging as ``job_logging`` leaves it: a file handler on the root."""
+    """A Hydra job's logging as our ``job_logging`` (conf/hydra/job_logging/ohlora.yaml)
+    leaves it: a file handler on the root and on the package's logger, with its terminal."""
     monkeypatch.setattr(cli, "job_folder", lambda: tmp_path)
     handler = logging.FileHandler(tmp_path / "job.log")
     handler.setFormatter(logging.Formatter("[%(name)s][%(levelname)s] - %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
+    PKG.handlers = [cli.Terminal("stdout"), cli.Terminal("stderr"), handler]
+    PKG.propagate = False
+    PKG.setLevel(logging.INFO)
     yield tmp_path / "job.log"
+    cli._after_job()  # what a command's job does when it ends
     root.removeHandler(handler)
     handler.close()
+
+
+def test_our_job_logging_gives_the_package_the_terminal_and_the_job_log():
+    conf = OmegaConf.load(CONF_DIR / "hydra" / "job_logging" / "ohlora.yaml")
+    assert conf.loggers.ohlora_eval.handlers == ["stdout", "stderr", "file"]
+    assert not conf.loggers.ohlora_eval.propagate and "file" in conf.root.handlers
+    assert conf.handlers.stdout["()"] == "ohlora_eval.apps.cli.Terminal"
 
 
 def test_the_job_log_gets_every_line_the_terminal_shows(hydra_job, capsys):
@@ -75,7 +89,6 @@ def test_the_job_log_gets_every_line_the_terminal_shows(hydra_job, capsys):
     assert "[selfshown][WARNING] - a library's note\n" in log
     assert "[py.warnings][WARNING] - " in log and "cache chunk c.npz is not used" in log
     assert "after the job" not in log  # the job's handlers are gone after it
-    assert not any(isinstance(h, logging.FileHandler) for h in PKG.handlers)
 
 
 def test_outside_a_job_nothing_is_logged_to_a_file(monkeypatch):
