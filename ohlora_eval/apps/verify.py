@@ -22,8 +22,9 @@ from ohlora_eval.apps.cli import UserError, hydra_app
 from ohlora_eval.errors import int_in
 from ohlora_eval.progress import STDOUT
 from ohlora_eval.tracking import store
-from ohlora_eval.tracking.registry import load_selection, repair
+from ohlora_eval.tracking.registry import repair
 from ohlora_eval.tracking.runs import note_run
+from ohlora_eval.tracking.selections import load_selection
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 from ohlora_eval.errors import UserError
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.read_back import PER_VECTOR, RunView, reader_client
-from ohlora_eval.tracking.registry import load_selection
+from ohlora_eval.tracking.selections import load_selection
 
 DEFAULT_EXPERIMENT = "ohlora-eval"
 DEFAULT_SELECTION = "ohlora-final-latents@final"
@@ -202,7 +202,7 @@ def selection(
     root: str | os.PathLike | None = None,
 ) -> RecordedSelection:
     """The selection registered as ``model`` (``<name>@<alias>`` or ``<name>/<version>``),
-    loaded as ``python -m ohlora_eval.verify`` loads it (``registry.load_selection``)."""
+    loaded as ``python -m ohlora_eval.verify`` loads it (``selections.load_selection``)."""
     client, resolved = reader_client(uri, root)
     with store.usable(resolved), tempfile.TemporaryDirectory() as tmp:
         manifest, z, label = load_selection(client, model, Path(tmp))

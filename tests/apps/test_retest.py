@@ -68,7 +68,7 @@ def test_retest_reports_each_passed_vector_and_is_reproducible(make_cfg, store, 
 
     # select records the chosen vectors' stability from the run's latest re-test
     from ohlora_eval.apps.select import select
-    from ohlora_eval.tracking.registry import load_selection
+    from ohlora_eval.tracking.selections import load_selection
 
     chosen = int(table["case"].iloc[0])
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
