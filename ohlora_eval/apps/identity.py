@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from ohlora_eval import review
 from ohlora_eval.apps.build import build_identity
+from ohlora_eval.apps.config import Settings
 from ohlora_eval.pipeline import identity as ident
 from ohlora_eval.pipeline import judge
 from ohlora_eval.pipeline.cache import EmbeddingCache, MeasurementCache
@@ -54,25 +54,27 @@ class IdentityStage:
 
 def identity_stage(
     cfg: DictConfig,
+    typed: Settings,
     setup: Any,
     judged: pd.DataFrame,
     latents: Any,
     groups: list[str],
     cache: MeasurementCache | None,
-    settings: review.ReviewSettings,
 ) -> IdentityStage | None:
     """The identity stage, after judging r: the vectors in the model's scope (``judged``
-    at the run's cutoffs) embedded, from the measurement cache where kept."""
+    at the run's cutoffs) embedded, from the measurement cache where kept. ``cfg`` names
+    the identity model; ``typed``: the run's checked settings."""
     model = build_identity(cfg)
     if model is None:
         return None
-    cutoffs = judge.check_cutoffs(cfg.cutoff)
+    cutoffs = typed.cutoff.as_dict()
     scope = str(getattr(model, "scope", "near_pass"))
-    rows = np.flatnonzero(ident.in_scope(judged, cutoffs, settings.near_miss_margin, scope))
+    margin = typed.review.near_miss_margin
+    rows = np.flatnonzero(ident.in_scope(judged, cutoffs, margin, scope))
     model_id = digest([type(model).__name__, str(getattr(model, "weights_id", "unknown"))])[:16]
     kept = EmbeddingCache(cache.dir, cache.key, model_id) if cache else None
     found = ident.measure_identity(
-        setup, model, latents, rows, groups, cache=kept, progress=bool(cfg.tracking.progress)
+        setup, model, latents, rows, groups, cache=kept, progress=typed.tracking.progress
     )
     table = ident.identity_columns(found, setup.grid, len(judged))
     limit = judge.identity_cutoff(cutoffs)

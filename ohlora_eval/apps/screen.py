@@ -192,7 +192,7 @@ def _evaluate_in_run(
         images_per_vector=setup.m,
     )
     by_r = table({p: cutoffs[p] for p in ("eyes", "mouth", "pose")})  # identity's scope
-    identity = identity_stage(cfg, setup, by_r, latents, measured.groups, cache, settings)
+    identity = identity_stage(cfg, typed, setup, by_r, latents, measured.groups, cache)
     per_vector = table(cutoffs, identity=identity.table.columns if identity else None)
     threshold = identity.threshold if identity else None
     metrics = judge.run_metrics(per_vector, identity_threshold=threshold)
