@@ -51,22 +51,41 @@ PROPERTIES = CORE_PROPERTIES  # eyes, mouth, pose: the columns of every (n, 3) a
 _CELLS_PER_CHUNK = 4_000_000  # per-vector histograms are built this many cells at a time
 
 
+def grid_length(lo: float, hi: float, step: float) -> int:
+    """How many cutoffs ``cutoff_grid(lo, hi, step)`` holds (known before building it)."""
+    return int(np.floor((hi - lo) / step + 1e-9)) + 1
+
+
 def cutoff_grid(lo: float, hi: float, step: float) -> np.ndarray:
     """``lo, lo + step, ...`` up to ``hi`` (included when on the grid), each rounded to 10
     decimals so that 0.92 on the grid is the same float as ``cutoff.eyes=0.92``."""
-    count = int(np.floor((hi - lo) / step + 1e-9)) + 1
-    return np.round(lo + step * np.arange(count), 10)
+    return np.round(lo + step * np.arange(grid_length(lo, hi, step)), 10)
 
 
-def levels(abs_r: np.ndarray, grids: Sequence[np.ndarray]) -> np.ndarray:
+def passes_cutoffs(
+    abs_r: np.ndarray, cutoffs: Mapping[str, float], valid: np.ndarray | None = None
+) -> np.ndarray:
+    """(..., 3) |r| -> (...) bool: every |r| clears its cutoff (an undefined r never does)
+    and, where ``valid`` is given, it is True."""
+    cut = np.array([float(cutoffs[p]) for p in PROPERTIES])
+    with np.errstate(invalid="ignore"):
+        ok = (np.asarray(abs_r, dtype=np.float64) >= cut).all(axis=-1)
+    return ok if valid is None else ok & np.asarray(valid, dtype=bool)
+
+
+def levels(
+    abs_r: np.ndarray, grids: Sequence[np.ndarray], valid: np.ndarray | None = None
+) -> np.ndarray:
     """(..., 3) |r| -> (..., 3) ints: how many values of each property's grid ``|r|``
-    clears (``|r| >= g``); an undefined r (NaN) clears none."""
+    clears (``|r| >= g``); an undefined r (NaN), or one where ``valid`` is False, clears none."""
     abs_r = np.asarray(abs_r, dtype=np.float64)
     out = np.zeros(abs_r.shape, dtype=np.int64)
     for p, grid in enumerate(grids):
         col = abs_r[..., p]
         lv = np.searchsorted(grid, np.nan_to_num(col, nan=-np.inf), side="right")
         out[..., p] = np.where(np.isnan(col), 0, lv)
+    if valid is not None:
+        out[~np.asarray(valid, dtype=bool)] = 0
     return out
 
 
@@ -119,12 +138,7 @@ class Repetitions:
 
     def passes(self) -> np.ndarray:
         """(m,) how many repetitions of each vector pass the re-test's own cutoffs."""
-        cut = np.array([float(self.cutoffs[p]) for p in PROPERTIES])
-        with np.errstate(invalid="ignore"):
-            ok = (np.asarray(self.abs_r, dtype=np.float64) >= cut).all(axis=2)
-        if self.valid is not None:
-            ok &= np.asarray(self.valid, dtype=bool)
-        return ok.sum(axis=1)
+        return passes_cutoffs(self.abs_r, self.cutoffs, self.valid).sum(axis=1)
 
     @property
     def k(self) -> int:
@@ -153,6 +167,10 @@ class Frontier:
     @property
     def has_retest(self) -> bool:
         return self.expected is not None
+
+    def all_retested(self) -> np.ndarray:
+        """(bool, per triple; with a re-test) it passes vectors, every one of them re-tested."""
+        return (self.passed > 0) & (self.not_retested == 0)
 
     def strictness(self) -> np.ndarray:
         """The sum of the three cutoffs at each triple (rounded: sums are compared)."""
@@ -188,8 +206,7 @@ class Frontier:
         was re-tested. Without: passed vs strictness, the strictest cutoffs for each number
         of vectors passing. Triples passing no vector are never on it."""
         if self.expected is not None and self.not_retested is not None:
-            ok = (self.passed > 0) & (self.not_retested == 0)
-            return pareto_front(self.passed, self.expected, ok)
+            return pareto_front(self.passed, self.expected, self.all_retested())
         return pareto_front(-self.passed, self.strictness(), self.passed > 0)
 
     def table(self) -> pd.DataFrame:
@@ -243,9 +260,7 @@ def frontier(
     ``identity``: an identity cutoff every triple applies too)."""
     ge, gm, gp = (np.asarray(g, dtype=np.float64) for g in grids)
     axes, shape = (ge, gm, gp), (len(ge), len(gm), len(gp))
-    lv = levels(abs_r, axes)
-    if valid is not None:
-        lv[~np.asarray(valid, dtype=bool)] = 0
+    lv = levels(abs_r, axes, valid)
     unknown = None
     if identity is not None:
         unknown = count_passing(lv[identity.unknown()], shape)
@@ -257,9 +272,7 @@ def frontier(
         return result
     rows = np.asarray(retest.rows, dtype=np.int64)
     m, k = retest.abs_r.shape[:2]
-    rep = levels(retest.abs_r, axes)
-    if retest.valid is not None:
-        rep[~np.asarray(retest.valid, dtype=bool)] = 0
+    rep = levels(retest.abs_r, axes, retest.valid)
     need = _need(k, reliable_at)
     # Re-passing the re-test's cutoffs: each re-tested vector weighs its passes there.
     passes = retest.passes()
@@ -270,9 +283,7 @@ def frontier(
     both = np.minimum(rep, lv[rows][:, None, :])  # (m, k, 3)
     result.expected_here = count_passing(both.reshape(-1, 3), shape) / k
     result.reliable_here = _reliable(both, shape, need)
-    untested = np.ones(len(lv), dtype=bool)
-    untested[rows] = False
-    result.not_retested = count_passing(lv[untested], shape)
+    result.not_retested = count_passing(np.delete(lv, rows, axis=0), shape)
     result.k, result.retested, result.retest_cutoffs = k, m, dict(retest.cutoffs)
     return result
 
@@ -306,12 +317,8 @@ def judge_at(
     identity: IdentityFilter | None = None,
 ) -> dict[str, float]:
     """The same figures at one triple of cutoffs (on the grid or not), with plain masks."""
-    cut = np.array([float(cutoffs[p]) for p in PROPERTIES])
-    with np.errstate(invalid="ignore"):
-        ok = (np.asarray(abs_r, dtype=np.float64) >= cut).all(axis=1)
-    if valid is not None:
-        ok &= np.asarray(valid, dtype=bool)
-    out: dict[str, float] = {**{p: float(cutoffs[p]) for p in PROPERTIES}}
+    ok = passes_cutoffs(abs_r, cutoffs, valid)
+    out: dict[str, float] = {p: float(cutoffs[p]) for p in PROPERTIES}
     if identity is not None:
         out["identity_unknown"] = int((ok & identity.unknown()).sum())
         ok &= identity.kept()
@@ -319,20 +326,14 @@ def judge_at(
     if retest is None:
         return out
     rows = np.asarray(retest.rows, dtype=np.int64)
-    with np.errstate(invalid="ignore"):
-        rep_ok = (np.asarray(retest.abs_r, dtype=np.float64) >= cut).all(axis=2)
-    if retest.valid is not None:
-        rep_ok &= np.asarray(retest.valid, dtype=bool)
     sel = ok[rows]  # the re-tested vectors these cutoffs pass
     prob = retest.passes() / retest.k  # re-passing the re-test's own cutoffs
-    here = rep_ok.mean(axis=1)  # re-passing these cutoffs
-    tested = np.zeros(len(ok), dtype=bool)
-    tested[rows] = True
+    here = passes_cutoffs(retest.abs_r, cutoffs, retest.valid).mean(axis=1)  # these cutoffs
     out["expected_re_pass"] = float(prob[sel].sum())
     out["reliable"] = int((prob[sel] >= reliable_at).sum())
     out["expected_here"] = float(here[sel].sum())
     out["reliable_here"] = int((here[sel] >= reliable_at).sum())
-    out["not_retested"] = int((ok & ~tested).sum())
+    out["not_retested"] = int(np.delete(ok, rows).sum())
     return out
 
 
@@ -384,5 +385,4 @@ def most_expected(fr: Frontier) -> tuple | None:
     as cutoffs loosen); ties: the strictest. None without a re-test or such a triple."""
     if fr.expected is None or fr.not_retested is None:
         return None
-    ok = (fr.passed > 0) & (fr.not_retested == 0)
-    return _best(fr, ok, first=fr.expected)
+    return _best(fr, fr.all_retested(), first=fr.expected)
