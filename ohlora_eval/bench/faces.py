@@ -171,7 +171,6 @@ def _identity_rates(
 
 
 def faces_report(fc: dict[str, Any]) -> list[str]:
-
     out = ["\n[6] Real faces: the DCGAN and dlib's landmarks from PyPI (experiment=real_faces)"]
     if fc.get("skipped"):
         return [*out, f"  skipped ({fc['reason']})"]
@@ -181,19 +180,15 @@ def faces_report(fc: dict[str, Any]) -> list[str]:
         f" {s['images_per_step']} images per step, median of {s['repeats']}"
     )
     out.append(f"  generator: {s['generator']}\n  scorer: {s['scorer']}")
-    rows = [
-        ["stage", "images/s", "s"],
-        ["generating alone", num(r["generate"], 0), num(fc["seconds"]["generate"], 2)],
-        ["scoring alone", num(r["score"], 0), num(fc["seconds"]["score"], 2)],
-        ["the whole measuring step", num(r["pipeline"], 0), num(fc["seconds"]["pipeline"], 2)],
-        *(
-            [label, num(r[key], 0), num(fc["seconds"][key], 2)]
-            for label, key in (
-                ("generating, 1 thread", "generate_1core"),
-                ("scoring, 1 worker", "score_1core"),
-            )
-        ),
-    ]
+    stages = (
+        ("generating alone", "generate"),
+        ("scoring alone", "score"),
+        ("the whole measuring step", "pipeline"),
+        ("generating, 1 thread", "generate_1core"),
+        ("scoring, 1 worker", "score_1core"),
+    )
+    rows = [["stage", "images/s", "s"]]
+    rows += [[label, num(r[key], 0), num(fc["seconds"][key], 2)] for label, key in stages]
     out.append(table(rows))
     out.append(
         f"  pipeline / slower stage alone: {num(q['pipeline_over_slower_stage'], 2)} (target 0.8);"

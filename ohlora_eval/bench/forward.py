@@ -34,15 +34,11 @@ def pipeline_scores(
     groups_of: GroupFn | None = None,
     image_stats: ImageStats | None = None,
 ) -> np.ndarray:
-    """(p): every vector's edit grid through ``measure``, no cache: (n, m, 3) float32."""
-    measured = measure(
-        setup,
-        latents,
-        chunk,
-        groups_of=groups_of,
-        image_stats=image_stats,
-    )  # the default context: no cache, no progress bar, this process
-    return measured.scores
+    """(p): every vector's edit grid through ``measure``, no cache: (n, m, 3) float32.
+
+    ``measure``'s default context: no cache, no progress bar, this process.
+    """
+    return measure(setup, latents, chunk, groups_of=groups_of, image_stats=image_stats).scores
 
 
 @contextlib.contextmanager

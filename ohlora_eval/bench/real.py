@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,19 @@ def recipe_models(work: Path, device: str) -> tuple[Generator, PropertyScorer]:
     )
 
 
+def _rates(rate_of: Callable[[str, int], float], m: int, sizes: list[int]) -> dict[str, Any]:
+    """Images per (wall or CPU) second of each variant, named as the JSON names them."""
+    ceiling = {str(b): rate_of(f"a{b}", b) for b in sizes}
+    best = max(ceiling, key=ceiling.get) if ceiling else None
+    return {
+        "pipeline": rate_of("pipeline", m),
+        "loop": rate_of("loop", m),
+        "ceiling_best": ceiling[best] if best else float("nan"),
+        "ceiling_best_batch": int(best) if best else None,
+        "ceiling_by_batch": ceiling,
+    }
+
+
 def real_section(args: argparse.Namespace) -> dict[str, Any]:
     """StyleGAN-FineTune-v9 + merged CNN (recipe weights) on one vector: batched vs loop vs bare."""
     cfg = compose([f"device={args.device}"])
@@ -84,15 +98,7 @@ def real_section(args: argparse.Namespace) -> dict[str, Any]:
             runs.time(
                 f"a{b}", lambda b=b: bare_forward(generator, scorer, mids[:b], layer, b), device
             )
-    ceiling = {str(b): runs.rate(f"a{b}", b) for b in sizes}
-    ceiling_cpu = {str(b): runs.cpu_rate(f"a{b}", b) for b in sizes}
-    best = max(ceiling, key=ceiling.get) if ceiling else None
-    best_cpu = max(ceiling_cpu, key=ceiling_cpu.get) if ceiling_cpu else None
-    t_p, t_b = runs.wall["pipeline"][0], runs.wall["loop"][0]
-    rate_p, rate_b = m / t_p, m / t_b
-    rate_a = ceiling[best] if best else float("nan")
-    cpu_a = ceiling_cpu[best_cpu] if best_cpu else None
-    cpu_p, cpu_b = runs.cpu_rate("pipeline", m), runs.cpu_rate("loop", m)
+    rate, cpu_rate = _rates(runs.rate, m, sizes), _rates(runs.cpu_rate, m, sizes)
     gap = np.abs(b_scores - p_scores)
     return {
         "settings": {
@@ -121,29 +127,21 @@ def real_section(args: argparse.Namespace) -> dict[str, Any]:
             "repeats": 1,
         },
         "build_seconds": t_build,
-        "seconds": {"pipeline": t_p, "loop": t_b, "section_total": time.perf_counter() - t0},
+        "seconds": {
+            "pipeline": runs.wall["pipeline"][0],
+            "loop": runs.wall["loop"][0],
+            "section_total": time.perf_counter() - t0,
+        },
         "runs_seconds": runs.wall,
         "runs_cpu_seconds": runs.cpu,
         "runs_page_faults": runs.faults,
-        "images_per_sec": {
-            "pipeline": rate_p,
-            "loop": rate_b,
-            "ceiling_best": rate_a,
-            "ceiling_best_batch": int(best) if best else None,
-            "ceiling_by_batch": ceiling,
-        },
-        "images_per_cpu_sec": {
-            "pipeline": cpu_p,
-            "loop": cpu_b,
-            "ceiling_best": cpu_a,
-            "ceiling_best_batch": int(best_cpu) if best_cpu else None,
-            "ceiling_by_batch": ceiling_cpu,
-        },
+        "images_per_sec": rate,
+        "images_per_cpu_sec": cpu_rate,
         "ratios": {
-            "batched_over_loop": ratio(rate_p, rate_b),
-            "batched_over_ceiling": ratio(rate_p, rate_a),
-            "batched_over_loop_cpu": ratio(cpu_p, cpu_b),
-            "batched_over_ceiling_cpu": ratio(cpu_p, cpu_a),
+            "batched_over_loop": ratio(rate["pipeline"], rate["loop"]),
+            "batched_over_ceiling": ratio(rate["pipeline"], rate["ceiling_best"]),
+            "batched_over_loop_cpu": ratio(cpu_rate["pipeline"], cpu_rate["loop"]),
+            "batched_over_ceiling_cpu": ratio(cpu_rate["pipeline"], cpu_rate["ceiling_best"]),
         },
         "checks": {
             "jpeg_loop_vs_pipeline_abs_diff_mean": float(gap.mean()),

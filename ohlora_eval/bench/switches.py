@@ -32,7 +32,7 @@ from ohlora_eval.bench.config import compose, config_grid, model_settings
 from ohlora_eval.bench.forward import pipeline_scores
 from ohlora_eval.bench.real import random_directions
 from ohlora_eval.bench.synthetic import fit_directions
-from ohlora_eval.bench.timing import ratio, sync
+from ohlora_eval.bench.timing import ratio, timed
 from ohlora_eval.pipeline import device as dev
 from ohlora_eval.pipeline import judge
 from ohlora_eval.pipeline.edit import EditSetup
@@ -158,20 +158,11 @@ def agreement(
 
 def _timed_run(setup: EditSetup, latents: Tensor, chunk: int, device: str) -> dict[str, Any]:
     """Warm-up on one vector (untimed; pays the compile), then the whole set, timed."""
-    sync(device)
-    t0 = time.perf_counter()
-    pipeline_scores(setup, latents[:1], chunk)
-    sync(device)
-    warm = time.perf_counter() - t0
-    c0, t0 = time.process_time(), time.perf_counter()
-    scores = pipeline_scores(setup, latents, chunk)
-    sync(device)
-    return {
-        "warmup_seconds": warm,
-        "seconds": time.perf_counter() - t0,
-        "cpu_seconds": time.process_time() - c0,
-        "scores": scores,
-    }
+    warm, _ = timed(lambda: pipeline_scores(setup, latents[:1], chunk), device)
+    c0 = time.process_time()
+    seconds, scores = timed(lambda: pipeline_scores(setup, latents, chunk), device)
+    cpu = time.process_time() - c0
+    return {"warmup_seconds": warm, "seconds": seconds, "cpu_seconds": cpu, "scores": scores}
 
 
 def model_set(

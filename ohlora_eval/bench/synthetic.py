@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,22 @@ def time_variants(
     return t
 
 
+def _rates(
+    rate_of: Callable[[str, int], float], images: dict[str, int], batch_sizes: list[int]
+) -> dict[str, Any]:
+    """Images per (wall or CPU) second of each variant, named as the JSON names them."""
+    rate = {k: rate_of(k, n) for k, n in images.items()}
+    best = max(batch_sizes, key=lambda b: rate[f"a{b}"])
+    return {
+        "p_pipeline": rate["p"],
+        "p_eval_chunk": rate.get("p_eval"),
+        "a_ceiling_best": rate[f"a{best}"],
+        "a_ceiling_best_batch": best,
+        "a_ceiling_by_batch": {str(b): rate[f"a{b}"] for b in batch_sizes},
+        "b_one_at_a_time": rate["b"],
+    }
+
+
 def synthetic_section(args: argparse.Namespace) -> dict[str, Any]:
     """(p) pipeline vs (a) bare forward at several batch sizes vs (b) one at a time + JPEG."""
     cfg = compose([f"device={args.device}"])
@@ -153,12 +170,9 @@ def synthetic_section(args: argparse.Namespace) -> dict[str, Any]:
     t = time_variants(args, setup, latents, chunk, hooks, batch_sizes, n_b)
 
     runs, images = t.runs, n * m
-    sizes = {"b": n_b * m}
-    rate = {k: runs.rate(k, sizes.get(k, images)) for k in runs.wall}
-    cpu_rate = {k: runs.cpu_rate(k, sizes.get(k, images)) for k in runs.wall}
-    best_b = max(batch_sizes, key=lambda b: rate[f"a{b}"])
-    best_b_cpu = max(batch_sizes, key=lambda b: cpu_rate[f"a{b}"])
-    a_best, a_best_cpu = rate[f"a{best_b}"], cpu_rate[f"a{best_b_cpu}"]
+    sizes = {k: n_b * m if k == "b" else images for k in runs.wall}
+    rate = _rates(runs.rate, sizes, batch_sizes)
+    cpu_rate = _rates(runs.cpu_rate, sizes, batch_sizes)
     assert t.p is not None and t.b is not None
     jpeg_gap = np.abs(t.b - t.p[:n_b])
     return {
@@ -189,27 +203,13 @@ def synthetic_section(args: argparse.Namespace) -> dict[str, Any]:
         "runs_seconds": runs.wall,
         "runs_cpu_seconds": runs.cpu,
         "runs_page_faults": runs.faults,
-        "images_per_sec": {
-            "p_pipeline": rate["p"],
-            "p_eval_chunk": rate.get("p_eval"),
-            "a_ceiling_best": a_best,
-            "a_ceiling_best_batch": best_b,
-            "a_ceiling_by_batch": {str(b): rate[f"a{b}"] for b in batch_sizes},
-            "b_one_at_a_time": rate["b"],
-        },
-        "images_per_cpu_sec": {
-            "p_pipeline": cpu_rate["p"],
-            "p_eval_chunk": cpu_rate.get("p_eval"),
-            "a_ceiling_best": a_best_cpu,
-            "a_ceiling_best_batch": best_b_cpu,
-            "a_ceiling_by_batch": {str(b): cpu_rate[f"a{b}"] for b in batch_sizes},
-            "b_one_at_a_time": cpu_rate["b"],
-        },
+        "images_per_sec": rate,
+        "images_per_cpu_sec": cpu_rate,
         "ratios": {
-            "p_over_a": ratio(rate["p"], a_best),
-            "p_over_b": ratio(rate["p"], rate["b"]),
-            "p_over_a_cpu": ratio(cpu_rate["p"], a_best_cpu),
-            "p_over_b_cpu": ratio(cpu_rate["p"], cpu_rate["b"]),
+            "p_over_a": ratio(rate["p_pipeline"], rate["a_ceiling_best"]),
+            "p_over_b": ratio(rate["p_pipeline"], rate["b_one_at_a_time"]),
+            "p_over_a_cpu": ratio(cpu_rate["p_pipeline"], cpu_rate["a_ceiling_best"]),
+            "p_over_b_cpu": ratio(cpu_rate["p_pipeline"], cpu_rate["b_one_at_a_time"]),
             "target_p_over_a": TARGET_P_OVER_A,
             "target_p_over_b": TARGET_P_OVER_B,
         },
