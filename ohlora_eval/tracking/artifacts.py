@@ -41,6 +41,7 @@ from ohlora_eval.tracking.contact_sheets import (
     Linker,
     SheetLedger,
     SheetMaker,
+    held_files,
     local_dir,
     sheet_title,
 )
@@ -102,45 +103,23 @@ class RunOutputs:
     identity: np.ndarray | None = None  # (n, m) identity distances (NaN: not measured)
 
 
-def _unique(*groups: Iterable[int]) -> list[int]:
-    seen: dict[int, None] = {}
-    for group in groups:
-        for c in group:
-            seen.setdefault(int(c), None)
-    return list(seen)
-
-
 FILES_LEDGER = "files.json"  # beside the cache's sheet folder: who stored them
 
 
 def _shared_files_run(
-    client: MlflowClient,
-    ledger: Path,
-    cases: np.ndarray,
-    names: Iterable[str],
-    identity: str | None = None,
+    client: MlflowClient, ledger: Path, entry: Mapping[str, Any], names: Iterable[str]
 ) -> str | None:
-    """A live run of this store that holds ``names`` for exactly these cases of this
-    measurement (recorded in ``ledger``), with the same identity distances (``identity``:
-    their digest, None when the run measured none), or None."""
+    """A live run of this store that holds ``names`` for exactly what ``entry`` describes
+    (store, cases of this measurement and the digest of their identity distances, None when
+    the run measured none), as recorded in ``ledger``, or None."""
     try:
-        entry = json.loads(ledger.read_text())
+        found = json.loads(ledger.read_text())
     except (OSError, ValueError):
         return None
-    if entry.get("uri") != store.display_uri(client.tracking_uri):
+    if any(found.get(key) != value for key, value in entry.items() if key != "run_id"):
         return None
-    if entry.get("cases") != fingerprint.digest(np.asarray(cases, dtype=np.int64).tolist()):
-        return None
-    if entry.get("identity") != identity:
-        return None
-    try:
-        run = store.retry(client.get_run, entry["run_id"])
-        held = {a.path for a in store.retry(client.list_artifacts, entry["run_id"])}
-    except Exception:  # noqa: BLE001 - gone: this run stores them itself
-        return None
-    if run.info.lifecycle_stage != "active" or not set(names) <= held:
-        return None
-    return str(entry["run_id"])
+    held = held_files(client, str(found.get("run_id")))  # None: gone, this run stores them
+    return str(found["run_id"]) if held is not None and set(names) <= held else None
 
 
 def log_artifacts(out: RunOutputs) -> None:
@@ -164,9 +143,14 @@ def _log_artifacts(out: RunOutputs, step: Step) -> None:
         cases = per_vector["case"].to_numpy()
         names = ["latents.npy", *(["per_image.csv"] if settings["per_image"] else [])]
         files_ledger = out.sheets.folder.parent / FILES_LEDGER
-        ids = None if out.identity is None else fingerprint.digest(out.identity)[:32]
+        entry = {
+            "uri": store.display_uri(client.tracking_uri),
+            "run_id": out.run_id,
+            "cases": fingerprint.digest(np.asarray(cases, dtype=np.int64).tolist()),
+            "identity": None if out.identity is None else fingerprint.digest(out.identity)[:32],
+        }
         with file_lock(out.sheets.folder.parent / ".files.lock"):
-            shared = _shared_files_run(client, files_ledger, cases, names, ids)
+            shared = _shared_files_run(client, files_ledger, entry, names)
             if shared is None:
                 if settings["per_image"]:
                     write_per_image(
@@ -176,12 +160,6 @@ def _log_artifacts(out: RunOutputs, step: Step) -> None:
                     out.latents.save_npy(folder / "latents.npy")
                 else:
                     np.save(folder / "latents.npy", out.latents)
-                entry = {
-                    "uri": store.display_uri(client.tracking_uri),
-                    "run_id": out.run_id,
-                    "cases": fingerprint.digest(np.asarray(cases, dtype=np.int64).tolist()),
-                    "identity": ids,
-                }
                 atomic_write(files_ledger, json.dumps(entry).encode())
             else:
                 store.retry(mlflow.set_tag, FILES_TAG, shared)
@@ -191,7 +169,8 @@ def _log_artifacts(out: RunOutputs, step: Step) -> None:
         ranked = review.review_order(per_vector, out.review.rank_by)
         passed = ranked.loc[ranked["passed"] == "O", "case"].head(settings["grids"]["passed"])
         best = ranked["case"].head(settings["grids"]["best"])
-        needed = _unique(review.page_cases(per_vector, out.cutoffs, out.review), passed, best)
+        page_cases = review.page_cases(per_vector, out.cutoffs, out.review)
+        needed = list(dict.fromkeys(int(c) for group in (page_cases, passed, best) for c in group))
         step.count(len(needed), "contact sheets")  # the heartbeat counts them from here
         with (
             timed(f"contact sheets and review page ({len(needed)} sheets)"),

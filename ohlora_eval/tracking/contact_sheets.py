@@ -151,6 +151,17 @@ def local_dir(artifact_uri: str | None) -> Path | None:
     return None
 
 
+def held_files(client: MlflowClient, run_id: str, folder: str | None = None) -> set[str] | None:
+    """The artifact paths run ``run_id`` holds (in ``folder``), or None when the run is
+    deleted or cannot be read."""
+    try:
+        run = store.retry(client.get_run, run_id)
+        files = {a.path for a in store.retry(client.list_artifacts, run_id, folder)}
+    except Exception:  # noqa: BLE001 - a run or folder that cannot be read is gone
+        return None
+    return files if run.info.lifecycle_stage == "active" else None
+
+
 class SheetLedger:
     """Which run stored each contact sheet of one measurement (``<sheet folder>/logged.json``),
     so that runs re-using a measurement link to its sheets instead of storing them again.
@@ -186,13 +197,7 @@ class SheetLedger:
     def _held(self, run_id: str) -> set[str] | None:
         """The sheet paths ``run_id`` holds, or None when the run is gone."""
         if run_id not in self._runs:
-            try:
-                run = store.retry(self.client.get_run, run_id)
-                ok = run.info.lifecycle_stage == "active"
-                files = {a.path for a in store.retry(self.client.list_artifacts, run_id, SHEETS)}
-            except Exception:  # noqa: BLE001 - a run or folder that cannot be read is gone
-                ok, files = False, set()
-            self._runs[run_id] = files if ok else None
+            self._runs[run_id] = held_files(self.client, run_id, SHEETS)
         return self._runs[run_id]
 
     def lookup(self, cases: Iterable[int]) -> dict[int, Logged]:

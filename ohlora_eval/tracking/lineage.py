@@ -101,6 +101,14 @@ def _input(dataset: Dataset, context: str) -> DatasetInput:
     return DatasetInput(dataset, tags=[InputTag(CONTEXT_TAG, context)])
 
 
+def _log_inputs(inputs: list[DatasetInput]) -> tuple[MlflowClient, str]:
+    """``inputs`` into the active run; the client and the run's id, for more."""
+    run_id = mlflow.active_run().info.run_id
+    client = MlflowClient(mlflow.get_tracking_uri())
+    store.retry(client.log_inputs, run_id, datasets=inputs)
+    return client, run_id
+
+
 def log_screening_inputs(
     latents: Any, directions: Directions, seed: int | None, generator: object
 ) -> None:
@@ -110,8 +118,7 @@ def log_screening_inputs(
     found = directions_dataset(directions)
     if found is not None:
         inputs.append(_input(found, DIRECTIONS))
-    run_id = mlflow.active_run().info.run_id
-    store.retry(MlflowClient(mlflow.get_tracking_uri()).log_inputs, run_id, datasets=inputs)
+    _log_inputs(inputs)
 
 
 def log_selection(
@@ -126,9 +133,7 @@ def log_selection(
     source = {"run_id": source_run_id, "cases": cases, "file": "selection/ohlora_z_vectors.csv"}
     profile = {"count": n, "dim": dim, "cases": cases, "digest": digest}
     dataset = _dataset(SELECTION, digest, source, profile, origin=f"from-{source_run_id[:8]}")
-    run_id = mlflow.active_run().info.run_id
-    client = MlflowClient(mlflow.get_tracking_uri())
-    store.retry(client.log_inputs, run_id, datasets=[_input(dataset, SELECTION)])
+    client, run_id = _log_inputs([_input(dataset, SELECTION)])
     if model_id:  # the logged model's metric names the dataset (the client's call: the fluent
         # one would also log the model as an input of the run that made it)
         store.retry(
@@ -157,6 +162,4 @@ def log_inputs_of(source: Run) -> None:
     run's candidates with its directions, so the runs table shows the same lineage)."""
     items = source.inputs.dataset_inputs if source.inputs else []
     if items:
-        run_id = mlflow.active_run().info.run_id
-        client = MlflowClient(mlflow.get_tracking_uri())
-        store.retry(client.log_inputs, run_id, datasets=list(items))
+        _log_inputs(list(items))

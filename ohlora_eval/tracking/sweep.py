@@ -17,35 +17,39 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import signal
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import psutil
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from ohlora_eval.progress import STDOUT
-from ohlora_eval.tracking import store
+from ohlora_eval.tracking import store, system_metrics
 from ohlora_eval.tracking.dead_runs import close_abandoned_runs, process_tags
+from ohlora_eval.tracking.runs import NOTE_TAG
 from ohlora_eval.tracking.sweep_table import compare, plot_sweep, sweep_cost, sweep_note
 from ohlora_eval.tracking.ui_links import ui_url
 
 log = logging.getLogger(__name__)
 
-_OPEN: dict[str, str] = {}
-"""The sweep this process opened and has not ended yet: its parent run and store."""
-_MONITOR: list[Any] = []
-"""The open sweep's system-metrics monitor (``system_metrics.RunMonitor``), if any."""
+_OPEN: dict[str, Any] = {}
+"""The sweep this process opened and has not ended yet: its parent run, store and the
+``ExitStack`` that ends its system metrics."""
 
 PARENT_FILE = ".mlflow_parent_run"
 SWEPT_FILE = ".ohlora_swept_keys"
-NOTE_TAG = "mlflow.note.content"
+
+
+def _parent_in(folder: Path) -> str | None:
+    """The parent run the callback wrote into the sweep folder, if it made one."""
+    path = folder / PARENT_FILE
+    return path.read_text().strip() if path.is_file() else None
 
 
 def parent_run_id() -> str | None:
@@ -54,8 +58,7 @@ def parent_run_id() -> str | None:
         folder = Path(HydraConfig.get().sweep.dir)
     except Exception:
         return None
-    path = folder / PARENT_FILE
-    return path.read_text().strip() if path.is_file() else None
+    return _parent_in(folder)
 
 
 def swept_overrides(overrides: list[str]) -> list[str]:
@@ -123,23 +126,21 @@ class SweepParent(Callback):
         )
         (folder / PARENT_FILE).write_text(run.info.run_id)
         _OPEN.update(parent=run.info.run_id, uri=uri)
-        _watch(client, run.info.run_id, config.tracking)
+        _OPEN["metrics"] = _watch(client, run.info.run_id, config.tracking)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.enabled or "tracking" not in config:
             return
         folder = Path(config.hydra.sweep.dir)
-        parent = (
-            (folder / PARENT_FILE).read_text().strip() if (folder / PARENT_FILE).is_file() else None
-        )
+        parent = _parent_in(folder)
         if parent is None:
             return
-        _OPEN.clear()
-        _unwatch()
+        _forget_open()
         uri = store.resolve_uri(config.tracking.uri, config.tracking.root)
         client = MlflowClient(uri)
         table = compare(client, parent, folder)
-        started = store.retry(client.get_run, parent).info.start_time
+        info = store.retry(client.get_run, parent).info
+        started = info.start_time
         wall_s = max(0.0, time.time() - started / 1000) if started else float("nan")
         cost = sweep_cost(table, wall_s)
         with tempfile.TemporaryDirectory() as tmp:
@@ -158,7 +159,7 @@ class SweepParent(Callback):
         store.retry(client.log_metric, parent, "images_measured", float(cost["images"]))
         status = "FINISHED" if len(table) and finished.all() else "FAILED"
         store.retry(client.set_terminated, parent, status)
-        exp_id = client.get_run(parent).info.experiment_id
+        exp_id = info.experiment_id
         log.info(
             f"\nohlora_eval: sweep {folder.name}: {int(finished.sum())} of {len(table)} points"
             f" finished\n\n{text}\n\n  parent run {parent}: {ui_url(uri, exp_id, parent)}"
@@ -167,28 +168,28 @@ class SweepParent(Callback):
         )
 
 
-def _watch(client: MlflowClient, parent: str, tracking: Any) -> None:
+def _watch(client: MlflowClient, parent: str, tracking: Any) -> contextlib.ExitStack:
     """The parent run records the system metrics of the whole sweep (``tracking.system_metrics``;
-    a bad value is left for the first job to report in one line)."""
-    from ohlora_eval.tracking import system_metrics
-
+    a bad value is left for the first job to report in one line) until the stack is closed."""
+    stack = contextlib.ExitStack()
     try:
         settings = system_metrics.check(
             tracking.get("system_metrics", True),
             tracking.get("system_metrics_interval_s", system_metrics.DEFAULT_INTERVAL_S),
         )
     except ValueError:
-        return
-    if settings.enabled:
-        try:
-            _MONITOR.append(system_metrics.RunMonitor(client, parent, settings.interval_s).start())
-        except Exception as exc:  # noqa: BLE001 - the sweep goes on without them
-            log.warning(f"ohlora_eval: no system metrics for sweep run {parent}: {exc}")
+        return stack
+    stack.enter_context(system_metrics.monitored(client, parent, settings, "sweep run"))
+    return stack
 
 
-def _unwatch() -> None:
-    while _MONITOR:
-        _MONITOR.pop().close()
+def _forget_open() -> dict[str, Any]:
+    """The open sweep (empty when none), forgotten, its system metrics stopped."""
+    was = dict(_OPEN)
+    _OPEN.clear()
+    if "metrics" in was:
+        was["metrics"].close()
+    return was
 
 
 def sweep_open() -> bool:
@@ -204,9 +205,8 @@ def stop_open_sweep(reason: str, grace_s: float = 8.0, status: str = "KILLED") -
     when this process opened no sweep."""
     if not _OPEN:
         return
-    parent, uri = _OPEN["parent"], _OPEN["uri"]
-    _OPEN.clear()
-    _unwatch()
+    was = _forget_open()
+    parent, uri = was["parent"], was["uri"]
     _stop_children(grace_s)
     client = MlflowClient(uri)
     try:
@@ -226,52 +226,14 @@ def stop_open_sweep(reason: str, grace_s: float = 8.0, status: str = "KILLED") -
         log.warning(line.splitlines()[0], extra=STDOUT)
 
 
-def _children() -> list[int]:
-    """This process's child processes (Linux: from /proc; elsewhere none are found)."""
-    me, found = os.getpid(), []
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return []
-    for name in names:
-        if not name.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{name}/stat").read_text()
-        except OSError:
-            continue
-        # "pid (comm) state ppid ...": comm may hold spaces, so split after its ")".
-        if int(stat.rsplit(")", 1)[1].split()[1]) == me:
-            found.append(int(name))
-    return found
-
-
 def _stop_children(grace_s: float) -> None:
-    pids = _children()
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
-        time.sleep(0.1)
-    for pid in pids:
-        if _alive(pid):
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.waitpid(pid, os.WNOHANG)  # reap it if it is our finished child
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    state = (
-        Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        if Path(f"/proc/{pid}/stat").exists()
-        else "?"
-    )
-    return state != "Z"
+    """SIGTERM to this process's child processes, SIGKILL to those still alive after
+    ``grace_s`` (the ended ones are reaped)."""
+    children = psutil.Process().children()
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=grace_s)
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            child.kill()

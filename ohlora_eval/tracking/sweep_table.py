@@ -19,15 +19,7 @@ PROPS = ("eyes", "mouth", "pose")
 COMPARED = [
     "passed",
     "pass_rate",
-    "eyes_pass_rate",
-    "mouth_pass_rate",
-    "pose_pass_rate",
-    "eyes_corr_mean",
-    "mouth_corr_mean",
-    "pose_corr_mean",
-    "eyes_abs_corr_mean",
-    "mouth_abs_corr_mean",
-    "pose_abs_corr_mean",
+    *(f"{p}_{metric}" for metric in ("pass_rate", "corr_mean", "abs_corr_mean") for p in PROPS),
     "sum_abs_corr_mean",
     "images_per_sec",
     "measure_seconds",
@@ -83,13 +75,18 @@ def _run_seconds(run: Any) -> float:
     return (run.info.end_time - run.info.start_time) / 1000
 
 
+def _float(value: Any) -> float:
+    """A metric's value as a number; NaN where it is missing or not a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def images_measured(row: Mapping[str, Any]) -> int:
     """How many images one point generated and scored itself (its ``measured_images``
     metric; 0 for a point that measured nothing: re-used chunks, a re-judge)."""
-    try:
-        v = float(row.get("measured_images"))
-    except (TypeError, ValueError):
-        return 0
+    v = _float(row.get("measured_images"))
     return 0 if v != v else int(v)
 
 
@@ -159,10 +156,7 @@ def swept_keys(table: pd.DataFrame) -> list[str]:
 
 
 def _fmt(value: Any, spec: str) -> str:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return "n/a"
+    v = _float(value)
     return "n/a" if v != v else format(v, spec)
 
 

@@ -27,6 +27,7 @@ logged as a warning and the monitor stops.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import threading
@@ -43,6 +44,7 @@ from ohlora_eval.errors import ConfigError, number_in
 log = logging.getLogger(__name__)
 
 PREFIX = "system/"
+METRICS = "mlflow.system_metrics.metrics"  # MLflow's monitors, one module each
 DEFAULT_INTERVAL_S = 10.0  # MLflow's own default sampling interval
 # Each point is a write to the store beside the run's own: a tester saw 0.1 s slow a
 # screening 2.5-3.8x (issue 32). 1 s is the floor: a 300-vector screening on a 2-core CPU
@@ -129,15 +131,10 @@ def _busy_share(before: Any, after: Any) -> float:
     """The share of CPU time spent busy between two ``psutil.cpu_times()`` readings, as
     psutil's ``cpu_percent`` counts it (guest time is inside user time on Linux; idle and
     I/O wait are not busy)."""
-    fields = type(after)._fields
 
-    def parts(t: Any) -> tuple[float, float]:
-        total = sum(t)
-        for f in ("guest", "guest_nice"):
-            if f in fields:
-                total -= getattr(t, f)
-        idle = t.idle + (t.iowait if "iowait" in fields else 0.0)
-        return total, total - idle
+    def parts(t: Any) -> tuple[float, float]:  # fields a platform lacks count as 0
+        total = sum(t) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+        return total, total - t.idle - getattr(t, "iowait", 0.0)
 
     total0, busy0 = parts(before)
     total1, busy1 = parts(after)
@@ -172,10 +169,7 @@ def _monitors() -> list[Any]:
     found: list[Any] = [WindowCPU(), DiskMonitor(), NetworkMonitor()]
     for module, name in (("gpu_monitor", "GPUMonitor"), ("rocm_monitor", "ROCMMonitor")):
         try:
-            cls = getattr(
-                __import__(f"mlflow.system_metrics.metrics.{module}", fromlist=[name]), name
-            )
-            found.append(cls())
+            found.append(getattr(importlib.import_module(f"{METRICS}.{module}"), name)())
             break
         except Exception:  # noqa: BLE001 - no such GPU, or its library is not installed
             continue
@@ -244,15 +238,18 @@ class RunMonitor:
 
 
 @contextlib.contextmanager
-def monitored(client: MlflowClient, run_id: str, settings: Settings) -> Iterator[None]:
+def monitored(
+    client: MlflowClient, run_id: str, settings: Settings, what: str = "run"
+) -> Iterator[None]:
     """System metrics of run ``run_id`` for the block (nothing when switched off); the
-    thread is stopped, and the last window logged, however the block ends."""
+    thread is stopped, and the last window logged, however the block ends. ``what`` names
+    the run in the warning when they cannot be taken (a sweep's parent: "sweep run")."""
     monitor = None
     if settings.enabled:
         try:
             monitor = RunMonitor(client, run_id, settings.interval_s).start()
         except Exception as exc:  # noqa: BLE001 - e.g. psutil missing: the run goes on
-            log.warning(f"ohlora_eval: no system metrics for run {run_id}: {exc}")
+            log.warning(f"ohlora_eval: no system metrics for {what} {run_id}: {exc}")
     try:
         yield
     finally:

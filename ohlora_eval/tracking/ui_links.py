@@ -18,10 +18,7 @@ from ohlora_eval.tracking import store
 def ui_url(uri: str, experiment_id: str, run_id: str | None = None, port: int = 5000) -> str:
     """Where ``make ui`` shows an experiment's runs (or one run), in the Model-training view
     (MLflow 3.17's UI otherwise opens every experiment on its GenAI overview)."""
-    if not uri.startswith("sqlite:"):
-        base = uri.rstrip("/") if uri.startswith("http") else f"http://127.0.0.1:{port}"
-    else:
-        base = f"http://127.0.0.1:{port}"
+    base = uri.rstrip("/") if uri.startswith("http") else f"http://127.0.0.1:{port}"
     where = f"/#/experiments/{experiment_id}/runs"
     if run_id:
         return f"{base}{where}/{run_id}?workflowType=machine_learning"
