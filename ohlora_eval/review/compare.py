@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ohlora_eval.pipeline.judge import wilson_interval
+from ohlora_eval.pipeline.judge import CORR_COLUMNS, wilson_interval
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 
 LIST_MAX = 20
@@ -101,13 +101,14 @@ class CandidateCheck:
 def check_candidates(a: Candidates, b: Candidates) -> CandidateCheck:
     """The same candidate vectors? By the latents' digest where both runs have one, else by
     the case numbers plus ``CANDIDATE_PARAMS`` (those both runs have)."""
+    compared = [k for k in CANDIDATE_PARAMS if k in a.params and k in b.params]
+    differ = [f"{k} {a.params[k]} vs {b.params[k]}" for k in compared if a.params[k] != b.params[k]]
     if a.digest and b.digest:
         if a.digest == b.digest:
             return CandidateCheck(True, f"same latents (digest {a.digest[:12]})")
+        note = f"; {', '.join(differ)}" if differ else ""
         return CandidateCheck(
-            False,
-            f"their latents differ (digest {a.digest[:12]} in a, {b.digest[:12]} in b)"
-            + _param_note(a, b),
+            False, f"their latents differ (digest {a.digest[:12]} in a, {b.digest[:12]} in b){note}"
         )
     missing = " and ".join(s for s, c in (("a", a), ("b", b)) if not c.digest)
     basis = f"no latents digest for {missing}, so by case numbers and sampling params"
@@ -118,25 +119,10 @@ def check_candidates(a: Candidates, b: Candidates) -> CandidateCheck:
             f"their case numbers differ ({len(a.cases):,} in a, {len(b.cases):,} in b,"
             f" {shared:,} shared; {basis})",
         )
-    differ = _differing_candidate_params(a, b)
     if differ:
         return CandidateCheck(False, f"{'; '.join(differ)} ({basis})")
-    compared = [k for k in CANDIDATE_PARAMS if k in a.params and k in b.params]
     on = f" and {', '.join(compared)}" if compared else ""
     return CandidateCheck(True, f"same {len(a.cases):,} case numbers{on} ({basis})")
-
-
-def _differing_candidate_params(a: Candidates, b: Candidates) -> list[str]:
-    return [
-        f"{k} {a.params[k]} vs {b.params[k]}"
-        for k in CANDIDATE_PARAMS
-        if k in a.params and k in b.params and a.params[k] != b.params[k]
-    ]
-
-
-def _param_note(a: Candidates, b: Candidates) -> str:
-    differ = _differing_candidate_params(a, b)
-    return f"; {', '.join(differ)}" if differ else ""
 
 
 def differing_params(a: Mapping[str, str], b: Mapping[str, str]) -> pd.DataFrame:
@@ -163,11 +149,10 @@ class RunSide:
     candidates_digest: str | None = None
 
 
-CORR = [f"{p}_corr" for p in CORE_PROPERTIES]
 CHANGE_COLUMNS = [
     "case",
     "change",
-    *[f"{c}_{s}" for c in CORR for s in ("a", "b")],
+    *[f"{c}_{s}" for c in CORR_COLUMNS for s in ("a", "b")],
     "identity_max_a",
     "identity_max_b",
     "fail_reason_a",
@@ -252,16 +237,11 @@ def compare_tables(
     if joined.empty:
         raise ValueError("the two runs share no case number: nothing to compare")
     ok_a, ok_b = joined["passed_a"].to_numpy(bool), joined["passed_b"].to_numpy(bool)
-    n = len(joined)
-    paired = candidates.same
-    rate = newcombe_difference(
-        int(ok_a.sum()), n, int(ok_b.sum()), n, both=int((ok_a & ok_b).sum()) if paired else None
-    )
+    n, passed_a, passed_b = len(joined), int(ok_a.sum()), int(ok_b.sum())
+    both = int((ok_a & ok_b).sum()) if candidates.same else None
+    rate = newcombe_difference(passed_a, n, passed_b, n, both=both)
     mean_abs = pd.DataFrame(
-        {
-            "a": [joined[f"{c}_a"].abs().mean() for c in CORR],
-            "b": [joined[f"{c}_b"].abs().mean() for c in CORR],
-        },
+        {s: [joined[f"{c}_{s}"].abs().mean() for c in CORR_COLUMNS] for s in ("a", "b")},
         index=pd.Index(list(CORE_PROPERTIES), name="property"),
     )
     mean_abs["diff"] = mean_abs["b"] - mean_abs["a"]
@@ -281,8 +261,8 @@ def compare_tables(
         candidates=candidates,
         forced=forced,
         compared=n,
-        passed_a=int(ok_a.sum()),
-        passed_b=int(ok_b.sum()),
+        passed_a=passed_a,
+        passed_b=passed_b,
         rate=rate,
         mean_abs_r=mean_abs,
         changes=changes,
@@ -293,23 +273,21 @@ def compare_tables(
 
 
 def _prepared(table: pd.DataFrame) -> pd.DataFrame:
-    missing = [c for c in ("case", "passed", *CORR) if c not in table.columns]
+    """One run's table for the join: indexed by case; passed (bool), the r, identity_max
+    (NaN where not measured) and fail_reason ("" where none)."""
+    missing = [c for c in ("case", "passed", *CORR_COLUMNS) if c not in table.columns]
     if missing:
         raise ValueError(f"the table has no column(s) {missing}")
     cases = table["case"].astype("int64")
     dupes = sorted(set(cases[cases.duplicated()]))
     if dupes:
         raise ValueError(f"case(s) {dupes[:5]} appear more than once")
-    out = pd.DataFrame({"passed": passed_bool(table).to_numpy()}, index=cases.to_numpy())
-    for c in CORR:
-        out[c] = pd.to_numeric(table[c], errors="coerce").to_numpy(dtype=np.float64)
-    worst = table["identity_max"] if "identity_max" in table.columns else np.nan
-    worst = pd.to_numeric(pd.Series(worst, index=table.index), errors="coerce")
-    out["identity_max"] = worst.to_numpy(dtype=np.float64)
-    reason = table["fail_reason"] if "fail_reason" in table.columns else pd.Series("", table.index)
-    out["fail_reason"] = reason.fillna("").astype(str).to_numpy()
-    out.index.name = "case"
-    return out
+    worst = table.get("identity_max", pd.Series(np.nan, table.index))
+    out = pd.DataFrame({"passed": passed_bool(table)})
+    out[CORR_COLUMNS] = table[CORR_COLUMNS].apply(pd.to_numeric, errors="coerce").astype(np.float64)
+    out["identity_max"] = pd.to_numeric(worst, errors="coerce").astype(np.float64)
+    out["fail_reason"] = table.get("fail_reason", pd.Series("", table.index)).fillna("").astype(str)
+    return out.set_axis(pd.Index(cases.to_numpy(), name="case"))
 
 
 # --- the report ------------------------------------------------------------------------
@@ -318,10 +296,6 @@ def _prepared(table: pd.DataFrame) -> pd.DataFrame:
 def _md(text: object) -> str:
     """A table cell: pipes escaped, one line."""
     return " ".join(str(text).split()).replace("|", "\\|")
-
-
-def _r(x: float) -> str:
-    return "" if x != x else f"{x:+.4f}"
 
 
 def _pct(x: float) -> str:
@@ -333,7 +307,11 @@ def _points(x: float) -> str:
 
 
 def _dist(x: float, fmt: str = "{:.4f}") -> str:
+    """A number, empty where it is NaN (not measured)."""
     return "" if x != x else fmt.format(x)
+
+
+R = "{:+.4f}"  # an r in the changes table
 
 
 def _run_cell(side: RunSide) -> str:
@@ -373,10 +351,9 @@ def _markdown(c: Comparison, changes_csv: str | None) -> str:
         lines.append("None: the two runs have the same params.")
     else:
         lines += ["| param | a | b |", "| --- | --- | --- |"]
-        for row in c.settings.itertuples(index=False):
-            va = "–" if row.a is None else _md(row.a)
-            vb = "–" if row.b is None else _md(row.b)
-            lines.append(f"| {_md(row.param)} | {va} | {vb} |")
+        for param, *values in c.settings.itertuples(index=False):
+            va, vb = ("–" if v is None else _md(v) for v in values)
+            lines.append(f"| {_md(param)} | {va} | {vb} |")
     rate = c.rate
     how = (
         f"paired: the same vectors, phi {rate.phi:.3f}"
@@ -428,7 +405,8 @@ def _markdown(c: Comparison, changes_csv: str | None) -> str:
         for row in c.changes.itertuples(index=False):
             r = row._asdict()
             rs = " | ".join(
-                f"{_r(r[f'{p}_corr_a'])} | {_r(r[f'{p}_corr_b'])}" for p in CORE_PROPERTIES
+                f"{_dist(r[f'{p}_corr_a'], R)} | {_dist(r[f'{p}_corr_b'], R)}"
+                for p in CORE_PROPERTIES
             )
             if ident:
                 rs += f" | {_dist(r['identity_max_a'])} | {_dist(r['identity_max_b'])}"
