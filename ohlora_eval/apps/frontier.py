@@ -20,7 +20,6 @@ every listing and comparison would have to skip. Running it again replaces the f
 from __future__ import annotations
 
 import logging
-import math
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -88,8 +87,7 @@ def frontier(cfg: DictConfig) -> FrontierResult:
             " its re-test is found from it"
         )
     table = run.per_vector
-    abs_r = table[CORR_COLUMNS].abs().to_numpy(dtype=np.float64)
-    valid = _valid(table)
+    abs_r, valid = _abs_r(table), _valid(table)
     own_cut = run.cutoffs.core() if run.cutoffs else None
 
     notes: list[str] = []
@@ -126,10 +124,10 @@ def frontier(cfg: DictConfig) -> FrontierResult:
     result = FrontierResult(
         run_id, retest_id, front, out_table, own, answers, grid_seconds, "", notes
     )
-    result.text = text = _report(run, result, grids, asked, want)
+    result.text = text = _report(run, result, asked, want)
     log.info(text, extra=STDOUT)
     if cfg.log:
-        _log(client, run_id, result, cfg, grids)
+        _log(client, run_id, result, cfg)
         note_run(run_id)
         log.info(
             f"  logged into run {run_id}: {FOLDER}/frontier.csv ({len(out_table):,} rows),"
@@ -166,13 +164,18 @@ def _grids(node: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             raise ConfigError(
                 f"{key}={list(spec)}: the highest cutoff {hi:g} is below the lowest {lo:g}"
             )
-        count = int(math.floor((hi - lo) / step + 1e-9)) + 1
+        count = fr.grid_length(lo, hi, step)
         if count > MAX_STEPS:
             raise ConfigError(
                 f"{key}={list(spec)} gives {count} cutoffs; at most {MAX_STEPS} per property"
             )
         out.append(fr.cutoff_grid(lo, hi, step))
     return tuple(out)  # type: ignore[return-value]
+
+
+def _abs_r(table: pd.DataFrame) -> np.ndarray:
+    """(n, 3) |r| of a ``per_vector`` table's vectors."""
+    return table[CORR_COLUMNS].abs().to_numpy(dtype=np.float64)
 
 
 def _valid(table: pd.DataFrame) -> np.ndarray | None:
@@ -256,12 +259,12 @@ def _repetitions(
             raise UserError(
                 f"re-test {retest_id}: repetition {j + 1} lacks some of its cases"
             ) from None
-        abs_r[:, j, :] = got[CORR_COLUMNS].abs().to_numpy(dtype=np.float64)
-        if NO_FACE in got.columns:
-            valid[:, j] = got[NO_FACE].fillna(0).to_numpy() == 0
-    index = {int(c): i for i, c in enumerate(table["case"].astype(int))}
-    missing = [int(c) for c in cases if int(c) not in index]
-    if missing:
+        abs_r[:, j, :] = _abs_r(got)
+        if (no_face := _valid(got)) is not None:
+            valid[:, j] = no_face
+    rows = pd.Index(table["case"].astype(int)).get_indexer(cases)
+    if (rows < 0).any():
+        missing = [int(c) for c in cases[rows < 0]]
         raise UserError(
             f"re-test {retest_id} re-measured cases {missing[:5]} that run's table does not have"
         )
@@ -269,7 +272,7 @@ def _repetitions(
     if not children or children[0].cutoffs is None:
         raise UserError(f"re-test {retest_id}: its repetitions recorded no cutoffs")
     cut = children[0].cutoffs.core()
-    reps = fr.Repetitions(np.array([index[int(c)] for c in cases]), abs_r, cut, valid)
+    reps = fr.Repetitions(rows, abs_r, cut, valid)
     # The repetitions' r, judged at those cutoffs, must give back the re-test's own
     # re-pass counts (a check that they were read right).
     if not np.array_equal(reps.passes(), summary["re_passes"].to_numpy()):
@@ -285,12 +288,10 @@ def _questions(front: fr.Frontier, want: int) -> dict[str, str | None]:
     expected to re-pass)."""
     asked: dict[str, str | None] = {f"strictest cutoffs leaving >= {want} vectors": "passed"}
     if front.has_retest:
-        at = f"{front.reliable_at:g}"
-        cut = _cut_text(front.retest_cutoffs)
-        asked[f"strictest cutoffs leaving >= {want} that re-pass {cut} with p >= {at}"] = "reliable"
-        asked[f"strictest cutoffs leaving >= {want} that re-pass those cutoffs with p >= {at}"] = (
-            "reliable_here"
-        )
+        at, cut = f"{front.reliable_at:g}", _cut_text(front.retest_cutoffs)
+        leaving = f"strictest cutoffs leaving >= {want} that re-pass"
+        asked[f"{leaving} {cut} with p >= {at}"] = "reliable"
+        asked[f"{leaving} those cutoffs with p >= {at}"] = "reliable_here"
         asked[
             "most expected to re-pass (among cutoffs whose passing vectors were all re-tested)"
         ] = None
@@ -318,15 +319,13 @@ def _figures(row: dict[str, float], front: fr.Frontier) -> str:
     return text
 
 
-def _report(
-    run: RunView, result: FrontierResult, grids, asked: dict[str, str | None], want: int
-) -> str:
+def _report(run: RunView, result: FrontierResult, asked: dict[str, str | None], want: int) -> str:
     """What the command prints (and logs as frontier.md) of ``result``."""
     front, seconds, own = result.frontier, result.grid_seconds, result.own
     answers, retest_id, notes = result.answers, result.retest_run_id, result.notes
     spans = " x ".join(
         f"{p} {g[0]:.2f}..{g[-1]:.2f}" + (f" step {g[1] - g[0]:.2f}" if len(g) > 1 else "")
-        for p, g in zip(fr.PROPERTIES, grids)
+        for p, g in zip(fr.PROPERTIES, front.grids)
     )
     name = run.name or run.run_id
     lines = [
@@ -369,7 +368,8 @@ def _none_text(count: str | None, front: fr.Frontier, want: int) -> str:
     return f"no triple on the grid leaves {want}; the most any leaves is {most}"
 
 
-def _log(client: MlflowClient, run_id: str, result: FrontierResult, cfg: DictConfig, grids) -> None:
+def _log(client: MlflowClient, run_id: str, result: FrontierResult, cfg: DictConfig) -> None:
+    grids = result.frontier.grids
     settings = {
         "run_id": run_id,
         "identity": result.frontier.identity_limit,
@@ -382,12 +382,11 @@ def _log(client: MlflowClient, run_id: str, result: FrontierResult, cfg: DictCon
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         result.table.to_csv(out / "frontier.csv", index=False, float_format="%.10g")
-        marks = dict(result.answers)
         title = f"cutoff frontier of run {run_id[:12]}" + (
             f", re-test {result.retest_run_id[:12]}" if result.retest_run_id else ""
         )
         frontier_plot.plot(
-            result.frontier, out / "frontier.png", result.own, marks, title, int(cfg.want)
+            result.frontier, out / "frontier.png", result.own, result.answers, title, int(cfg.want)
         )
         (out / "frontier.md").write_text(result.text + "\n")
         (out / "frontier.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(settings)))
