@@ -19,6 +19,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from ohlora_eval.apps import execution
 from ohlora_eval.apps.build import build_models
 from ohlora_eval.bench.config import compose, config_grid
 from ohlora_eval.bench.synthetic import fit_directions
-from ohlora_eval.bench.timing import machine_info
+from ohlora_eval.bench.timing import machine_info, timed
 from ohlora_eval.pipeline.cache import MeasurementCache
 from ohlora_eval.pipeline.context import MeasureContext
 from ohlora_eval.pipeline.edit import EditSetup
@@ -102,22 +103,13 @@ def measure_scale(args: argparse.Namespace) -> dict[str, Any]:
         execution.worker_build, resolved, directions, setup.grid, setup.measure_settings, review
     )
     cpus = os.cpu_count() or 1
-
-    def best(fn: Any) -> tuple[float, Any]:
-        runs = []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            out = fn()
-            runs.append((time.perf_counter() - t0, out))
-        return min(runs, key=lambda r: r[0])
-
     import torch
 
     default_threads = torch.get_num_threads()
     measure(setup, latents[:chunk], chunk, **hooks)  # warm-up, not timed
-    t_default, _ = best(lambda: measure(setup, latents, chunk, **hooks))
+    t_default, _ = _best(lambda: measure(setup, latents, chunk, **hooks), args.repeats)
     torch.set_num_threads(args.threads)
-    t_local, local = best(lambda: measure(setup, latents, chunk, **hooks))
+    t_local, local = _best(lambda: measure(setup, latents, chunk, **hooks), args.repeats)
     fit = partial(
         sample_and_score,
         FaceSetup(generator, scorer, layer, setup.measure_settings),
@@ -126,7 +118,7 @@ def measure_scale(args: argparse.Namespace) -> dict[str, Any]:
         batch=args.faces_batch,
     )
     if args.faces:
-        t_faces, faces_local = best(fit)
+        t_faces, faces_local = _best(fit, args.repeats)
     torch.set_num_threads(default_threads)
     out: dict[str, Any] = {
         "machine": machine_info(),
@@ -139,16 +131,8 @@ def measure_scale(args: argparse.Namespace) -> dict[str, Any]:
             "hooks": "groups (group_fn) + review image_stats, as a screening",
             "repeats": f"best of {args.repeats}",
         },
-        "local": {
-            "threads": args.threads,
-            "seconds": t_local,
-            "images_per_sec": images / t_local,
-        },
-        "local_default_threads": {
-            "threads": default_threads,
-            "seconds": t_default,
-            "images_per_sec": images / t_default,
-        },
+        "local": _local(args.threads, t_local, images),
+        "local_default_threads": _local(default_threads, t_default, images),
     }
     ray.init(
         num_cpus=max(cpus, args.workers * args.threads),
@@ -157,33 +141,27 @@ def measure_scale(args: argparse.Namespace) -> dict[str, Any]:
     )
     try:
         for workers in sorted({1, args.workers}):
-            per = args.threads
-            ex = RayExecutor(build, workers=workers, cpus_per_worker=per)
-            with ex:
-                t0 = time.perf_counter()
-                ex.start()
-                startup = time.perf_counter() - t0
-                measure(setup, latents[:chunk], chunk, context=MeasureContext(executor=ex), **hooks)
-                timed = []
+            with RayExecutor(build, workers=workers, cpus_per_worker=args.threads) as ex:
+                startup, _ = timed(ex.start)
+                context = MeasureContext(executor=ex)
+                measure(setup, latents[:chunk], chunk, context=context, **hooks)  # warm-up
+                on_ray = partial(measure, setup, latents, chunk, context=context, **hooks)
+                ray_runs = []
                 for _ in range(args.repeats):
                     before = dict(ex.stats.seconds)
-                    t0 = time.perf_counter()
-                    got = measure(
-                        setup, latents, chunk, context=MeasureContext(executor=ex), **hooks
-                    )
-                    wall = time.perf_counter() - t0
+                    wall, got = timed(on_ray)
                     spent = {w: s - before.get(w, 0.0) for w, s in ex.stats.seconds.items()}
-                    timed.append((wall, spent))
+                    ray_runs.append((wall, spent))
             if args.faces:
                 faces_build = partial(execution.face_build, resolved, setup.measure_settings)
                 out[f"faces_ray_{workers}"] = _time_faces(
-                    args, faces_build, workers, fit, faces_local, best
+                    args, faces_build, workers, fit, faces_local
                 )
-            wall, spent = min(timed, key=lambda r: r[0])
+            wall, spent = min(ray_runs, key=lambda r: r[0])
             share = chunks / workers  # chunks per worker, about
             out[f"ray_{workers}"] = {
                 "workers": workers,
-                "cpus_per_worker": per,
+                "cpus_per_worker": args.threads,
                 "startup_seconds": startup,
                 "seconds": wall,
                 "images_per_sec": images / wall,
@@ -204,28 +182,34 @@ def measure_scale(args: argparse.Namespace) -> dict[str, Any]:
         for i in range(20):
             cache.save(i * chunk, (i + 1) * chunk, arrays)
         out["driver_cache_write_ms_per_chunk"] = 1000 * (time.perf_counter() - t0) / 20
-    r1 = out["ray_1"]["images_per_sec"] / out["local"]["images_per_sec"]
-    out["ray1_over_local"] = r1
+    out["ray1_over_local"] = out["ray_1"]["images_per_sec"] / out["local"]["images_per_sec"]
     if args.faces:
-        rate = args.faces / t_faces
         out["faces_local"] = {
             "faces": args.faces,
             "batch": args.faces_batch,
             "seconds": t_faces,
-            "faces_per_sec": rate,
+            "faces_per_sec": args.faces / t_faces,
         }
     return out
 
 
+def _best(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    """The fastest of ``repeats`` calls of ``fn``: (its seconds, its result)."""
+    return min((timed(fn) for _ in range(repeats)), key=lambda run: run[0])
+
+
+def _local(threads: int, seconds: float, images: int) -> dict[str, Any]:
+    """The local run's figures with ``threads`` torch threads."""
+    return {"threads": threads, "seconds": seconds, "images_per_sec": images / seconds}
+
+
 def _time_faces(
-    args: argparse.Namespace, build: Any, workers: int, fit: Any, local: Any, best: Any
+    args: argparse.Namespace, build: Any, workers: int, fit: Any, local: Any
 ) -> dict[str, Any]:
     """A direction fit's sampling on ``workers`` Ray workers (find_directions' FaceJobs)."""
     with RayExecutor(build, workers=workers, cpus_per_worker=args.threads) as ex:
-        t0 = time.perf_counter()
-        ex.start()
-        startup = time.perf_counter() - t0
-        wall, got = best(lambda: fit(context=MeasureContext(executor=ex)))
+        startup, _ = timed(ex.start)
+        wall, got = _best(lambda: fit(context=MeasureContext(executor=ex)), args.repeats)
     same = all(np.array_equal(got[2][p], local[2][p]) for p in local[2])
     return {
         "workers": workers,
@@ -247,7 +231,8 @@ def report(out: dict[str, Any]) -> str:
         f"  local, {out['local_default_threads']['threads']} torch thread(s) (default)"
         f" {out['local_default_threads']['images_per_sec']:6,.0f} images/s",
     ]
-    for key in sorted(k for k in out if k.startswith("ray_")):
+    rays = sorted(k for k in out if k.startswith("ray_"))
+    for key in rays:
         r = out[key]
         per = ", ".join(f"{w} {v:,.0f}" for w, v in sorted(r["worker_images_per_sec"].items()))
         lines.append(
@@ -258,7 +243,7 @@ def report(out: dict[str, Any]) -> str:
         )
     over = ", ".join(
         f"{out[k]['workers']} worker(s) {out[k]['driver_overhead_per_chunk_ms']:.1f} ms"
-        for k in sorted(k for k in out if k.startswith("ray_"))
+        for k in rays
     )
     if "faces_local" in out:
         f = out["faces_local"]
