@@ -135,9 +135,6 @@ class SheetMaker:
             atomic_write(path, buf.getvalue())
         return path
 
-    def render(self, case: int) -> Image.Image:
-        return Image.open(self.path(case))
-
 
 def local_dir(artifact_uri: str | None) -> Path | None:
     """The folder of a ``file:`` (or plain path) artifact URI; None for any remote store."""
