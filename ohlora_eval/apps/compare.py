@@ -41,9 +41,7 @@ def compare(cfg: DictConfig) -> tuple[Comparison, str]:
     uri = store.resolve_uri(cfg.tracking.uri, cfg.tracking.root)
     with store.usable(uri):
         client = store.StoreRef(uri, cfg.tracking.root).client()
-        result = compare_runs(
-            client, a, b, force=cfg.force, list_max=list_max, where=store.display_uri(uri)
-        )
+        result = compare_runs(client, a, b, force=cfg.force, list_max=list_max)
         md_path, csv_path = log_report(client, result)
     note_run(b, uri)
     text = result.markdown(csv_path)

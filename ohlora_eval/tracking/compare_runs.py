@@ -37,11 +37,16 @@ class RunRead:
     candidates: pure.Candidates
 
 
+def _first_digest(chain: list[RunView], context: str) -> str | None:
+    """The digest of the first dataset logged as ``context`` along the chain, if any."""
+    found = (lineage.dataset_of(run.run, context) for run in chain)
+    return next((dataset.digest for dataset in found if dataset is not None), None)
+
+
 def _candidates_digest(chain: list[RunView]) -> str | None:
-    for run in chain:
-        found = lineage.dataset_of(run.run, lineage.CANDIDATES)
-        if found is not None:
-            return found.digest
+    digest = _first_digest(chain, lineage.CANDIDATES)
+    if digest is not None:
+        return digest
     for run in chain:  # a run logged before lineage: the digest of its latents.npy
         with tempfile.TemporaryDirectory() as tmp:
             try:
@@ -55,27 +60,20 @@ def _candidates_digest(chain: list[RunView]) -> str | None:
 def _directions(chain: list[RunView]) -> tuple[str | None, str | None]:
     """(directions run id, digest of the directions) of the first run in the chain that
     says; the param ``directions.run_id`` where no run has the tag."""
-    run_id = digest = None
-    for run in chain:
-        tag = run.directions_run_id
-        if run_id is None and tag and tag != "none":
-            run_id = tag
-        found = lineage.dataset_of(run.run, lineage.DIRECTIONS)
-        if digest is None and found is not None:
-            digest = found.digest
+    tags = (run.directions_run_id for run in chain)
+    run_id = next((tag for tag in tags if tag and tag != "none"), None)
     if run_id is None:
         param = chain[0].params.get("directions.run_id")
         run_id = param if param not in (None, "None", "none", "") else None
-    return run_id, digest
+    return run_id, _first_digest(chain, lineage.DIRECTIONS)
 
 
-def read_run(client: MlflowClient, run_id: str, where: str) -> RunRead:
+def read_run(client: MlflowClient, run_id: str) -> RunRead:
     """Everything a comparison needs of run ``run_id``."""
     run = RunView.open(client, run_id, why="only finished runs are compared")
     table = run.per_vector
-    chain = run.origins
-    directions_run, directions_digest = _directions(chain)
-    digest = _candidates_digest(chain)
+    directions_run, directions_digest = _directions(run.origins)
+    digest = _candidates_digest(run.origins)
     side = pure.RunSide(
         run_id=run_id,
         name=run.name,
@@ -97,15 +95,13 @@ def compare_runs(
     *,
     force: bool = False,
     list_max: int = pure.LIST_MAX,
-    where: str | None = None,
 ) -> pure.Comparison:
     """Compare finished runs ``a`` and ``b``; runs whose candidate vectors differ are a
     ``UserError`` unless ``force`` (then only the case numbers both have are compared)."""
-    where = where or store.display_uri(client.tracking_uri)
     a, b = str(a), str(b)
     if a == b:
         raise UserError(f"a={a} and b={b} are the same run; name two runs to compare")
-    first, second = read_run(client, a, where), read_run(client, b, where)
+    first, second = read_run(client, a), read_run(client, b)
     check = pure.check_candidates(first.candidates, second.candidates)
     shared = len(first.candidates.cases & second.candidates.cases)
     if not check.same and not force:
@@ -130,27 +126,17 @@ def compare_runs(
         raise UserError(f"runs {a} and {b}: {exc}") from None
 
 
-def report_paths(comparison: pure.Comparison) -> tuple[str, str]:
-    """Where the command logs the report and (when many) the changes in run b."""
-    a = comparison.a.run_id
-    return f"compare/{a}.md", f"compare/{a}_changes.csv"
-
-
 def log_report(client: MlflowClient, comparison: pure.Comparison) -> tuple[str, str | None]:
-    """The report (and the changes CSV when too many to list) into run b's artifacts:
-    (report path, CSV path or None); returns the report's text as logged via ``text``."""
-    md_path, csv_path = report_paths(comparison)
-    b = comparison.b.run_id
+    """The report into run b's artifacts as ``compare/<run a>.md``, with the changes as
+    ``compare/<run a>_changes.csv`` when too many to list: (report path, CSV path or None)."""
+    a = comparison.a.run_id
+    csv_path = None if comparison.listed else f"compare/{a}_changes.csv"
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "compare"
-        folder.mkdir()
-        logged_csv = None
-        if not comparison.listed:
-            comparison.changes.to_csv(folder / Path(csv_path).name, index=False)
-            logged_csv = csv_path
-        (folder / Path(md_path).name).write_text(comparison.markdown(logged_csv))
-        store.log_whole(client, b, folder, "compare")
-    return md_path, logged_csv
+        if csv_path:
+            comparison.changes.to_csv(Path(tmp) / f"{a}_changes.csv", index=False)
+        (Path(tmp) / f"{a}.md").write_text(comparison.markdown(csv_path))
+        store.log_whole(client, comparison.b.run_id, tmp, "compare")
+    return f"compare/{a}.md", csv_path
 
 
 def compare(
@@ -166,6 +152,4 @@ def compare(
     reports, as data (``.markdown()`` is the report); reads only, logs nothing."""
     client, resolved = reader_client(uri, root)
     with store.usable(resolved):
-        return compare_runs(
-            client, a, b, force=force, list_max=list_max, where=store.display_uri(resolved)
-        )
+        return compare_runs(client, a, b, force=force, list_max=list_max)
