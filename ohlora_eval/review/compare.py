@@ -311,7 +311,7 @@ def _dist(x: float, fmt: str = "{:.4f}") -> str:
     return "" if x != x else fmt.format(x)
 
 
-R = "{:+.4f}"  # an r in the changes table
+SIGNED = "{:+.4f}"  # an r, a difference
 
 
 def _run_cell(side: RunSide) -> str:
@@ -377,7 +377,7 @@ def _markdown(c: Comparison, changes_csv: str | None) -> str:
         ia, ib = c.identity
         lines.append(
             f"| passed, mean identity distance | {_dist(ia)} | {_dist(ib)} |"
-            f" {_dist(ib - ia, '{:+.4f}')} |"
+            f" {_dist(ib - ia, SIGNED)} |"
         )
     lines += [
         "",
@@ -405,14 +405,15 @@ def _markdown(c: Comparison, changes_csv: str | None) -> str:
         for row in c.changes.itertuples(index=False):
             r = row._asdict()
             rs = " | ".join(
-                f"{_dist(r[f'{p}_corr_a'], R)} | {_dist(r[f'{p}_corr_b'], R)}"
+                f"{_dist(r[f'{p}_corr_a'], SIGNED)} | {_dist(r[f'{p}_corr_b'], SIGNED)}"
                 for p in CORE_PROPERTIES
             )
             if ident:
                 rs += f" | {_dist(r['identity_max_a'])} | {_dist(r['identity_max_b'])}"
-            why = r["fail_reason_a"] if row.change == "entered" else r["fail_reason_b"]
-            side = "a" if row.change == "entered" else "b"
-            lines.append(f"| {row.case} | {row.change} | {rs} | {side}: {_md(why)} |")
+            side = "a" if row.change == "entered" else "b"  # the run it fails in
+            lines.append(
+                f"| {row.case} | {row.change} | {rs} | {side}: {_md(r[f'fail_reason_{side}'])} |"
+            )
     else:
         where = f" `{changes_csv}`" if changes_csv else " the changes CSV"
         lines += [
