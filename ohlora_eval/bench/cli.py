@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ohlora_eval.bench import scale
@@ -33,6 +32,7 @@ from ohlora_eval.bench.switches import (
     switches_section,
 )
 from ohlora_eval.bench.synthetic import synthetic_section
+from ohlora_eval.bench.text import plain_json
 from ohlora_eval.bench.timing import loadavg, machine_info
 from ohlora_eval.tracking import store
 
@@ -291,24 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = run(args, now)
     out.parent.mkdir(parents=True, exist_ok=True)
     result["json_path"] = str(out)
-    out.write_text(json.dumps(jsonable(result), indent=2, allow_nan=False) + "\n")
+    out.write_text(json.dumps(plain_json(result), indent=2, allow_nan=False) + "\n")
     print(format_report(result))
     return 0
-
-
-def jsonable(obj: Any) -> Any:
-    """Plain JSON: numpy scalars as numbers, NaN/inf as null (strict parsers reject NaN)."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, np.integer)):
-        obj = obj.item()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    return str(obj)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ohlora_eval.bench.text import plain_json
+
 SCHEMA = "ohlora_eval.device_check/1"
 VERIFY_LINE = re.compile(
     r"(\d+) of (\d+) still pass .*?max \|recorded r - re-measured r\| = ([0-9.eE+-]+|nan)"
@@ -125,17 +127,6 @@ def build_report(work: Path) -> dict[str, Any]:
     return report
 
 
-def _clean(obj: Any) -> Any:
-    """Plain JSON: non-finite floats as null."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
-        return None
-    return obj
-
-
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
@@ -145,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     report = build_report(work)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(_clean(report), indent=2, default=str, allow_nan=False) + "\n")
+    tmp.write_text(json.dumps(plain_json(report), indent=2, allow_nan=False) + "\n")
     tmp.replace(out)
     return 0
 

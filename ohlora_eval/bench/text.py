@@ -1,11 +1,14 @@
-"""The benchmark report's text helpers: a plain-text table, a number, a verdict.
+"""The benchmark's output helpers: a plain-text table, a number, a verdict, plain JSON.
 
-Imports nothing of the package, so every section's report can use it.
+Standard library only and nothing of the package, so every section's report can use it,
+and so can ``device_report`` (which must run even where the setup failed).
 """
 
 from __future__ import annotations
 
-import numpy as np
+import math
+import numbers
+from typing import Any
 
 
 def table(rows: list[list[str]], indent: str = "  ") -> str:
@@ -21,11 +24,27 @@ def table(rows: list[list[str]], indent: str = "  ") -> str:
 
 
 def num(x: float | None, digits: int = 1) -> str:
-    return "n/a" if x is None or not np.isfinite(x) else f"{x:,.{digits}f}"
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:,.{digits}f}"
 
 
 def verdict(value: float | None, target: float, higher: bool = True) -> str:
-    if value is None or not np.isfinite(value):
+    if value is None or not math.isfinite(value):
         return "n/a"
     ok = value >= target if higher else value <= target
     return "meets target" if ok else "BELOW target" if higher else "ABOVE target"
+
+
+def plain_json(obj: Any) -> Any:
+    """Plain JSON: numpy scalars as numbers, NaN/inf as null (strict parsers reject NaN),
+    anything else JSON has no type for as its text."""
+    if isinstance(obj, dict):
+        return {str(k): plain_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain_json(v) for v in obj]
+    if isinstance(obj, numbers.Number) and hasattr(obj, "item"):  # a numpy scalar
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return str(obj)
