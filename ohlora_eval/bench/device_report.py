@@ -24,6 +24,8 @@ VERIFY_LINE = re.compile(
 )
 RUN_LINE = re.compile(r"run ([0-9a-f]{32})(?: \([^)]*\))? in experiment")  # "(name)" optional
 TAIL_CHARS = 3000
+# What the report keeps of each switch that ran (the benchmark JSON has more).
+SWITCH_FIGURES = "images_per_sec speed_vs_fp32 warmup_seconds max_abs_delta_r same_verdict_share"
 
 
 def _read(path: Path) -> str | None:
@@ -72,14 +74,8 @@ def switch_summary(bench: dict[str, Any]) -> dict[str, Any]:
                 rows[name] = {
                     k: run[k] for k in ("skipped", "failed", "reason", "error") if k in run
                 }
-                continue
-            rows[name] = {
-                "images_per_sec": run.get("images_per_sec"),
-                "speed_vs_fp32": run.get("speed_vs_fp32"),
-                "warmup_seconds": run.get("warmup_seconds"),
-                "max_abs_delta_r": run.get("max_abs_delta_r"),
-                "same_verdict_share": run.get("same_verdict_share"),
-            }
+            else:
+                rows[name] = {k: run.get(k) for k in SWITCH_FIGURES.split()}
         out[which] = {"settings": ms.get("settings"), "runs": rows}
     return out
 
