@@ -177,9 +177,6 @@ class Frontier:
         ge, gm, gp = self.grids
         return np.round(ge[:, None, None] + gm[None, :, None] + gp[None, None, :], 9)
 
-    def cutoffs(self, index: tuple[int, int, int]) -> dict[str, float]:
-        return {p: float(self.grids[i][index[i]]) for i, p in enumerate(PROPERTIES)}
-
     def figures(self) -> dict[str, np.ndarray]:
         """The per-triple figures this frontier has besides ``passed``, named as ``at`` and
         ``judge_at`` name them: the re-test's readings, ``identity_unknown``."""
@@ -195,7 +192,8 @@ class Frontier:
 
     def at(self, index: tuple[int, int, int]) -> dict[str, float]:
         """One triple: its cutoffs and figures (counts as int, sums as float)."""
-        row: dict[str, float] = {**self.cutoffs(index), "passed": int(self.passed[index])}
+        row: dict[str, float] = {p: float(g[i]) for p, g, i in zip(PROPERTIES, self.grids, index)}
+        row["passed"] = int(self.passed[index])
         row.update({name: figure[index].item() for name, figure in self.figures().items()})
         row["strictness"] = float(self.strictness()[index])
         return row
