@@ -33,10 +33,8 @@ from ohlora_eval.pipeline.protocols import CORE_PROPERTIES, Generator, PropertyS
 def random_directions(layer: str, dim: int, seed: int) -> Directions:
     """One seeded random unit direction per property (speed does not depend on which)."""
     gen = torch.Generator().manual_seed(seed)
-    vectors = {}
-    for p in CORE_PROPERTIES:
-        v = torch.randn(dim, generator=gen, dtype=torch.float32)
-        vectors[p] = {ALL_GROUPS: (v / v.norm()).numpy()}
+    draws = {p: torch.randn(dim, generator=gen, dtype=torch.float32) for p in CORE_PROPERTIES}
+    vectors = {p: {ALL_GROUPS: (v / v.norm()).numpy()} for p, v in draws.items()}
     return Directions(
         layer=layer,
         dim=dim,

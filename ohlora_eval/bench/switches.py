@@ -165,27 +165,23 @@ def _timed_run(setup: EditSetup, latents: Tensor, chunk: int, device: str) -> di
     return {"warmup_seconds": warm, "seconds": seconds, "cpu_seconds": cpu, "scores": scores}
 
 
-def model_set(
-    which: str,
-    args: argparse.Namespace,
-    switches: Sequence[str],
-) -> dict[str, Any]:
+def model_set(which: str, args: argparse.Namespace, switches: Sequence[str]) -> dict[str, Any]:
     """One model set: fp32 first, then each switch on the same vectors."""
     overrides = [f"device={args.device}", *(REAL_OVERRIDES if which == "real" else [])]
     cfg = compose([*overrides, *args.override])
     layer, chunk = str(cfg.layer), int(cfg.sampling.vectors_per_batch)
-    grid = config_grid(cfg)
-    if which == "real":  # evenly spread grid points, so every property still varies
-        k = max(2, min(args.switch_images, grid.shape[0]))
-        grid = grid[np.unique(np.linspace(0, grid.shape[0] - 1, k).round().astype(int))]
     cutoffs = judge.check_cutoffs(cfg.cutoff)
     generator, scorer = build_models(cfg)
-    if which == "real":
+    grid = config_grid(cfg)
+    if which == "real":  # random directions; evenly spread grid points, every property varies
         directions = random_directions(layer, generator.mid_dims[layer], args.seed)
-        note = directions.source
+        note, n = directions.source, args.switch_real_vectors
+        k = max(2, min(args.switch_images, grid.shape[0]))
+        grid = grid[np.unique(np.linspace(0, grid.shape[0] - 1, k).round().astype(int))]
     else:
         directions, _, note = fit_directions(cfg, generator, scorer, layer, args.fit_n)
-    n = args.switch_real_vectors if which == "real" else args.switch_vectors
+        n = args.switch_vectors
+    images = n * int(grid.shape[0])
     latents = generator.sample_latents(n, int(cfg.sampling.seed))
     base_setup = EditSetup(generator, scorer, directions, grid, layer)
     device = dev.model_device(generator, scorer)
@@ -199,7 +195,7 @@ def model_set(
             "layer": layer,
             "vectors": n,
             "images_per_vector": int(grid.shape[0]),
-            "images": n * int(grid.shape[0]),
+            "images": images,
             "vectors_per_batch": chunk,
             "directions": note,
             "cutoffs": cutoffs,
@@ -207,7 +203,6 @@ def model_set(
         },
         "runs": {},
     }
-    images = n * int(grid.shape[0])
     base: dict[str, Any] | None = None
     for name in [BASELINE, *[s for s in switches if s != BASELINE]]:
         setup = dataclasses.replace(base_setup, measure_settings=switch_settings(name))
