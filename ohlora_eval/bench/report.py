@@ -5,7 +5,6 @@ Times nothing; everything printed is also in the JSON (``cli``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from ohlora_eval.bench.faces import faces_report
@@ -17,10 +16,6 @@ from ohlora_eval.bench.timing import median, ratio
 
 def _settings_lines(settings: dict[str, Any]) -> str:
     return "\n".join(f"    {k}: {v}" for k, v in settings.items())
-
-
-def _runs_text(xs: Sequence[float]) -> str:
-    return " ".join(f"{x:.2f}" for x in xs)
 
 
 def format_report(result: dict[str, Any]) -> str:
@@ -68,7 +63,7 @@ def synthetic_report(syn: dict[str, Any]) -> list[str]:
             num(median(cpu[key]), 2),
             num(ratio(images, median(cpu[key]))),
             num(median(faults[key]) / images, 1),
-            _runs_text(wall[key]),
+            " ".join(f"{x:.2f}" for x in wall[key]),
         ]
 
     n = st["images"]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -87,16 +86,6 @@ def evaluation_hooks(cfg: DictConfig, setup: EditSetup) -> tuple[GroupFn | None,
     return groups_of, stats, "groups from unedited images (group_fn) + review image_stats"
 
 
-@dataclass
-class Timings:
-    """What the interleaved repeats measured: the runs and the last scores of each variant."""
-
-    runs: Runs = field(default_factory=Runs)
-    p: np.ndarray | None = None
-    b: np.ndarray | None = None
-    a_diff: dict[int, float] = field(default_factory=dict)
-
-
 def time_variants(
     args: argparse.Namespace,
     setup: EditSetup,
@@ -105,9 +94,10 @@ def time_variants(
     hooks: tuple[GroupFn | None, ImageStats, str],
     batch_sizes: list[int],
     n_b: int,
-) -> Timings:
+) -> tuple[Runs, np.ndarray, np.ndarray, dict[int, float]]:
     """The timed part: every variant once per repeat, interleaved, so noise from other
-    processes spreads over all of them."""
+    processes spreads over all of them. Returns the runs, the last (p) and (b) scores and
+    the max |p - a| score per batch size."""
     generator, scorer, layer = setup.generator, setup.scorer, setup.layer
     n, m, device = latents.shape[0], setup.m, args.device
     groups_of, stats, _ = hooks
@@ -116,26 +106,27 @@ def time_variants(
     # that happens to run first pays for it.
     bare_forward(generator, scorer, mids[: min(len(mids), 256)], layer, 256)
     pipeline_scores(setup, latents[:chunk], chunk, groups_of, stats)
-    t = Timings()
+    runs = Runs()
+    a_diff: dict[int, float] = {}
     with tempfile.TemporaryDirectory(prefix="ohlora-bench-jpeg-") as tmp:
         for _ in range(args.repeats):
             # (p) the shipped measuring step, as the hot loop of a screening run ...
-            t.p = t.runs.time("p", lambda: pipeline_scores(setup, latents, chunk), device)
+            p = runs.time("p", lambda: pipeline_scores(setup, latents, chunk), device)
             # (p+) ... and with the groups and image statistics a screening run adds.
-            t.runs.time(
+            runs.time(
                 "p_eval", lambda: pipeline_scores(setup, latents, chunk, groups_of, stats), device
             )
             # (a) the ceiling: the same images, bare forward, one batch size at a time.
             for b in batch_sizes:
-                a = t.runs.time(
+                a = runs.time(
                     f"a{b}", lambda b=b: bare_forward(generator, scorer, mids, layer, b), device
                 )
-                t.a_diff[b] = float(np.abs(a.reshape(n, m, -1) - t.p).max())
+                a_diff[b] = float(np.abs(a.reshape(n, m, -1) - p).max())
             # (b) the original's way on the first n_b vectors.
-            t.b = t.runs.time(
+            one_at_a_time = runs.time(
                 "b", lambda: original_style_scores(setup, latents[:n_b], Path(tmp)), device
             )
-    return t
+    return runs, p, one_at_a_time, a_diff
 
 
 def _rates(
@@ -167,14 +158,14 @@ def synthetic_section(args: argparse.Namespace) -> dict[str, Any]:
     latents = generator.sample_latents(n, int(cfg.sampling.seed))
     n_b = min(args.per_image_vectors, n)
     batch_sizes = sorted({int(b) for b in args.batch_sizes})
-    t = time_variants(args, setup, latents, chunk, hooks, batch_sizes, n_b)
-
-    runs, images = t.runs, n * m
+    runs, p, one_at_a_time, a_diff = time_variants(
+        args, setup, latents, chunk, hooks, batch_sizes, n_b
+    )
+    images = n * m
     sizes = {k: n_b * m if k == "b" else images for k in runs.wall}
     rate = _rates(runs.rate, sizes, batch_sizes)
     cpu_rate = _rates(runs.cpu_rate, sizes, batch_sizes)
-    assert t.p is not None and t.b is not None
-    jpeg_gap = np.abs(t.b - t.p[:n_b])
+    jpeg_gap = np.abs(one_at_a_time - p[:n_b])
     return {
         "settings": {
             "config": f"conf/config.yaml defaults, device={args.device}",
@@ -214,7 +205,7 @@ def synthetic_section(args: argparse.Namespace) -> dict[str, Any]:
             "target_p_over_b": TARGET_P_OVER_B,
         },
         "checks": {
-            "max_abs_diff_p_vs_a_by_batch": {str(b): v for b, v in t.a_diff.items()},
+            "max_abs_diff_p_vs_a_by_batch": {str(b): v for b, v in a_diff.items()},
             "jpeg_loop_vs_p_abs_diff_mean": float(jpeg_gap.mean()),
             "jpeg_loop_vs_p_abs_diff_max": float(jpeg_gap.max()),
         },
