@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from omegaconf import OmegaConf
 
 from ohlora_eval.apps import execution
@@ -102,9 +103,6 @@ def measure_scale(args: argparse.Namespace) -> dict[str, Any]:
     build = partial(
         execution.worker_build, resolved, directions, setup.grid, setup.measure_settings, review
     )
-    cpus = os.cpu_count() or 1
-    import torch
-
     default_threads = torch.get_num_threads()
     measure(setup, latents[:chunk], chunk, **hooks)  # warm-up, not timed
     t_default, _ = _best(lambda: measure(setup, latents, chunk, **hooks), args.repeats)
@@ -135,7 +133,7 @@ def measure_scale(args: argparse.Namespace) -> dict[str, Any]:
         "local_default_threads": _local(default_threads, t_default, images),
     }
     ray.init(
-        num_cpus=max(cpus, args.workers * args.threads),
+        num_cpus=max(os.cpu_count() or 1, args.workers * args.threads),
         include_dashboard=False,
         log_to_driver=False,
     )
