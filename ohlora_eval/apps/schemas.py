@@ -86,13 +86,7 @@ class Tracking:
         for key in ("passed", "best"):
             int_in(f"tracking.grids.{key}", getattr(self.grids, key), 0, 100_000)
         number_in("tracking.store_wait_s", self.store_wait_s, 0, 1e9, low_open=True)
-        number_in(
-            "tracking.system_metrics_interval_s",
-            self.system_metrics_interval_s,
-            0,
-            1e9,
-            low_open=True,
-        )
+        # system_metrics and its interval: tracking/system_metrics.check, when a job starts
         if not str(self.experiment).strip():
             raise ConfigError("tracking.experiment is empty; name the MLflow experiment")
         root = Path(str(self.root)).expanduser()

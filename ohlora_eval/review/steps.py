@@ -71,7 +71,7 @@ def build_review_page(
     Every card shown (passed vectors in ``review_rank`` order, then near misses, up to
     ``settings.max_cards``) needs a contact sheet: taken from ``sheets`` (case -> PNG, or
     a ``SheetLink`` to one stored elsewhere) when there, else made with ``render(case)``
-    (a PIL image, e.g. ``artifacts.SheetMaker.render``) and saved under
+    (a PIL image of the case's contact sheet) and saved under
     ``out_dir/sheets/``. ``local_dir`` None: ``settings.local_dir``. Returns the page's
     path, or None when ``settings.page`` is false.
     """
