@@ -300,13 +300,13 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         _stop_on_signals()
-        try:
-            with _store_waits(args):
+        with _store_waits(args):  # its error lines name the command's wait too
+            try:
                 out = fn(*args, **kwargs)
-            succeeded()  # a late SIGTERM (while the process winds down) is exit 0
-            return out
-        except BaseException as exc:  # noqa: BLE001 - the boundary: exit_for decides
-            exit_for(exc)
+                succeeded()  # a late SIGTERM (while the process winds down) is exit 0
+                return out
+            except BaseException as exc:  # noqa: BLE001 - the boundary: exit_for decides
+                exit_for(exc)
 
     return wrapper
 

@@ -105,7 +105,6 @@ def _sweep_tags() -> dict[str, str]:
     return tags
 
 
-NOTE_TAG = "mlflow.note.content"  # a run's description in MLflow's UI (markdown)
 SLOW_S = 2.0  # steps that take longer say how long they took
 
 
@@ -374,7 +373,7 @@ def summarize(
     run = store.retry(client.get_run, run_id)
     page = "review" in {a.path for a in store.retry(client.list_artifacts, run_id)}
     note = describe(per_vector, metrics, cutoffs, notes, run.data.tags, review_page=page)
-    store.retry(client.set_tag, run_id, NOTE_TAG, note)
+    store.retry(client.set_tag, run_id, store.NOTE_TAG, note)
     lines = [
         f"\nohlora_eval: passed {int(metrics['passed'])} of {len(per_vector)}"
         f" ({metrics['pass_rate']:.2%}) at cutoffs {cut}",

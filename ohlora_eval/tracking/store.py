@@ -68,6 +68,7 @@ DIRECTIONS_EXPERIMENT = "ohlora-directions"
 # The view is a shared view state (the UI's own "share" format, an experiment tag) that
 # the printed links name (``viewStateShareKey``): the columns a person compares.
 UI_VIEW_KEY = "ohlora"
+NOTE_TAG = "mlflow.note.content"  # a run's description in MLflow's UI (markdown)
 _UI_COLUMNS = [  # metrics, then params (the UI groups them so), then the description
     "metrics.`passed`",
     "metrics.`pass_rate`",

@@ -32,7 +32,6 @@ from omegaconf import DictConfig
 from ohlora_eval.progress import STDOUT
 from ohlora_eval.tracking import store, system_metrics
 from ohlora_eval.tracking.dead_runs import close_abandoned_runs, process_tags
-from ohlora_eval.tracking.runs import NOTE_TAG
 from ohlora_eval.tracking.sweep_table import compare, plot_sweep, sweep_cost, sweep_note
 from ohlora_eval.tracking.ui_links import ui_url
 
@@ -150,7 +149,7 @@ class SweepParent(Callback):
             store.retry(client.log_artifacts, parent, str(out))
         finished = table["status"].eq("FINISHED") if len(table) else pd.Series([], dtype=bool)
         text = sweep_note(table, cost)
-        store.retry(client.set_tag, parent, NOTE_TAG, text)
+        store.retry(client.set_tag, parent, store.NOTE_TAG, text)
         if len(table):
             store.retry(client.log_metric, parent, "points", float(len(table)))
             store.retry(client.log_metric, parent, "points_finished", float(finished.sum()))
