@@ -320,9 +320,10 @@ def exit_for(exc: BaseException, what: str = "") -> NoReturn:
     if isinstance(exc, (Stopped, KeyboardInterrupt)):
         name = exc.name if isinstance(exc, Stopped) else "Ctrl-C"
         code = 128 + exc.signum if isinstance(exc, Stopped) else 130
-        said = f"{what} stopped by {name}" if what else f"stopped by {name}"
-        if not what and not isinstance(exc, Stopped):
-            said = "interrupted"
+        if what:
+            said = f"{what} stopped by {name}"
+        else:
+            said = f"stopped by {name}" if isinstance(exc, Stopped) else "interrupted"
         with terminal():
             log.error(f"\nohlora_eval: {said}; what was measured is kept.")
         sys.exit(code)
@@ -336,7 +337,7 @@ def exit_for(exc: BaseException, what: str = "") -> NoReturn:
         _bad_input(config_error_line(exc))  # a key or interpolation the config lacks
     if isinstance(exc, UserError):
         _bad_input(" ".join(str(exc).split()) or type(exc).__name__)
-    gone = _store_gone(exc) if isinstance(exc, Exception) else None
+    gone = _store_gone(exc)  # an Exception by now (the others are handled above)
     if gone is not None:
         _bad_input(gone)
     _bug(exc)

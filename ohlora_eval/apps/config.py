@@ -1,7 +1,7 @@
 """Config schemas registered with Hydra's ConfigStore: one source for each setting.
 
 Every config group has one: ``directions``, ``review`` and ``measure`` are their own
-schemas (below); ``cutoff`` is ``pipeline.judge.Cutoffs``; sampling, tracking, cache,
+schemas (below); ``cutoff`` is ``pipeline.cutoffs.Cutoffs``; sampling, tracking, cache,
 execution and the shipped models are in ``apps/schemas.py``, named first in each YAML
 file's defaults list.
 
@@ -139,7 +139,7 @@ def settings(cfg: Any) -> Settings:
         cache=as_typed(cfg.cache, Cache),
         execution=as_typed(execution, execution_schema(execution)),
         review=ReviewSettings.from_cfg(_plain(cfg.get("review"))),
-        measure=measure_settings(_plain(cfg)),
+        measure=measure_settings({"measure": _plain(cfg.get("measure"))}),  # not all of cfg
     )
 
 
