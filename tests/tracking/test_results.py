@@ -1,6 +1,6 @@
 """The results in Python (``ohlora_eval.runs``, ``per_vector``, ``selection``), against a
-small store of two screening runs and one recorded selection; the README's example runs
-here exactly as written."""
+small store of two screening runs and one recorded selection; the example of docs/mlflow.md
+("Results in Python") runs here exactly as written."""
 
 from __future__ import annotations
 
@@ -53,13 +53,17 @@ def made(tmp_path_factory):
     return root, loose, strict, sel, passed[:3]
 
 
+# The page that documents the results in Python (the README links to it).
+RESULTS_PAGE = "docs/mlflow.md"
+
+
 def readme_example() -> str:
-    """The first ```python block after the README's "## Results in Python" heading."""
-    text = (ROOT / "README.md").read_text()
+    """The first ```python block after the "## Results in Python" heading of docs/mlflow.md."""
+    text = (ROOT / RESULTS_PAGE).read_text()
     section = text.split("\n## Results in Python\n", 1)
-    assert len(section) == 2, "README.md has no '## Results in Python' section"
+    assert len(section) == 2, f"{RESULTS_PAGE} has no '## Results in Python' section"
     block = re.search(r"```python\n(.*?)```", section[1].split("\n## ", 1)[0], re.S)
-    assert block, "the README's 'Results in Python' section has no ```python block"
+    assert block, f"the 'Results in Python' section of {RESULTS_PAGE} has no ```python block"
     return block.group(1)
 
 
@@ -69,7 +73,7 @@ def test_the_readme_example_runs_as_written(made, monkeypatch, capsys):
     assert "root=" not in code and "uri=" not in code  # it shows the default store
     monkeypatch.chdir(root.parent)  # the default store: ./mlruns
     names: dict = {}
-    exec(compile(code, "README.md (Results in Python)", "exec"), names)
+    exec(compile(code, f"{RESULTS_PAGE} (Results in Python)", "exec"), names)
     # The filter keeps the runs that passed vectors: the loose run only, when the strict
     # one passed none; newest first either way.
     expected = [r.run_id for r in (strict, loose) if r.metrics["passed"] > 0]
@@ -249,7 +253,7 @@ def test_import_stays_cheap_and_the_api_loads_on_first_use():
 
 
 def test_the_readme_block_is_the_one_documented():
-    """The extraction finds the code the README shows (not an empty or foreign block)."""
+    """The extraction finds the code docs/mlflow.md shows (not an empty or foreign block)."""
     code = readme_example()
     assert code.startswith("import ohlora_eval\n")
     assert all(f"ohlora_eval.{f}(" in code for f in ("runs", "per_vector", "selection"))
