@@ -1,7 +1,9 @@
-"""Pictures for people: contact sheets of a vector's edits and a run's summary plot."""
+"""Pictures for people: contact sheets of a vector's edits, their motion previews and a run's
+summary plot."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -43,11 +45,7 @@ def contact_sheet(
     """
     pix = to_uint8(images)
     n, h, w, _ = pix.shape
-    if h > max_tile:
-        th, tw = max_tile, max(1, round(w * max_tile / h))
-    else:
-        scale = max(1, -(-min_tile // h))
-        th, tw = h * scale, w * scale
+    th, tw = tile_size(h, w, min_tile, max_tile)
     mouth_vals = sorted(set(grid[:, 1]))
     col_keys = sorted({(e, p) for e, p in grid[:, [0, 2]]})
     size = max(11, tw // 9)  # about 14 px for 128-px tiles
@@ -104,6 +102,58 @@ def contact_sheet(
             )
             draw.text(at, label, fill="white", font=font)
     return sheet
+
+
+def tile_size(h: int, w: int, min_tile: int, max_tile: int) -> tuple[int, int]:
+    """(height, width) a face of h x w pixels is shown at: small ones enlarged by an integer
+    factor to at least ``min_tile``, large ones reduced to at most ``max_tile``."""
+    if h > max_tile:
+        return max_tile, max(1, round(w * max_tile / h))
+    scale = max(1, -(-min_tile // h))
+    return h * scale, w * scale
+
+
+PREVIEW_MS = 110  # per frame: a preview's 16 frames loop in about 1.8 s
+
+
+def motion_preview(
+    images: Tensor, points: np.ndarray, min_tile: int = 128, max_tile: int = 4096
+) -> bytes:
+    """An animated GIF (looping) of a vector's edits along each property with the others at
+    0: one panel per property side by side, each labelled with its weight in every frame,
+    the weights going up and back down. ``images`` are ``points``' edits (``preview_points``:
+    each property's ``f`` weights in turn)."""
+    pix = to_uint8(images)
+    n, h, w, _ = pix.shape
+    k = len(CORE_PROPERTIES)
+    f = n // k
+    th, tw = tile_size(h, w, min_tile, max_tile)
+    resample = Image.NEAREST if th >= h else Image.BOX
+    tiles = [Image.fromarray(pix[i]).resize((tw, th), resample) for i in range(n)]
+    size = max(11, tw // 9)
+    font = ImageFont.load_default(size=size)
+    top, gap = size + 8, max(4, tw // 16)
+    frames = []  # one per weight step; the loop shows them up, then back down
+    for t in range(f):
+        frame = Image.new("RGB", (k * tw + (k - 1) * gap, top + th), "white")
+        draw = ImageDraw.Draw(frame)
+        for j, prop in enumerate(CORE_PROPERTIES):
+            x0 = j * (tw + gap)
+            draw.text((x0 + 2, 3), f"{prop} {points[j * f + t, j]:+.2f}", fill="black", font=font)
+            frame.paste(tiles[j * f + t], (x0, top))
+        frames.append(frame)
+    # One palette for all frames, no dithering: steady colours and a third of the bytes.
+    mosaic = Image.new("RGB", (frames[0].width, frames[0].height * f))
+    for t, frame in enumerate(frames):
+        mosaic.paste(frame, (0, t * frame.height))
+    palette = mosaic.quantize(colors=255, method=Image.Quantize.FASTOCTREE)
+    steps = [frame.quantize(palette=palette, dither=Image.Dither.NONE) for frame in frames]
+    loop = [steps[t] for t in [*range(f), *range(f - 2, 0, -1)]]
+    buf = io.BytesIO()
+    loop[0].save(
+        buf, format="GIF", save_all=True, append_images=loop[1:], duration=PREVIEW_MS, loop=0
+    )
+    return buf.getvalue()
 
 
 def _taller(sheet: Image.Image, extra: int) -> Image.Image:

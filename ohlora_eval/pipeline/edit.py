@@ -61,6 +61,21 @@ def _weights(prop: str, values: object) -> list[float]:
     return out
 
 
+PREVIEW_FRAMES = 9
+"""Weights per property in a motion preview (``preview_points``)."""
+
+
+def preview_points(grid: np.ndarray, frames: int = PREVIEW_FRAMES) -> np.ndarray:
+    """The edits of a motion preview: for each property in turn, ``frames`` weights evenly
+    from its smallest to its largest grid weight, the other two at 0; shape (3 * frames, 3),
+    eyes first. Arrays in, arrays out."""
+    points = np.zeros((len(CORE_PROPERTIES) * frames, len(CORE_PROPERTIES)), dtype=np.float64)
+    for k in range(len(CORE_PROPERTIES)):
+        column = grid[:, k]
+        points[k * frames : (k + 1) * frames, k] = np.linspace(column.min(), column.max(), frames)
+    return points
+
+
 def edited_mids(
     mid: Tensor, dirs: dict[str, Tensor], grid: np.ndarray, dtype: torch.dtype = torch.float32
 ) -> Tensor:
@@ -99,8 +114,12 @@ class EditSetup:
         """The grid as moves along the unit directions: each weight times the generator's
         ``edit_unit`` for the layer (1 unless the generator says otherwise). The grid itself
         stays the intended weights that r is taken against."""
+        return self.as_steps(self.grid)
+
+    def as_steps(self, weights: np.ndarray) -> np.ndarray:
+        """Intended (m, 3) weights as moves along the unit directions (``steps``)."""
         unit = edit_unit(self.generator, self.layer)
-        return self.grid if unit == 1.0 else self.grid * unit
+        return weights if unit == 1.0 else weights * unit
 
 
 def edit_unit(generator: object, layer: str) -> float:

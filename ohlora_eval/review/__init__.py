@@ -39,6 +39,7 @@ _WHERE = {
         "PageInputs",
         "SheetLink",
         "near_misses",
+        "preview_of",
         "shown_rows",
         "write_review_page",
         "write_sheet_gallery",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
+import posixpath
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -59,6 +60,21 @@ class SheetLink:
     src: str | None
     run_id: str | None = None
     path: str | None = None
+    moving: bool = True  # its motion preview (``preview_of``) lies beside it
+
+    @property
+    def preview(self) -> SheetLink | None:
+        """Where the sheet's motion preview is (the same place, ``.gif``), if it has one."""
+        if not self.moving:
+            return None
+        src, path = self.src, self.path
+        return SheetLink(src and preview_of(src), self.run_id, path and preview_of(path), False)
+
+
+def preview_of(sheet: str) -> str:
+    """The motion preview kept beside a contact sheet: ``case_00012.png`` -> ``case_00012.gif``
+    (a file, link or artifact path)."""
+    return posixpath.splitext(sheet)[0] + ".gif"
 
 
 @dataclass(frozen=True)
@@ -282,7 +298,13 @@ def _link(
     name = f"case_{case:05d}{Path(src).suffix.lower() or '.png'}"
     if Path(src).resolve() != (sheet_dir / name).resolve():
         shutil.copyfile(src, sheet_dir / name)
-    return SheetLink(f"sheets/{name}", run_id, f"{artifact_dir}/sheets/{name}")
+    moving = Path(preview_of(str(src)))  # its motion preview, where one was made
+    if moving.is_file() and moving.resolve() != (sheet_dir / preview_of(name)).resolve():
+        shutil.copyfile(moving, sheet_dir / preview_of(name))
+    link = f"sheets/{name}"
+    return SheetLink(
+        link, run_id, f"{artifact_dir}/{link}", (sheet_dir / preview_of(name)).is_file()
+    )
 
 
 def write_review_page(

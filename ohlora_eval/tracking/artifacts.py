@@ -1,4 +1,5 @@
-"""What an evaluation run leaves in MLflow: tables, latents, plots, contact sheets, review page.
+"""What an evaluation run leaves in MLflow: tables, latents, plots, contact sheets (each with its
+motion preview, an animated GIF), review page.
 
 ``log_artifacts`` writes all of it into the active run, once, at the end of the run
 (``RunOutputs``). Contact sheets are made and stored once per measurement
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -47,6 +49,8 @@ from ohlora_eval.tracking.contact_sheets import (
 )
 from ohlora_eval.tracking.read_back import FILES_TAG, SHEETS, Logged
 from ohlora_eval.tracking.runs import log_hydra_files, timed
+
+log = logging.getLogger(__name__)
 
 
 def per_image_table(
@@ -123,7 +127,8 @@ def _shared_files_run(
 
 
 def log_artifacts(out: RunOutputs) -> None:
-    """Tables, latents, config, plot, contact sheets and the review page into the active run."""
+    """Tables, latents, config, plot, contact sheets (and their motion previews) and the review
+    page into the active run."""
     with phase("writing the run's artifacts (tables, plot, contact sheets, review page)") as step:
         _log_artifacts(out, step)
 
@@ -182,9 +187,15 @@ def _log_artifacts(out: RunOutputs, step: Step) -> None:
             where.update({c: Logged(out.run_id, path) for c, path in own.items()})
             if own:
                 (folder / SHEETS).mkdir(parents=True, exist_ok=True)
-            for case, path in own.items():
+            for case, path in own.items():  # each sheet with its motion preview beside it
                 shutil.copyfile(out.sheets.path(case), folder / path)
+                shutil.copyfile(out.sheets.preview(case), folder / review.preview_of(path))
                 step.advance()
+            if own:
+                log.info(
+                    f"ohlora_eval:   {len(own)} motion previews (animated GIFs) made in"
+                    f" {out.sheets.preview_seconds:.1f} s"
+                )
             note = _sheets_note(len(own), len(needed) - len(own))
             page = LinkedPage(
                 out.run_id, per_vector, out.cutoffs, out.review, out.grid, note,
@@ -209,6 +220,7 @@ def _log_artifacts(out: RunOutputs, step: Step) -> None:
             if run_dir is not None:  # stored on this disk now: the cache's copy is redundant
                 for case in own:
                     out.sheets.file(case).unlink(missing_ok=True)
+                    Path(review.preview_of(str(out.sheets.file(case)))).unlink(missing_ok=True)
         log_hydra_files()
     page.write_local(where, linker, fallback=out.sheets.path)
 

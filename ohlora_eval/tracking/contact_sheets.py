@@ -17,6 +17,7 @@ import io
 import json
 import os
 import posixpath
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +30,9 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from ohlora_eval import review
-from ohlora_eval.formats.pictures import contact_sheet
+from ohlora_eval.formats.pictures import contact_sheet, motion_preview
 from ohlora_eval.pipeline.cache import atomic_write, file_lock
-from ohlora_eval.pipeline.edit import EditSetup, edited_mids
+from ohlora_eval.pipeline.edit import EditSetup, edited_mids, preview_points
 from ohlora_eval.pipeline.model_calls import synthesize, to_mid
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
 from ohlora_eval.tracking import store
@@ -75,13 +76,12 @@ def render_sheet(
     """Generate one vector's edit grid again and lay it out as a labelled contact sheet
     (``identity``: each cell's distance and the threshold past which a cell is marked; the
     unedited face is then shown beside the grid)."""
-    generator, layer = setup.generator, setup.layer
-    with torch.inference_mode():
-        mid = to_mid(generator, torch.as_tensor(latent, dtype=torch.float32), layer)
-        dirs = setup.directions.for_vectors(mid, groups if setup.directions.grouped else None)
-        images = synthesize(generator, edited_mids(mid, dirs, setup.steps), layer)
-        # the face every distance is taken from, beside the grid
-        unedited = synthesize(generator, mid, layer) if identity is not None else None
+    images, mid = _edits(setup, latent, groups, setup.grid)
+    # the face every distance is taken from, beside the grid
+    unedited = None
+    if identity is not None:
+        with torch.inference_mode():
+            unedited = synthesize(setup.generator, mid, setup.layer)
     return contact_sheet(
         images,
         setup.grid,
@@ -91,6 +91,29 @@ def render_sheet(
         identity=identity,
         reference=unedited,
     )
+
+
+def _edits(
+    setup: EditSetup, latent: np.ndarray, groups: list[str], weights: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One vector's faces at the intended ``weights`` ((m, 3)), generated again; and its mid
+    vector."""
+    generator, layer = setup.generator, setup.layer
+    with torch.inference_mode():
+        mid = to_mid(generator, torch.as_tensor(latent, dtype=torch.float32), layer)
+        dirs = setup.directions.for_vectors(mid, groups if setup.directions.grouped else None)
+        moves = edited_mids(mid, dirs, setup.as_steps(weights))
+        return synthesize(generator, moves, layer), mid
+
+
+def render_preview(
+    setup: EditSetup, latent: np.ndarray, groups: list[str], min_tile: int, max_tile: int
+) -> bytes:
+    """One vector's motion preview (an animated GIF: each property's edits with the others
+    at 0, ``preview_points``), generated again."""
+    points = preview_points(setup.grid)
+    images, _ = _edits(setup, latent, groups, points)
+    return motion_preview(images, points, min_tile, max_tile)
 
 
 @dataclass
@@ -107,6 +130,7 @@ class SheetMaker:
     marks: IdentityMarks | None = None  # identity distances: cells past the threshold marked
 
     def __post_init__(self) -> None:
+        self.preview_seconds = 0.0  # spent making motion previews (the run says how much)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._index = {int(c): i for i, c in enumerate(self.per_vector["case"])}
 
@@ -133,6 +157,20 @@ class SheetMaker:
             buf = io.BytesIO()
             sheet.save(buf, format="PNG")
             atomic_write(path, buf.getvalue())
+        return path
+
+    def preview(self, case: int) -> Path:
+        """The motion preview of ``case`` (beside its sheet), made now if it is not kept."""
+        path = Path(review.preview_of(str(self.file(case))))
+        if not path.exists():
+            t0 = time.perf_counter()
+            i = self._index[int(case)]
+            groups = [self.per_vector.iloc[i]["svm_group_name"]]
+            gif = render_preview(
+                self.setup, self.latents[i : i + 1], groups, self.min_tile, self.max_tile
+            )
+            atomic_write(path, gif)
+            self.preview_seconds += time.perf_counter() - t0
         return path
 
 
@@ -198,14 +236,15 @@ class SheetLedger:
         return self._runs[run_id]
 
     def lookup(self, cases: Iterable[int]) -> dict[int, Logged]:
-        """The cases whose sheet a live run of this store holds."""
+        """The cases whose sheet and motion preview a live run of this store holds (one
+        logged before previews existed is made and logged again)."""
         found = {}
         for case in cases:
             entry = self._entries.get(str(int(case)))
             if not entry or entry.get("uri") != self.uri:
                 continue
             held = self._held(entry["run_id"])
-            if held is not None and entry["path"] in held:
+            if held is not None and {entry["path"], review.preview_of(entry["path"])} <= held:
                 found[int(case)] = Logged(entry["run_id"], entry["path"])
         return found
 

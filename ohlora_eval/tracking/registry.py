@@ -22,6 +22,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ohlora_eval.errors import UserError, succeeded
@@ -293,9 +294,8 @@ def _register(
             probs = [v["re_pass_prob"] for v in manifest["stability"]["cases"].values()]
             version_tags["retest_run_id"] = manifest["stability"]["retest_run_id"]
             version_tags["re_pass_prob_min"] = f"{min(probs):.3f}" if probs else "none"
-        mv = store.retry(
-            mlflow.register_model, info.model_uri, name, tags=version_tags
-        )  # the version and all its tags in one call
+        version_tags["select_run_id"] = sel_run_id
+        mv = store.retry(_new_version, client, name, info, version_tags)
     version = str(mv.version)
     alias, alias_note = _finish(client, name, version, version_tags)
     src = manifest["source_run_id"]
@@ -311,6 +311,21 @@ def _register(
         extra=STDOUT,
     )
     return Selection(name, version, alias, sel_run_id, src, cases, alias_note)
+
+
+def _new_version(client: MlflowClient, name: str, info: Any, tags: dict[str, str]) -> Any:
+    """A version of ``name`` (made if missing) for the logged selection model, with all its tags
+    at once. Its source run is the screening the vectors came from, so that MLflow's "Source
+    run" link on the version page opens it; the ``select`` run that logged the model is the
+    tag ``select_run_id`` (and the logged model's own source)."""
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    return client.create_model_version(
+        name, info.model_uri, run_id=tags["source_run_id"], tags=tags, model_id=info.model_id
+    )
 
 
 def _finish(

@@ -69,7 +69,9 @@ DIRECTIONS_EXPERIMENT = "ohlora-directions"
 # the printed links name (``viewStateShareKey``): the columns a person compares.
 UI_VIEW_KEY = "ohlora"
 NOTE_TAG = "mlflow.note.content"  # a run's description in MLflow's UI (markdown)
-_UI_COLUMNS = [  # metrics, then params (the UI groups them so), then the description
+_UI_COLUMNS = [  # the decision, metrics, then params (the UI groups them so), the description
+    "tags.`chosen`",  # "true" on the experiment's chosen run (python -m ohlora_eval.choose)
+    "tags.`ohlora.selection`",  # <model>/<version> recorded from it (python -m ohlora_eval.select)
     "metrics.`passed`",
     "metrics.`pass_rate`",
     "metrics.`sum_abs_corr_mean`",

@@ -5,7 +5,8 @@ the jobs start (named by the sweep, e.g. ``sweep cutoff.eyes=0.86,0.88``) and,
 when they are done, logs a table and a plot of passed and pass rate against the
 swept values, sets the table (markdown) as the parent's description and prints it,
 with what the sweep cost: its wall time and the images its points measured (also the
-parent's metrics ``wall_seconds`` and ``images_measured``).
+parent's metrics ``wall_seconds`` and ``images_measured``), and the best ``passed`` and
+``pass_rate`` of its points as the parent's own (the runs table shows them on its row).
 Each job's run is nested under it (tag ``mlflow.parentRunId``) and named by its
 swept values (``point_name``, e.g. ``cutoff.eyes=0.9``), so the MLflow UI shows
 the sweep as one expandable row. Works with the joblib launcher too: jobs find
@@ -32,7 +33,13 @@ from omegaconf import DictConfig
 from ohlora_eval.progress import STDOUT
 from ohlora_eval.tracking import store, system_metrics
 from ohlora_eval.tracking.dead_runs import close_abandoned_runs, process_tags
-from ohlora_eval.tracking.sweep_table import compare, plot_sweep, sweep_cost, sweep_note
+from ohlora_eval.tracking.sweep_table import (
+    best_figures,
+    compare,
+    plot_sweep,
+    sweep_cost,
+    sweep_note,
+)
 from ohlora_eval.tracking.ui_links import ui_url
 
 log = logging.getLogger(__name__)
@@ -153,6 +160,8 @@ class SweepParent(Callback):
         if len(table):
             store.retry(client.log_metric, parent, "points", float(len(table)))
             store.retry(client.log_metric, parent, "points_finished", float(finished.sum()))
+        for name, value in best_figures(table).items():  # the runs table's columns, not "-"
+            store.retry(client.log_metric, parent, name, value)
         if wall_s == wall_s:
             store.retry(client.log_metric, parent, "wall_seconds", wall_s)
         store.retry(client.log_metric, parent, "images_measured", float(cost["images"]))

@@ -200,6 +200,21 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(rows)
 
 
+BEST_OF = ("passed", "pass_rate")
+"""The figures a sweep's parent run shows in the runs table: the best of its finished points."""
+
+
+def best_figures(table: pd.DataFrame) -> dict[str, float]:
+    """``BEST_OF``'s largest value over the finished points (none where no point finished)."""
+    done = table[table["status"] == "FINISHED"] if len(table) else table
+    best = {}
+    for m in BEST_OF:
+        values = pd.to_numeric(done[m], errors="coerce").dropna() if m in done else ()
+        if len(values):
+            best[m] = float(values.max())
+    return best
+
+
 def sweep_note(table: pd.DataFrame, cost: Mapping[str, float] | None = None) -> str:
     """The parent run's description: one line (what the runs table shows: the points' passed
     counts, and with ``cost`` the wall time and images measured), the table, then the cost."""

@@ -13,6 +13,21 @@
   } else if (/^https?:$/.test(location.protocol) && /get-artifact$/.test(location.pathname)) {
     base = location.href;
   }
+  function address(run, path) {
+    return new URL("get-artifact?path=" + encodeURIComponent(path)
+      + "&run_uuid=" + encodeURIComponent(run), base).href;
+  }
+  // A sheet's motion preview (an animated GIF) is asked for when its box is opened, so the
+  // page's first screen loads no more than before.
+  Array.prototype.forEach.call(document.querySelectorAll("details.motion"), function (box) {
+    box.addEventListener("toggle", function () {
+      var img = box.querySelector("img.preview");
+      if (!box.open || !img || img.getAttribute("src")) { return; }
+      var run = img.getAttribute("data-preview-run"), path = img.getAttribute("data-preview-path");
+      var src = base && run && path ? address(run, path) : img.getAttribute("data-src");
+      if (src) { img.src = src; }
+    });
+  });
   if (!base) { return; }
   var sheets = Array.prototype.slice.call(document.querySelectorAll("img[data-run][data-path]"));
   var wanted = [];  // near the screen, not yet asked for
@@ -26,8 +41,7 @@
     img.setAttribute("style", PLACEHOLDER);
   });
   function artifactAddress(img) {
-    return new URL("get-artifact?path=" + encodeURIComponent(img.getAttribute("data-path"))
-      + "&run_uuid=" + encodeURIComponent(img.getAttribute("data-run")), base).href;
+    return address(img.getAttribute("data-run"), img.getAttribute("data-path"));
   }
   function pageOrder(a, b) {
     return a.compareDocumentPosition(b) & Node.DOCUMENT_POSITION_FOLLOWING ? -1 : 1;
