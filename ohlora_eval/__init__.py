@@ -1,6 +1,6 @@
 """ohlora_eval: screen a face generator's latent vectors for editable expressions.
 
-The results in Python (README "Results in Python"): ``runs()``, ``per_vector(run_id)``
+The results in Python (docs/mlflow.md, "Results in Python"): ``runs()``, ``per_vector(run_id)``
 and ``selection(model)``, from ``ohlora_eval.tracking.results``, and ``compare(a, b)`` from
 ``ohlora_eval.tracking.compare_runs``. They are loaded on first use, so ``import
 ohlora_eval`` stays cheap (no MLflow, no torch).

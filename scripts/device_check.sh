@@ -2,7 +2,7 @@
 # The GPU check in one go (under 8 minutes; every step has its own timeout):
 #
 #   1. setup        mlflow/hydra from the offline wheels in .whl/ when they are missing
-#                   (README, "Performance and GPUs": how to build that folder); what ran
+#                   (docs/performance.md, "The GPU check": how to build that folder); what ran
 #   2. bench        the shipped measuring step on the real networks (random weights) at
 #                   N_SMALL vectors: fp32 and each switch, images/s and agreement with fp32
 #   3. screen       a screening run on the device ...
@@ -129,7 +129,7 @@ rc_of() { cat "$STEPS/$1.rc" 2>/dev/null || echo none; }
 setup() {
   if ! "$PY" -c "import mlflow, hydra, omegaconf" 2>/dev/null; then
     if ! ls "$ROOT"/.whl/*.whl > /dev/null 2>&1; then
-      echo "mlflow/hydra are missing and $ROOT/.whl has no wheels (README: Performance and GPUs)"
+      echo "mlflow/hydra are missing and $ROOT/.whl has no wheels (docs/performance.md: The GPU check)"
       return 3
     fi
     "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$WORK/site" \

@@ -5,7 +5,7 @@
 that does not exist is an error, never created. Where they look, first match wins: an
 explicit ``uri=``, an explicit ``root=`` (the embedded store ``<root>/mlflow.db``),
 ``MLFLOW_TRACKING_URI``, then ``mlruns/mlflow.db`` under the current directory (the
-commands' default ``tracking.root``). See README "Results in Python" and
+commands' default ``tracking.root``). See docs/mlflow.md, "Results in Python", and
 docs/architecture.md.
 """
 

@@ -1,7 +1,8 @@
 """Links to MLflow's UI: where ``make ui`` shows an experiment's runs, or one run.
 
 ``ui_url`` is the one place that builds a link (the Model-training runs view, with the
-columns chosen); ``ui_links`` lists every experiment of a store, and ``python -m
+columns chosen); ``ui_links`` lists every experiment of a store, ``experiments_url`` is
+MLflow's list of them (ones made later too), and ``python -m
 ohlora_eval.tracking.ui_links <tracking uri> [port]`` prints them (``make ui``). Used by
 the closing summary of a run (``runs.py``) and of a sweep (``sweep.py``).
 """
@@ -23,6 +24,12 @@ def ui_url(uri: str, experiment_id: str, run_id: str | None = None, port: int = 
     if run_id:
         return f"{base}{where}/{run_id}?workflowType=machine_learning"
     return f"{base}{where}?workflowType=machine_learning&viewStateShareKey={store.UI_VIEW_KEY}"
+
+
+def experiments_url(uri: str, port: int = 5000) -> str:
+    """MLflow's list of every experiment of the store, ones made later included."""
+    base = uri.rstrip("/") if uri.startswith("http") else f"http://127.0.0.1:{port}"
+    return f"{base}/#/experiments"
 
 
 def ui_links(uri: str, port: int = 5000) -> list[str]:
@@ -49,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     print("ohlora_eval: open an experiment's runs (Model training view, columns chosen):")
     print("\n".join(lines) if lines else "  (no experiments yet: run python -m ohlora_eval)")
+    print(f"  every experiment, also those made after this: {experiments_url(uri, port)}")
 
 
 if __name__ == "__main__":
