@@ -91,7 +91,12 @@ UI_TAGS = {
             "orderByAsc": False,
             "selectedColumns": _UI_COLUMNS,
             "columnOrder": [_RUN_NAME, *_UI_COLUMNS],
-            "columnWidths": {_RUN_NAME: 300, "attributes.`Description`": 360},
+            "columnWidths": {
+                _RUN_NAME: 300,
+                "tags.`chosen`": 80,
+                "tags.`ohlora.selection`": 150,
+                "attributes.`Description`": 360,
+            },
         },
         separators=(",", ":"),
     ),

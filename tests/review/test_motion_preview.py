@@ -92,8 +92,8 @@ def _page(tmp_path, with_gif: bool) -> str:
 
 def test_the_page_offers_a_preview_beside_each_sheet_that_has_one(tmp_path):
     html = _page(tmp_path, with_gif=True)
-    assert '<details class="motion">' in html
-    assert 'data-src="sheets/case_00007.gif"' in html
-    assert 'data-preview-path="review/sheets/case_00007.gif"' in html
-    assert ' src="sheets/case_00007.gif"' not in html, "loaded only when opened"
-    assert '<details class="motion">' not in _page(tmp_path / "b", with_gif=False)
+    assert '<details class="motion" data-src="sheets/case_00007.gif"' in html
+    assert 'data-path="review/sheets/case_00007.gif"' in html
+    box = html.split('<details class="motion"')[1].split("</details>")[0]
+    assert "<img" not in box, "no preview image until the box is opened"
+    assert '<details class="motion"' not in _page(tmp_path / "b", with_gif=False)

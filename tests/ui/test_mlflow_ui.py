@@ -45,9 +45,15 @@ def test_sweep_opens_on_runs_named_by_what_differs(ui_sweep, mlflow_ui, chromium
     assert re.search(r"#/experiments/\d+/runs\b", page.url), page.url
     assert "overview" not in page.url and "genai" not in page.url
     _close_assistant(page)
-    # The compared columns are there without picking them by hand.
-    for column in ("passed", "pass_rate", "cutoff.eyes", "Description"):
+    # The compared columns are there without picking them by hand (the grid draws only the
+    # columns in sight: scrolled to its right end for the last ones).
+    for column in ("chosen", "passed", "pass_rate", "cutoff.eyes"):
         page.get_by_role("columnheader", name=column).first.wait_for(timeout=TIMEOUT_MS)
+    page.evaluate(
+        "() => document.querySelectorAll('.ag-body-horizontal-scroll-viewport,"
+        " .ag-center-cols-viewport').forEach(e => { e.scrollLeft = e.scrollWidth; })"
+    )
+    page.get_by_role("columnheader", name="Description").first.wait_for(timeout=TIMEOUT_MS)
     # The sweep is one row; expanding it shows its points by their swept values.
     page.get_by_role("row").filter(has_text=parent_name).get_by_role("button").first.click()
     for name in point_names:

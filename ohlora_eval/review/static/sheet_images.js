@@ -17,15 +17,19 @@
     return new URL("get-artifact?path=" + encodeURIComponent(path)
       + "&run_uuid=" + encodeURIComponent(run), base).href;
   }
-  // A sheet's motion preview (an animated GIF) is asked for when its box is opened, so the
-  // page's first screen loads no more than before.
+  // A sheet's motion preview (an animated GIF) is made and asked for when its box is first
+  // opened, so the page's first screen loads no more than before.
   Array.prototype.forEach.call(document.querySelectorAll("details.motion"), function (box) {
     box.addEventListener("toggle", function () {
-      var img = box.querySelector("img.preview");
-      if (!box.open || !img || img.getAttribute("src")) { return; }
-      var run = img.getAttribute("data-preview-run"), path = img.getAttribute("data-preview-path");
-      var src = base && run && path ? address(run, path) : img.getAttribute("data-src");
-      if (src) { img.src = src; }
+      if (!box.open || box.querySelector("img")) { return; }
+      var run = box.getAttribute("data-run"), path = box.getAttribute("data-path");
+      var src = base && run && path ? address(run, path) : box.getAttribute("data-src");
+      if (!src) { return; }
+      var img = document.createElement("img");
+      img.className = "preview";
+      img.alt = box.getAttribute("data-alt") || "";
+      img.src = src;
+      box.appendChild(img);
     });
   });
   if (!base) { return; }
