@@ -14,23 +14,41 @@ STAMP := $(VENV)/.ohlora-installed
 
 .PHONY: setup browser run test test-fast test-all ui bench lint format clean-store server server-stop server-user bench-scale
 
+# Set-up says what it installs and about how long each step took on this project's 2-core CPU
+# (2026-12-08, packages from a local mirror, other jobs sharing the machine; a download from
+# PyPI adds its time), then a line every 4 s while pip (quiet) works: about 2 min in all, once.
+# PYTHONWARNINGS hides setuptools' "Editable installation" box (an information-only warning of
+# its editable_wheel command that pip shows even with -q); pip's other warnings still show.
+ALL_EXTRAS := dev,browser,scale,faces
+PIP := PYTHONWARNINGS="ignore:Editable installation:UserWarning" $(BIN)/python -m pip
+# $(call installing,<what>,<about how long here>,<command>): its exit status is the command's.
+installing = ( echo "setup: $(1) (about $(2) on a 2-core CPU) ..."; t0=$$(date +%s); next=4; \
+	( $(3) ) & pid=$$!; \
+	while kill -0 $$pid 2>/dev/null; do sleep 1; el=$$(( $$(date +%s) - t0 )); \
+	  if [ $$el -ge $$next ] && kill -0 $$pid 2>/dev/null; then \
+	    echo "setup: $(1): $$el s"; next=$$(( el + 4 )); fi; done; \
+	wait $$pid )
+
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	@echo "setup: installing into $(VENV) (new, or pyproject.toml changed): about 2 min on a 2-core CPU, once"
+	@test -x $(BIN)/python || $(call installing,creating $(VENV),5 s,$(PYTHON) -m venv $(VENV))
+	@$(call installing,upgrading pip,2 s,$(PIP) install -q --upgrade pip)
+	@$(call installing,installing $(TORCH_SPEC),30 s,$(PIP) install -q "$(TORCH_SPEC)")
 	@# Everything in one resolve (a minute less than one per extra); where that fails, each
 	@# extra on its own, so that what can be installed is.
-	$(BIN)/python -m pip install -q -e ".[dev,browser,scale,faces]" || { \
-	  $(BIN)/python -m pip install -q -e ".[dev]" && { \
-	  $(BIN)/python -m pip install -q -e ".[browser]" || \
+	@$(call installing,installing ohlora_eval with MLflow/Hydra/Ray/dlib and the test tools,80 s,\
+	  $(PIP) install -q -e ".[$(ALL_EXTRAS)]") || { \
+	  $(PIP) install -q -e ".[dev]" && { \
+	  $(PIP) install -q -e ".[browser]" || \
 	    echo "note: playwright could not be installed; the review-page browser test will be skipped"; \
-	  $(BIN)/python -m pip install -q -e ".[scale]" || \
+	  $(PIP) install -q -e ".[scale]" || \
 	    echo "note: ray/psycopg2 could not be installed; execution=ray and the tests/scale tests will be skipped"; \
-	  $(BIN)/python -m pip install -q -e ".[faces]" || \
+	  $(PIP) install -q -e ".[faces]" || \
 	    echo "note: the real-faces packages could not be installed; experiment=real_faces will say how"; }; }
-	@$(BIN)/python -m pip install -q --no-deps "$(FACES_GAN)" || \
+	@$(PIP) install -q --no-deps "$(FACES_GAN)" || \
 		echo "note: the real-faces GAN could not be installed; experiment=real_faces will say how"
 	@touch $(STAMP)
+	@echo "setup: done"
 
 setup: $(STAMP)
 

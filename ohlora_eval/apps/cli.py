@@ -208,18 +208,25 @@ def _self_shown_loggers() -> list[logging.Logger]:
     return found
 
 
+STARTING = "starting: loading torch and MLflow, opening the tracking store, building the models"
+"""What a command says when it has been silent for a while at its start (``progress.starting``)."""
+
+
 def _job(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """A command's job: what it says on the terminal and in Hydra's job log (its
     ``job_logging``, ``terminal`` where a job has none, ``job_log``), MLflow's noise held
-    back while it uses the store (``store.quiet``). After it, the package's logger is as
-    before the job (a command run in-process leaves no handler of its job behind)."""
+    back while it uses the store (``store.quiet``), and a line every few seconds while it
+    starts (``progress.starting``: imports, the store, the models) until it says something.
+    After it, the package's logger is as before the job (a command run in-process leaves
+    no handler of its job behind)."""
 
     @functools.wraps(task)
     def run(cfg: Any) -> Any:
+        from ohlora_eval import progress
         from ohlora_eval.tracking import store
 
         try:
-            with terminal(), job_log(), store.quiet():
+            with terminal(), job_log(), progress.starting(STARTING), store.quiet():
                 return task(cfg)
         finally:
             _after_job()

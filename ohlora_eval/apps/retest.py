@@ -27,14 +27,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm
 
 from ohlora_eval import review
 from ohlora_eval.apps.build import has_dropout, has_noise, int_list, replay_config
 from ohlora_eval.apps.cli import hydra_app
 from ohlora_eval.errors import UserError, int_in, number_in
 from ohlora_eval.pipeline.judge import CORR_COLUMNS, wilson_interval
-from ohlora_eval.progress import STDOUT, phase, quiet
+from ohlora_eval.progress import STDOUT, Bar, phase, quiet
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.artifacts import LinkedPage, select_command
 from ohlora_eval.tracking.contact_sheets import Linker, local_dir
@@ -97,13 +96,13 @@ def retest(cfg: DictConfig) -> Retest:
         # One bar over the repetitions on a terminal, else a line every few seconds; each
         # repetition's own screening bar and steps are not shown (one summary, below).
         tty = _progress(cfg)
-        bar = tqdm(total=k, desc="re-testing", unit="repetition", disable=not tty)
         lines = (
             phase(f"re-testing {len(cases)} vectors", total=k, unit="repetitions")
             if not tty and bool(cfg.tracking.get("progress", True))
             else nullcontext(None)
         )
-        with lines as step:
+        bar = Bar(total=k, desc="re-testing", unit="repetition", disable=not tty)
+        with bar, lines as step:
             for i in range(k):
                 rep = base.copy()
                 rep.measure.dropout_seed = int(cfg.seed) + i
@@ -124,7 +123,6 @@ def retest(cfg: DictConfig) -> Retest:
                 bar.update(1)
                 if step is not None:
                     step.advance()
-        bar.close()
         result = _summary(cases, np.array(passed), np.array(corrs), float(cfg.ci_level))
         _log(client, parent, source.run_id, per_vector, result, cfg, recorded)
     store.retry(client.set_tag, source.run_id, "ohlora.retest", parent)

@@ -45,6 +45,15 @@ class FitReport:
         return pd.DataFrame(rows, columns=["group", "size"])
 
 
+def fit_work(methods: Mapping[str, str], spec: FitSpec, groups: int) -> tuple[int, str]:
+    """(units, their name) of a fit's work, what its progress counts: each gradient
+    property's epochs and each SVM property's fits, one per group (``groups``)."""
+    epochs = sum(int(spec.gradient.epochs) for p in CORE_PROPERTIES if methods[p] == "gradient")
+    svms = sum(groups for p in CORE_PROPERTIES if methods[p] != "gradient")
+    unit = "epochs" if not svms else "SVM fits" if not epochs else "epochs and SVM fits"
+    return epochs + svms, unit
+
+
 @dataclass
 class Fitted:
     """A fit's result: the directions, the regressors behind gradient ones, the report."""
@@ -67,8 +76,9 @@ def fit_directions(
     bottom ``spec.ratio``; gradient: one regressor per property on all samples. Groups are
     ``group_props`` against ``medians`` (2^k groups of k properties). A face whose score of
     a property is NaN (not measured: no face found) is left out of that property's fit.
-    ``step`` (a running ``progress.phase``) hears of each property when its fit is done,
-    and a line with its time is said."""
+    ``step`` (a running ``progress.phase``) counts the fit's work (``fit_work``: each
+    regressor's epochs, each group's SVM) as it is done, so its lines say how much is left
+    and about how long; a line with each property's time is said when its fit is done."""
     method, grouped, ratio = spec.method, spec.grouped, spec.ratio
     val_fraction, seed, svm_c = spec.val_fraction, spec.seed, spec.svm_c
     methods = resolve_methods(method)
@@ -83,6 +93,9 @@ def fit_directions(
     vectors: dict[str, dict[str, np.ndarray]] = {}
     regressors: dict[str, ScoreRegressor] = {}
     fields = {}
+    if step is not None:
+        step.count(*fit_work(methods, spec, len(names)))
+    advance = step.advance if step is not None else None
     for k, p in enumerate(CORE_PROPERTIES):
         y = np.asarray(scores[p])
         measured = np.isfinite(y)
@@ -90,14 +103,15 @@ def fit_directions(
         g_p = groups if groups is None or measured.all() else groups[measured]
         start = time.perf_counter()
         if methods[p] == "gradient":
-            model, mse = fit_regressor(x_p, y_p, spec.gradient, val_fraction, seed + k)
+            model, mse = fit_regressor(
+                x_p, y_p, spec.gradient, val_fraction, seed + k, on_epoch=advance
+            )
             regressors[p] = model
             fields[p] = gradient_field(model)
             report.gradient_val_mse[p] = mse
             if step is not None:
                 took = time.perf_counter() - start
                 say(f"  {p}: gradient regressor, validation MSE {mse:.4g}, {took:.1f} s")
-                step.advance()
             continue
         table: dict[str, np.ndarray] = {}
         fallback = None
@@ -108,6 +122,8 @@ def fit_directions(
                     fallback, _ = fit_svm_direction(x_p, y_p, ratio, seed=seed + k, c=svm_c)
                 table[g] = fallback
                 report.fallbacks.append(f"{p}/{g}")
+                if advance is not None:
+                    advance()
                 continue
             d, acc = fit_svm_direction(
                 x_p[idx], y_p[idx], ratio, seed=seed + k, c=svm_c, val_fraction=val_fraction
@@ -115,11 +131,12 @@ def fit_directions(
             table[g] = d
             if acc is not None:
                 report.svm_val_acc[(p, g)] = acc
+            if advance is not None:
+                advance()
         vectors[p] = table
         if step is not None:
             took = time.perf_counter() - start
             say(f"  {p}: SVM directions for {len(names)} group(s), {took:.1f} s")
-            step.advance()
     if report.fallbacks:
         warnings.warn(
             f"{len(report.fallbacks)} property/group pairs had too few samples and use the"

@@ -47,8 +47,10 @@ def fit_regressor(
     spec: GradientSpec,
     val_fraction: float,
     seed: int,
+    on_epoch: Callable[[], None] | None = None,
 ) -> tuple[ScoreRegressor, float]:
-    """Train on a seeded split; returns the model (eval mode) and its validation MSE."""
+    """Train on a seeded split; returns the model (eval mode) and its validation MSE.
+    ``on_epoch()`` is called after each epoch (progress; it changes no number)."""
     hidden, epochs, lr = spec.hidden, spec.epochs, spec.lr
     batch_size, weight_decay = spec.batch_size, spec.weight_decay
     g = torch.Generator().manual_seed(seed)
@@ -71,6 +73,8 @@ def fit_regressor(
             loss = nn.functional.mse_loss(model(x[idx]), y[idx])
             loss.backward()
             opt.step()
+        if on_epoch is not None:
+            on_epoch()
     model.eval()
     with torch.no_grad():
         mse = float(nn.functional.mse_loss(model(x[val]), y[val])) if n_val else float("nan")

@@ -29,7 +29,7 @@ from ohlora_eval.pipeline.protocols import (
     CORE_PROPERTIES,
 )
 from ohlora_eval.pipeline.sample import FaceSetup, sample_and_score
-from ohlora_eval.progress import phase, say
+from ohlora_eval.progress import HEARTBEAT_S, phase, say
 from ohlora_eval.tracking import store
 from ohlora_eval.tracking.read_back import RunView
 from ohlora_eval.tracking.runs import side_run
@@ -78,8 +78,11 @@ def run_stage(
         )
         t0 = time.perf_counter()
         where_faces = " on Ray workers" if executor is not None else ""
-        with phase(f"  sampling, generating and scoring {spec.n:,} faces{where_faces}"):
-            _, mid, scores = sample_and_score(faces, spec.n, spec.seed, context=context)
+        # A bar on a terminal (context.progress), else the phase's lines, every few seconds.
+        beat = 1e6 if context.progress else HEARTBEAT_S
+        sampling = f"  sampling, generating and scoring {spec.n:,} faces{where_faces}"
+        with phase(sampling, total=spec.n, unit="faces", every_s=beat) as step:
+            _, mid, scores = sample_and_score(faces, spec.n, spec.seed, context=context, step=step)
         t_sample = time.perf_counter() - t0
         faces_on = executor.stats.line("face batches") if executor is not None else "this process"
         if executor is not None:
@@ -101,7 +104,7 @@ def run_stage(
                 + ", ".join(f"{p} {k:,} of {spec.n:,}" for p, k in unmeasured.items())
             )
         t1 = time.perf_counter()
-        with phase("  fitting", total=len(CORE_PROPERTIES), unit="properties") as step:
+        with phase("  fitting") as step:  # fit_directions counts its epochs / SVM fits
             fitted = fit_directions(
                 mid.cpu().numpy(), scores, layer, spec, med, step=step, group_props=props
             )

@@ -34,7 +34,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ohlora_eval.pipeline import judge
 from ohlora_eval.pipeline.cache import EmbeddingCache
@@ -43,7 +42,7 @@ from ohlora_eval.pipeline.fidelity import round_trip
 from ohlora_eval.pipeline.judge import IDENTITY_COLUMNS
 from ohlora_eval.pipeline.model_calls import computing, synthesize, to_mid
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
-from ohlora_eval.progress import HEARTBEAT_S, phase, say
+from ohlora_eval.progress import HEARTBEAT_S, Bar, on_terminal, phase, say
 
 SCOPES = ("near_pass", "passed", "all")
 NOT_MEASURED = (
@@ -135,7 +134,8 @@ def measure_identity(
     """The descriptors of vectors ``rows`` of the run (``latents[row]``, in group
     ``groups[row]``): from ``cache`` where kept, the others generated and embedded a few
     vectors at a time (each step kept at once: a run that dies resumes). Reported on the
-    terminal: a bar (``progress``) or a line every few seconds, and a line at the end."""
+    terminal: a bar (``progress``, on a terminal) or a line every few seconds, and a line
+    at the end."""
     rows = sorted(int(r) for r in rows)
     out = Embeddings()
     kept = cache.load() if cache is not None else {}
@@ -156,11 +156,12 @@ def measure_identity(
         return out
     per_step = max(1, STEP_IMAGES // m1)
     t0 = time.perf_counter()
-    beat = HEARTBEAT_S if not progress else 1e6  # a bar on the terminal says it instead
+    bar_shown = progress and on_terminal()  # piped or in a file: the phase's lines instead
+    beat = HEARTBEAT_S if not bar_shown else 1e6  # a bar on the terminal says it instead
     with (
         phase(f"identity: embedding {len(todo) * m1:,} faces", len(todo), "vectors", beat) as step,
-        tqdm(
-            total=len(todo), desc="identity", unit="vec", disable=not progress, dynamic_ncols=True
+        Bar(
+            total=len(todo), desc="identity", unit="vec", disable=not bar_shown, dynamic_ncols=True
         ) as bar,
         computing(setup),
         torch.inference_mode(),

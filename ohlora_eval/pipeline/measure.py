@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ohlora_eval.pipeline import device as dev
 from ohlora_eval.pipeline.batching import pad_rows
@@ -56,6 +55,7 @@ from ohlora_eval.pipeline.protocols import (
     CORE_PROPERTIES,
     PropertyScorer,
 )
+from ohlora_eval.progress import counting
 
 # (images of a chunk, grid size) -> per-vector statistics, e.g. {"bg_drift": (v,)}
 ImageStats = Callable[[Tensor, int], dict[str, np.ndarray]]
@@ -242,7 +242,12 @@ class ChunkJob:
 
 @dataclass
 class Measured:
-    """Every vector's per-image scores, with where they came from."""
+    """Every vector's per-image scores, with where they came from.
+
+    Images per second, the one figure of speed this project gives (the run's line, its
+    ``images_per_sec`` metric, the benchmark's pipeline rows): images generated and scored
+    now over the wall time of the measuring step (``measure``: from its first chunk asked
+    for until the last one is in and written to the cache)."""
 
     scores: np.ndarray  # (n, m, 3) float32
     extras: dict[str, np.ndarray]  # per-vector image statistics (the image_stats hook)
@@ -252,34 +257,39 @@ class Measured:
     computed: int  # chunks measured now
     measured_vectors: int = 0  # vectors of the chunks measured now
     measured_seconds: float = 0.0  # their generating and scoring seconds, summed over chunks
+    wall_seconds: float = 0.0  # the measuring step's wall time (``measure``)
+
+    def images_per_sec(self, m: int) -> float:
+        """Images generated and scored now per second of the measuring step's wall time
+        (NaN when nothing was measured now)."""
+        if not self.measured_vectors:
+            return float("nan")
+        return self.measured_vectors * m / max(self.wall_seconds, 1e-9)
 
     def metrics(self, m: int) -> dict[str, float]:
-        """Run metrics; ``images_per_sec`` counts only the images generated and scored now
-        (over their chunks' summed seconds), and is NaN (not measured) when every chunk was
-        re-used: the cached chunks' old seconds are no speed of this run."""
-        out = {
+        """Run metrics; ``images_per_sec`` counts only the images generated and scored now,
+        over the measuring step's wall time, and is NaN (not measured) when every chunk was
+        re-used: reading the cache is no speed of generating and scoring. ``measure_seconds``:
+        the chunks' own seconds summed (cached ones included, as they were measured)."""
+        return {
             "measure_seconds": self.compute_seconds,
+            "measure_wall_seconds": self.wall_seconds,
             "reused_chunks": float(self.reused),
             "measured_chunks": float(self.computed),
             "measured_images": float(self.measured_vectors * m),
+            "images_per_sec": self.images_per_sec(m),
         }
-        out["images_per_sec"] = (
-            self.measured_vectors * m / max(self.measured_seconds, 1e-9)
-            if self.measured_vectors
-            else float("nan")
-        )
-        return out
 
     def speed_line(self, m: int) -> str:
-        """What the terminal says of the speed, and what the figure includes."""
+        """What the terminal says of the speed, and what the figure is."""
         chunks = self.reused + self.computed
         if not self.measured_vectors:
             return f"no images measured (all {chunks:,} chunks re-used from the cache)"
         images = self.measured_vectors * m
         line = (
-            f"{images:,} images generated and scored at"
-            f" {images / max(self.measured_seconds, 1e-9):,.0f} images/s"
-            " (model time summed over chunks, no tracking or sheets)"
+            f"{images:,} images generated and scored at {self.images_per_sec(m):,.0f} images/s"
+            f" ({images:,} images in {self.wall_seconds:,.1f} s, the measuring step's wall time;"
+            " no tracking or sheets)"
         )
         if self.reused:
             line += f"; {self.reused:,} of {chunks:,} chunks re-used from the cache"
@@ -304,10 +314,12 @@ def measure(
     vectors (default 0..n-1): with ``setup.measure_settings.scorer_mode=train`` they seed
     each vector's dropout.
 
-    ``context``: the progress bar, the cache (None: nothing kept) and the executor that
-    measures the chunks not cached, with the same ``chunk_arrays`` (None: this process, a
-    ``LocalExecutor``; e.g. ``pipeline.executor.RayExecutor``). This process alone reads and
-    writes the cache, so a run resumes the same way whichever measured its chunks."""
+    ``context``: the progress shown (a bar on a terminal, else a line at least every few
+    seconds: vectors done, about how long is left, images/s so far), the cache (None: nothing
+    kept) and the executor that measures the chunks not cached, with the same
+    ``chunk_arrays`` (None: this process, a ``LocalExecutor``; e.g.
+    ``pipeline.executor.RayExecutor``). This process alone reads and writes the cache, so a
+    run resumes the same way whichever measured its chunks."""
     n, m = latents.shape[0], setup.m
     cache = context.cache
     executor = context.executor or LocalExecutor(ScreenState(setup, groups_of, image_stats))
@@ -349,9 +361,9 @@ def measure(
             shown(hi - lo)
 
     def shown(vectors: int) -> None:
-        """The bar moved on; its postfix: this process's speed so far, or each worker's
-        share, and the chunks read from the cache."""
-        bar.update(vectors)
+        """The count moved on; its note: this call's images/s so far (images generated and
+        scored now over the wall time since the step began: the summary's definition), or
+        each worker's share, and the chunks read from the cache."""
         if isinstance(executor, LocalExecutor):
             done = fresh["vectors"] * m  # images generated and scored by this call
             rate = done / max(time.perf_counter() - t0, 1e-9)
@@ -359,14 +371,19 @@ def measure(
         else:
             head = executor.stats.line() if executor.stats.chunks else ""
         cached = f"{reused} cached" if reused else ""
-        bar.set_postfix_str(", ".join(x for x in (head, cached) if x))
+        bar.advance(vectors, ", ".join(x for x in (head, cached) if x))
 
     with (
         cache.lock() if cache else nullcontext(),
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="ohlora-cache") as writer,
         computing(setup),
-        tqdm(
-            total=n, desc="screening", unit="vec", disable=not context.progress, dynamic_ncols=True
+        counting(
+            f"screening {n:,} vectors",
+            n,
+            "vectors",
+            show=context.progress,
+            bar="screening",
+            bar_unit="vec",
         ) as bar,
     ):
         t0 = time.perf_counter()
@@ -380,6 +397,7 @@ def measure(
             shown(hi - lo)
         if writing is not None:
             writing.result()
+        wall = time.perf_counter() - t0
     return Measured(
-        scores, extras, groups, seconds, reused, computed, fresh["vectors"], fresh["seconds"]
+        scores, extras, groups, seconds, reused, computed, fresh["vectors"], fresh["seconds"], wall
     )

@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ohlora_eval.pipeline.context import MeasureContext
 from ohlora_eval.pipeline.executor import LocalExecutor
 from ohlora_eval.pipeline.fidelity import round_trip, scorer_mode, seeded, vector_seed
 from ohlora_eval.pipeline.measure_settings import MeasureSettings
 from ohlora_eval.pipeline.model_calls import score, synthesize, to_mid
+from ohlora_eval.progress import Bar, Step
 
 BATCH = 2000
 """Faces per batch (and per job sent to a worker)."""
@@ -81,28 +81,32 @@ def sample_and_score(
     *,
     batch: int = BATCH,
     context: MeasureContext = MeasureContext(),
+    step: Step | None = None,
 ) -> tuple[Tensor, Tensor, dict[str, np.ndarray]]:
     """n latents from ``seed`` -> (latents, mid vectors on the CPU, scores), ``batch`` faces
     at a time, each batch a ``FaceJob`` run by ``context.executor`` (None: this process; e.g.
     a ``RayExecutor`` whose workers hold these models): the same ``face_batch`` on the same
-    batches, so the same numbers wherever they ran."""
+    batches, so the same numbers wherever they ran. Each finished batch moves the bar on
+    (``context.progress``) and ``step`` (a running ``progress.phase`` counting the faces,
+    whose lines say how many are done and about how long is left)."""
     z = faces.generator.sample_latents(n, seed)
     zs = z.detach().cpu().numpy()
     executor = context.executor or LocalExecutor(faces)
     jobs = (FaceJob(lo, min(n, lo + batch), zs[lo : lo + batch]) for lo in range(0, n, batch))
     mid: np.ndarray | None = None
     scores = {p: np.zeros(n, np.float32) for p in faces.scorer.properties}
-    bar = tqdm(
+    with Bar(
         total=n, desc="sampling faces", unit="face", leave=False, disable=not context.progress
-    )
-    for lo, hi, got, _ in executor.run(jobs):
-        if mid is None:
-            mid = np.zeros((n, got["mid"].shape[1]), np.float32)
-        mid[lo:hi] = got["mid"]
-        for p in scores:
-            scores[p][lo:hi] = got[p]
-        bar.update(hi - lo)
-        if not isinstance(executor, LocalExecutor):  # each worker's share
-            bar.set_postfix_str(executor.stats.line("batches"))
-    bar.close()
+    ) as bar:
+        for lo, hi, got, _ in executor.run(jobs):
+            if mid is None:
+                mid = np.zeros((n, got["mid"].shape[1]), np.float32)
+            mid[lo:hi] = got["mid"]
+            for p in scores:
+                scores[p][lo:hi] = got[p]
+            if not isinstance(executor, LocalExecutor):  # each worker's share
+                bar.set_postfix_str(executor.stats.line("batches"), refresh=False)
+            bar.update(hi - lo)
+            if step is not None:
+                step.advance(hi - lo)
     return z, torch.from_numpy(mid if mid is not None else np.zeros((0, 0), np.float32)), scores

@@ -99,19 +99,20 @@ def test_outside_a_job_nothing_is_logged_to_a_file(monkeypatch):
 
 def test_a_long_phase_says_where_it_is_every_few_seconds(caplog):
     """No step is silent for long: a phase says, every ``every_s``, how long it has run, how
-    many of its units are done and about how long is left; then its total time."""
+    many of its units are done and (once a few units past the first are done: a rate)
+    about how long is left; then its total time."""
     import time
 
     from ohlora_eval.progress import phase
 
     with caplog.at_level("INFO", logger="ohlora_eval.progress"):
-        with phase("rendering", total=4, unit="sheets", every_s=0.1) as step:
-            for _ in range(4):
+        with phase("rendering", total=8, unit="sheets", every_s=0.1) as step:
+            for _ in range(8):
                 time.sleep(0.12)
                 step.advance()
     lines = [r.getMessage() for r in caplog.records]
     assert lines[0] == "ohlora_eval: rendering ..."
-    beats = [ln for ln in lines[1:-1] if "of 4 sheets" in ln]
+    beats = [ln for ln in lines[1:-1] if "of 8 sheets" in ln]
     assert len(beats) >= 3, lines
     assert any("s left" in ln for ln in beats), lines
     assert lines[-1].startswith("ohlora_eval: rendering: ") and lines[-1].endswith(" s")
