@@ -373,7 +373,7 @@ class _Heard(logging.Handler):
 
 
 @contextlib.contextmanager
-def starting(what: str, first_s: float = 2.0, every_s: float = HEARTBEAT_S) -> Iterator[None]:
+def starting(what: str, first_s: float = 1.5, every_s: float = HEARTBEAT_S) -> Iterator[None]:
     """A command's start, before it has anything to say (imports, the store, the models):
     when nothing was said for ``first_s`` seconds, ``<what> ...``, then ``starting: 7 s``
     every ``every_s`` seconds, until the command says its first line or draws a bar (a
@@ -390,7 +390,7 @@ def starting(what: str, first_s: float = 2.0, every_s: float = HEARTBEAT_S) -> I
         if heard.wait(first_s) or _quiet:
             return
         log.info(f"ohlora_eval: {what} ...", extra=mark)
-        while not heard.wait(every_s):
+        while not heard.wait(every_s) and not heard.is_set():
             log.info(f"ohlora_eval: starting: {time.perf_counter() - t0:.0f} s", extra=mark)
 
     watcher = threading.Thread(target=watch, name="ohlora-starting", daemon=True)

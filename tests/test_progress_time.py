@@ -141,7 +141,7 @@ def test_a_bar_redraws_while_a_long_unit_runs_with_this_modules_time_left():
 def test_starting_says_what_a_silent_command_is_doing_until_it_speaks(caplog):
     with caplog.at_level("INFO", logger="ohlora_eval"):
         with starting("starting: loading", first_s=0.05, every_s=0.05):
-            time.sleep(0.25)
+            time.sleep(0.5)
             say("the first line")
             time.sleep(0.2)
     lines = [r.getMessage() for r in caplog.records]
