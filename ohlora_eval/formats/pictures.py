@@ -3,6 +3,7 @@ summary plot."""
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 
@@ -12,6 +13,12 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from ohlora_eval.pipeline.protocols import CORE_PROPERTIES
+
+
+@functools.lru_cache(maxsize=8)
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's default font at ``size`` pixels, loaded once per size."""
+    return ImageFont.load_default(size=size)
 
 
 def to_uint8(images: Tensor) -> np.ndarray:
@@ -49,7 +56,7 @@ def contact_sheet(
     mouth_vals = sorted(set(grid[:, 1]))
     col_keys = sorted({(e, p) for e, p in grid[:, [0, 2]]})
     size = max(11, tw // 9)  # about 14 px for 128-px tiles
-    font = ImageFont.load_default(size=size)
+    font = _font(size)
     line = size + 4
     top, left, bottom = 4 + 3 * line, 5 * size, line + 8
     width, height = left + tw * len(col_keys), top + th * len(mouth_vals)
@@ -131,7 +138,7 @@ def motion_preview(
     resample = Image.NEAREST if th >= h else Image.BOX
     tiles = [Image.fromarray(pix[i]).resize((tw, th), resample) for i in range(n)]
     size = max(11, tw // 9)
-    font = ImageFont.load_default(size=size)
+    font = _font(size)
     top, gap = size + 8, max(4, tw // 16)
     frames = []  # one per weight step; the loop shows them up, then back down
     for t in range(f):

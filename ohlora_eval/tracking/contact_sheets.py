@@ -64,10 +64,28 @@ class IdentityMarks:
         return None if np.isnan(d).all() else d
 
 
+Moved = tuple[torch.Tensor, dict[str, torch.Tensor]]
+"""One vector's mid vector and its unit edit directions (what its faces are made from)."""
+
+
+def moved(setup: EditSetup, latent: np.ndarray, groups: list[str]) -> Moved:
+    """The mid vector of ``latent`` (one row) and its directions (its SVM group's, if grouped)."""
+    with torch.inference_mode():
+        mid = to_mid(setup.generator, torch.as_tensor(latent, dtype=torch.float32), setup.layer)
+        return mid, setup.directions.for_vectors(mid, groups if setup.directions.grouped else None)
+
+
+def _faces(setup: EditSetup, vector: Moved, weights: np.ndarray) -> torch.Tensor:
+    """The vector's faces at the intended ``weights`` ((m, 3)), generated again."""
+    mid, dirs = vector
+    with torch.inference_mode():
+        moves = edited_mids(mid, dirs, setup.as_steps(weights))
+        return synthesize(setup.generator, moves, setup.layer)
+
+
 def render_sheet(
     setup: EditSetup,
-    latent: np.ndarray,
-    groups: list[str],
+    vector: Moved,
     title: str,
     min_tile: int = 128,
     max_tile: int = 4096,
@@ -76,12 +94,12 @@ def render_sheet(
     """Generate one vector's edit grid again and lay it out as a labelled contact sheet
     (``identity``: each cell's distance and the threshold past which a cell is marked; the
     unedited face is then shown beside the grid)."""
-    images, mid = _edits(setup, latent, groups, setup.grid)
+    images = _faces(setup, vector, setup.grid)
     # the face every distance is taken from, beside the grid
     unedited = None
     if identity is not None:
         with torch.inference_mode():
-            unedited = synthesize(setup.generator, mid, setup.layer)
+            unedited = synthesize(setup.generator, vector[0], setup.layer)
     return contact_sheet(
         images,
         setup.grid,
@@ -93,27 +111,11 @@ def render_sheet(
     )
 
 
-def _edits(
-    setup: EditSetup, latent: np.ndarray, groups: list[str], weights: np.ndarray
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One vector's faces at the intended ``weights`` ((m, 3)), generated again; and its mid
-    vector."""
-    generator, layer = setup.generator, setup.layer
-    with torch.inference_mode():
-        mid = to_mid(generator, torch.as_tensor(latent, dtype=torch.float32), layer)
-        dirs = setup.directions.for_vectors(mid, groups if setup.directions.grouped else None)
-        moves = edited_mids(mid, dirs, setup.as_steps(weights))
-        return synthesize(generator, moves, layer), mid
-
-
-def render_preview(
-    setup: EditSetup, latent: np.ndarray, groups: list[str], min_tile: int, max_tile: int
-) -> bytes:
+def render_preview(setup: EditSetup, vector: Moved, min_tile: int, max_tile: int) -> bytes:
     """One vector's motion preview (an animated GIF: each property's edits with the others
     at 0, ``preview_points``), generated again."""
     points = preview_points(setup.grid)
-    images, _ = _edits(setup, latent, groups, points)
-    return motion_preview(images, points, min_tile, max_tile)
+    return motion_preview(_faces(setup, vector, points), points, min_tile, max_tile)
 
 
 @dataclass
@@ -131,8 +133,17 @@ class SheetMaker:
 
     def __post_init__(self) -> None:
         self.preview_seconds = 0.0  # spent making motion previews (the run says how much)
+        self._last: tuple[int, Moved] | None = None
         self.folder.mkdir(parents=True, exist_ok=True)
         self._index = {int(c): i for i, c in enumerate(self.per_vector["case"])}
+
+    def _vector(self, i: int) -> Moved:
+        """Row ``i``'s mid vector and directions, kept for the next call (a sheet and its
+        preview are made one after the other)."""
+        if self._last is None or self._last[0] != i:
+            row = self.per_vector.iloc[i]
+            self._last = (i, moved(self.setup, self.latents[i : i + 1], [row["svm_group_name"]]))
+        return self._last[1]
 
     def file(self, case: int) -> Path:
         """Where the sheet of ``case`` is kept (made or not)."""
@@ -147,8 +158,7 @@ class SheetMaker:
             cells = self.marks.cells(i) if self.marks is not None else None
             sheet = render_sheet(
                 self.setup,
-                self.latents[i : i + 1],
-                [row["svm_group_name"]],
+                self._vector(i),
                 sheet_title(row),
                 self.min_tile,
                 self.max_tile,
@@ -164,11 +174,8 @@ class SheetMaker:
         path = Path(review.preview_of(str(self.file(case))))
         if not path.exists():
             t0 = time.perf_counter()
-            i = self._index[int(case)]
-            groups = [self.per_vector.iloc[i]["svm_group_name"]]
-            gif = render_preview(
-                self.setup, self.latents[i : i + 1], groups, self.min_tile, self.max_tile
-            )
+            vector = self._vector(self._index[int(case)])
+            gif = render_preview(self.setup, vector, self.min_tile, self.max_tile)
             atomic_write(path, gif)
             self.preview_seconds += time.perf_counter() - t0
         return path
