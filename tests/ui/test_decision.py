@@ -36,7 +36,7 @@ def decided(ui_sweep, mlflow_ui):
     """After the server started: a point with passed vectors chosen, and one of its passed
     vectors recorded as a new version of ``MODEL``. (the point, the version)."""
     point = next(r for r in ui_sweep.points if r.data.metrics["passed"] >= 1)
-    client = MlflowClient(ui_sweep.uri)
+    client = MlflowClient(ui_sweep.uri, registry_uri=ui_sweep.uri)  # not a registry set before
     table = client.download_artifacts(point.info.run_id, "per_vector.csv")
     import pandas as pd
 
