@@ -220,7 +220,7 @@ def _log_artifacts(out: RunOutputs, step: Step) -> None:
             if run_dir is not None:  # stored on this disk now: the cache's copy is redundant
                 for case in own:
                     out.sheets.file(case).unlink(missing_ok=True)
-                    Path(review.preview_of(str(out.sheets.file(case)))).unlink(missing_ok=True)
+                    out.sheets.preview_file(case).unlink(missing_ok=True)
         log_hydra_files()
     page.write_local(where, linker, fallback=out.sheets.path)
 

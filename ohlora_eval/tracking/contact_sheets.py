@@ -169,9 +169,13 @@ class SheetMaker:
             atomic_write(path, buf.getvalue())
         return path
 
+    def preview_file(self, case: int) -> Path:
+        """Where the motion preview of ``case`` is kept (made or not): beside its sheet."""
+        return Path(review.preview_of(str(self.file(case))))
+
     def preview(self, case: int) -> Path:
         """The motion preview of ``case`` (beside its sheet), made now if it is not kept."""
-        path = Path(review.preview_of(str(self.file(case))))
+        path = self.preview_file(case)
         if not path.exists():
             t0 = time.perf_counter()
             vector = self._vector(self._index[int(case)])
